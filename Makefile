@@ -1,0 +1,30 @@
+# Set-up and entry points. Both `make demo` and `make test` create .venv when it is missing.
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.toolgym-installed
+
+.PHONY: install demo test bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first, pinned, so no later requirement pulls a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[all,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/toolgym demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/env_step.py
+
+lint: install
+	$(PY) -m ruff check toolgym tests examples benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

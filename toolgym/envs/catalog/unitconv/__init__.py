@@ -1,0 +1,1 @@
+"""UnitConv: unit conversion, arithmetic and a named memory (the smallest shipped environment)."""

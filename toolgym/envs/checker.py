@@ -1,0 +1,113 @@
+"""``check_env``: the one test every environment passes.
+
+It proves seeded determinism, valid tool schemas, that bad actions become error observations,
+that snapshots restore exactly, that stepping before reset is refused, and that ``close`` is
+idempotent. ``tests/envs/test_registry_check.py`` runs it over the whole registry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from toolgym.envs.env import ToolEnv
+from toolgym.envs.types import Observation, ToolCall, ToolSpec
+from toolgym.errors import ResetNeeded
+
+GARBAGE = (
+    "<tool_call>{not json}</tool_call>",
+    "<tool_call>[1, 2]</tool_call>",
+    "<tool_call>unclosed",
+    "\x00\ufffd garbage <|tool_calls_section_begin|>",
+    '{"tool_calls": [{"function": 7}]}',
+)
+
+
+class EnvCheckError(AssertionError):
+    """An environment broke one of toolgym's contracts."""
+
+
+def _fail(what: str) -> None:
+    raise EnvCheckError(what)
+
+
+def check_env(env: ToolEnv, seed: int = 0, task: Any = None) -> None:
+    """Check ``env`` against the environment contract; raise ``EnvCheckError`` on the first break.
+
+    Args:
+        env: A fresh environment.
+        seed: Seed for the determinism checks.
+        task: Task to reset with (default: the env's own seeded sampling).
+    """
+    options = {"task": task} if task is not None else None
+    try:
+        env.step("hello")
+        _fail("step() before reset() must raise ResetNeeded")
+    except ResetNeeded:
+        pass
+
+    obs1, _ = env.reset(seed=seed, options=options)
+    digest1 = env.state_digest()
+    obs2, _ = env.reset(seed=seed, options=options)
+    if obs1.model_dump() != obs2.model_dump() or digest1 != env.state_digest():
+        _fail("reset(seed=s) twice gave different observations or state digests")
+    _check_observation(obs1)
+    for spec in obs1.tools:
+        _check_schema(spec)
+
+    snap = env.snapshot()
+    bad_calls = _bad_calls(env, obs1.tools)
+    for action in GARBAGE + bad_calls:
+        if env.stop_reason is not None:
+            env.restore(snap)
+        try:
+            obs, reward, terminated, truncated, info = env.step(action)
+        except Exception as exc:
+            _fail(f"step({action!r}) raised {type(exc).__name__}: {exc}; bad actions must become error observations")
+        _check_observation(obs)
+        if not isinstance(reward, float) or not isinstance(info, dict):
+            _fail("step() must return a float reward and a dict info")
+        if terminated and truncated:
+            _fail("an episode cannot be both terminated and truncated")
+        if action in bad_calls and not any(getattr(m, "error", None) for m in obs.messages):
+            _fail(f"bad call {action!r} produced no error observation")
+
+    env.restore(snap)
+    if env.state_digest() != digest1:
+        _fail("restore(snapshot) did not bring back the state digest")
+    a = env.step(bad_calls[0])[0]
+    env.restore(snap)
+    b = env.step(bad_calls[0])[0]
+    if a.model_dump() != b.model_dump():
+        _fail("the same action after the same restore gave different observations")
+
+    env.close()
+    env.close()
+    try:
+        env.step("hello")
+        _fail("step() after close() must raise ResetNeeded")
+    except ResetNeeded:
+        pass
+
+
+def _bad_calls(env: ToolEnv, tools: list[ToolSpec]) -> tuple[str, ...]:
+    """An unknown tool and wrong arguments to the env's own first tool, in the env's format."""
+    calls = [ToolCall(id="c0", name="no_such_tool", arguments={})]
+    if tools:
+        calls.append(ToolCall(id="c1", name=tools[0].name, arguments={"__bogus__": 1}))
+    return tuple(env.format.render_turn("", [c]) for c in calls)
+
+
+def _check_observation(obs: Any) -> None:
+    if not isinstance(obs, Observation):
+        _fail(f"observations must be Observation, got {type(obs).__name__}")
+
+
+def _check_schema(spec: ToolSpec) -> None:
+    params = spec.function.parameters
+    if params.get("type") != "object" or not isinstance(params.get("properties", {}), dict):
+        _fail(f"tool {spec.name!r}: parameters must be a JSON Schema object with properties")
+    for pname in params.get("required", []):
+        if pname not in params.get("properties", {}):
+            _fail(f"tool {spec.name!r}: required parameter {pname!r} has no property schema")
+    if not spec.function.description:
+        _fail(f"tool {spec.name!r} has no description")

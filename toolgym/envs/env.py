@@ -1,0 +1,278 @@
+"""``ToolEnv``: a gymnasium environment whose actions are assistant turns and whose
+observations are new messages (tool results, user replies).
+
+A new environment overrides at most three things: the ``@tool`` methods, ``setup`` (build the
+world from a task) and ``sample_task`` (seeded task generation). Everything else, budgets,
+error observations, snapshots and digests, is shared.
+
+>>> import toolgym
+>>> env = toolgym.make("toolgym/unitconv-v0")
+>>> obs, info = env.reset(seed=0)
+>>> obs, reward, terminated, truncated, info = env.step("<tool_call>{\\"name\\": \\"nope\\"}</tool_call>")
+>>> obs.messages[0].error
+'unknown_tool'
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import gymnasium
+import numpy as np
+
+from toolgym.envs.digest import digest
+from toolgym.envs.dispatch import ToolBox, error_result, to_message
+from toolgym.envs.formats import ParsedTurn, get_format
+from toolgym.envs.spaces import ConversationSpace, TextAction
+from toolgym.envs.tools import collect_tools
+from toolgym.envs.types import (
+    AssistantMessage,
+    Message,
+    Observation,
+    StopReason,
+    SystemMessage,
+    Task,
+    ToolCall,
+    ToolMessage,
+    ToolResult,
+    UserMessage,
+)
+from toolgym.errors import ConfigError, ResetNeeded
+
+DEFAULT_SYSTEM_PROMPT = "You are a careful assistant. Use the tools to do what the user asks, then answer briefly."
+
+
+@dataclass
+class EnvSnapshot:
+    """Everything ``restore`` needs to put an environment back where ``snapshot`` found it."""
+
+    task: Task
+    world: Any
+    messages: list[Message]
+    turns: int
+    tool_calls: int
+    stop_reason: StopReason | None
+    rng_state: dict[str, Any]
+    final_answer: str
+
+
+class ToolEnv(gymnasium.Env):
+    """Base class of tool-use environments.
+
+    Args:
+        tool_format: How assistant text encodes tool calls ("hermes", "openai", "kimi_k2").
+        tasks: Tasks to draw from when ``reset`` is given none (by the seeded RNG).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+    system_prompt: ClassVar[str] = DEFAULT_SYSTEM_PROMPT
+
+    def __init__(self, *, tool_format: str = "hermes", tasks: Sequence[Task] | None = None, render_mode: str | None = None):
+        self.format = get_format(tool_format)
+        self.tasks = list(tasks) if tasks is not None else None
+        self.render_mode = render_mode
+        self.action_space = TextAction()
+        self.observation_space = ConversationSpace()
+        self.world: Any = None
+        self.task: Task | None = None
+        self.messages: list[Message] = []
+        self.toolbox = ToolBox([])
+        self._turns = 0
+        self._tool_calls = 0
+        self._stop: StopReason | None = None
+        self._final_answer = ""
+        self._closed = False
+
+    # ------------------------------------------------------------------ hooks to override
+
+    def setup(self, task: Task) -> None:
+        """Build the world for ``task``. Default: a deep copy of ``task.initial_state``."""
+        self.world = copy.deepcopy(task.initial_state)
+
+    def sample_task(self, rng: np.random.Generator) -> Task:
+        """A task for ``reset`` without one. Default: draw from ``tasks`` given at construction."""
+        if not self.tasks:
+            raise ConfigError(
+                f"{type(self).__name__}.reset() needs a task: pass options={{'task': ...}}, "
+                "give tasks=[...] when making the env, or override sample_task()"
+            )
+        return self.tasks[int(rng.integers(len(self.tasks)))]
+
+    def world_state(self) -> Any:
+        """The JSON-able world state that ``state_digest`` hashes. Default: ``self.world``."""
+        return self.world
+
+    def load_world(self, state: Any) -> None:
+        """Inverse of ``world_state`` for ``restore``. Default: ``self.world = state``."""
+        self.world = state
+
+    def tool_owners(self) -> list[Any]:
+        """Objects whose ``@tool`` methods are this environment's tools. Default: the env itself."""
+        return [self]
+
+    def on_answer(self, content: str) -> tuple[list[Message], StopReason | None]:
+        """The assistant answered without calling tools. Default: the episode ends.
+
+        Simulated users override this to reply (new messages, no stop reason) or to stop.
+        """
+        return [], StopReason.ANSWERED
+
+    def outcome_reward(self) -> float:
+        """Reward given when the episode ends: 1.0 when the task's expected state digest and
+        required outputs are met, else 0.0. Rubrics give richer scores; this is the env's own."""
+        if self.task is None:
+            return 0.0
+        expected = self.task.expected
+        if expected.state_digest is None and not expected.outputs:
+            return 0.0
+        if expected.state_digest is not None and expected.state_digest != self.state_digest():
+            return 0.0
+        return float(all(out in self._final_answer for out in expected.outputs))
+
+    # ------------------------------------------------------------------ gymnasium API
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Observation, dict[str, Any]]:
+        super().reset(seed=seed)
+        task = (options or {}).get("task")
+        if task is None:
+            task = self.sample_task(self.np_random)
+        elif not isinstance(task, Task):
+            task = Task.model_validate(task)
+        self.task = task
+        self.setup(task)
+        self.toolbox = ToolBox(
+            [t for owner in self.tool_owners() for t in collect_tools(owner)],
+            default_timeout_s=task.limits.tool_timeout_s,
+        ).restrict(task.tools)
+        self.messages = [SystemMessage(content=task.system_prompt or self.system_prompt), UserMessage(content=task.instruction)]
+        self._turns = self._tool_calls = 0
+        self._stop = None
+        self._final_answer = ""
+        self._closed = False
+        obs = Observation(messages=list(self.messages), tools=self.toolbox.specs())
+        return obs, {"task_id": task.id}
+
+    def step(self, action: str | ParsedTurn | AssistantMessage) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
+        turn, assistant = self._begin_step(action)
+        results = [self.toolbox.call(c) if r is None else r for c, r in self._admit(turn.tool_calls)]
+        return self._finish_step(turn, assistant, results)
+
+    async def astep(self, action: str | ParsedTurn | AssistantMessage) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
+        """``step`` for environments with async tools (deadlines enforced by the event loop)."""
+        turn, assistant = self._begin_step(action)
+        results = [await self.toolbox.acall(c) if r is None else r for c, r in self._admit(turn.tool_calls)]
+        return self._finish_step(turn, assistant, results)
+
+    def close(self) -> None:
+        self._closed = True
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        return "\n".join(f"[{m.role}] {getattr(m, 'content', '')}" for m in self.messages)
+
+    # ------------------------------------------------------------------ forking and hashing
+
+    def state_digest(self) -> str:
+        """Canonical hash of the world state (same state, same digest, on any machine)."""
+        return digest(self.world_state())
+
+    def snapshot(self) -> EnvSnapshot:
+        """Capture the world, conversation, budgets and RNG so ``restore`` can fork from here."""
+        if self.task is None:
+            raise ResetNeeded("snapshot() before reset(): there is no world to capture yet")
+        return EnvSnapshot(
+            task=self.task,
+            world=copy.deepcopy(self.world_state()),
+            messages=list(self.messages),
+            turns=self._turns,
+            tool_calls=self._tool_calls,
+            stop_reason=self._stop,
+            rng_state=copy.deepcopy(self.np_random.bit_generator.state),
+            final_answer=self._final_answer,
+        )
+
+    def restore(self, snap: EnvSnapshot) -> None:
+        """Return to a snapshot (taken from this env or a sibling of the same class)."""
+        if self.task is None or self.task.id != snap.task.id:
+            self.reset(options={"task": snap.task})
+        self.task = snap.task
+        self.load_world(copy.deepcopy(snap.world))
+        self.messages = list(snap.messages)
+        self._turns, self._tool_calls, self._stop = snap.turns, snap.tool_calls, snap.stop_reason
+        self._final_answer = snap.final_answer
+        self.np_random.bit_generator.state = copy.deepcopy(snap.rng_state)
+        self._closed = False
+
+    # ------------------------------------------------------------------ internals
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        return self._stop
+
+    def _begin_step(self, action: Any) -> tuple[ParsedTurn, AssistantMessage]:
+        if self.task is None or self._closed:
+            raise ResetNeeded("step() before reset(): call env.reset() first")
+        if self._stop is not None:
+            raise ResetNeeded(f"the episode already ended ({self._stop.value}); call env.reset() to start another")
+        self._turns += 1
+        if isinstance(action, str):
+            turn = self.format.parse(action, id_prefix=f"call_{self._turns}_")
+            raw: str | None = action
+        elif isinstance(action, ParsedTurn):
+            turn, raw = action, None
+        elif isinstance(action, AssistantMessage):
+            turn, raw = ParsedTurn(content=action.content, tool_calls=action.tool_calls), action.raw
+        else:
+            raise TypeError(f"step() takes assistant text, a ParsedTurn or an AssistantMessage, got {type(action).__name__}")
+        assistant = AssistantMessage(content=turn.content, tool_calls=turn.tool_calls, raw=raw)
+        self.messages.append(assistant)
+        return turn, assistant
+
+    def _admit(self, calls: list[ToolCall]) -> list[tuple[ToolCall, ToolResult | None]]:
+        """Apply the per-turn and per-episode call budgets; refused calls get their error now."""
+        limits = self.task.limits  # type: ignore[union-attr]
+        admitted: list[tuple[ToolCall, ToolResult | None]] = []
+        for i, call in enumerate(calls):
+            if i >= limits.max_calls_per_turn:
+                admitted.append((call, error_result(call, "budget_exceeded", f"at most {limits.max_calls_per_turn} calls per turn; this one was not run")))
+            elif self._tool_calls >= limits.max_tool_calls:
+                admitted.append((call, error_result(call, "budget_exceeded", f"the episode's budget of {limits.max_tool_calls} tool calls is spent")))
+                self._stop = StopReason.MAX_TOOL_CALLS
+            else:
+                self._tool_calls += 1
+                admitted.append((call, None))
+        return admitted
+
+    def _finish_step(self, turn: ParsedTurn, assistant: AssistantMessage, results: list[ToolResult]) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
+        task = self.task
+        assert task is not None
+        new: list[Message] = []
+        errors: dict[str, int] = {}
+        for i, err in enumerate(turn.errors):
+            errors["parse_error"] = errors.get("parse_error", 0) + 1
+            text = f"Error (parse_error): {err.message}" + (f"\nOffending text: {err.snippet}" if err.snippet else "")
+            new.append(ToolMessage(tool_call_id=f"parse_error_{self._turns}_{i}", name="", content=text, error="parse_error"))
+        for result in results:
+            result, message = to_message(result, task.limits.max_output_chars)
+            if result.error is not None:
+                errors[result.error.kind] = errors.get(result.error.kind, 0) + 1
+            new.append(message)
+        if not turn.tool_calls and not turn.errors and self._stop is None:
+            self._final_answer = turn.content
+            replies, stop = self.on_answer(turn.content)
+            new.extend(replies)
+            self._stop = stop
+        if self._stop is None and self._turns >= task.limits.max_turns:
+            self._stop = StopReason.MAX_TURNS
+        self.messages.extend(new)
+        stop = self._stop
+        terminated = stop is not None and stop.terminated
+        truncated = stop is not None and not terminated
+        reward = self.outcome_reward() if stop is not None else 0.0
+        info: dict[str, Any] = {"turn": self._turns, "stop_reason": stop, "tool_calls": len(turn.tool_calls), "errors": errors, "results": results}
+        if stop is not None:
+            info["state_digest"] = self.state_digest()
+        return Observation(messages=new), reward, terminated, truncated, info

@@ -1,0 +1,75 @@
+"""What every tool-call format does: parse assistant text, render calls, tools and results."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
+
+
+class ParseError(BaseModel):
+    """A stretch of assistant text that looked like a tool call but could not be read."""
+
+    message: str
+    """Explanation written for the model."""
+    snippet: str = ""
+    """The offending text (cut to 200 characters)."""
+
+
+class ParsedTurn(BaseModel):
+    """An assistant turn split into free text and tool calls."""
+
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    errors: list[ParseError] = Field(default_factory=list)
+
+
+class ToolCallFormat(Protocol):
+    """How tool calls, tool specs and tool results look as text for one model family."""
+
+    name: str
+
+    def parse(self, text: str, id_prefix: str = "call_") -> ParsedTurn:
+        """Split text into content and calls; never raises, malformed calls become errors."""
+        ...
+
+    def render_turn(self, content: str, calls: list[ToolCall]) -> str:
+        """Assistant text that ``parse`` reads back as ``content`` and ``calls``."""
+        ...
+
+    def render_tools(self, tools: list[ToolSpec]) -> str:
+        """The system-prompt section that teaches the model the tools and the call syntax."""
+        ...
+
+    def render_result(self, message: ToolMessage) -> str:
+        """How one tool result appears in the prompt."""
+        ...
+
+
+def snippet(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def read_arguments(raw: Any) -> dict[str, Any] | str:
+    """Arguments as a dict, accepting a JSON object or a string holding one; else a message."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as exc:
+            return f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        return f"arguments must be a JSON object, got {type(raw).__name__}"
+    return raw
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def tools_json_lines(tools: list[ToolSpec]) -> str:
+    return "\n".join(dumps(t.model_dump()) for t in tools)

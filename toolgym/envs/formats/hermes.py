@@ -1,0 +1,84 @@
+"""Hermes / Qwen style: each call is a JSON object between ``<tool_call>`` tags.
+
+    Let me check.
+    <tool_call>
+    {"name": "convert", "arguments": {"value": 3, "from_unit": "mi", "to_unit": "km"}}
+    </tool_call>
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from toolgym.envs.formats.base import ParsedTurn, ParseError, dumps, read_arguments, snippet, tools_json_lines
+from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
+
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+
+
+class HermesFormat:
+    """``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, several per turn allowed."""
+
+    name = "hermes"
+
+    def parse(self, text: str, id_prefix: str = "call_") -> ParsedTurn:
+        if OPEN not in text and CLOSE not in text:
+            return ParsedTurn(content=text.strip())
+        calls: list[ToolCall] = []
+        errors: list[ParseError] = []
+        outside: list[str] = []
+        pos = 0
+        for match in _BLOCK.finditer(text):
+            outside.append(text[pos : match.start()])
+            pos = match.end()
+            call = self._read_call(match.group(1), f"{id_prefix}{len(calls) + len(errors)}")
+            (errors if isinstance(call, ParseError) else calls).append(call)  # type: ignore[arg-type]
+        outside.append(text[pos:])
+        for piece in outside:
+            if OPEN in piece or CLOSE in piece:
+                errors.append(
+                    ParseError(
+                        message=f"unbalanced tool-call tags: every {OPEN} needs a matching {CLOSE}",
+                        snippet=snippet(piece.strip()),
+                    )
+                )
+        content = "".join(outside).replace(OPEN, "").replace(CLOSE, "")
+        return ParsedTurn(content=content.strip(), tool_calls=calls, errors=errors)
+
+    @staticmethod
+    def _read_call(body: str, call_id: str) -> ToolCall | ParseError:
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError as exc:
+            return ParseError(
+                message=f"tool call is not valid JSON ({exc.msg} at position {exc.pos}); "
+                'expected {"name": "...", "arguments": {...}}',
+                snippet=snippet(body.strip()),
+            )
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            return ParseError(
+                message='tool call must be a JSON object with a string "name" and an object "arguments"',
+                snippet=snippet(body.strip()),
+            )
+        args = read_arguments(data.get("arguments", data.get("parameters")))
+        if isinstance(args, str):
+            return ParseError(message=f"call to {data['name']!r}: {args}", snippet=snippet(body.strip()))
+        return ToolCall(id=call_id, name=data["name"], arguments=args)
+
+    def render_turn(self, content: str, calls: list[ToolCall]) -> str:
+        blocks = [f"{OPEN}\n{dumps({'name': c.name, 'arguments': c.arguments})}\n{CLOSE}" for c in calls]
+        return "\n".join(([content] if content else []) + blocks)
+
+    def render_tools(self, tools: list[ToolSpec]) -> str:
+        return (
+            "# Tools\n\nYou can call the functions described below.\n<tools>\n"
+            f"{tools_json_lines(tools)}\n</tools>\n\n"
+            "To call one, write a JSON object with the function name and its arguments between tags:\n"
+            f'{OPEN}\n{{"name": <function-name>, "arguments": <args-json-object>}}\n{CLOSE}\n'
+            "Several calls in one turn are allowed. Answer without tags when you are done."
+        )
+
+    def render_result(self, message: ToolMessage) -> str:
+        return f"<tool_response>\n{message.content}\n</tool_response>"

@@ -1,0 +1,107 @@
+"""Kimi K2 style: calls inside a section of special tokens, ids of the form ``functions.NAME:IDX``.
+
+    <|tool_calls_section_begin|><|tool_call_begin|>functions.convert:0<|tool_call_argument_begin|>
+    {"value": 3}<|tool_call_end|><|tool_calls_section_end|>
+"""
+
+from __future__ import annotations
+
+import re
+
+from toolgym.envs.formats.base import ParsedTurn, ParseError, dumps, read_arguments, snippet, tools_json_lines
+from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
+
+SECTION_BEGIN, SECTION_END = "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"
+CALL_BEGIN, ARG_BEGIN, CALL_END = "<|tool_call_begin|>", "<|tool_call_argument_begin|>", "<|tool_call_end|>"
+MARKERS = (SECTION_BEGIN, SECTION_END, CALL_BEGIN, ARG_BEGIN, CALL_END)
+_CALL = re.compile(
+    re.escape(CALL_BEGIN) + r"(.*?)" + re.escape(ARG_BEGIN) + r"(.*?)" + re.escape(CALL_END), re.DOTALL
+)
+_ID = re.compile(r"^\s*(?:functions\.)?([A-Za-z_][\w.\-]*?):(\d+)\s*$")
+
+
+class KimiK2Format:
+    """Kimi K2's tool-call section with ``functions.NAME:IDX`` call ids."""
+
+    name = "kimi_k2"
+
+    def parse(self, text: str, id_prefix: str = "call_") -> ParsedTurn:
+        if not any(m in text for m in MARKERS):
+            return ParsedTurn(content=text.strip())
+        start = text.find(SECTION_BEGIN)
+        end = text.find(SECTION_END, start + 1) if start >= 0 else -1
+        if start < 0 or end < 0:
+            return ParsedTurn(
+                content=_strip_markers(text).strip(),
+                errors=[
+                    ParseError(
+                        message=f"tool calls must sit between {SECTION_BEGIN} and {SECTION_END}",
+                        snippet=snippet(text.strip()),
+                    )
+                ],
+            )
+        content = text[:start] + text[end + len(SECTION_END) :]
+        section = text[start + len(SECTION_BEGIN) : end]
+        turn = ParsedTurn(content=_strip_markers(content).strip())
+        pos = 0
+        for match in _CALL.finditer(section):
+            _leftover(section[pos : match.start()], turn)
+            pos = match.end()
+            self._read_call(match.group(1), match.group(2), turn)
+        _leftover(section[pos:], turn)
+        return turn
+
+    @staticmethod
+    def _read_call(raw_id: str, raw_args: str, turn: ParsedTurn) -> None:
+        id_match = _ID.match(raw_id)
+        if not id_match:
+            turn.errors.append(
+                ParseError(message="call id must look like functions.NAME:INDEX", snippet=snippet(raw_id.strip()))
+            )
+            return
+        name = id_match.group(1)
+        args = read_arguments(raw_args)
+        if isinstance(args, str):
+            turn.errors.append(ParseError(message=f"call to {name!r}: {args}", snippet=snippet(raw_args.strip())))
+            return
+        turn.tool_calls.append(ToolCall(id=raw_id.strip(), name=name, arguments=args))
+
+    def render_turn(self, content: str, calls: list[ToolCall]) -> str:
+        if not calls:
+            return content
+        body = "".join(
+            f"{CALL_BEGIN}{_call_id(c, i)}{ARG_BEGIN}{dumps(c.arguments)}{CALL_END}" for i, c in enumerate(calls)
+        )
+        return f"{content}{SECTION_BEGIN}{body}{SECTION_END}"
+
+    def render_tools(self, tools: list[ToolSpec]) -> str:
+        return (
+            "# Tools\n\nAvailable functions:\n"
+            f"{tools_json_lines(tools)}\n\n"
+            f"Call functions inside {SECTION_BEGIN}...{SECTION_END}; each call is "
+            f"{CALL_BEGIN}functions.NAME:INDEX{ARG_BEGIN}<json arguments>{CALL_END}."
+        )
+
+    def render_result(self, message: ToolMessage) -> str:
+        return f"## Return of {message.tool_call_id}\n{message.content}"
+
+
+def _call_id(call: ToolCall, index: int) -> str:
+    return call.id if _ID.match(call.id) and call.id.startswith("functions.") else f"functions.{call.name}:{index}"
+
+
+def _strip_markers(text: str) -> str:
+    for marker in MARKERS:
+        text = text.replace(marker, "")
+    return text
+
+
+def _leftover(text: str, turn: ParsedTurn) -> None:
+    if text.strip():
+        turn.errors.append(
+            ParseError(
+                message=f"unreadable text inside the tool-call section; each call is "
+                f"{CALL_BEGIN}functions.NAME:INDEX{ARG_BEGIN}{{...}}{CALL_END}",
+                snippet=snippet(text.strip()),
+            )
+        )

@@ -1,0 +1,90 @@
+"""OpenAI style: the turn is a JSON message object with a ``tool_calls`` list.
+
+    {"content": "", "tool_calls": [{"id": "call_0", "type": "function",
+      "function": {"name": "convert", "arguments": "{\"value\": 3}"}}]}
+
+Plain text that is not such an object is a final answer. Arguments may be a JSON string
+(as the OpenAI API sends them) or an object.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from toolgym.envs.formats.base import ParsedTurn, ParseError, dumps, read_arguments, snippet, tools_json_lines
+from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
+
+
+class OpenAIFormat:
+    """A JSON message ``{"content": ..., "tool_calls": [...]}``, as in the Chat Completions API."""
+
+    name = "openai"
+
+    def parse(self, text: str, id_prefix: str = "call_") -> ParsedTurn:
+        stripped = text.strip()
+        if '"tool_calls"' not in stripped:
+            return ParsedTurn(content=stripped)
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            return ParsedTurn(
+                errors=[
+                    ParseError(
+                        message=f"tool_calls message is not valid JSON ({exc.msg} at position {exc.pos})",
+                        snippet=snippet(stripped),
+                    )
+                ]
+            )
+        if not isinstance(data, dict) or not isinstance(data.get("tool_calls"), list):
+            return ParsedTurn(
+                errors=[ParseError(message='expected a JSON object with a "tool_calls" list', snippet=snippet(stripped))]
+            )
+        content = data.get("content") or ""
+        turn = ParsedTurn(content=content if isinstance(content, str) else dumps(content))
+        for i, item in enumerate(data["tool_calls"]):
+            call = self._read_call(item, f"{id_prefix}{i}")
+            if isinstance(call, ParseError):
+                turn.errors.append(call)
+            else:
+                turn.tool_calls.append(call)
+        return turn
+
+    @staticmethod
+    def _read_call(item: Any, default_id: str) -> ToolCall | ParseError:
+        fn = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            return ParseError(
+                message='each tool call needs {"type": "function", "function": {"name": ..., "arguments": ...}}',
+                snippet=snippet(dumps(item)),
+            )
+        args = read_arguments(fn.get("arguments"))
+        if isinstance(args, str):
+            return ParseError(message=f"call to {fn['name']!r}: {args}", snippet=snippet(dumps(item)))
+        call_id = item.get("id") if isinstance(item.get("id"), str) and item.get("id") else default_id
+        return ToolCall(id=call_id, name=fn["name"], arguments=args)
+
+    def render_turn(self, content: str, calls: list[ToolCall]) -> str:
+        if not calls:
+            return content
+        return dumps(
+            {
+                "content": content,
+                "tool_calls": [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": dumps(c.arguments)}}
+                    for c in calls
+                ],
+            }
+        )
+
+    def render_tools(self, tools: list[ToolSpec]) -> str:
+        return (
+            "# Tools\n\nAvailable functions (OpenAI function-calling schema):\n"
+            f"{tools_json_lines(tools)}\n\n"
+            'To call functions, reply with only a JSON object {"content": "", "tool_calls": '
+            '[{"id": "call_0", "type": "function", "function": {"name": ..., "arguments": "<json>"}}]}. '
+            "Reply in plain text when you are done."
+        )
+
+    def render_result(self, message: ToolMessage) -> str:
+        return dumps({"tool_call_id": message.tool_call_id, "content": message.content})

@@ -1,0 +1,65 @@
+"""Reading and writing task files (JSONL, one task per line) with errors that point at the line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from pydantic import ValidationError
+
+from toolgym.envs.types import Task
+from toolgym.errors import TaskFileError
+
+
+def load_tasks(path: str | Path) -> list[Task]:
+    """Read tasks from a JSONL file.
+
+    Raises:
+        TaskFileError: naming the file, the line, the field and the expected form.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TaskFileError(f"{path}: no such task file")
+    tasks: list[Task] = []
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TaskFileError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            try:
+                task = Task.model_validate(data)
+            except ValidationError as exc:
+                raise TaskFileError(f"{path}:{lineno}: {_explain(exc)}") from None
+            if task.id in seen:
+                raise TaskFileError(f"{path}:{lineno}: task id {task.id!r} already used on line {seen[task.id]}; ids must be unique")
+            seen[task.id] = lineno
+            tasks.append(task)
+    return tasks
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        field = ".".join(str(p) for p in err["loc"]) or "(task)"
+        if err["type"] == "missing":
+            parts.append(f"field '{field}' is required")
+        elif err["type"] == "extra_forbidden":
+            parts.append(f"field '{field}' is not a task field (known: {', '.join(Task.model_fields)})")
+        else:
+            parts.append(f"field '{field}': {err['msg']} (got {str(err.get('input'))[:60]!r})")
+    return "; ".join(parts)
+
+
+def save_tasks(tasks: Iterable[Task], path: str | Path) -> Path:
+    """Write tasks as JSONL; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for task in tasks:
+            fh.write(task.model_dump_json(exclude_defaults=True) + "\n")
+    return path

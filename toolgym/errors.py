@@ -1,0 +1,50 @@
+"""Errors raised at toolgym's boundaries. Each message says what was expected and what came.
+
+Errors caused by the *model* (bad tool calls) are never raised: they become error
+observations. The exceptions here are for the people using the library and for
+infrastructure failures that the rollout loop attributes to their boundary.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class ToolgymError(Exception):
+    """Base class of every error toolgym raises on purpose."""
+
+
+class ToolDefinitionError(ToolgymError, TypeError):
+    """A function cannot become a tool (missing type hint, docstring, bad name...)."""
+
+
+class UnknownEnvError(ToolgymError, KeyError):
+    """``make`` was given an id nobody registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ResetNeeded(ToolgymError, RuntimeError):
+    """``step`` was called before ``reset`` (or after ``close``)."""
+
+
+class TaskFileError(ToolgymError, ValueError):
+    """A task file has a line that is not a valid task."""
+
+
+class ConfigError(ToolgymError, ValueError):
+    """A user configuration has a bad field."""
+
+
+class EnvError(ToolgymError, RuntimeError):
+    """The environment itself failed (infrastructure, not the model)."""
+
+
+def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
+    """A " Did you mean ...?" suffix with the closest choices, or "" when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
