@@ -210,7 +210,13 @@ class ToolEnv(gymnasium.Env):
 
     @property
     def stop_reason(self) -> StopReason | None:
+        """Why the current episode ended, or None while it runs."""
         return self._stop
+
+    @property
+    def final_answer(self) -> str:
+        """The content of the assistant's last tool-free turn ("" if none yet)."""
+        return self._final_answer
 
     def _begin_step(self, action: Any) -> tuple[ParsedTurn, AssistantMessage]:
         if self.task is None or self._closed:

@@ -35,6 +35,8 @@ class PolicyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     episode_id: str
+    task_id: str | None = None
+    """The task being worked on (lets scripted policies and logs route by task)."""
     messages: list[Message]
     tools: list[ToolSpec] = Field(default_factory=list)
     seed: int
