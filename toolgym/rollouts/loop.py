@@ -1,0 +1,193 @@
+"""The episode loop: many episodes at once in one process, policy requests batched across them.
+
+Each episode is a coroutine that reads top to bottom: reset, ask the policy, step, repeat.
+Whenever episodes wait for the policy, ``RequestBatcher`` gathers their requests into one
+``policy.generate`` call. Results depend only on seeds, never on how requests were batched.
+
+>>> import toolgym
+>>> from toolgym.rollouts import run_episodes, sample_tasks, ScriptedPolicy
+>>> tasks = sample_tasks("toolgym/unitconv-v0", n=4, seed=0)
+>>> episodes = run_episodes("toolgym/unitconv-v0", ScriptedPolicy.gold(tasks), tasks=tasks)
+>>> [e.reached_expected_state for e in episodes]
+[True, True, True, True]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import Any, Callable, Sequence
+
+from toolgym.envs.env import ToolEnv
+from toolgym.envs.registry import make
+from toolgym.envs.types import StopReason, Task
+from toolgym.errors import ConfigError
+from toolgym.rollouts.batcher import RequestBatcher
+from toolgym.rollouts.episode import Episode, Failure, TurnRecord
+from toolgym.rollouts.policy import Policy, PolicyRequest, SamplingParams
+
+EnvSource = str | Callable[[], ToolEnv]
+OnEpisode = Callable[[Episode], None]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A stable 63-bit seed from any parts (same parts, same seed, on every machine)."""
+    text = "/".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") >> 1
+
+
+def _factory(env: EnvSource) -> tuple[str, Callable[[], ToolEnv]]:
+    if isinstance(env, str):
+        make(env)  # fail now, with suggestions, if the id is unknown
+        return env, lambda: make(env)
+    if callable(env):
+        return getattr(env, "__name__", "custom"), env
+    raise ConfigError(f"env must be a registered id or a callable returning a ToolEnv, got {type(env).__name__}")
+
+
+def sample_tasks(env: EnvSource, n: int, seed: int = 0) -> list[Task]:
+    """The tasks that ``run_episodes(env, ..., n=n, seed=seed)`` would sample, in order."""
+    _, factory = _factory(env)
+    instance = factory()
+    tasks = []
+    for i in range(n):
+        instance.reset(seed=seed + i)
+        assert instance.task is not None
+        tasks.append(instance.task)
+    instance.close()
+    return tasks
+
+
+class _Run:
+    """State shared by the episodes of one ``arun_episodes`` call."""
+
+    def __init__(self, env_id: str, factory: Callable[[], ToolEnv], batcher: RequestBatcher, sampling: SamplingParams, seed: int, env_retries: int, on_episode: OnEpisode | None):
+        self.env_id, self.factory, self.batcher = env_id, factory, batcher
+        self.sampling, self.seed, self.env_retries, self.on_episode = sampling, seed, env_retries, on_episode
+        self.free_envs: list[ToolEnv] = []
+
+    def acquire(self) -> ToolEnv:
+        return self.free_envs.pop() if self.free_envs else self.factory()
+
+    async def episode(self, index: int, sibling: int, task: Task | None, group: str | None) -> Episode:
+        """One episode, retried on a fresh env when the environment itself fails."""
+        reset_seed = self.seed + index
+        for attempt in range(1, self.env_retries + 2):
+            env = self.acquire()
+            try:
+                ep = await self._play(env, index, sibling, task, reset_seed, group)
+                self.free_envs.append(env)
+                break
+            except Exception as exc:  # the env broke: infrastructure, not the model
+                env.close()
+                failure = Failure(boundary="env", kind=type(exc).__name__, message=str(exc)[:500], attempts=attempt)
+                if attempt > self.env_retries:
+                    ep = Episode(
+                        id=f"{self.env_id}/{index}/{sibling}", env_id=self.env_id,
+                        task=task or Task(id=f"unsampled-{index}", instruction=""), seed=reset_seed,
+                        stop_reason=StopReason.ENV_ERROR, failure=failure, group=group,
+                    )
+        if self.on_episode is not None:
+            self.on_episode(ep)
+        return ep
+
+    async def _play(self, env: ToolEnv, index: int, sibling: int, task: Task | None, reset_seed: int, group: str | None) -> Episode:
+        started = time.perf_counter()
+        obs, _ = env.reset(seed=reset_seed, options={"task": task} if task is not None else None)
+        task = env.task
+        assert task is not None
+        episode_id = f"{task.id}/{sibling}"
+        turns: list[TurnRecord] = []
+        failure: Failure | None = None
+        reward = 0.0
+        while env.stop_reason is None:
+            request = PolicyRequest(
+                episode_id=episode_id, task_id=task.id, messages=list(env.messages), tools=obs.tools,
+                seed=derive_seed(self.seed, index, sibling, len(turns)), sampling=self.sampling,
+            )
+            t0 = time.perf_counter()
+            out = await self.batcher.generate(request)
+            t1 = time.perf_counter()
+            if out.error is not None:
+                failure = Failure(boundary="policy", kind=out.error.kind, message=out.error.message)
+                break
+            start = len(env.messages) + 1  # the assistant message comes first
+            _, reward, _, _, info = await env.astep(out.text)
+            turns.append(
+                TurnRecord(
+                    text=out.text, prompt_token_ids=out.prompt_token_ids, token_ids=out.token_ids,
+                    logprobs=out.logprobs, finish_reason=out.finish_reason, tool_calls=info["tool_calls"],
+                    errors=info["errors"], observation_start=start, reward=reward,
+                    env_s=time.perf_counter() - t1, policy_s=t1 - t0,
+                )
+            )
+        stop = StopReason.POLICY_ERROR if failure is not None else env.stop_reason
+        assert stop is not None
+        return Episode(
+            id=episode_id, env_id=self.env_id, task=task, seed=reset_seed, tools=obs.tools,
+            messages=list(env.messages), turns=turns, stop_reason=stop, reward=reward if failure is None else 0.0,
+            final_answer=env.final_answer, final_state_digest=env.state_digest(), failure=failure,
+            metrics={"turns": float(len(turns)), "tool_calls": float(sum(t.tool_calls for t in turns)),
+                     "bad_calls": float(sum(sum(t.errors.values()) for t in turns))},
+            wall_s=time.perf_counter() - started, group=group,
+        )
+
+
+async def arun_episodes(
+    env: EnvSource,
+    policy: Policy,
+    *,
+    tasks: Sequence[Task] | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    group_size: int = 1,
+    concurrency: int = 256,
+    sampling: SamplingParams | None = None,
+    max_batch: int | None = None,
+    env_retries: int = 1,
+    on_episode: OnEpisode | None = None,
+) -> list[Episode]:
+    """Run episodes concurrently and return them in task order (siblings adjacent).
+
+    Args:
+        env: A registered env id or a callable that returns a fresh ``ToolEnv``.
+        policy: Any ``Policy``; its requests are batched across live episodes.
+        tasks: Tasks to run, one group each. Without tasks, ``n`` tasks are sampled by the env
+            from seeds ``seed, seed+1, ...``.
+        n: Number of tasks to sample when ``tasks`` is None.
+        seed: Base seed: reset seeds are ``seed + task index``; policy seeds derive from it.
+        group_size: Episodes per task (GRPO siblings), sharing a ``group`` id and reset seed.
+        concurrency: Episodes alive at once.
+        sampling: Sampling parameters sent with every request.
+        max_batch: Most requests in one ``policy.generate`` call (default: no limit).
+        env_retries: Fresh-env retries after an environment crash before the episode is
+            recorded as an ``env_error`` failure.
+        on_episode: Called with each finished episode (progress bars, streaming writers).
+    """
+    if tasks is None and n is None:
+        raise ConfigError("run_episodes needs tasks=[...] or n=<number of tasks to sample>")
+    if group_size < 1 or concurrency < 1:
+        raise ConfigError(f"group_size and concurrency must be >= 1, got {group_size} and {concurrency}")
+    env_id, factory = _factory(env)
+    items: list[Task | None] = list(tasks) if tasks is not None else [None] * int(n)  # type: ignore[arg-type]
+    async with RequestBatcher(policy, max_batch=max_batch) as batcher:
+        run = _Run(env_id, factory, batcher, sampling or SamplingParams(), seed, env_retries, on_episode)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(index: int, sibling: int, task: Task | None) -> Episode:
+            async with gate:
+                group = f"{env_id}/{seed + index}" if group_size > 1 else None
+                return await run.episode(index, sibling, task, group)
+
+        jobs = [one(i, k, t) for i, t in enumerate(items) for k in range(group_size)]
+        return list(await asyncio.gather(*jobs))
+
+
+def run_episodes(env: EnvSource, policy: Policy, **kwargs: Any) -> list[Episode]:
+    """Synchronous ``arun_episodes`` (same arguments). Inside an event loop, await that instead."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(arun_episodes(env, policy, **kwargs))
+    raise RuntimeError("run_episodes() was called inside a running event loop; use `await arun_episodes(...)`")
