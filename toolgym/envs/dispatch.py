@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from pydantic import BaseModel
 
 from toolgym.envs.tools import ArgumentError, BoundTool
-from toolgym.envs.types import ToolCall, ToolError, ToolErrorKind, ToolMessage, ToolResult, ToolSpec
+from toolgym.envs.types import ToolCall, ToolError, ToolErrorKind, ToolMessage, ToolResult, ToolSpec, trusted
 from toolgym.errors import did_you_mean
 
 TRUNCATION_MARKER = "\n...[output truncated: {n} more characters]"
@@ -85,7 +85,7 @@ class ToolBox:
             return error_result(call, "timeout", f"tool {call.name!r} did not finish within {timeout:g}s")
         except Exception as exc:  # the tool's own failure is information for the model
             return error_result(call, "tool_exception", f"{type(exc).__name__}: {exc}")
-        return ToolResult(call_id=call.id, name=call.name, output=output)
+        return _ok(call, output)
 
     async def acall(self, call: ToolCall) -> ToolResult:
         """Run one call inside an event loop; async tools get the deadline, sync ones a thread."""
@@ -108,7 +108,11 @@ class ToolBox:
             return error_result(call, "timeout", f"tool {call.name!r} did not finish within {timeout:g}s")
         except Exception as exc:
             return error_result(call, "tool_exception", f"{type(exc).__name__}: {exc}")
-        return ToolResult(call_id=call.id, name=call.name, output=output)
+        return _ok(call, output)
+
+
+def _ok(call: ToolCall, output: Any) -> ToolResult:
+    return trusted(ToolResult, {"call_id": call.id, "name": call.name, "output": output, "error": None, "truncated": False})
 
 
 def _run_coroutine(coro: Any, timeout: float) -> Any:
@@ -131,13 +135,17 @@ def render_output(output: Any) -> str:
         return output
     if isinstance(output, BaseModel):
         return output.model_dump_json()
-    return json.dumps(output, ensure_ascii=False, allow_nan=False, default=_pydantic_default)
+    return _ENCODER.encode(output)
 
 
 def _pydantic_default(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
+
+
+# One encoder for all outputs: json.dumps with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_pydantic_default)
 
 
 def to_message(result: ToolResult, max_chars: int) -> tuple[ToolResult, ToolMessage]:
@@ -161,4 +169,5 @@ def to_message(result: ToolResult, max_chars: int) -> tuple[ToolResult, ToolMess
     if len(text) > max_chars:
         text = text[:max_chars] + TRUNCATION_MARKER.format(n=len(text) - max_chars)
         result = result.model_copy(update={"truncated": True})
-    return result, ToolMessage(tool_call_id=result.call_id, name=result.name, content=text)
+    message = {"role": "tool", "tool_call_id": result.call_id, "name": result.name, "content": text, "error": None}
+    return result, trusted(ToolMessage, message)

@@ -38,6 +38,7 @@ from toolgym.envs.types import (
     ToolMessage,
     ToolResult,
     UserMessage,
+    trusted,
 )
 from toolgym.errors import ConfigError, ResetNeeded
 
@@ -156,7 +157,8 @@ class ToolEnv(gymnasium.Env):
 
     def step(self, action: str | ParsedTurn | AssistantMessage) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         turn, assistant = self._begin_step(action)
-        results = [self.toolbox.call(c) if r is None else r for c, r in self._admit(turn.tool_calls)]
+        call = self.toolbox.call
+        results = [call(c) if r is None else r for c, r in self._admit(turn.tool_calls)]
         return self._finish_step(turn, assistant, results)
 
     async def astep(self, action: str | ParsedTurn | AssistantMessage) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
@@ -233,13 +235,16 @@ class ToolEnv(gymnasium.Env):
             turn, raw = ParsedTurn(content=action.content, tool_calls=action.tool_calls), action.raw
         else:
             raise TypeError(f"step() takes assistant text, a ParsedTurn or an AssistantMessage, got {type(action).__name__}")
-        assistant = AssistantMessage(content=turn.content, tool_calls=turn.tool_calls, raw=raw)
+        assistant = trusted(AssistantMessage, {"role": "assistant", "content": turn.content, "tool_calls": turn.tool_calls, "raw": raw})
         self.messages.append(assistant)
         return turn, assistant
 
     def _admit(self, calls: list[ToolCall]) -> list[tuple[ToolCall, ToolResult | None]]:
         """Apply the per-turn and per-episode call budgets; refused calls get their error now."""
         limits = self.task.limits  # type: ignore[union-attr]
+        if len(calls) <= limits.max_calls_per_turn and self._tool_calls + len(calls) <= limits.max_tool_calls:
+            self._tool_calls += len(calls)  # the common case: everything fits
+            return [(c, None) for c in calls]
         admitted: list[tuple[ToolCall, ToolResult | None]] = []
         for i, call in enumerate(calls):
             if i >= limits.max_calls_per_turn:
@@ -255,6 +260,7 @@ class ToolEnv(gymnasium.Env):
     def _finish_step(self, turn: ParsedTurn, assistant: AssistantMessage, results: list[ToolResult]) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         task = self.task
         assert task is not None
+        limits = task.limits
         new: list[Message] = []
         errors: dict[str, int] = {}
         for i, err in enumerate(turn.errors):
@@ -262,7 +268,7 @@ class ToolEnv(gymnasium.Env):
             text = f"Error (parse_error): {err.message}" + (f"\nOffending text: {err.snippet}" if err.snippet else "")
             new.append(ToolMessage(tool_call_id=f"parse_error_{self._turns}_{i}", name="", content=text, error="parse_error"))
         for result in results:
-            result, message = to_message(result, task.limits.max_output_chars)
+            result, message = to_message(result, limits.max_output_chars)
             if result.error is not None:
                 errors[result.error.kind] = errors.get(result.error.kind, 0) + 1
             new.append(message)
@@ -271,14 +277,13 @@ class ToolEnv(gymnasium.Env):
             replies, stop = self.on_answer(turn.content)
             new.extend(replies)
             self._stop = stop
-        if self._stop is None and self._turns >= task.limits.max_turns:
+        if self._stop is None and self._turns >= limits.max_turns:
             self._stop = StopReason.MAX_TURNS
         self.messages.extend(new)
         stop = self._stop
-        terminated = stop is not None and stop.terminated
-        truncated = stop is not None and not terminated
-        reward = self.outcome_reward() if stop is not None else 0.0
         info: dict[str, Any] = {"turn": self._turns, "stop_reason": stop, "tool_calls": len(turn.tool_calls), "errors": errors, "results": results}
-        if stop is not None:
-            info["state_digest"] = self.state_digest()
-        return Observation(messages=new), reward, terminated, truncated, info
+        if stop is None:
+            return trusted(Observation, {"messages": new, "tools": []}), 0.0, False, False, info
+        terminated = stop.terminated
+        info["state_digest"] = self.state_digest()
+        return trusted(Observation, {"messages": new, "tools": []}), self.outcome_reward(), terminated, not terminated, info

@@ -78,7 +78,7 @@ class Tool:
             model = self.args_model.model_validate(arguments)
         except ValidationError as exc:
             raise ArgumentError(self._explain(exc, arguments)) from None
-        return {name: getattr(model, name) for name in self.param_names}
+        return model.__dict__  # exactly the declared parameters (extra keys are forbidden)
 
     def _explain(self, exc: ValidationError, arguments: dict[str, Any]) -> str:
         problems = []

@@ -9,11 +9,12 @@ templates and MCP also understand.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
 JsonDict = dict[str, Any]
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class _Model(BaseModel):
@@ -239,3 +240,22 @@ class Observation(_Model):
 
     messages: list[Message] = Field(default_factory=list)
     tools: list[ToolSpec] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- trusted construction
+
+
+def trusted(cls: type[_M], data: dict[str, Any]) -> _M:
+    """Build a model from a complete dict of values the library itself produced.
+
+    One environment step builds several messages; skipping re-validation of values that are
+    valid by construction keeps a step around a dozen microseconds. ``data`` must hold every
+    field, in declaration order. Anything a user or a model hands in is still validated.
+    ``tests/envs/test_types.py`` pins that the result equals the validated construction.
+    """
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", data)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(data))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
+from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec, trusted
 
 
 class ParseError(BaseModel):
@@ -19,12 +20,17 @@ class ParseError(BaseModel):
     """The offending text (cut to 200 characters)."""
 
 
-class ParsedTurn(BaseModel):
-    """An assistant turn split into free text and tool calls."""
+@dataclass(slots=True)
+class ParsedTurn:
+    """An assistant turn split into free text and tool calls.
+
+    A plain dataclass rather than a pydantic model: it is built on every step and never
+    crosses a process boundary on its own (the env turns it into an ``AssistantMessage``).
+    """
 
     content: str = ""
-    tool_calls: list[ToolCall] = Field(default_factory=list)
-    errors: list[ParseError] = Field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    errors: list[ParseError] = field(default_factory=list)
 
 
 class ToolCallFormat(Protocol):
@@ -49,6 +55,20 @@ class ToolCallFormat(Protocol):
         ...
 
 
+_DECODER = json.JSONDecoder()
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` without the per-call wrapper (this runs on every parsed call)."""
+    return _DECODER.decode(text)
+
+
+def make_call(call_id: str, name: str, arguments: dict[str, Any]) -> ToolCall:
+    """A ``ToolCall`` from values the parser has already checked (id and name are str,
+    arguments a dict), built without re-validation."""
+    return trusted(ToolCall, {"id": call_id, "name": name, "arguments": arguments})
+
+
 def snippet(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -57,7 +77,7 @@ def read_arguments(raw: Any) -> dict[str, Any] | str:
     """Arguments as a dict, accepting a JSON object or a string holding one; else a message."""
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw) if raw.strip() else {}
+            raw = loads(raw) if raw.strip() else {}
         except json.JSONDecodeError as exc:
             return f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"
     if raw is None:

@@ -9,13 +9,11 @@
 from __future__ import annotations
 
 import json
-import re
 
-from toolgym.envs.formats.base import ParsedTurn, ParseError, dumps, read_arguments, snippet, tools_json_lines
+from toolgym.envs.formats.base import ParsedTurn, ParseError, dumps, loads, make_call, read_arguments, snippet, tools_json_lines
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
-_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 
 
 class HermesFormat:
@@ -30,11 +28,11 @@ class HermesFormat:
         errors: list[ParseError] = []
         outside: list[str] = []
         pos = 0
-        for match in _BLOCK.finditer(text):
-            outside.append(text[pos : match.start()])
-            pos = match.end()
-            call = self._read_call(match.group(1), f"{id_prefix}{len(calls) + len(errors)}")
+        while (start := text.find(OPEN, pos)) >= 0 and (end := text.find(CLOSE, start)) >= 0:
+            outside.append(text[pos:start])
+            call = self._read_call(text[start + len(OPEN) : end], f"{id_prefix}{len(calls) + len(errors)}")
             (errors if isinstance(call, ParseError) else calls).append(call)  # type: ignore[arg-type]
+            pos = end + len(CLOSE)
         outside.append(text[pos:])
         for piece in outside:
             if OPEN in piece or CLOSE in piece:
@@ -44,13 +42,15 @@ class HermesFormat:
                         snippet=snippet(piece.strip()),
                     )
                 )
-        content = "".join(outside).replace(OPEN, "").replace(CLOSE, "")
+        content = "".join(outside)
+        if errors:
+            content = content.replace(OPEN, "").replace(CLOSE, "")
         return ParsedTurn(content=content.strip(), tool_calls=calls, errors=errors)
 
     @staticmethod
     def _read_call(body: str, call_id: str) -> ToolCall | ParseError:
         try:
-            data = json.loads(body)
+            data = loads(body)
         except json.JSONDecodeError as exc:
             return ParseError(
                 message=f"tool call is not valid JSON ({exc.msg} at position {exc.pos}); "
@@ -65,7 +65,7 @@ class HermesFormat:
         args = read_arguments(data.get("arguments", data.get("parameters")))
         if isinstance(args, str):
             return ParseError(message=f"call to {data['name']!r}: {args}", snippet=snippet(body.strip()))
-        return ToolCall(id=call_id, name=data["name"], arguments=args)
+        return make_call(call_id, data["name"], args)
 
     def render_turn(self, content: str, calls: list[ToolCall]) -> str:
         blocks = [f"{OPEN}\n{dumps({'name': c.name, 'arguments': c.arguments})}\n{CLOSE}" for c in calls]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from toolgym.envs.formats.base import ParsedTurn, ParseError, dumps, read_arguments, snippet, tools_json_lines
+from toolgym.envs.formats.base import ParsedTurn, ParseError, dumps, make_call, read_arguments, snippet, tools_json_lines
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 
 SECTION_BEGIN, SECTION_END = "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"
@@ -64,7 +64,7 @@ class KimiK2Format:
         if isinstance(args, str):
             turn.errors.append(ParseError(message=f"call to {name!r}: {args}", snippet=snippet(raw_args.strip())))
             return
-        turn.tool_calls.append(ToolCall(id=raw_id.strip(), name=name, arguments=args))
+        turn.tool_calls.append(make_call(raw_id.strip(), name, args))
 
     def render_turn(self, content: str, calls: list[ToolCall]) -> str:
         if not calls:

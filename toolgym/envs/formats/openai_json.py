@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from toolgym.envs.formats.base import ParsedTurn, ParseError, dumps, read_arguments, snippet, tools_json_lines
+from toolgym.envs.formats.base import ParsedTurn, ParseError, dumps, loads, make_call, read_arguments, snippet, tools_json_lines
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 
 
@@ -26,7 +26,7 @@ class OpenAIFormat:
         if '"tool_calls"' not in stripped:
             return ParsedTurn(content=stripped)
         try:
-            data = json.loads(stripped)
+            data = loads(stripped)
         except json.JSONDecodeError as exc:
             return ParsedTurn(
                 errors=[
@@ -62,7 +62,7 @@ class OpenAIFormat:
         if isinstance(args, str):
             return ParseError(message=f"call to {fn['name']!r}: {args}", snippet=snippet(dumps(item)))
         call_id = item.get("id") if isinstance(item.get("id"), str) and item.get("id") else default_id
-        return ToolCall(id=call_id, name=fn["name"], arguments=args)
+        return make_call(call_id, fn["name"], args)
 
     def render_turn(self, content: str, calls: list[ToolCall]) -> str:
         if not calls:
