@@ -1,0 +1,189 @@
+"""``HFPolicy``: a local Hugging Face causal LM as a batched toolgym policy.
+
+The conversation is rendered with the tokenizer's chat template (``toolgym.rollouts.chat``),
+prompts are grouped by length into batches of at most ``max_batch_size``, and each batch is
+decoded by ``toolgym.rollouts.generation.generate_batch`` in a worker thread, so the event loop
+(and the environments on it) stays live while the model runs.
+
+Every returned turn is token-faithful: ``prompt_token_ids`` are the ids the model saw,
+``token_ids`` the ids it sampled (end-of-turn token included), and ``logprobs`` the raw model
+log-probabilities of those ids at temperature 1, whatever the sampling temperature and top-p
+(see ``toolgym.rollouts.generation``). A prompt that leaves no room to generate within the
+context gives a turn with a ``context_overflow`` error; a failing forward pass gives
+``model_error`` turns for its batch only. Neither raises.
+
+torch and transformers are imported when a policy is built, not when this module is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any, Sequence
+
+from toolgym.errors import ConfigError
+from toolgym.rollouts.chat import ChatRenderer
+from toolgym.rollouts.generation import Generated, GenerationJob
+from toolgym.rollouts.policy import PolicyError, PolicyRequest, PolicyTurn
+
+
+class HFPolicy:
+    """Batched sampling from a local causal LM (any ``save_pretrained`` folder).
+
+    Args:
+        model: A transformers causal LM (put in eval mode by the caller or ``from_pretrained``).
+        tokenizer: Its tokenizer, with a chat template.
+        max_batch_size: Most sequences decoded together; larger requests lists are split.
+        max_context: Longest prompt plus generation, in tokens (default: the model's
+            ``max_position_embeddings``).
+
+    Example:
+        ``policy = HFPolicy.from_pretrained(cached_tiny_model("kimi"))`` then
+        ``run_episodes("toolgym/unitconv-v0", policy, n=8)``.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 32, max_context: int | None = None):
+        if max_batch_size < 1:
+            raise ConfigError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.renderer = ChatRenderer(tokenizer)
+        self.max_batch_size = max_batch_size
+        self.max_context = int(max_context or model.config.max_position_embeddings)
+        self.pad_id = _pad_id(tokenizer)
+        self.end_ids = _end_ids(model, tokenizer)
+        self.batches = 0
+        """Forward batches run so far (a diagnostic)."""
+        # One decode at a time on the model; a thread lock works across event loops.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(
+        cls, model_dir: str | os.PathLike[str], *, device: str = "cpu", dtype: str = "float32",
+        max_batch_size: int = 32, max_context: int | None = None,
+    ) -> "HFPolicy":
+        """Load a policy from a local model folder.
+
+        Raises:
+            ModelDirError: The folder, or its config, weights, tokenizer or chat template, is missing.
+        """
+        from toolgym.rollouts.hf_model import load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(model_dir, device=device, dtype=dtype)
+        return cls(model, tokenizer, max_batch_size=max_batch_size, max_context=max_context)
+
+    # ------------------------------------------------------------------ Policy protocol
+
+    async def generate(self, requests: Sequence[PolicyRequest]) -> list[PolicyTurn]:
+        """One assistant turn per request, in order; failures are turns with ``error`` set."""
+        turns: list[PolicyTurn | None] = [None] * len(requests)
+        jobs: dict[int, GenerationJob] = {}
+        for i, request in enumerate(requests):
+            prepared = self._prepare(request)
+            if isinstance(prepared, PolicyTurn):
+                turns[i] = prepared
+            else:
+                jobs[i] = prepared
+        results = await self.generate_ids(list(jobs.values()))
+        for i, result in zip(jobs, results):
+            turns[i] = _to_turn(jobs[i], result)
+        return [t for t in turns if t is not None]
+
+    async def generate_ids(self, jobs: Sequence[GenerationJob]) -> list[Generated | PolicyError]:
+        """Continue tokenized prompts (the server's entry point); failures come back as errors.
+
+        Jobs are sorted by prompt length and cut into batches of ``max_batch_size``, which
+        changes no result (each job's sampling depends only on its own seed).
+        """
+        out: list[Generated | PolicyError | None] = [None] * len(jobs)
+        pending = []
+        for i, job in enumerate(jobs):
+            if len(job.prompt_ids) >= self.max_context:
+                out[i] = _overflow(len(job.prompt_ids), self.max_context)
+            else:
+                pending.append(i)
+        pending.sort(key=lambda i: len(jobs[i].prompt_ids))
+        for start in range(0, len(pending), self.max_batch_size):
+            chunk = pending[start : start + self.max_batch_size]
+            results = await asyncio.to_thread(self._run_batch, [jobs[i] for i in chunk])
+            for i, result in zip(chunk, results):
+                out[i] = result
+        return [r for r in out if r is not None]
+
+    # ------------------------------------------------------------------ helpers
+
+    def render(self, request: PolicyRequest) -> list[int]:
+        """The prompt token ids of a request (system prompt, tools, conversation, assistant opener)."""
+        return self.renderer.token_ids(request.messages, request.tools)
+
+    def _prepare(self, request: PolicyRequest) -> GenerationJob | PolicyTurn:
+        try:
+            prompt = self.render(request)
+        except Exception as exc:  # a template that cannot render this conversation fails one request
+            return _error_turn("model_error", f"chat template failed: {type(exc).__name__}: {exc}")
+        if len(prompt) >= self.max_context:
+            error = _overflow(len(prompt), self.max_context)
+            return PolicyTurn(prompt_token_ids=prompt, finish_reason="error", error=error)
+        return GenerationJob(prompt_ids=prompt, seed=request.seed, sampling=request.sampling)
+
+    def _run_batch(self, jobs: list[GenerationJob]) -> list[Generated | PolicyError]:
+        from toolgym.rollouts.generation import generate_batch
+
+        with self._lock:
+            self.batches += 1
+            try:
+                return list(
+                    generate_batch(
+                        self.model, jobs, pad_id=self.pad_id, end_ids=self.end_ids, max_context=self.max_context,
+                        decode=self._decode,
+                    )
+                )
+            except Exception as exc:  # the model failed: this batch's requests fail, the rollout goes on
+                error = PolicyError(kind="model_error", message=f"{type(exc).__name__}: {exc}"[:500])
+                return [error] * len(jobs)
+
+    def _decode(self, ids: list[int]) -> str:
+        # Special tokens stay in the text: re-rendering the raw text must give back the same ids.
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def _to_turn(job: GenerationJob, result: Generated | PolicyError) -> PolicyTurn:
+    if isinstance(result, PolicyError):
+        return PolicyTurn(prompt_token_ids=job.prompt_ids, finish_reason="error", error=result)
+    return PolicyTurn(
+        text=result.text, prompt_token_ids=job.prompt_ids, token_ids=result.token_ids, logprobs=result.logprobs,
+        finish_reason=result.finish_reason,
+    )
+
+
+def _overflow(prompt_len: int, max_context: int) -> PolicyError:
+    return PolicyError(
+        kind="context_overflow",
+        message=f"prompt is {prompt_len} tokens but the context holds {max_context}, leaving no room to generate",
+    )
+
+
+def _error_turn(kind: Any, message: str) -> PolicyTurn:
+    return PolicyTurn(finish_reason="error", error=PolicyError(kind=kind, message=message[:500]))
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ConfigError("the tokenizer has neither a pad token nor an eos token; set tokenizer.pad_token")
+    return int(pad)
+
+
+def _end_ids(model: Any, tokenizer: Any) -> set[int]:
+    """End-of-turn ids: the tokenizer's eos plus the generation config's eos id(s)."""
+    ids: set[int] = set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, configured):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    if not ids:
+        raise ConfigError("the model has no end-of-turn token (tokenizer.eos_token_id and generation_config.eos_token_id are unset)")
+    return ids

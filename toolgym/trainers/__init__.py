@@ -1,0 +1,1 @@
+"""How the policy improves: RL math, training loops, MoE models, optimizers, checkpoints."""

@@ -1,0 +1,17 @@
+"""Tiny Mixture-of-Experts policies built offline: configs, an in-process tokenizer, weights.
+
+Nothing here imports torch or transformers until a function that needs them runs.
+
+>>> from toolgym.trainers.models import shape
+>>> shape("qwen3", "tiny")["num_experts"]
+8
+"""
+
+from toolgym.trainers.models.build import build_tiny_model, cache_dir, cached_tiny_model, recipe_key
+from toolgym.trainers.models.configs import ModelKind, ModelSize, count_parameters, model_config, shape
+from toolgym.trainers.models.tokenizer import SPECIAL_TOKENS, TEXT_TOKENS, chat_template, train_tokenizer, training_corpus
+
+__all__ = [
+    "ModelKind", "ModelSize", "SPECIAL_TOKENS", "TEXT_TOKENS", "build_tiny_model", "cache_dir", "cached_tiny_model",
+    "chat_template", "count_parameters", "model_config", "recipe_key", "shape", "train_tokenizer", "training_corpus",
+]
