@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from toolgym.cli import app
+from toolgym.rollouts import load_episodes
+
+runner = CliRunner()
+
+
+def test_envs_lists_the_shipped_env():
+    result = runner.invoke(app, ["envs"])
+    assert result.exit_code == 0 and "toolgym/unitconv-v0" in result.output
+
+
+def test_rollout_1000_gold_replays_all_reach_expected_state(tmp_path):
+    out = tmp_path / "gold.jsonl"
+    result = runner.invoke(app, ["rollout", "toolgym/unitconv-v0", "--policy", "scripted", "--episodes", "1000", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "rollout/expected_state_rate" in result.output and "episodes_per_s" in result.output
+    episodes = load_episodes(out)
+    assert len(episodes) == 1000 and len({e.task.id for e in episodes}) == 1000
+    assert all(e.reached_expected_state for e in episodes)
+
+
+def test_rollout_chaos_reports_errors(tmp_path):
+    result = runner.invoke(app, ["rollout", "toolgym/unitconv-v0", "--policy", "chaos", "--episodes", "50", "--format", "kimi_k2"])
+    assert result.exit_code == 0, result.output
+    assert "rollout/errors/parse_error" in result.output
+
+
+def test_unknown_env_is_a_clean_error():
+    result = runner.invoke(app, ["rollout", "toolgym/unitconv-v7"])
+    assert result.exit_code == 2
+    assert "Did you mean 'toolgym/unitconv-v0'" in " ".join(result.output.split())  # rich wraps lines
+
+
+def test_demo_runs():
+    result = runner.invoke(app, ["demo", "--episodes", "30"])
+    assert result.exit_code == 0, result.output
+    assert "gold replays reached the expected state in 100.0%" in " ".join(result.output.split())
