@@ -129,6 +129,23 @@ def demo_command(episodes: int = typer.Option(500, min=1, help="Episodes per pol
     )
 
 
+@app.command("serve")
+def serve_command(
+    model_dir: Path = typer.Argument(..., help="Local Hugging Face model folder (config, weights, tokenizer with a chat template)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
+    max_batch: int = typer.Option(32, min=1, help="Most requests decoded together in one batch."),
+) -> None:
+    """Serve a local model over an OpenAI-compatible HTTP API, batching concurrent requests."""
+    from toolgym.rollouts.serve import serve
+
+    try:
+        serve(model_dir, host=host, port=port, max_batch=max_batch)
+    except ToolgymError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,317 @@
+"""``toolgym serve``: an OpenAI-compatible HTTP server for a local model, batching requests.
+
+Concurrent requests are collected for a few milliseconds (or until ``max_batch`` are waiting)
+and decoded together by ``HFPolicy.generate_ids``. Each request keeps its own seed, so its
+answer does not depend on what it was batched with. Endpoints:
+
+* ``POST /v1/chat/completions``: messages and tools are rendered with the model's chat
+  template. The answer's ``content`` is the raw generated text (tool calls stay as text, like
+  vLLM without a tool parser), so a client sees exactly what the model wrote.
+* ``POST /v1/completions``: the prompt is text or a list of token ids.
+* ``GET /v1/models``, ``GET /health`` (with batch counters).
+
+Both generation endpoints return log-probs when asked (``logprobs``), and vLLM's extensions
+``return_token_ids`` and ``return_tokens_as_token_ids`` (see ``toolgym.rollouts.openai_schema``).
+Log-probs are raw model log-probs at temperature 1, as ``HFPolicy`` reports them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from typing import Any, AsyncIterator, Iterator
+
+from toolgym.envs.types import AssistantMessage, FunctionSpec, Message, SystemMessage, ToolCall, ToolMessage, ToolSpec, UserMessage
+from toolgym.envs.formats.base import read_arguments
+from toolgym.rollouts.generation import Generated, GenerationJob
+from toolgym.rollouts.hf_policy import HFPolicy
+from toolgym.rollouts.openai_schema import (
+    ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChoiceLogprobs, CompletionChoice, CompletionLogprobs,
+    CompletionRequest, CompletionResponse, ErrorBody, ErrorResponse, TokenLogprob, TOKEN_ID_PREFIX, Usage,
+    WireMessage, WireTool,
+)
+from toolgym.rollouts.policy import PolicyError, SamplingParams
+
+DEFAULT_MAX_TOKENS = 256
+"""Generation budget of a request that names none."""
+
+
+class BadRequest(ValueError):
+    """A request the server cannot serve (answered with HTTP 400)."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+class Batcher:
+    """Collects generation jobs for up to ``wait_s`` and runs them as one batch.
+
+    Args:
+        policy: The local policy that decodes.
+        max_batch: Most jobs per batch.
+        wait_s: How long the first job of a batch waits for company.
+    """
+
+    def __init__(self, policy: HFPolicy, max_batch: int = 32, wait_s: float = 0.005):
+        self.policy, self.max_batch, self.wait_s = policy, max_batch, wait_s
+        self.batches = 0
+        self.jobs = 0
+        self._queue: asyncio.Queue[tuple[GenerationJob, asyncio.Future[Generated | PolicyError]]] | None = None
+
+    async def submit(self, job: GenerationJob) -> Generated | PolicyError:
+        """The result of one job, decoded together with whatever else is waiting."""
+        if self._queue is None:
+            raise RuntimeError("Batcher.run() is not running; start it before submitting jobs")
+        future: asyncio.Future[Generated | PolicyError] = asyncio.get_running_loop().create_future()
+        await self._queue.put((job, future))
+        return await future
+
+    async def run(self) -> None:
+        """Serve batches until cancelled."""
+        self._queue = asyncio.Queue()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = asyncio.get_running_loop().time() + self.wait_s
+            while len(batch) < self.max_batch:
+                remaining = deadline - asyncio.get_running_loop().time()
+                try:
+                    batch.append(self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining))
+                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                    break
+            self.batches += 1
+            self.jobs += len(batch)
+            results = await self.policy.generate_ids([job for job, _ in batch])
+            for (_, future), result in zip(batch, results):
+                if not future.done():
+                    future.set_result(result)
+
+
+# --------------------------------------------------------------------------- wire -> toolgym
+
+
+def wire_messages(messages: list[WireMessage]) -> list[Message]:
+    """OpenAI chat messages as toolgym messages ("developer" counts as "system")."""
+    out: list[Message] = []
+    for m in messages:
+        if m.role in ("system", "developer"):
+            out.append(SystemMessage(content=m.text()))
+        elif m.role == "user":
+            out.append(UserMessage(content=m.text()))
+        elif m.role == "tool":
+            out.append(ToolMessage(tool_call_id=m.tool_call_id or "", name=m.name or "", content=m.text()))
+        else:
+            calls = []
+            for i, call in enumerate(m.tool_calls or []):
+                args = read_arguments(call.function.arguments)
+                if isinstance(args, str):
+                    raise BadRequest(f"messages: tool call {call.function.name!r} has {args}")
+                calls.append(ToolCall(id=call.id or f"call_{i}", name=call.function.name, arguments=args))
+            out.append(AssistantMessage(content=m.text(), tool_calls=calls))
+    return out
+
+
+def wire_tools(tools: list[WireTool] | None) -> list[ToolSpec]:
+    """OpenAI tool dicts as toolgym tool specs (fields toolgym does not use are dropped)."""
+    try:
+        return [ToolSpec(function=FunctionSpec(name=t.function.name, description=t.function.description, parameters=t.function.parameters)) for t in tools or []]
+    except ValueError as exc:
+        raise BadRequest(f"tools: {exc}") from None
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def create_app(policy: HFPolicy, *, model_name: str = "toolgym-local", max_batch: int = 32, wait_ms: float = 5.0) -> Any:
+    """The FastAPI application serving ``policy`` (see the module docstring for endpoints)."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    policy.max_batch_size = max_batch
+    batcher = Batcher(policy, max_batch=max_batch, wait_s=wait_ms / 1000)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        task = asyncio.create_task(batcher.run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app = FastAPI(title="toolgym serve", lifespan=lifespan)
+    app.state.batcher = batcher
+
+    def error(status: int, message: str, code: str | None = None) -> JSONResponse:
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        return JSONResponse(ErrorResponse(error=ErrorBody(message=message, type=kind, code=code)).model_dump(), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(400, f"invalid request: {exc.errors()[:3]}")
+
+    @app.exception_handler(BadRequest)
+    async def bad(_: Request, exc: BadRequest) -> JSONResponse:
+        return error(400, str(exc), exc.code)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "batches": batcher.batches, "jobs": batcher.jobs}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "toolgym"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatCompletionRequest) -> Any:
+        _check_plain(body.stream, body.n)
+        messages, tools = wire_messages(body.messages), wire_tools(body.tools)
+        try:
+            prompt = policy.renderer.token_ids(messages, tools)
+        except Exception as exc:  # the template rejected this conversation: the client's input
+            raise BadRequest(f"the chat template cannot render these messages: {type(exc).__name__}: {exc}") from None
+        result = await batcher.submit(_job(prompt, body, body.max_completion_tokens or body.max_tokens))
+        if isinstance(result, PolicyError):
+            return _failure(error, result)
+        return _chat_response(policy, model_name, body, prompt, result).model_dump(exclude_none=True)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest) -> Any:
+        _check_plain(body.stream, body.n)
+        prompt = _prompt_ids(policy, body.prompt)
+        result = await batcher.submit(_job(prompt, body, body.max_tokens))
+        if isinstance(result, PolicyError):
+            return _failure(error, result)
+        return _completion_response(policy, model_name, body, prompt, result).model_dump(exclude_none=True)
+
+    return app
+
+
+def _check_plain(stream: bool, n: int) -> None:
+    if stream:
+        raise BadRequest("streaming is not supported by toolgym serve; send stream=false")
+    if n != 1:
+        raise BadRequest(f"n={n} is not supported; send one request per sample (n=1)")
+
+
+def _prompt_ids(policy: HFPolicy, prompt: str | list[int]) -> list[int]:
+    if isinstance(prompt, str):
+        return list(policy.tokenizer.encode(prompt, add_special_tokens=False))
+    vocab = len(policy.tokenizer)
+    bad = [t for t in prompt if not 0 <= t < vocab]
+    if bad or not prompt:
+        raise BadRequest(f"prompt token ids must be a non-empty list within [0, {vocab}); got {bad[:5] or 'an empty list'}")
+    return list(prompt)
+
+
+def _job(prompt: list[int], body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None) -> GenerationJob:
+    if not prompt:
+        raise BadRequest("the prompt is empty")
+    sampling = SamplingParams(
+        max_new_tokens=max_tokens or DEFAULT_MAX_TOKENS, temperature=body.temperature, top_p=body.top_p, stop=body.stop_list()
+    )
+    seed = body.seed if body.seed is not None else random.getrandbits(63)
+    return GenerationJob(prompt_ids=prompt, seed=seed, sampling=sampling)
+
+
+def _failure(error: Any, result: PolicyError) -> Any:
+    if result.kind == "context_overflow":
+        return error(400, result.message, "context_length_exceeded")
+    return error(500, f"{result.kind}: {result.message}")
+
+
+def _token_text(policy: HFPolicy, token: int, as_ids: bool) -> str:
+    if as_ids:
+        return f"{TOKEN_ID_PREFIX}{token}"
+    return policy.tokenizer.decode([token], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def _usage(prompt: list[int], result: Generated) -> Usage:
+    return Usage(prompt_tokens=len(prompt), completion_tokens=len(result.token_ids), total_tokens=len(prompt) + len(result.token_ids))
+
+
+def _chat_response(policy: HFPolicy, model: str, body: ChatCompletionRequest, prompt: list[int], result: Generated) -> ChatCompletionResponse:
+    logprobs = None
+    if body.logprobs:
+        entries = [
+            TokenLogprob(token=_token_text(policy, t, body.return_tokens_as_token_ids), logprob=lp)
+            for t, lp in zip(result.token_ids, result.logprobs)
+        ]
+        logprobs = ChoiceLogprobs(content=entries)
+    choice = ChatChoice(
+        message=WireMessage(role="assistant", content=result.text), finish_reason=result.finish_reason, logprobs=logprobs,
+        token_ids=result.token_ids if body.return_token_ids else None,
+    )
+    return ChatCompletionResponse(
+        id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model, choices=[choice],
+        usage=_usage(prompt, result), prompt_token_ids=prompt if body.return_token_ids else None,
+    )
+
+
+def _completion_response(policy: HFPolicy, model: str, body: CompletionRequest, prompt: list[int], result: Generated) -> CompletionResponse:
+    logprobs = None
+    if body.logprobs is not None:
+        tokens = [_token_text(policy, t, body.return_tokens_as_token_ids) for t in result.token_ids]
+        logprobs = CompletionLogprobs(tokens=tokens, token_logprobs=list(result.logprobs))
+    choice = CompletionChoice(
+        text=result.text, finish_reason=result.finish_reason, logprobs=logprobs,
+        token_ids=result.token_ids if body.return_token_ids else None,
+        prompt_token_ids=prompt if body.return_token_ids else None,
+    )
+    return CompletionResponse(
+        id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model, choices=[choice], usage=_usage(prompt, result)
+    )
+
+
+# --------------------------------------------------------------------------- running it
+
+
+def serve(
+    model_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000, max_batch: int = 32, *,
+    wait_ms: float = 5.0, device: str = "cpu", dtype: str = "float32", log_level: str = "info",
+) -> None:
+    """Load the model in ``model_dir`` and serve it until interrupted (blocking).
+
+    Raises:
+        ModelDirError: The folder, or its config, weights, tokenizer or chat template, is missing.
+    """
+    import uvicorn
+
+    policy = HFPolicy.from_pretrained(model_dir, device=device, dtype=dtype, max_batch_size=max_batch)
+    name = os.path.basename(os.path.normpath(str(model_dir))) or "toolgym-local"
+    app = create_app(policy, model_name=name, max_batch=max_batch, wait_ms=wait_ms)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+@contextlib.contextmanager
+def serve_in_thread(policy: HFPolicy, *, host: str = "127.0.0.1", port: int = 0, max_batch: int = 32, wait_ms: float = 5.0) -> Iterator[str]:
+    """Serve ``policy`` from a background thread; yields the base URL (``http://host:port``).
+
+    Port 0 picks a free port. The server stops when the block exits.
+    """
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    app = create_app(policy, max_batch=max_batch, wait_ms=wait_ms)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="toolgym-serve")
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"toolgym serve did not start on {host}:{sock.getsockname()[1]}")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
