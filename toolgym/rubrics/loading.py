@@ -1,0 +1,107 @@
+"""Reading rubrics from YAML or JSON files, with errors that name the file and the field.
+
+>>> from toolgym.rubrics.loading import rubric_from_dict
+>>> rubric_from_dict({"name": "r", "criteria": [{"id": "x", "description": "d",
+...     "source": {"type": "check", "check": "final_state_matchs_gold"}}]}, origin="r.yaml")
+Traceback (most recent call last):
+...
+toolgym.rubrics.loading.RubricError: r.yaml: criteria[0] (id 'x').source.check: unknown check 'final_state_matchs_gold'. Did you mean 'final_state_matches_gold'? ...
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from toolgym.errors import ConfigError
+from toolgym.rubrics.rubric import Rubric
+
+
+class RubricError(ConfigError):
+    """A rubric file or mapping is not a valid rubric."""
+
+
+def load_rubric(path: str | Path) -> Rubric:
+    """Load a rubric from a ``.yaml``/``.yml`` or ``.json`` file.
+
+    Raises:
+        RubricError: the file is missing, does not parse, or breaks the rubric model; the
+            message names the file, the field path and what was expected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RubricError(f"{path}: no such rubric file")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise RubricError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    elif path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RubricError(f"{path}: line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
+    else:
+        raise RubricError(f"{path}: unknown rubric file type {path.suffix!r}; use .yaml, .yml or .json")
+    return rubric_from_dict(data, origin=str(path))
+
+
+def rubric_from_dict(data: Any, origin: str = "<rubric>") -> Rubric:
+    """Validate a parsed mapping as a rubric.
+
+    Args:
+        data: The mapping (from YAML, JSON or code).
+        origin: Where it came from, used as the prefix of error messages.
+
+    Raises:
+        RubricError: the mapping breaks the rubric model.
+    """
+    if not isinstance(data, dict):
+        raise RubricError(f"{origin}: a rubric is a mapping with 'name' and 'criteria', got {type(data).__name__}")
+    try:
+        return Rubric.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{origin}: {_where(err['loc'], data)}: {_message(err)}" for err in exc.errors(include_url=False)]
+        raise RubricError("\n".join(lines)) from None
+
+
+def _where(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    """``('criteria', 2, 'source', 'check', 'check')`` -> ``criteria[2] (id 'x').source.check``."""
+    parts: list[str] = []
+    node: Any = data
+    previous: Any = None
+    for key in loc:
+        if key in ("check", "critic") and previous == "source" and isinstance(node, dict) and node.get("type") == key:
+            previous = key  # the discriminator tag pydantic inserts, not a field of the file
+            continue
+        if isinstance(key, int):
+            label = f"[{key}]"
+            item = node[key] if isinstance(node, list) and key < len(node) else None
+            if isinstance(item, dict) and "id" in item:
+                label += f" (id {item['id']!r})"
+            parts.append(label)
+            node = item
+        else:
+            parts.append(("." if parts else "") + str(key))
+            node = node.get(key) if isinstance(node, dict) else None
+        previous = key
+    return "".join(parts) or "(top level)"
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"unknown field (got {err.get('input')!r}); check the spelling against the rubric model"
+    if err["type"] == "missing":
+        return "required field is missing"
+    if err["type"] == "union_tag_invalid":
+        return f"{msg}; write source: {{type: check, check: NAME}} or {{type: critic, critic: NAME}}"
+    return msg
