@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import gymnasium
 import numpy as np
@@ -42,6 +42,9 @@ from toolgym.envs.types import (
 )
 from toolgym.errors import ConfigError, ResetNeeded
 
+if TYPE_CHECKING:
+    from toolgym.envs.users.base import SimulatedUser
+
 DEFAULT_SYSTEM_PROMPT = "You are a careful assistant. Use the tools to do what the user asks, then answer briefly."
 
 
@@ -65,12 +68,15 @@ class ToolEnv(gymnasium.Env):
     Args:
         tool_format: How assistant text encodes tool calls ("hermes", "openai", "kimi_k2").
         tasks: Tasks to draw from when ``reset`` is given none (by the seeded RNG).
+        user: A simulated user who answers the assistant's tool-free turns (None: solo mode,
+            the first answer ends the episode). See ``toolgym.envs.users``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
     system_prompt: ClassVar[str] = DEFAULT_SYSTEM_PROMPT
 
-    def __init__(self, *, tool_format: str = "hermes", tasks: Sequence[Task] | None = None, render_mode: str | None = None):
+    def __init__(self, *, tool_format: str = "hermes", tasks: Sequence[Task] | None = None, render_mode: str | None = None, user: SimulatedUser | None = None):
+        self.user = user
         self.format = get_format(tool_format)
         self.tasks = list(tasks) if tasks is not None else None
         self.render_mode = render_mode
@@ -116,9 +122,20 @@ class ToolEnv(gymnasium.Env):
     def on_answer(self, content: str) -> tuple[list[Message], StopReason | None]:
         """The assistant answered without calling tools. Default: the episode ends.
 
-        Simulated users override this to reply (new messages, no stop reason) or to stop.
+        With a simulated ``user``, the user replies (new messages, no stop reason) or stops.
         """
+        if self.user is not None:
+            reply = self.user.reply(self.task, self.messages, content)
+            return reply.as_messages(), reply.stop
         return [], StopReason.ANSWERED
+
+    async def aon_answer(self, content: str) -> tuple[list[Message], StopReason | None]:
+        """``on_answer`` for ``astep``: a user that talks through a policy is awaited here."""
+        # A subclass that overrides on_answer keeps its own behaviour in astep too.
+        if self.user is not None and type(self).on_answer is ToolEnv.on_answer:
+            reply = await self.user.areply(self.task, self.messages, content)
+            return reply.as_messages(), reply.stop
+        return self.on_answer(content)
 
     def outcome_reward(self) -> float:
         """Reward given when the episode ends: 1.0 when the task's expected state digest and
@@ -165,7 +182,8 @@ class ToolEnv(gymnasium.Env):
         """``step`` for environments with async tools (deadlines enforced by the event loop)."""
         turn, assistant = self._begin_step(action)
         results = [await self.toolbox.acall(c) if r is None else r for c, r in self._admit(turn.tool_calls)]
-        return self._finish_step(turn, assistant, results)
+        reply = await self.aon_answer(turn.content) if self._is_answer(turn) else None
+        return self._finish_step(turn, assistant, results, reply)
 
     def close(self) -> None:
         self._closed = True
@@ -257,7 +275,14 @@ class ToolEnv(gymnasium.Env):
                 admitted.append((call, None))
         return admitted
 
-    def _finish_step(self, turn: ParsedTurn, assistant: AssistantMessage, results: list[ToolResult]) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
+    def _is_answer(self, turn: ParsedTurn) -> bool:
+        """A turn without calls or parse errors, in a running episode: the assistant answered."""
+        return not turn.tool_calls and not turn.errors and self._stop is None
+
+    def _finish_step(
+        self, turn: ParsedTurn, assistant: AssistantMessage, results: list[ToolResult],
+        reply: tuple[list[Message], StopReason | None] | None = None,
+    ) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         task = self.task
         assert task is not None
         limits = task.limits
@@ -272,9 +297,9 @@ class ToolEnv(gymnasium.Env):
             if result.error is not None:
                 errors[result.error.kind] = errors.get(result.error.kind, 0) + 1
             new.append(message)
-        if not turn.tool_calls and not turn.errors and self._stop is None:
+        if self._is_answer(turn):
             self._final_answer = turn.content
-            replies, stop = self.on_answer(turn.content)
+            replies, stop = reply if reply is not None else self.on_answer(turn.content)
             new.extend(replies)
             self._stop = stop
         if self._stop is None and self._turns >= limits.max_turns:
