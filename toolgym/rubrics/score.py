@@ -51,6 +51,8 @@ class CriterionScore(_Model):
     weight: float
     applicable: bool = True
     """False when the criterion does not apply (other task family, check returned None)."""
+    skipped: bool = False
+    """Not applied because its critic was not given (``skip_missing_critics``)."""
     value: float | None = None
     """Normalized to [0, 1]; None when not applicable or unscorable."""
     raw: float | None = None

@@ -179,7 +179,7 @@ def _finish(rubric: Rubric, episode: Episode, results: dict[str, CriterionScore]
         if c.id in results:
             ordered.append(results[c.id])
         elif isinstance(c.source, CriticSource) and c.source.critic in skipped:
-            ordered.append(_entry(c, applicable=False, rationale=f"skipped: critic {c.source.critic!r} not given"))
+            ordered.append(_entry(c, applicable=False, skipped=True, rationale=f"skipped: critic {c.source.critic!r} not given"))
     penalties = [apply_penalty(p, episode) for p in rubric.penalties]
     return compose(rubric.name, episode.id, ordered, penalties, _merge(costs), rubric.on_unscorable)
 
