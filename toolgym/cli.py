@@ -3,6 +3,7 @@
     toolgym envs
     toolgym rollout toolgym/unitconv-v0 --policy scripted --episodes 1000 --out runs/gold.jsonl
     toolgym demo
+    toolgym score runs/gold.jsonl --rubric unitconv
 """
 
 from __future__ import annotations
@@ -144,6 +145,36 @@ def serve_command(
     except ToolgymError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
+
+
+@app.command("score")
+def score_command(
+    file: Path = typer.Argument(..., help="Episode file written by `toolgym rollout --out` (.jsonl or .parquet)."),
+    rubric: Optional[str] = typer.Option(None, help="Rubric: a .yaml/.json file, a catalog name or an env id (default: each episode's env rubric)."),
+    judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint of an LLM judge for critic criteria named 'judge'."),
+    judge_model: str = typer.Option("", help="Model name sent to the judge endpoint."),
+    per_episode: bool = typer.Option(False, help="Also print one row per episode."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (every score and its breakdown) as JSON."),
+) -> None:
+    """Re-score a trajectory file with a rubric and print the per-criterion breakdown."""
+    from toolgym.rubrics.report import render_report, score_file
+
+    critics = None
+    if judge_url is not None:
+        from toolgym.rollouts.openai_policy import OpenAIPolicy
+        from toolgym.rubrics.critics import LLMJudge
+
+        critics = [LLMJudge(OpenAIPolicy(judge_url, judge_model, token_ids=False, logprobs=False), name="judge")]
+    try:
+        report = score_file(file, rubric, critics=critics)
+    except ToolgymError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    render_report(report, console, per_episode=per_episode)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(report.model_dump_json(indent=1))
+        console.print(f"wrote the report to [bold]{json_out}[/]")
 
 
 def main() -> None:
