@@ -12,3 +12,18 @@ def register_catalog() -> None:
         "toolgym.envs.catalog.unitconv.env:UnitConvEnv",
         description="Unit conversion, arithmetic and a named memory; seeded tasks with gold solutions.",
     )
+    register(
+        "toolgym/retail-v0",
+        "toolgym.envs.catalog.retail.env:RetailEnv",
+        description="Online-shop customer service: orders, cancellations, returns, exchanges, addresses; policy enforced.",
+    )
+    register(
+        "toolgym/calendar_email-v0",
+        "toolgym.envs.catalog.calendar_email.env:CalendarEmailEnv",
+        description="Executive assistant: meetings, invitations, free/busy, email drafts and sending; policy enforced.",
+    )
+    register(
+        "toolgym/banking-v0",
+        "toolgym.envs.catalog.banking.env:BankingEnv",
+        description="Bank support: accounts, transfers, payees, cards, limits and disputes; policy enforced.",
+    )

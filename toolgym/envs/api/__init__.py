@@ -1,0 +1,16 @@
+"""Simulated API environments: a typed domain state, tools that read and write it, a policy.
+
+``Domain`` + ``StateModel`` define a domain natively; ``ApiEnv.from_class`` wraps an
+existing class. Shipped domains live in ``toolgym.envs.catalog`` (retail, calendar_email,
+banking).
+"""
+
+from toolgym.envs.api.binding import AttrBinding, ModelBinding, StateBinding
+from toolgym.envs.api.domain import Domain, NotFound, PolicyViolation, StateModel
+from toolgym.envs.api.env import ApiEnv, system_prompt_with_policy
+from toolgym.envs.api.wrap import from_class, jsonable
+
+__all__ = [
+    "ApiEnv", "AttrBinding", "Domain", "ModelBinding", "NotFound", "PolicyViolation", "StateBinding", "StateModel",
+    "from_class", "jsonable", "system_prompt_with_policy",
+]

@@ -1,0 +1,192 @@
+"""Wrap an existing class as an API domain without editing it.
+
+Its public methods become tools (``make_tool`` reads their type hints and docstrings); its
+state lives in instance attributes, which ``AttrBinding`` hashes, snapshots and restores.
+
+>>> class Notes:
+...     def __init__(self):
+...         self.notes: dict[str, str] = {}
+...     def write(self, key: str, text: str) -> str:
+...         '''Save a note.
+...
+...         Args:
+...             key: Note name.
+...             text: Note body.
+...         '''
+...         self.notes[key] = text
+...         return "saved"
+>>> NotesEnv = from_class(Notes)
+>>> [t.name for t in NotesEnv(tasks=[Task(id="t", instruction="hi")]).reset(seed=0)[0].tools]
+['write']
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import enum
+import functools
+import inspect
+from typing import Any, Callable, ClassVar, Sequence
+
+from pydantic import BaseModel
+
+from toolgym.envs.api.binding import AttrBinding
+from toolgym.envs.api.env import ApiEnv
+from toolgym.envs.tools import Tool, make_tool
+from toolgym.envs.types import Task
+from toolgym.errors import ConfigError, ToolDefinitionError, did_you_mean
+
+
+class ToolHolder:
+    """Carries a wrapped instance; its generated subclass holds one ``Tool`` per wrapped method."""
+
+    def __init__(self, target: Any):
+        self.target = target
+
+
+class WrappedApiEnv(ApiEnv):
+    """Base of the classes ``from_class`` builds (one per wrapped class)."""
+
+    target_class: ClassVar[type]
+    holder_class: ClassVar[type[ToolHolder]]
+    factory: ClassVar[Callable[[dict[str, Any]], Any]]
+
+    def make_domain(self, task: Task) -> Any:
+        return type(self).factory(task.initial_state)
+
+    def tool_owners(self) -> list[Any]:
+        return [type(self).holder_class(self.api)]
+
+
+def from_class(
+    target: type,
+    *,
+    state_attrs: Sequence[str] | None = None,
+    factory: Callable[[dict[str, Any]], Any] | None = None,
+    methods: Sequence[str] | None = None,
+    system_prompt: str | None = None,
+    task_generator: Callable[[int], Task] | None = None,
+    base: type[ApiEnv] = ApiEnv,
+) -> type[ApiEnv]:
+    """An ``ApiEnv`` subclass whose tools are ``target``'s methods and whose state is its attributes.
+
+    Args:
+        target: The class to wrap; it is not modified.
+        state_attrs: Attributes that hold the state (hashed, snapshotted, restored). None:
+            every public attribute of the instance's ``__dict__``.
+        factory: ``initial_state -> instance``. Default: ``target()``, then each key of the
+            task's ``initial_state`` is set as an attribute (a deep copy).
+        methods: The methods to expose. Default: every public method.
+        system_prompt: Default system prompt of the environment.
+        task_generator: ``seed -> Task`` for resets without a task.
+        base: The ``ApiEnv`` class to derive from.
+
+    Raises:
+        ToolDefinitionError: a method has an untyped parameter or no docstring (named).
+        ConfigError: ``methods`` names something that is not a public method.
+    """
+    tools = {t.name: t for t in (_method_tool(target, name) for name in _method_names(target, methods))}
+    holder = type(f"{target.__name__}Tools", (ToolHolder,), tools)
+    attrs: dict[str, Any] = {
+        "target_class": target,
+        "holder_class": holder,
+        "factory": staticmethod(factory or functools.partial(_default_factory, target, state_attrs)),
+        "binding": AttrBinding(state_attrs),
+        "task_generator": staticmethod(task_generator) if task_generator is not None else None,
+        "__doc__": f"{target.__name__} wrapped as a simulated API environment.",
+        "__module__": target.__module__,
+    }
+    if system_prompt is not None:
+        attrs["system_prompt"] = system_prompt
+    bases = (WrappedApiEnv,) if base is ApiEnv else (WrappedApiEnv, base)
+    return type(f"{target.__name__}Env", bases, attrs)
+
+
+def _method_names(target: type, methods: Sequence[str] | None) -> list[str]:
+    public = [
+        name
+        for name in dir(target)
+        if not name.startswith("_") and inspect.isfunction(inspect.getattr_static(target, name))
+    ]
+    if methods is None:
+        if not public:
+            raise ConfigError(f"{target.__name__} has no public methods to turn into tools")
+        return public
+    for name in methods:
+        if name not in public:
+            raise ConfigError(
+                f"{target.__name__} has no public method {name!r}.{did_you_mean(name, public)} "
+                f"Public methods: {', '.join(public) or 'none'}."
+            )
+    return list(methods)
+
+
+def _method_tool(target: type, name: str) -> Tool:
+    fn = inspect.getattr_static(target, name)
+    positional_only = [p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.POSITIONAL_ONLY]
+    if positional_only[1:] or (positional_only and positional_only[0] != "self"):
+        raise ToolDefinitionError(
+            f"tool {target.__name__}.{name}: parameter {positional_only[-1]!r} is positional-only; "
+            "tools are called with keyword arguments"
+        )
+    try:
+        spec_tool = make_tool(fn)
+    except ToolDefinitionError as exc:
+        raise ToolDefinitionError(f"{exc} (or leave {name!r} out with methods=[...])") from None
+    return dataclasses.replace(spec_tool, fn=_delegate(name, spec_tool.is_async), is_method=True)
+
+
+def _delegate(name: str, is_async: bool) -> Callable[..., Any]:
+    """A function ``(holder, **kwargs)`` that calls ``holder.target.<name>`` and makes the result JSON-able."""
+    if is_async:
+
+        async def call_async(holder: ToolHolder, **kwargs: Any) -> Any:
+            return jsonable(await getattr(holder.target, name)(**kwargs))
+
+        return call_async
+
+    def call(holder: ToolHolder, **kwargs: Any) -> Any:
+        return jsonable(getattr(holder.target, name)(**kwargs))
+
+    return call
+
+
+def _default_factory(target: type, state_attrs: Sequence[str] | None, initial_state: dict[str, Any]) -> Any:
+    try:
+        obj = target()
+    except TypeError as exc:
+        raise ConfigError(
+            f"cannot build {target.__name__}() without arguments ({exc}); pass "
+            f"factory=lambda state: {target.__name__}(...) to from_class"
+        ) from None
+    for key, value in initial_state.items():
+        if state_attrs is not None and key not in state_attrs:
+            raise ConfigError(
+                f"initial_state key {key!r} is not a state attribute of {target.__name__}.{did_you_mean(key, state_attrs)} "
+                f"State attributes: {', '.join(state_attrs)}."
+            )
+        setattr(obj, key, copy.deepcopy(value))
+    return obj
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as fresh JSON-like data (dataclasses, sets, tuples and enums converted).
+
+    Fresh containers also keep a tool result from aliasing the live state it was read from.
+    """
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((jsonable(v) for v in value), key=repr)
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    return value  # left as is: ToolBox reports it as an unserializable_output error

@@ -1,0 +1,1 @@
+"""Calendar & email: an assistant's view of one person's calendar, contacts and mailbox."""
