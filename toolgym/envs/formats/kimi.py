@@ -14,9 +14,6 @@ from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 SECTION_BEGIN, SECTION_END = "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"
 CALL_BEGIN, ARG_BEGIN, CALL_END = "<|tool_call_begin|>", "<|tool_call_argument_begin|>", "<|tool_call_end|>"
 MARKERS = (SECTION_BEGIN, SECTION_END, CALL_BEGIN, ARG_BEGIN, CALL_END)
-_CALL = re.compile(
-    re.escape(CALL_BEGIN) + r"(.*?)" + re.escape(ARG_BEGIN) + r"(.*?)" + re.escape(CALL_END), re.DOTALL
-)
 _ID = re.compile(r"^\s*(?:functions\.)?([A-Za-z_][\w.\-]*?):(\d+)\s*$")
 
 
@@ -26,7 +23,7 @@ class KimiK2Format:
     name = "kimi_k2"
 
     def parse(self, text: str, id_prefix: str = "call_") -> ParsedTurn:
-        if not any(m in text for m in MARKERS):
+        if "<|tool_call" not in text:  # the common prefix of every marker
             return ParsedTurn(content=text.strip())
         start = text.find(SECTION_BEGIN)
         end = text.find(SECTION_END, start + 1) if start >= 0 else -1
@@ -44,10 +41,14 @@ class KimiK2Format:
         section = text[start + len(SECTION_BEGIN) : end]
         turn = ParsedTurn(content=_strip_markers(content).strip())
         pos = 0
-        for match in _CALL.finditer(section):
-            _leftover(section[pos : match.start()], turn)
-            pos = match.end()
-            self._read_call(match.group(1), match.group(2), turn)
+        while (begin := section.find(CALL_BEGIN, pos)) >= 0:
+            arg = section.find(ARG_BEGIN, begin)
+            end = section.find(CALL_END, arg) if arg >= 0 else -1
+            if end < 0:
+                break
+            _leftover(section[pos:begin], turn)
+            self._read_call(section[begin + len(CALL_BEGIN) : arg], section[arg + len(ARG_BEGIN) : end], turn)
+            pos = end + len(CALL_END)
         _leftover(section[pos:], turn)
         return turn
 
