@@ -42,7 +42,7 @@ def load_rubric(path: str | Path) -> Rubric:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
             raise RubricError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
     elif path.suffix == ".json":
         try:

@@ -4,6 +4,7 @@ from toolgym.rubrics.checks.answer import answer_matches, normalize, numbers_in,
 from toolgym.rubrics.checks.base import CheckFn, CheckUnscorable
 from toolgym.rubrics.checks.calls import (
     CallPattern,
+    called_before,
     efficiency_vs_gold,
     forbidden_actions,
     gold_calls_made,
@@ -16,7 +17,7 @@ from toolgym.rubrics.checks.shell import ShellReport, TestReport, files_as_expec
 from toolgym.rubrics.checks.state import final_state_matches_gold
 
 __all__ = [
-    "CHECKS", "CallPattern", "CheckFn", "CheckUnscorable", "ShellReport", "TestReport", "answer_matches",
+    "CHECKS", "CallPattern", "called_before", "CheckFn", "CheckUnscorable", "ShellReport", "TestReport", "answer_matches",
     "efficiency_vs_gold", "files_as_expected", "final_state_matches_gold", "forbidden_actions", "get_check", "gold_calls_made",
     "normalize", "numbers_in", "required_outputs_present", "run_check", "tests_pass", "tool_called",
     "tool_not_called", "validate_params", "well_formed_call_rate",

@@ -80,12 +80,11 @@ def forbidden_actions(task: Task, episode: Episode, env: Any = None, *, actions:
     Returns:
         None when neither the params nor the task name any forbidden action.
     """
-    if actions is None:
-        listed = task.metadata.get("forbidden_actions")
-        if not listed:
-            return None
-        actions = [CallPattern.model_validate(a) for a in listed]
-    return float(all(_count(episode, pattern, succeeded=False) == 0 for pattern in actions))
+    listed = actions if actions is not None else task.metadata.get("forbidden_actions")
+    if not listed:
+        return None
+    patterns = [a if isinstance(a, CallPattern) else CallPattern.model_validate(a) for a in listed]
+    return float(all(_count(episode, pattern, succeeded=False) == 0 for pattern in patterns))
 
 
 def well_formed_call_rate(task: Task, episode: Episode, env: Any = None) -> float | None:
@@ -152,3 +151,22 @@ def gold_calls_made(
                 hits += 1
                 break
     return hits / len(task.gold_actions)
+
+
+def called_before(task: Task, episode: Episode, env: Any = None, *, name: str, others: list[str] | None = None) -> float | None:
+    """1.0 when no call to ``others`` came before the first successful call to ``name``.
+
+    For rules such as "verify identity before anything else".
+
+    Args:
+        name: The tool that must succeed first (for example "authenticate_user").
+        others: Tools that must wait for it (default: every other tool).
+
+    Returns:
+        None when no guarded call was attempted (nothing to order).
+    """
+    guarded = [i for i, rec in enumerate(call_records(episode)) if rec.call.name != name and (others is None or rec.call.name in others)]
+    if not guarded:
+        return None
+    first_ok = next((i for i, rec in enumerate(call_records(episode)) if rec.call.name == name and rec.ok), None)
+    return float(first_ok is not None and first_ok < guarded[0])

@@ -16,6 +16,7 @@ from toolgym.rollouts.episode import Episode
 from toolgym.rubrics.checks.answer import answer_matches, required_outputs_present
 from toolgym.rubrics.checks.base import CheckFn
 from toolgym.rubrics.checks.calls import (
+    called_before,
     efficiency_vs_gold,
     forbidden_actions,
     gold_calls_made,
@@ -35,6 +36,7 @@ CHECKS: dict[str, CheckFn] = {
         tool_called,
         tool_not_called,
         gold_calls_made,
+        called_before,
         forbidden_actions,
         well_formed_call_rate,
         efficiency_vs_gold,
