@@ -150,3 +150,12 @@ class BackendToolBox(ToolBox):
             self.on_failure(error)
         note = " This is an infrastructure failure, not caused by your call."
         return error_result(call, "simulator_error", f"{error}.{note}".replace("..", "."))
+
+
+def tool_owner(tools: dict[str, Tool]) -> Any:
+    """An object whose class holds ``tools``, for ``ToolEnv.tool_owners``.
+
+    ``ToolEnv.reset`` collects tools from the classes of its tool owners; tools made at run
+    time from schemas therefore live on a class made for the one environment that owns them.
+    """
+    return type("SchemaTools", (), {f"tool:{name}": t for name, t in tools.items()})()

@@ -22,7 +22,7 @@ import numpy as np
 
 from toolgym.envs.env import ToolEnv
 from toolgym.envs.sim.base import BackendError, Simulator
-from toolgym.envs.sim.box import BackendToolBox, acatch_backend, catch_backend, schema_tool
+from toolgym.envs.sim.box import BackendToolBox, acatch_backend, catch_backend, schema_tool, tool_owner
 from toolgym.envs.sim.schema_sim import SchemaSimulator
 from toolgym.envs.sim.spec import CompiledTool, SimTool, compile_tool
 from toolgym.envs.sim.state import CallRecord, SimState
@@ -79,7 +79,7 @@ class SimulatedToolEnv(ToolEnv):
         self.simulator_errors = 0
         """Simulator failures in the current episode."""
         self.world: SimState = SimState()
-        self._owner = _owner_of({name: self._make_tool(c) for name, c in self.compiled.items()})
+        self._owner = tool_owner({name: self._make_tool(c) for name, c in self.compiled.items()})
 
     @property
     def tool_specs(self) -> list[SimTool]:
@@ -155,12 +155,3 @@ class SimulatedToolEnv(ToolEnv):
         limit = self.max_simulator_errors
         if error.fatal or (limit is not None and self.simulator_errors > limit):
             self._stop = StopReason.ENV_ERROR
-
-
-def _owner_of(tools: dict[str, Tool]) -> Any:
-    """An object whose class holds ``tools``.
-
-    ``ToolEnv.reset`` collects tools from the classes of ``tool_owners()``; tools made at run
-    time from schemas therefore live on a class made for this environment instance.
-    """
-    return type("SimulatedTools", (), {f"tool:{name}": t for name, t in tools.items()})()
