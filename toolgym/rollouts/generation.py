@@ -71,12 +71,14 @@ def sample_tokens(logits: Any, temperature: Any, top_p: Any, uniforms: Any) -> A
     greedy = temperature <= 0
     scaled = logits / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]  # (B, V)
     probs = torch.softmax(scaled, dim=-1)
-    sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)  # (B, V)
-    before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # mass of strictly more likely tokens
-    keep = torch.zeros_like(probs, dtype=torch.bool).scatter_(1, order, before < top_p[:, None])  # (B, V)
+    if bool((top_p < 1).any()):
+        sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)  # (B, V)
+        before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # mass of strictly more likely tokens
+        keep = torch.zeros_like(probs, dtype=torch.bool).scatter_(1, order, before < top_p[:, None])  # (B, V)
+        probs = probs * keep
     # The CDF runs in vocabulary order, not sorted order: near-equal probabilities swapping
     # places under float noise would otherwise change which token a draw lands on.
-    cdf = torch.cumsum(probs * keep, dim=-1)  # (B, V)
+    cdf = torch.cumsum(probs, dim=-1)  # (B, V)
     total = cdf[:, -1:]  # (B, 1)
     # Strictly below the total, so rounding can never land past the last kept token.
     target = torch.minimum(uniforms[:, None] * total, torch.nextafter(total, torch.zeros_like(total)))  # (B, 1)

@@ -2,8 +2,8 @@
 
 The conversation is rendered with the tokenizer's chat template (``toolgym.rollouts.chat``),
 prompts are grouped by length into batches of at most ``max_batch_size``, and each batch is
-decoded by ``toolgym.rollouts.generation.generate_batch`` in a worker thread, so the event loop
-(and the environments on it) stays live while the model runs.
+decoded by ``toolgym.rollouts.generation.generate_batch`` on the policy's worker thread, so the
+event loop (and the environments on it) stays live while the model runs.
 
 Every returned turn is token-faithful: ``prompt_token_ids`` are the ids the model saw,
 ``token_ids`` the ids it sampled (end-of-turn token included), and ``logprobs`` the raw model
@@ -18,8 +18,8 @@ torch and transformers are imported when a policy is built, not when this module
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
-import threading
 from typing import Any, Sequence
 
 from toolgym.errors import ConfigError
@@ -55,8 +55,9 @@ class HFPolicy:
         self.end_ids = _end_ids(model, tokenizer)
         self.batches = 0
         """Forward batches run so far (a diagnostic)."""
-        # One decode at a time on the model; a thread lock works across event loops.
-        self._lock = threading.Lock()
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolgym-hf-policy")
+        """The one thread all model work runs on: decodes never overlap, and torch keeps a single
+        OpenMP pool (pools of several threads spin against each other on a few cores)."""
 
     @classmethod
     def from_pretrained(
@@ -106,7 +107,8 @@ class HFPolicy:
         pending.sort(key=lambda i: len(jobs[i].prompt_ids))
         for start in range(0, len(pending), self.max_batch_size):
             chunk = pending[start : start + self.max_batch_size]
-            results = await asyncio.to_thread(self._run_batch, [jobs[i] for i in chunk])
+            batch = [jobs[i] for i in chunk]
+            results = await asyncio.get_running_loop().run_in_executor(self.executor, self._run_batch, batch)
             for i, result in zip(chunk, results):
                 out[i] = result
         return [r for r in out if r is not None]
@@ -130,18 +132,17 @@ class HFPolicy:
     def _run_batch(self, jobs: list[GenerationJob]) -> list[Generated | PolicyError]:
         from toolgym.rollouts.generation import generate_batch
 
-        with self._lock:
-            self.batches += 1
-            try:
-                return list(
-                    generate_batch(
-                        self.model, jobs, pad_id=self.pad_id, end_ids=self.end_ids, max_context=self.max_context,
-                        decode=self._decode,
-                    )
+        self.batches += 1
+        try:
+            return list(
+                generate_batch(
+                    self.model, jobs, pad_id=self.pad_id, end_ids=self.end_ids, max_context=self.max_context,
+                    decode=self._decode,
                 )
-            except Exception as exc:  # the model failed: this batch's requests fail, the rollout goes on
-                error = PolicyError(kind="model_error", message=f"{type(exc).__name__}: {exc}"[:500])
-                return [error] * len(jobs)
+            )
+        except Exception as exc:  # the model failed: this batch's requests fail, the rollout goes on
+            error = PolicyError(kind="model_error", message=f"{type(exc).__name__}: {exc}"[:500])
+            return [error] * len(jobs)
 
     def _decode(self, ids: list[int]) -> str:
         # Special tokens stay in the text: re-rendering the raw text must give back the same ids.
