@@ -32,11 +32,8 @@ class ApiEnv(ToolEnv):
     Subclasses set ``domain`` (a ``Domain`` subclass), usually ``system_prompt`` (with the
     domain's policy document) and ``task_generator`` (seeded, unlimited tasks).
 
-    Args:
-        tool_format: How assistant text encodes tool calls ("hermes", "openai", "kimi_k2").
-        tasks: Tasks to draw from when ``reset`` is given none; without them the
-            ``task_generator`` makes a new task from the seeded RNG.
-        render_mode: "ansi" or None.
+    Keyword arguments are those of ``ToolEnv`` (``tool_format``, ``tasks``, ``user``, ...).
+    Without ``tasks``, ``reset`` draws a new task from ``task_generator`` with the seeded RNG.
     """
 
     domain: ClassVar[type[Domain[Any]] | None] = None
@@ -48,9 +45,10 @@ class ApiEnv(ToolEnv):
     eval_split: ClassVar[Path | None] = None
     """A shipped JSONL file of fixed evaluation tasks (see ``toolgym.envs.api.splits``)."""
 
-    def __init__(self, *, tool_format: str = "hermes", tasks: Sequence[Task] | None = None, render_mode: str | None = None):
-        super().__init__(tool_format=tool_format, tasks=tasks, render_mode=render_mode)
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
         self.api: Any = None
+        """The live domain object (rebuilt at every reset)."""
 
     # ------------------------------------------------------------------ ToolEnv hooks
 
