@@ -2,10 +2,10 @@
 
 >>> import toolgym
 >>> env = toolgym.make("toolgym/unitconv-v0")
->>> toolgym.make("toolgym/unitcnv-v0")
+>>> toolgym.make("toolgym/unitcnv-v0")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-toolgym.errors.UnknownEnvError: no environment 'toolgym/unitcnv-v0' is registered. Did you mean 'toolgym/unitconv-v0'? ...
+toolgym.errors.UnknownEnvError: no environment 'toolgym/unitcnv-v0' is registered. Did you mean 'toolgym/unitconv-v0'...
 """
 
 from __future__ import annotations
