@@ -51,7 +51,7 @@ def tool_exchange(name: str, arguments: dict, content: str, call_id: str = "c1",
 class FakeJudge:
     """A deterministic judge policy: answers each request with ``respond(prompt_text)``.
 
-    Counts requests and the most requests in flight at once; ``delay_s`` makes it slow.
+    Records requests and the most requests in flight at once; ``delay_s`` makes it slow.
     """
 
     def __init__(self, respond: Callable[[str], "str | PolicyTurn"], delay_s: float = 0.0):
@@ -63,7 +63,7 @@ class FakeJudge:
 
     async def generate(self, requests: Sequence[PolicyRequest]) -> list[PolicyTurn]:
         self.requests.extend(requests)
-        self.in_flight += 1
+        self.in_flight += len(requests)
         self.peak = max(self.peak, self.in_flight)
         try:
             if self.delay_s:
@@ -74,7 +74,7 @@ class FakeJudge:
                 out.append(reply if isinstance(reply, PolicyTurn) else PolicyTurn(text=reply, prompt_token_ids=[1] * 10, token_ids=[2] * 3))
             return out
         finally:
-            self.in_flight -= 1
+            self.in_flight -= len(requests)
 
 
 def criterion_ids(prompt: str) -> list[str]:

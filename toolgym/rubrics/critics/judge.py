@@ -20,7 +20,7 @@ from typing import Sequence
 from toolgym.envs.types import Message, SystemMessage, UserMessage
 from toolgym.rollouts.episode import Episode
 from toolgym.rollouts.policy import Policy, SamplingParams
-from toolgym.rubrics.critics.ask import Question, ask
+from toolgym.rubrics.critics.ask import Question, ask, batching
 from toolgym.rubrics.critics.base import CriticResult
 from toolgym.rubrics.critics.budget import JudgeBudget, cache_key
 from toolgym.rubrics.critics.parse import complete, parse_pointwise
@@ -106,10 +106,11 @@ class LLMJudge:
         self.model_id = model_id or f"{type(policy).__qualname__}@{id(policy)}"
 
     async def judge(self, episodes: Sequence[Episode], criteria: Sequence[Criterion], rubric: Rubric) -> list[CriticResult]:
-        """Judge each episode on ``criteria``; calls run concurrently within the budget."""
-        return list(await asyncio.gather(*(self._judge_one(ep, criteria, rubric) for ep in episodes)))
+        """Judge each episode on ``criteria``; calls run concurrently (and batched) within the budget."""
+        async with batching(self.policy) as policy:
+            return list(await asyncio.gather(*(self._judge_one(policy, ep, criteria, rubric) for ep in episodes)))
 
-    async def _judge_one(self, episode: Episode, criteria: Sequence[Criterion], rubric: Rubric) -> CriticResult:
+    async def _judge_one(self, policy: Policy, episode: Episode, criteria: Sequence[Criterion], rubric: Rubric) -> CriticResult:
         reference = (episode.task.expected.answer or episode.task.gold_answer) if self.show_reference else None
         messages = judge_prompt(rubric, criteria, render_transcript(episode, self.max_transcript_chars), reference)
         key = cache_key(PROMPT_VERSION, self.name, self.model_id, self.sampling.model_dump_json(), *(m.model_dump_json() for m in messages))
@@ -123,7 +124,7 @@ class LLMJudge:
             parse=lambda text: parse_pointwise(text, criteria),
             complete=complete,
         )
-        asked = await ask(self.policy, self.budget, question, critic=self.name, seed=self.seed, sampling=self.sampling, retries=self.retries)
+        asked = await ask(policy, self.budget, question, critic=self.name, seed=self.seed, sampling=self.sampling, retries=self.retries)
         if asked.value is None:
             return CriticResult.failed(criteria, asked.failure, asked.cost)  # type: ignore[arg-type]
         if cache is not None and complete(asked.value):

@@ -18,7 +18,7 @@ from typing import Sequence
 from toolgym.envs.types import Message, SystemMessage, UserMessage
 from toolgym.rollouts.episode import Episode
 from toolgym.rollouts.policy import Policy, SamplingParams
-from toolgym.rubrics.critics.ask import Asked, Question, ask
+from toolgym.rubrics.critics.ask import Asked, Question, ask, batching
 from toolgym.rubrics.critics.base import CriticResult, Judgement
 from toolgym.rubrics.critics.budget import JudgeBudget, cache_key
 from toolgym.rubrics.critics.judge import describe_criteria
@@ -108,7 +108,8 @@ class PairwiseCritic:
         if self.both_orders:
             pairs += [(b, a) for a, b in pairs]
         texts = [render_transcript(ep, self.max_transcript_chars, include_opening=False) for ep in episodes]
-        asked = await asyncio.gather(*(self._compare(episodes[a], texts[a], texts[b], criteria, rubric) for a, b in pairs))
+        async with batching(self.policy) as policy:
+            asked = await asyncio.gather(*(self._compare(policy, episodes[a], texts[a], texts[b], criteria, rubric) for a, b in pairs))
         costs = _split_costs(n, pairs, asked, self.name)
         judgements = [dict[str, Judgement]() for _ in episodes]
         for c in criteria:
@@ -116,7 +117,7 @@ class PairwiseCritic:
                 judgements[i][c.id] = j
         return [CriticResult(judgements=judgements[i], cost=costs[i]) for i in range(n)]
 
-    async def _compare(self, first: Episode, a: str, b: str, criteria: Sequence[Criterion], rubric: Rubric) -> Asked[dict[str, PairItem | Unscorable]]:
+    async def _compare(self, policy: Policy, first: Episode, a: str, b: str, criteria: Sequence[Criterion], rubric: Rubric) -> Asked[dict[str, PairItem | Unscorable]]:
         messages = pairwise_prompt(rubric, criteria, first.task.instruction, a, b)
         key = cache_key(PROMPT_VERSION, self.name, self.model_id, self.sampling.model_dump_json(), *(m.model_dump_json() for m in messages))
         cache = self.budget.cache
@@ -124,7 +125,7 @@ class PairwiseCritic:
         if cached is not None:
             return Asked(value=dict(cached), failure=None, cost=ComponentCost(name=f"critic:{self.name}", cache_hits=1))
         question = Question(request_id=f"{self.name}-{key[:12]}", messages=messages, parse=lambda t: parse_pairwise(t, criteria), complete=complete)
-        out = await ask(self.policy, self.budget, question, critic=self.name, seed=self.seed, sampling=self.sampling, retries=self.retries)
+        out = await ask(policy, self.budget, question, critic=self.name, seed=self.seed, sampling=self.sampling, retries=self.retries)
         if cache is not None and out.value is not None and complete(out.value):
             cache.put(key, dict(out.value))
         return out
