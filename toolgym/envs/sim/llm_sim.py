@@ -74,7 +74,8 @@ class SimCache:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(canonical_json({"key": key, "answer": answer}) + "\n")
+                # Key order kept (not canonical): a replay must render outputs byte for byte.
+                fh.write(json.dumps({"key": key, "answer": answer}, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
 class LLMSimulator:

@@ -74,7 +74,9 @@ class SchemaSimulator:
         records = state.entities.setdefault(tool.entity, {})
         output = self._generate(tool, rng)
         new_id = self._new_id(tool, records, rng)
-        if isinstance(output, dict):
+        if isinstance(output, dict) and not tool.returns.get("properties") and tool.returns.get("additionalProperties") is not False:
+            output = record = {**args, "id": new_id}  # a free-form object: the new record itself
+        elif isinstance(output, dict):
             output = {**output, **self._fitting(tool, tool.returns, args)}
             if tool.id_field is not None:
                 output[tool.id_field] = new_id

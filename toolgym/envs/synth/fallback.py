@@ -68,7 +68,7 @@ class FallbackSynthesizer:
             tools=list(agent.tools),
             initial_state={"entities": entities} if entities else {},
             gold_actions=gold,
-            gold_answer="Done: " + instruction,
+            gold_answer=" ".join(["Done.", *outputs]),
             expected=Expected(outputs=outputs),
             metadata={"agent": agent.name, "rubric": [r.model_dump() for r in rubric],
                       "synth": {"source": "fallback", "seed": self.seed}},
