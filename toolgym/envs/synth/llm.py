@@ -139,7 +139,7 @@ class LLMSynthesizer:
                     results[i] = checks[i](parse_json(turn.text))
                     del convo[i]
                 except (ValueError, ValidationError) as exc:
-                    feedback = f"That reply was unusable: {str(exc)[:300]}. Reply again with the JSON object only."
+                    feedback = f"That reply was unusable: {str(exc)[:300]}\nReply again with the JSON object only."
                     convo[i] = [*base[i], AssistantMessage(content=turn.text[:2000]), UserMessage(content=feedback)]
         return results
 
