@@ -108,3 +108,49 @@ def test_bad_requests_get_openai_style_400s(url, body, message):
 def test_out_of_vocabulary_prompt_ids_are_refused(url):
     response = httpx.post(f"{url}/v1/completions", json={"prompt": [1, 10**9], "max_tokens": 2})
     assert response.status_code == 400 and "within [0," in response.json()["error"]["message"]
+
+
+def test_cli_serve_runs_a_real_server_process(local):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    folder = cached_tiny_model("kimi")
+    code = "from toolgym.cli import app; app()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", str(folder), "--port", str(port), "--max-batch", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"toolgym serve did not come up: {proc.communicate(timeout=5)[0][-2000:]}")
+            time.sleep(0.1)
+        requests = make_requests(2)
+        remote = asyncio.run(OpenAIPolicy(f"http://127.0.0.1:{port}").generate(requests))
+        direct = asyncio.run(local.generate(requests))
+        assert [r.token_ids for r in remote] == [d.token_ids for d in direct]
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["data"][0]["id"] == folder.name
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_cli_serve_reports_a_missing_model_dir(tmp_path):
+    from typer.testing import CliRunner
+
+    from toolgym.cli import app
+
+    result = CliRunner().invoke(app, ["serve", str(tmp_path / "missing")])
+    assert result.exit_code == 2
+    assert "does not exist" in " ".join(result.output.split())
