@@ -29,8 +29,9 @@ import platform
 import random
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -40,7 +41,7 @@ from toolgym.envs.types import Task
 from toolgym.rollouts import ChaosPolicy, Episode, ScriptedPolicy, gold_script, run_episodes, sample_tasks
 from toolgym.rollouts.policy import PolicyRequest, PolicyTurn, SamplingParams
 from toolgym.rubrics import JudgeBudget, LLMJudge, Rubric, rubric_for, score_episodes_sync, score_metrics
-from toolgym.rubrics.calibration import CalibrationReport, calibrate, roc_auc
+from toolgym.rubrics.calibration import calibrate, roc_auc
 from toolgym.rubrics.checks import numbers_in
 from toolgym.rubrics.report import render_calibration
 
@@ -249,7 +250,7 @@ def print_variants(env_id: str, result: dict[str, Any], console: Console) -> Non
     table = Table(title=f"{env_id}: by policy variant")
     for name in ("variant", "episodes", "state success", "judge_correct mean (FAKE judge)", "rubric total mean"):
         table.add_column(name)
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
     for name, row in result["by_variant"].items():
         table.add_row(name, str(row["episodes"]), fmt(row["state_success"]), fmt(row["judge_correct_mean"]), fmt(row["total_mean"]))
     console.print(table)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import toolgym  # noqa: F401  (registers the catalog)
-from toolgym.envs.catalog.unitconv.tasks import generate_task
 from toolgym.envs.types import AssistantMessage, StopReason, Task, ToolCall, ToolMessage, UserMessage
 from toolgym.rollouts import Episode, ScriptedPolicy, run_episodes
 from toolgym.rollouts.policy import PolicyError, PolicyRequest, PolicyTurn
@@ -54,7 +53,7 @@ class FakeJudge:
     Records requests and the most requests in flight at once; ``delay_s`` makes it slow.
     """
 
-    def __init__(self, respond: Callable[[str], "str | PolicyTurn"], delay_s: float = 0.0):
+    def __init__(self, respond: Callable[[str], str | PolicyTurn], delay_s: float = 0.0):
         self.respond = respond
         self.delay_s = delay_s
         self.requests: list[PolicyRequest] = []

@@ -2,6 +2,7 @@ import pytest
 from rubric_helpers import call, gold_episode, play, synthetic, tool_exchange
 
 from toolgym.envs.types import AssistantMessage, Expected, GoldAction, Task, ToolCall
+from toolgym.rollouts.scripted import gold_script
 from toolgym.rubrics.checks import (
     CHECKS,
     CheckUnscorable,
@@ -14,12 +15,13 @@ from toolgym.rubrics.checks import (
     gold_calls_made,
     required_outputs_present,
     run_check,
-    tests_pass as check_tests_pass,  # aliased: pytest would collect a name starting with 'test'
     tool_called,
     tool_not_called,
     well_formed_call_rate,
 )
-from toolgym.rollouts.scripted import gold_script
+from toolgym.rubrics.checks import (
+    tests_pass as check_tests_pass,  # aliased: pytest would collect a name starting with 'test'
+)
 from toolgym.rubrics.gold import GoldReplayer, GoldReplayError
 
 

@@ -7,9 +7,24 @@ from rubric_helpers import ENV, FakeJudge, endpoint_error, gold_episode, play, p
 
 from toolgym.envs.catalog.unitconv.tasks import generate_tasks
 from toolgym.rollouts import ScriptedPolicy, gold_script, run_episodes
-from toolgym.rubrics import FunctionCritic, JudgeBudget, LLMJudge, PairwiseCritic, Rubric, score_episodes, score_episodes_sync, score_metrics
+from toolgym.rubrics import (
+    FunctionCritic,
+    JudgeBudget,
+    LLMJudge,
+    PairwiseCritic,
+    Rubric,
+    score_episodes,
+    score_episodes_sync,
+    score_metrics,
+)
 from toolgym.rubrics.critics import JudgementParseError, bradley_terry, extract_json, win_matrix, win_rate
-from toolgym.rubrics.metrics import COMPONENT_CACHE_HITS, COMPONENT_CALLS, COMPONENT_TOKENS, SCORE_UNSCORABLE_FRAC, UNSCORABLE_KIND
+from toolgym.rubrics.metrics import (
+    COMPONENT_CACHE_HITS,
+    COMPONENT_CALLS,
+    COMPONENT_TOKENS,
+    SCORE_UNSCORABLE_FRAC,
+    UNSCORABLE_KIND,
+)
 
 
 def rubric(on_unscorable="unscorable", critic="judge", extra=()):
@@ -165,8 +180,8 @@ def _sibling_script(task):
 def _prefers_the_answer(answer):
     def respond(prompt):
         # Judge the final answers only: the tool results of every sibling show the number.
-        a = re.search(r"<response_a>(.*)</response_a>", prompt, re.S).group(1).rsplit("[assistant]", 1)[-1]
-        b = re.search(r"<response_b>(.*)</response_b>", prompt, re.S).group(1).rsplit("[assistant]", 1)[-1]
+        a = re.search(r"<response_a>(.*)</response_a>", prompt, re.DOTALL).group(1).rsplit("[assistant]", 1)[-1]
+        b = re.search(r"<response_b>(.*)</response_b>", prompt, re.DOTALL).group(1).rsplit("[assistant]", 1)[-1]
         winner = "tie" if (answer in a) == (answer in b) else ("A" if answer in a else "B")
         return json.dumps({"criteria": [{"id": "clarity", "winner": winner.lower(), "rationale": "has the number"}]})
 

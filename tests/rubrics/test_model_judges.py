@@ -8,12 +8,12 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from rubric_helpers import ENV  # noqa: E402
+from rubric_helpers import ENV
 
-from toolgym.rollouts import ScriptedPolicy, run_episodes, sample_tasks  # noqa: E402
-from toolgym.rollouts.policy import SamplingParams  # noqa: E402
-from toolgym.rubrics import LLMJudge, PairwiseCritic, Rubric, rubric_for, score_episodes_sync, score_metrics  # noqa: E402
-from toolgym.rubrics.metrics import COMPONENT_CALLS, COMPONENT_TOKENS, SCORE_UNSCORABLE_FRAC, UNSCORABLE_KIND  # noqa: E402
+from toolgym.rollouts import ScriptedPolicy, run_episodes, sample_tasks
+from toolgym.rollouts.policy import SamplingParams
+from toolgym.rubrics import LLMJudge, PairwiseCritic, Rubric, rubric_for, score_episodes_sync, score_metrics
+from toolgym.rubrics.metrics import COMPONENT_CALLS, COMPONENT_TOKENS, SCORE_UNSCORABLE_FRAC, UNSCORABLE_KIND
 
 pytestmark = pytest.mark.slow
 SAMPLING = SamplingParams(max_new_tokens=32, temperature=1.0)

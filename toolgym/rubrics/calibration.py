@@ -9,7 +9,8 @@ AUC so the fit is not judged on the data it was fitted to. scipy and scikit-lear
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field

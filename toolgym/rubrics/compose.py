@@ -12,7 +12,8 @@ Pure function of its inputs, so the rules are easy to read and test:
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from toolgym.rubrics.score import ComponentCost, CriterionScore, PenaltyScore, Score, Unscorable, UnscorableKind
 

@@ -8,7 +8,8 @@ task content and seed, so scoring a GRPO group of K siblings replays once.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from toolgym.envs.digest import digest
 from toolgym.envs.registry import make

@@ -18,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from typing import Any, Callable, Literal, Union
+from collections.abc import Callable
+from typing import Any, Literal
 
 from toolgym.errors import ConfigError, did_you_mean
 
 MatchMode = Literal["exact", "subset"]
 Predicate = Callable[[dict[str, Any]], bool]
-ArgumentSpec = Union[dict[str, Any], Predicate, None]
+ArgumentSpec = dict[str, Any] | Predicate | None
 DEFAULT_TOL = 1e-9
 
 

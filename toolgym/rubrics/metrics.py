@@ -7,7 +7,9 @@ times out): they must be watched next to the mean score.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+
+from toolgym.rubrics.score import Score
 
 SCORE_MEAN = "score/mean"
 """Mean total over scorable episodes."""
@@ -37,7 +39,7 @@ COMPONENT_TOKENS = "score/component/{name}/tokens"
 """Prompt plus completion tokens spent by one critic."""
 
 
-def score_metrics(scores: Sequence["Score"]) -> dict[str, float]:  # noqa: F821 (forward reference)
+def score_metrics(scores: Sequence[Score]) -> dict[str, float]:
     """Aggregate metrics of many scores, keyed by the constants of this module.
 
     Args:
@@ -63,7 +65,7 @@ def score_metrics(scores: Sequence["Score"]) -> dict[str, float]:  # noqa: F821 
     return out
 
 
-def _criterion_metrics(scores: Sequence["Score"]) -> dict[str, float]:  # noqa: F821
+def _criterion_metrics(scores: Sequence[Score]) -> dict[str, float]:
     values: dict[str, list[float]] = {}
     applicable: dict[str, int] = {}
     unscorable: dict[str, int] = {}
@@ -90,7 +92,7 @@ def _criterion_metrics(scores: Sequence["Score"]) -> dict[str, float]:  # noqa: 
     return out
 
 
-def _component_metrics(scores: Sequence["Score"]) -> dict[str, float]:  # noqa: F821
+def _component_metrics(scores: Sequence[Score]) -> dict[str, float]:
     out: dict[str, float] = {}
     for score in scores:
         for comp in score.components:

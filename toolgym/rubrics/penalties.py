@@ -8,7 +8,7 @@ and the breakdown says so.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from toolgym.rollouts.episode import Episode
 from toolgym.rubrics.rubric import Penalty

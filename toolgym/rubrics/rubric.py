@@ -21,7 +21,7 @@ message naming the file and the field.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -50,7 +50,7 @@ class Scale(_Model):
     """What some points of the scale mean, shown to judges (for example {"1": "wrong"})."""
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Scale":
+    def _ordered(self) -> Scale:
         if not self.high > self.low:
             raise ValueError(f"scale.high ({self.high}) must be greater than scale.low ({self.low})")
         return self
@@ -107,7 +107,7 @@ class CriticSource(_Model):
         return f"critic:{self.critic}"
 
 
-Source = Annotated[Union[CheckSource, CriticSource], Field(discriminator="type")]
+Source = Annotated[CheckSource | CriticSource, Field(discriminator="type")]
 
 
 class Criterion(_Model):
@@ -127,7 +127,7 @@ class Criterion(_Model):
     """Task families (``task.metadata["family"]``) the criterion applies to; None: all."""
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Criterion":
+    def _consistent(self) -> Criterion:
         if isinstance(self.source, CheckSource) and not self.scale.is_unit:
             raise ValueError(f"criterion {self.id!r}: checks score on [0, 1]; remove 'scale' or use a critic source")
         if self.kind == "task_specific" and not self.families:
@@ -179,7 +179,7 @@ class Rubric(_Model):
         """Criteria that apply to ``task`` (by family), in rubric order."""
         return [c for c in self.criteria if c.applies_to(task)]
 
-    def verifiable(self) -> "Rubric":
+    def verifiable(self) -> Rubric:
         """A copy without critic-sourced criteria: deterministic, no model needed."""
         kept = [c for c in self.criteria if isinstance(c.source, CheckSource)]
         if not kept:

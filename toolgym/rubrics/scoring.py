@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from toolgym.errors import ConfigError
 from toolgym.rollouts.episode import Episode

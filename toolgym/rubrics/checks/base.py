@@ -8,13 +8,14 @@ needs, it raises ``CheckUnscorable`` so the criterion is unscorable rather than 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Optional
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
 from toolgym.rubrics.matchers import ArgumentSpec, validate_spec
 
-CheckFn = Callable[..., Optional[float]]
+CheckFn = Callable[..., float | None]
 
 
 class CheckUnscorable(Exception):

@@ -9,7 +9,23 @@ from toolgym.rubrics.critics.ranking import bradley_terry, win_matrix, win_rate
 from toolgym.rubrics.critics.transcript import render_transcript
 
 __all__ = [
-    "Critic", "CriticResult", "FunctionCritic", "JudgeBudget", "JudgementCache", "JudgementParseError", "Judgement",
-    "LLMJudge", "PairwiseCritic", "bradley_terry", "cache_key", "extract_json", "judge_prompt", "pairwise_prompt",
-    "parse_pairwise", "parse_pointwise", "render_transcript", "win_matrix", "win_rate",
+    "Critic",
+    "CriticResult",
+    "FunctionCritic",
+    "JudgeBudget",
+    "Judgement",
+    "JudgementCache",
+    "JudgementParseError",
+    "LLMJudge",
+    "PairwiseCritic",
+    "bradley_terry",
+    "cache_key",
+    "extract_json",
+    "judge_prompt",
+    "pairwise_prompt",
+    "parse_pairwise",
+    "parse_pointwise",
+    "render_transcript",
+    "win_matrix",
+    "win_rate",
 ]

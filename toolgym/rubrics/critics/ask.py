@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Generic, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 from toolgym.envs.types import Message
 from toolgym.rollouts.batcher import RequestBatcher
@@ -79,8 +80,8 @@ async def ask(policy: Policy, budget: JudgeBudget, question: Question[T], *, cri
         tag = f"{critic}: attempt {attempt + 1}/{attempts}"
         request = PolicyRequest(episode_id=f"{question.request_id}-{attempt}", messages=question.messages, seed=seed + attempt, sampling=sampling)
         try:
-            turns = await budget.run(lambda: policy.generate([request]))
-        except (TimeoutError, asyncio.TimeoutError):
+            turns = await budget.run(lambda request=request: policy.generate([request]))
+        except TimeoutError:
             cost.calls += 1
             failure = Unscorable(kind="judge_timeout", message=f"{tag}: no answer within {budget.deadline_s:g} s")
             continue

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,7 +40,7 @@ class CriticResult(BaseModel):
     cost: ComponentCost
 
     @classmethod
-    def failed(cls, criteria: Sequence[Criterion], reason: Unscorable, cost: ComponentCost) -> "CriticResult":
+    def failed(cls, criteria: Sequence[Criterion], reason: Unscorable, cost: ComponentCost) -> CriticResult:
         """Every criterion unscorable for the same reason."""
         return cls(judgements={c.id: Judgement(unscorable=reason) for c in criteria}, cost=cost)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 from toolgym.envs.types import Message, SystemMessage, UserMessage
 from toolgym.rollouts.episode import Episode

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import Sequence
 from itertools import combinations
-from typing import Sequence
 
 from toolgym.envs.types import Message, SystemMessage, UserMessage
 from toolgym.rollouts.episode import Episode

@@ -8,7 +8,8 @@ a typed ``judge_unparseable`` verdict on that criterion, never a 0.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
