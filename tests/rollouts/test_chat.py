@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 
-from toolgym.envs.types import AssistantMessage, SystemMessage, ToolCall, ToolMessage, ToolSpec, FunctionSpec, UserMessage
+from toolgym.envs.types import (
+    AssistantMessage,
+    FunctionSpec,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+    ToolSpec,
+    UserMessage,
+)
 from toolgym.rollouts.chat import to_chat_dicts, tool_dicts
 
 CALL = ToolCall(id="call_1_0", name="convert", arguments={"value": 3, "from_unit": "mi", "to_unit": "km"})

@@ -10,12 +10,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import toolgym  # noqa: E402
-from toolgym.envs.types import UserMessage  # noqa: E402
-from toolgym.rollouts.hf_model import ModelDirError  # noqa: E402
-from toolgym.rollouts.hf_policy import HFPolicy  # noqa: E402
-from toolgym.rollouts.policy import PolicyRequest, SamplingParams  # noqa: E402
-from toolgym.trainers.models import cached_tiny_model  # noqa: E402
+import toolgym
+from toolgym.envs.types import UserMessage
+from toolgym.rollouts.hf_model import ModelDirError
+from toolgym.rollouts.hf_policy import HFPolicy
+from toolgym.rollouts.policy import PolicyRequest, SamplingParams
+from toolgym.trainers.models import cached_tiny_model
 
 LOGPROB_TOL = 1e-4
 """Reported log-probs against a fresh unpadded forward pass, float32 on CPU."""
@@ -55,7 +55,7 @@ def test_same_seed_same_turn_other_seed_other_turn(kimi):
 
 def test_batched_equals_one_by_one(policy):
     # Mixed lengths (left padding), temperatures, nucleus sizes and budgets; max_batch_size=4 also splits the list.
-    settings = [dict(temperature=1.0), dict(temperature=0.7, top_p=0.9), dict(temperature=0.0), dict(temperature=1.3, top_p=0.5)]
+    settings = [{"temperature": 1.0}, {"temperature": 0.7, "top_p": 0.9}, {"temperature": 0.0}, {"temperature": 1.3, "top_p": 0.5}]
     requests = make_requests(6, max_new_tokens=10)
     for i, r in enumerate(requests):
         r.sampling = SamplingParams(max_new_tokens=6 + 2 * i, **settings[i % 4])

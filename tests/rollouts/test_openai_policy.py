@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from toolgym.envs.formats import HermesFormat, KimiK2Format
-from toolgym.envs.types import AssistantMessage, ToolCall, ToolMessage, ToolSpec, FunctionSpec, UserMessage
+from toolgym.envs.types import AssistantMessage, FunctionSpec, ToolCall, ToolMessage, ToolSpec, UserMessage
 from toolgym.errors import ConfigError
 from toolgym.rollouts.openai_policy import OpenAIPolicy
 from toolgym.rollouts.policy import PolicyRequest, SamplingParams

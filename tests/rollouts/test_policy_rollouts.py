@@ -15,13 +15,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("fastapi")
 
-from toolgym.envs.formats import HermesFormat  # noqa: E402
-from toolgym.envs.types import StopReason  # noqa: E402
-from toolgym.rollouts import SamplingParams, run_episodes, sample_tasks  # noqa: E402
-from toolgym.rollouts.hf_policy import HFPolicy  # noqa: E402
-from toolgym.rollouts.openai_policy import OpenAIPolicy  # noqa: E402
-from toolgym.rollouts.serve import serve_in_thread  # noqa: E402
-from toolgym.trainers.models import cached_tiny_model  # noqa: E402
+from toolgym.envs.formats import HermesFormat
+from toolgym.envs.types import StopReason
+from toolgym.rollouts import SamplingParams, run_episodes, sample_tasks
+from toolgym.rollouts.hf_policy import HFPolicy
+from toolgym.rollouts.openai_policy import OpenAIPolicy
+from toolgym.rollouts.serve import serve_in_thread
+from toolgym.trainers.models import cached_tiny_model
 
 ENV = "toolgym/unitconv-v0"
 SAMPLING = SamplingParams(max_new_tokens=96)

@@ -7,9 +7,10 @@ import math
 import pytest
 
 torch = pytest.importorskip("torch")
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from toolgym.rollouts.generation import router_logits_off, sample_tokens  # noqa: E402
+from toolgym.rollouts.generation import router_logits_off, sample_tokens
 
 PROBS = torch.tensor([[0.2, 0.5, 0.3]])
 LOGITS = PROBS.log()

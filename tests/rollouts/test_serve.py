@@ -10,14 +10,14 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("fastapi")
 
-import toolgym  # noqa: E402
-from toolgym.envs.types import UserMessage  # noqa: E402
-from toolgym.rollouts.chat import ChatRenderer  # noqa: E402
-from toolgym.rollouts.hf_policy import HFPolicy  # noqa: E402
-from toolgym.rollouts.openai_policy import OpenAIPolicy  # noqa: E402
-from toolgym.rollouts.policy import PolicyRequest, SamplingParams  # noqa: E402
-from toolgym.rollouts.serve import serve_in_thread  # noqa: E402
-from toolgym.trainers.models import cached_tiny_model  # noqa: E402
+import toolgym
+from toolgym.envs.types import UserMessage
+from toolgym.rollouts.chat import ChatRenderer
+from toolgym.rollouts.hf_policy import HFPolicy
+from toolgym.rollouts.openai_policy import OpenAIPolicy
+from toolgym.rollouts.policy import PolicyRequest, SamplingParams
+from toolgym.rollouts.serve import serve_in_thread
+from toolgym.trainers.models import cached_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import pytest
 
 pytest.importorskip("transformers")
 
-import toolgym  # noqa: E402
-from toolgym.envs.formats import HermesFormat  # noqa: E402
-from toolgym.envs.types import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage  # noqa: E402
-from toolgym.errors import ConfigError  # noqa: E402
-from toolgym.rollouts.chat import ChatRenderer, to_chat_dicts, tool_dicts  # noqa: E402
-from toolgym.trainers.models import cached_tiny_model, count_parameters, model_config, shape  # noqa: E402
+import toolgym
+from toolgym.envs.formats import HermesFormat
+from toolgym.envs.types import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
+from toolgym.errors import ConfigError
+from toolgym.rollouts.chat import ChatRenderer, to_chat_dicts, tool_dicts
+from toolgym.trainers.models import cached_tiny_model, count_parameters, model_config, shape
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,8 @@ Two ways to show past assistant turns:
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
 
 from toolgym.envs.types import AssistantMessage, Message, SystemMessage, ToolMessage, ToolSpec, UserMessage
 

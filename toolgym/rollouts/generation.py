@@ -21,7 +21,8 @@ Finished rows are dropped from the batch (and the KV cache) as they end.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Literal, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 

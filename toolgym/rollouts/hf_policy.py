@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from toolgym.errors import ConfigError
 from toolgym.rollouts.chat import ChatRenderer
@@ -63,7 +64,7 @@ class HFPolicy:
     def from_pretrained(
         cls, model_dir: str | os.PathLike[str], *, device: str = "cpu", dtype: str = "float32",
         max_batch_size: int = 32, max_context: int | None = None,
-    ) -> "HFPolicy":
+    ) -> HFPolicy:
         """Load a policy from a local model folder.
 
         Raises:

@@ -28,7 +28,8 @@ import json
 import random
 import re
 import weakref
-from typing import Any, Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import httpx
 from pydantic import ValidationError

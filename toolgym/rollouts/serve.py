@@ -25,16 +25,38 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
-from toolgym.envs.types import AssistantMessage, FunctionSpec, Message, SystemMessage, ToolCall, ToolMessage, ToolSpec, UserMessage
 from toolgym.envs.formats.base import read_arguments
+from toolgym.envs.types import (
+    AssistantMessage,
+    FunctionSpec,
+    Message,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+    ToolSpec,
+    UserMessage,
+)
 from toolgym.rollouts.generation import Generated, GenerationJob
 from toolgym.rollouts.hf_policy import HFPolicy
 from toolgym.rollouts.openai_schema import (
-    ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ChoiceLogprobs, CompletionChoice, CompletionLogprobs,
-    CompletionRequest, CompletionResponse, ErrorBody, ErrorResponse, TokenLogprob, TOKEN_ID_PREFIX, Usage,
-    WireMessage, WireTool,
+    TOKEN_ID_PREFIX,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChoiceLogprobs,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorBody,
+    ErrorResponse,
+    TokenLogprob,
+    Usage,
+    WireMessage,
+    WireTool,
 )
 from toolgym.rollouts.policy import PolicyError, SamplingParams
 
@@ -83,7 +105,7 @@ class Batcher:
                 remaining = deadline - asyncio.get_running_loop().time()
                 try:
                     batch.append(self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining))
-                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                except (TimeoutError, asyncio.QueueEmpty):
                     break
             self.batches += 1
             self.jobs += len(batch)

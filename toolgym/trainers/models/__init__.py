@@ -9,9 +9,27 @@ Nothing here imports torch or transformers until a function that needs them runs
 
 from toolgym.trainers.models.build import build_tiny_model, cache_dir, cached_tiny_model, recipe_key
 from toolgym.trainers.models.configs import ModelKind, ModelSize, count_parameters, model_config, shape
-from toolgym.trainers.models.tokenizer import SPECIAL_TOKENS, TEXT_TOKENS, chat_template, train_tokenizer, training_corpus
+from toolgym.trainers.models.tokenizer import (
+    SPECIAL_TOKENS,
+    TEXT_TOKENS,
+    chat_template,
+    train_tokenizer,
+    training_corpus,
+)
 
 __all__ = [
-    "ModelKind", "ModelSize", "SPECIAL_TOKENS", "TEXT_TOKENS", "build_tiny_model", "cache_dir", "cached_tiny_model",
-    "chat_template", "count_parameters", "model_config", "recipe_key", "shape", "train_tokenizer", "training_corpus",
+    "SPECIAL_TOKENS",
+    "TEXT_TOKENS",
+    "ModelKind",
+    "ModelSize",
+    "build_tiny_model",
+    "cache_dir",
+    "cached_tiny_model",
+    "chat_template",
+    "count_parameters",
+    "model_config",
+    "recipe_key",
+    "shape",
+    "train_tokenizer",
+    "training_corpus",
 ]
