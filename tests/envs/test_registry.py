@@ -51,5 +51,11 @@ def test_checker_catches_nondeterminism():
 def test_user_registered_env_builds_through_gymnasium_too():
     import gymnasium
 
+    from toolgym.envs.registry import unregister
+
     toolgym.register("tests/leaky-v0", Leaky, tasks=[Task(id="t", instruction="x")])
-    assert isinstance(gymnasium.make("tests/leaky-v0").unwrapped, Leaky)
+    try:
+        assert isinstance(gymnasium.make("tests/leaky-v0").unwrapped, Leaky)
+    finally:
+        unregister("tests/leaky-v0")
+    assert "tests/leaky-v0" not in toolgym.envs.registered() and "tests/leaky-v0" not in gymnasium.registry

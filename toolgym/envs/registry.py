@@ -84,6 +84,13 @@ def make(id: str, **kwargs: Any) -> Any:
     return env
 
 
+def unregister(id: str) -> None:
+    """Remove ``id`` from toolgym's and gymnasium's registries (tests, notebooks)."""
+    if _REGISTRY.pop(id, None) is None:
+        raise UnknownEnvError(f"no environment {id!r} is registered.{did_you_mean(id, _REGISTRY)}")
+    gymnasium.registry.pop(id, None)
+
+
 def registered() -> dict[str, EnvSpec]:
     """All registered environments by id (a copy)."""
     return dict(_REGISTRY)
