@@ -199,3 +199,20 @@ def test_model_dir_errors_name_the_path_and_the_missing_part(tmp_path):
     (no_template / "chat_template.jinja").unlink()
     with pytest.raises(ModelDirError, match="has no chat template"):
         HFPolicy.from_pretrained(no_template)
+
+
+def test_any_local_causal_lm_folder_works(tmp_path, kimi):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(
+        vocab_size=len(kimi.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048, pad_token_id=0, eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    kimi.tokenizer.save_pretrained(tmp_path)
+    dense = HFPolicy.from_pretrained(tmp_path)
+    requests = make_requests(3, max_new_tokens=6)
+    batched = generate(dense, requests)
+    assert [t.token_ids for t in batched] == [generate(dense, [r])[0].token_ids for r in requests]
+    dense.close()

@@ -114,6 +114,10 @@ class HFPolicy:
                 out[i] = result
         return [r for r in out if r is not None]
 
+    def close(self) -> None:
+        """Stop the worker thread (waiting for a running batch); the policy cannot generate after."""
+        self.executor.shutdown(wait=True)
+
     # ------------------------------------------------------------------ helpers
 
     def render(self, request: PolicyRequest) -> list[int]:

@@ -109,7 +109,10 @@ class Batcher:
                     break
             self.batches += 1
             self.jobs += len(batch)
-            results = await self.policy.generate_ids([job for job, _ in batch])
+            try:
+                results = await self.policy.generate_ids([job for job, _ in batch])
+            except Exception as exc:  # keep serving: fail this batch's requests, not the server
+                results = [PolicyError(kind="model_error", message=f"{type(exc).__name__}: {exc}"[:500])] * len(batch)
             for (_, future), result in zip(batch, results):
                 if not future.done():
                     future.set_result(result)
