@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("mcp")
 
-from toolgym.envs import check_env  # noqa: E402
-from toolgym.envs.mcp import (  # noqa: E402
+from toolgym.envs import check_env
+from toolgym.envs.mcp import (
     MCPClient,
     MCPServerError,
     MCPToolEnv,
@@ -22,14 +22,14 @@ from toolgym.envs.mcp import (  # noqa: E402
     mcp_simulated_env,
     mcp_tool_to_sim,
 )
-from toolgym.envs.types import AssistantMessage, Limits, StopReason, Task, ToolCall  # noqa: E402
+from toolgym.envs.types import AssistantMessage, Limits, StopReason, Task, ToolCall
 
 SERVER = {"command": sys.executable, "args": [str(Path(__file__).with_name("server_notes.py"))], "name": "notes"}
 TASK = Task(id="notes", instruction="Keep notes.", limits=Limits(tool_timeout_s=1.0))
 
 
 def act(env, name: str, **arguments):
-    obs, reward, terminated, truncated, info = env.step(AssistantMessage(tool_calls=[ToolCall(id=f"c{len(env.messages)}", name=name, arguments=arguments)]))
+    obs, _, _, _, info = env.step(AssistantMessage(tool_calls=[ToolCall(id=f"c{len(env.messages)}", name=name, arguments=arguments)]))
     return obs.messages[0], info
 
 
@@ -60,7 +60,7 @@ def test_proxy_forwards_calls_and_keeps_the_server_state(proxy):
 
 def test_tool_errors_and_bad_arguments_are_the_agents(proxy):
     proxy.reset(seed=0, options={"task": TASK})
-    message, info = act(proxy, "get_note", id="nope")
+    message, _ = act(proxy, "get_note", id="nope")
     assert message.error == "tool_exception" and "no note with id 'nope'" in message.content
     message, _ = act(proxy, "add_note", titel="x")
     assert message.error == "invalid_arguments" and "Did you mean 'title'" in message.content

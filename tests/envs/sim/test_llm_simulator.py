@@ -7,8 +7,8 @@ import json
 import re
 
 import pytest
-
 from sim_helpers import FakePolicy, act, notes_tools, output
+
 from toolgym.envs import check_env
 from toolgym.envs.sim import LLMSimulator, SimCache, SimulatedToolEnv, SimulatorError
 from toolgym.envs.types import AssistantMessage, Task, ToolCall
@@ -120,7 +120,7 @@ class SlowPolicy:
 
 def test_a_slow_simulator_runs_into_the_deadline():
     env = env_with(LLMSimulator(SlowPolicy()), simulator_timeout_s=0.2)
-    message, info = act(env, "get_weather", city="Oslo")
+    message, _ = act(env, "get_weather", city="Oslo")
     assert message.error == "simulator_error" and "did not answer in time" in message.content
 
 

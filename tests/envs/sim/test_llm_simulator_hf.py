@@ -7,10 +7,11 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from sim_helpers import act, notes_tools  # noqa: E402
-from toolgym.envs.sim import LLMSimulator, SimulatedToolEnv  # noqa: E402
-from toolgym.envs.types import Task  # noqa: E402
-from toolgym.rollouts.policy import SamplingParams  # noqa: E402
+from sim_helpers import act, notes_tools
+
+from toolgym.envs.sim import LLMSimulator, SimulatedToolEnv
+from toolgym.envs.types import Task
+from toolgym.rollouts.policy import SamplingParams
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from sim_helpers import NOTE, act, notes_tools, output, spec
+
 from toolgym.envs import check_env
 from toolgym.envs.sim import SchemaSimulator, SimulatedToolEnv
 from toolgym.envs.types import AssistantMessage, StopReason, Task, ToolCall
@@ -121,7 +121,7 @@ def test_too_many_simulator_errors_end_the_episode_as_env_error():
     env = SimulatedToolEnv([spec("get_code", {"item": {"type": "string"}}, ["item"], IMPOSSIBLE)], max_simulator_errors=0)
     env.reset(seed=0, options={"task": PLAIN})
     call = ToolCall(id="c", name="get_code", arguments={"item": "a"})
-    obs, reward, terminated, truncated, info = env.step(AssistantMessage(tool_calls=[call]))
+    _, _, terminated, truncated, info = env.step(AssistantMessage(tool_calls=[call]))
     assert info["stop_reason"] is StopReason.ENV_ERROR and truncated and not terminated
 
 

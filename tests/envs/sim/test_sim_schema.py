@@ -7,8 +7,8 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from sim_helpers import spec
+
 from toolgym.envs.sim import SchemaError, SimTool, SimulatedToolEnv, compile_schema, compile_tool
 from toolgym.envs.sim.generate import ValueGenerator, check_generable
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_fallback_tasks_are_solved_by_their_gold_actions_in_the_simulated_env():
 
 def test_env_without_tasks_samples_synthesized_ones():
     env = SimulatedToolEnv(TOOLS)
-    obs, info = env.reset(seed=4)
+    _, info = env.reset(seed=4)
     assert info["task_id"].startswith("synth-") and env.task.metadata["rubric"]
 
 

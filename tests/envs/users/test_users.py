@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -42,7 +42,7 @@ def test_scripted_user_reveals_facts_when_asked_then_stops_when_satisfied():
     assert obs.messages[0].content == "It stopped heating after two days."  # volunteered, in order
     obs, *_ = e.step("Hmm.")
     assert obs.messages[0].content == "I have nothing to add. Please go ahead."
-    obs, reward, terminated, truncated, info = e.step("Your refund for order A-1017 is on its way.")
+    obs, _, terminated, truncated, info = e.step("Your refund for order A-1017 is on its way.")
     assert terminated and not truncated and info["stop_reason"] is StopReason.USER_STOP
     assert obs.messages[0].content.startswith("Thank you")
     assert [m.role for m in e.messages].count("user") == 5  # instruction + four replies
@@ -73,7 +73,7 @@ def test_without_done_when_the_expected_outputs_satisfy_the_user():
     task = Task(id="t", instruction="Convert 1 km to m.", expected={"outputs": ["1000"]})
     e = env(task)
     assert e.step("It is 999 m.")[2] is False
-    obs, reward, terminated, *_ = e.step("It is 1000 m.")
+    _, reward, terminated, *_ = e.step("It is 1000 m.")
     assert terminated and reward == 1.0
 
 

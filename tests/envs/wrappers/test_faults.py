@@ -10,9 +10,9 @@ from pydantic import ValidationError
 
 import toolgym
 from toolgym.envs import check_env
+from toolgym.envs.sim import SimulatedToolEnv
 from toolgym.envs.types import AssistantMessage, Limits, Task, ToolCall
 from toolgym.envs.wrappers import FaultConfig, FaultInjection, FaultSpec
-
 
 LONG = Task(id="long", instruction="Calculate.", limits=Limits(max_turns=500, max_tool_calls=500))
 
@@ -34,7 +34,7 @@ CONVERT = ("convert", {"value": 1.0, "from_unit": "km", "to_unit": "m"})
 def pattern(env: FaultInjection, n: int = 40) -> list[str | None]:
     kinds = []
     for i in range(n):
-        obs, *_, info = env.step(AssistantMessage(tool_calls=[ToolCall(id=f"k{i}", name="calculate", arguments={"expression": "1+1"})]))
+        obs, *_ = env.step(AssistantMessage(tool_calls=[ToolCall(id=f"k{i}", name="calculate", arguments={"expression": "1+1"})]))
         kinds.append(obs.messages[0].error)
         if env.stop_reason is not None:
             break
@@ -83,7 +83,7 @@ def test_partial_responses_lose_fields_but_look_fine():
 def test_per_tool_rate_limit_counts_calls_in_a_turn():
     env = FaultInjection(toolgym.make("toolgym/unitconv-v0"), FaultConfig(tools={"convert": FaultSpec(max_calls_per_turn=1)}))
     env.reset(seed=0)
-    obs, *_, info = env.step(calls(CONVERT, CONVERT, STORE))
+    obs, *_ = env.step(calls(CONVERT, CONVERT, STORE))
     assert [m.error for m in obs.messages] == [None, "rate_limited", None]
     obs, *_ = env.step(calls(CONVERT))
     assert obs.messages[0].error is None  # a new turn, a new window
@@ -124,3 +124,13 @@ def test_bad_configs_are_refused():
 
 def test_the_wrapped_env_passes_the_checker():
     check_env(FaultInjection(toolgym.make("toolgym/unitconv-v0"), {"default": {"error": 0.3, "malformed": 0.2, "partial": 0.2}}))
+
+
+def test_faults_compose_with_simulated_tools():
+    tool = {"type": "function", "function": {"name": "get_quote", "description": "A stock quote.",
+            "parameters": {"type": "object", "properties": {"symbol": {"type": "string"}}, "required": ["symbol"]}}}
+    env = FaultInjection(SimulatedToolEnv([tool]), {"default": {"error": 0.5}})
+    check_env(env)
+    env.reset(seed=2)
+    kinds = {env.step(calls(("get_quote", {"symbol": s})))[0].messages[0].error for s in "ABCDEFGH"}
+    assert kinds == {None, "injected_fault"}

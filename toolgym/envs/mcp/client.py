@@ -20,7 +20,7 @@ import concurrent.futures
 import json
 import tempfile
 import threading
-from typing import Any, Coroutine
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,7 +81,7 @@ class MCPClient:
         """Whether the session is up and no request has found the server gone."""
         return self._session is not None and self._dead is None
 
-    def start(self) -> "MCPClient":
+    def start(self) -> Self:
         """Start the server and open the session (no-op when already alive).
 
         Raises:
@@ -114,20 +114,21 @@ class MCPClient:
         """The one task that keeps the transport and session open until ``close``."""
         self._stop = asyncio.Event()
         try:
-            async with stdio_client(params, errlog=self._errlog) as (read, write):
-                async with session_cls(read, write) as session:
-                    await session.initialize()
-                    self._session = session
-                    ready.set_result(None)
-                    await self._stop.wait()
-        except BaseException as exc:  # startup failure or transport torn down: report, never hang
+            async with stdio_client(params, errlog=self._errlog) as (read, write), session_cls(read, write) as session:
+                await session.initialize()
+                self._session = session
+                ready.set_result(None)
+                await self._stop.wait()
+        except BaseException as exc:  # startup failure or transport torn down (exception groups too): report, never hang
             if not ready.done():
                 ready.set_exception(exc)
             self._dead = self._dead or f"connection lost ({type(exc).__name__})"
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         finally:
             self._session = None
 
-    def restart(self) -> "MCPClient":
+    def restart(self) -> Self:
         """A fresh server process and session."""
         self.close()
         return self.start()
@@ -155,10 +156,10 @@ class MCPClient:
             self._errlog.close()
             self._errlog = None
 
-    def __enter__(self) -> "MCPClient":
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ------------------------------------------------------------------ requests

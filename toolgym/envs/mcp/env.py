@@ -13,7 +13,8 @@ while training, and snapshots, restores and digests work as for any simulated AP
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from toolgym.envs.env import ToolEnv
 from toolgym.envs.mcp.client import MCPClient, MCPServerConfig

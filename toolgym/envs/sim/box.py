@@ -10,8 +10,9 @@ behind them (a simulator, an MCP server) fails, the call's result is an error of
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from pydantic import BaseModel
 

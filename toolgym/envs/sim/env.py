@@ -16,7 +16,8 @@ that has more ends as ``env_error`` (unscorable) instead of going on with a brok
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

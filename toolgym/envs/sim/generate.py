@@ -264,7 +264,7 @@ def _formatted(fmt: Any, rng: random.Random) -> str | None:
         "url": f"https://example.com/{word}",
         "hostname": f"{word}.example.com",
         "ipv4": f"10.{month}.{day}.{hour}",
-        "uuid": "%08x-%04x-4%03x-a%03x-%012x" % (rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(12), rng.getrandbits(12), rng.getrandbits(48)),
+        "uuid": f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-4{rng.getrandbits(12):03x}-a{rng.getrandbits(12):03x}-{rng.getrandbits(48):012x}",
     }.get(str(fmt)) if fmt else None
 
 

@@ -17,9 +17,10 @@ import concurrent.futures
 import copy
 import json
 import re
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Coroutine
+from typing import Any
 
 from toolgym.envs.digest import canonical_json, digest
 from toolgym.envs.sim.base import SimulatedApiError, SimulatorError
@@ -160,8 +161,8 @@ class LLMSimulator:
         calls = [r.model_dump(exclude_none=True) for r in state.log[-self.history:]]
         return "\n".join([
             f"You simulate the API behind the tool {tool.name!r}. Be realistic and consistent with the state and the earlier calls.",
-            'Reply with one JSON object and nothing else: {"output": <what the tool returns>} or, when the real API would '
-            'refuse the call (unknown id, invalid request), {"error": "<message>"}.',
+            ('Reply with one JSON object and nothing else: {"output": <what the tool returns>} or, when the real API would '
+             'refuse the call (unknown id, invalid request), {"error": "<message>"}.'),
             f"Tool: {canonical_json(tool.tool.spec.model_dump())}",
             f"The output must fit this JSON Schema: {canonical_json(tool.returns)}",
             f"State: {canonical_json({'data': state.data, 'entities': state.entities})}",

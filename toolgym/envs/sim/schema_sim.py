@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from toolgym.envs.digest import canonical_json, digest
 from toolgym.envs.sim.base import SimulatorError

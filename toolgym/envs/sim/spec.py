@@ -50,7 +50,7 @@ class SimTool(BaseModel):
         return self.spec.name
 
     @classmethod
-    def coerce(cls, value: Any) -> "SimTool":
+    def coerce(cls, value: Any) -> SimTool:
         """Accept a ``SimTool``, a ``ToolSpec``, or an OpenAI tool dict with an optional ``returns``."""
         if isinstance(value, SimTool):
             return value

@@ -46,7 +46,7 @@ class SimState(BaseModel):
     """Every simulated call of the episode, in order."""
 
     @classmethod
-    def from_task_state(cls, initial_state: JsonDict, seed: int) -> "SimState":
+    def from_task_state(cls, initial_state: JsonDict, seed: int) -> SimState:
         """Build the start state from ``Task.initial_state`` (keys ``entities`` and ``data``).
 
         Raises:

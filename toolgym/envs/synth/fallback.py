@@ -11,7 +11,8 @@ runs as is in ``SimulatedToolEnv`` with ``SchemaSimulator``.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from toolgym.envs.digest import canonical_json
 from toolgym.envs.sim.generate import ValueGenerator

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,7 +26,7 @@ from toolgym.envs.synth.models import AgentSpec, RubricItem, SynthResult
 from toolgym.envs.tools import ArgumentError
 from toolgym.envs.types import AssistantMessage, GoldAction, SystemMessage, Task, ToolSpec, UserMessage
 from toolgym.errors import did_you_mean
-from toolgym.rollouts.policy import Policy, PolicyRequest, SamplingParams
+from toolgym.rollouts.policy import Policy, PolicyError, PolicyRequest, PolicyTurn, SamplingParams
 
 T = TypeVar("T")
 SYSTEM = "You design training data for tool-using assistants. Reply with one JSON object and nothing else."
@@ -130,8 +131,8 @@ class LLMSynthesizer:
             requests = [PolicyRequest(episode_id=f"synth/{label}/{i}", messages=convo[i], seed=call_seed(self.seed, label, i, attempt) >> 1, sampling=self.sampling) for i in order]
             try:
                 turns = await self.policy.generate(requests)
-            except Exception:  # a raising policy counts as failing every request of the round
-                continue
+            except Exception as exc:  # policies should not raise; if one does, every request of the round failed
+                turns = [PolicyTurn(finish_reason="error", error=PolicyError(kind="model_error", message=str(exc)[:200])) for _ in order]
             for i, turn in zip(order, turns):
                 try:
                     if turn.error is not None:

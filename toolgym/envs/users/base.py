@@ -11,7 +11,8 @@ task's ``metadata["user"]``, a ``UserScript``.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -36,7 +37,7 @@ class UserReply(BaseModel):
     """``USER_STOP`` or ``TRANSFER`` to end the episode; None to let the assistant go on."""
 
     @model_validator(mode="after")
-    def _check(self) -> "UserReply":
+    def _check(self) -> UserReply:
         if self.stop is not None and self.stop not in USER_STOPS:
             raise ValueError(f"a user stops with USER_STOP or TRANSFER, got {self.stop.value!r}")
         if self.stop is None and not self.message:

@@ -13,7 +13,8 @@ so ``step`` refuses with a message that says to use ``astep``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from toolgym.envs.digest import digest
 from toolgym.envs.types import AssistantMessage, Message, StopReason, SystemMessage, Task, UserMessage

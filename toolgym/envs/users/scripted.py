@@ -19,7 +19,7 @@ Rules, applied to each assistant answer in order:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from toolgym.envs.types import Message, StopReason, Task
 from toolgym.envs.users.base import Fact, UserReply, UserScript, load_script, user_turns

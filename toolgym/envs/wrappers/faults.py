@@ -59,7 +59,7 @@ class FaultSpec(BaseModel):
     """Calls of this tool in one turn beyond this get a 429."""
 
     @model_validator(mode="after")
-    def _check(self) -> "FaultSpec":
+    def _check(self) -> FaultSpec:
         total = self.error + self.timeout + self.rate_limit + self.malformed + self.partial
         if total > 1 + 1e-9:
             raise ValueError(f"fault rates add up to {total:g}; each call draws at most one fault, so they must sum to <= 1")
