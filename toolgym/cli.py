@@ -153,6 +153,7 @@ def score_command(
     rubric: Optional[str] = typer.Option(None, help="Rubric: a .yaml/.json file, a catalog name or an env id (default: each episode's env rubric)."),
     judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint of an LLM judge for critic criteria named 'judge'."),
     judge_model: str = typer.Option("", help="Model name sent to the judge endpoint."),
+    judge_max_tokens: int = typer.Option(512, min=1, help="Most tokens one judgement may take."),
     per_episode: bool = typer.Option(False, help="Also print one row per episode."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (every score and its breakdown) as JSON."),
 ) -> None:
@@ -162,9 +163,11 @@ def score_command(
     critics = None
     if judge_url is not None:
         from toolgym.rollouts.openai_policy import OpenAIPolicy
+        from toolgym.rollouts.policy import SamplingParams
         from toolgym.rubrics.critics import LLMJudge
 
-        critics = [LLMJudge(OpenAIPolicy(judge_url, judge_model, token_ids=False, logprobs=False), name="judge")]
+        endpoint = OpenAIPolicy(judge_url, judge_model, token_ids=False, logprobs=False)
+        critics = [LLMJudge(endpoint, name="judge", sampling=SamplingParams(max_new_tokens=judge_max_tokens, temperature=0.0))]
     try:
         report = score_file(file, rubric, critics=critics)
     except ToolgymError as exc:
