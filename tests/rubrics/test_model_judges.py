@@ -70,15 +70,24 @@ def test_policy_model_as_pairwise_critic(tiny_policy, group):
     assert "judge_unparseable x2" in scores[0].criterion("better").unscorable.message
 
 
-def test_judge_over_http_through_toolgym_serve(tiny_policy, group):
+def test_judge_over_http_through_toolgym_serve(tiny_policy, group, tmp_path):
+    from typer.testing import CliRunner
+
+    from toolgym.cli import app
+    from toolgym.rollouts import save_episodes
     from toolgym.rollouts.openai_policy import OpenAIPolicy
     from toolgym.rollouts.serve import serve_in_thread
 
+    path = save_episodes(group, tmp_path / "group.jsonl")
     with serve_in_thread(tiny_policy) as url:
         endpoint = OpenAIPolicy(url, "tiny", max_retries=0, timeout_s=60)
         judge = LLMJudge(endpoint, retries=0, sampling=SAMPLING, max_transcript_chars=600)
         scores = score_episodes_sync(group, rubric_for(ENV), critics=[judge])
+        cli = CliRunner().invoke(app, ["score", str(path), "--judge-url", url, "--judge-max-tokens", "16", "--json", str(tmp_path / "r.json")], env={"COLUMNS": "200"})
     _assert_counted(scores, "judge")
+    assert cli.exit_code == 0, cli.output
+    assert "unscorable 100.0%" in cli.output
+    assert "judge_unparseable 2" in cli.output
 
     dead = LLMJudge(OpenAIPolicy(url, "tiny", max_retries=0, timeout_s=2), retries=0)  # the server is gone now
     gone = score_episodes_sync(group[:1], rubric_for(ENV), critics=[dead])[0]
