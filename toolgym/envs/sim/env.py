@@ -97,7 +97,7 @@ class SimulatedToolEnv(ToolEnv):
             return super().sample_task(rng)
         from toolgym.envs.synth.fallback import FallbackSynthesizer  # synth builds on sim, not the reverse
 
-        return FallbackSynthesizer(seed=int(rng.integers(2**31))).tasks(self.tool_specs, n=1)[0]
+        return FallbackSynthesizer(seed=int(rng.integers(2**31))).tasks(list(self.compiled.values()), n=1)[0]
 
     def world_state(self) -> Any:
         return self.world.model_dump(mode="json")

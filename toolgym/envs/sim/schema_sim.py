@@ -10,7 +10,6 @@ arguments with the same output. Every random draw comes from a generator seeded 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import random
 from collections.abc import Callable
@@ -26,6 +25,15 @@ from toolgym.envs.types import JsonDict
 SEARCH_ARGS = ("query", "q", "text", "search", "keyword", "term")
 LIMIT_ARGS = ("limit", "max_results", "page_size", "top_k", "n", "count")
 DONE_FLAGS = ("deleted", "success", "ok", "cancelled", "removed")
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, scalars), several times faster than ``copy.deepcopy``."""
+    if isinstance(value, dict):
+        return {k: clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clone(v) for v in value]
+    return value
 
 
 def call_seed(*parts: Any) -> int:
@@ -57,13 +65,15 @@ class SchemaSimulator:
         """The tool's output; entity tools update ``state.entities``. See the module docstring."""
         rng = random.Random(call_seed(state.seed, tool.name, arguments, len(state.log)))
         # Work on a scratch copy so that a failed call (API error or broken output) changes nothing.
-        scratch = SimState(seed=state.seed, entities=copy.deepcopy(state.entities), memo=copy.deepcopy(state.memo))
-        output = self._handlers[tool.kind](tool, copy.deepcopy(arguments), scratch, rng)
+        # Only the tool's own collection is ever changed in place; memo entries are only added.
+        entities = {**state.entities, tool.entity: clone(state.entities.get(tool.entity, {}))}
+        scratch = SimState.model_construct(seed=state.seed, entities=entities, memo=dict(state.memo), data=state.data, log=[])
+        output = self._handlers[tool.kind](tool, clone(arguments), scratch, rng)
         bad = problems(tool.returns_validator, output)
         if bad:
             raise SimulatorError(f"simulated output of {tool.name!r} breaks its return schema: " + "; ".join(bad))
         state.entities, state.memo = scratch.entities, scratch.memo
-        return copy.deepcopy(output)
+        return clone(output)
 
     async def asimulate(self, tool: CompiledTool, arguments: dict[str, Any], state: SimState) -> Any:
         """Same as ``simulate`` (the schema simulator never waits)."""

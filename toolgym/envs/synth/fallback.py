@@ -25,9 +25,12 @@ Plan = tuple[str, list[GoldAction], list[RubricItem], JsonDict, list[str]]
 """instruction, gold actions, rubric, initial entities, expected outputs."""
 
 
-def compile_all(tools: Sequence[SimTool | ToolSpec | dict[str, Any]]) -> list[CompiledTool]:
-    """Every tool compiled (schemas checked once, semantics inferred)."""
-    return [compile_tool(SimTool.coerce(t)) for t in tools]
+AnyTool = CompiledTool | SimTool | ToolSpec | dict[str, Any]
+
+
+def compile_all(tools: Sequence[AnyTool]) -> list[CompiledTool]:
+    """Every tool compiled (schemas checked once, semantics inferred; compiled ones kept)."""
+    return [t if isinstance(t, CompiledTool) else compile_tool(SimTool.coerce(t)) for t in tools]
 
 
 class FallbackSynthesizer:
@@ -40,7 +43,7 @@ class FallbackSynthesizer:
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def agents(self, tools: Sequence[SimTool | ToolSpec | dict[str, Any]], n: int | None = None) -> list[AgentSpec]:
+    def agents(self, tools: Sequence[AnyTool], n: int | None = None) -> list[AgentSpec]:
         """One agent per entity (sorted by entity), at most ``n``; a generalist if groups are fewer."""
         groups: dict[str, list[CompiledTool]] = {}
         for c in compile_all(tools):
@@ -51,10 +54,10 @@ class FallbackSynthesizer:
             agents.append(AgentSpec(name="generalist", system_prompt=_prompt("every part of the API", names), tools=names))
         return agents[:n] if n is not None else agents
 
-    def tasks(self, tools: Sequence[SimTool | ToolSpec | dict[str, Any]], n: int, agents: Sequence[AgentSpec] | None = None) -> list[Task]:
+    def tasks(self, tools: Sequence[AnyTool], n: int, agents: Sequence[AgentSpec] | None = None) -> list[Task]:
         """``n`` tasks, spread over ``agents`` (default: ``self.agents(tools)``) in turn."""
         compiled = {c.name: c for c in compile_all(tools)}
-        agents = list(agents) if agents is not None else self.agents([c.tool for c in compiled.values()])
+        agents = list(agents) if agents is not None else self.agents(list(compiled.values()))
         return [self.task(compiled, agents[i % len(agents)], i) for i in range(n)]
 
     def task(self, compiled: dict[str, CompiledTool], agent: AgentSpec, index: int) -> Task:
