@@ -38,6 +38,8 @@ _LAZY = {
     "run_episodes": "toolgym.rollouts.loop",
     "ScriptedPolicy": "toolgym.rollouts.scripted",
     "Policy": "toolgym.rollouts.policy",
+    "Rubric": "toolgym.rubrics.rubric",
+    "Score": "toolgym.rubrics.score",
 }
 
 
@@ -50,7 +52,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "AssistantMessage", "Episode", "Message", "Observation", "Policy", "ScriptedPolicy", "StopReason",
+    "AssistantMessage", "Episode", "Message", "Observation", "Policy", "Rubric", "Score", "ScriptedPolicy", "StopReason",
     "Task", "ToolCall", "ToolEnv", "ToolResult", "ToolSpec", "check_env", "make", "register",
     "run_episodes", "tool",
 ]
