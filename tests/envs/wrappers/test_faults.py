@@ -13,6 +13,7 @@ from toolgym.envs import check_env
 from toolgym.envs.sim import SimulatedToolEnv
 from toolgym.envs.types import AssistantMessage, Limits, Task, ToolCall
 from toolgym.envs.wrappers import FaultConfig, FaultInjection, FaultSpec
+from toolgym.rollouts import ScriptedPolicy, run_episodes, sample_tasks
 
 LONG = Task(id="long", instruction="Calculate.", limits=Limits(max_turns=500, max_tool_calls=500))
 
@@ -134,3 +135,12 @@ def test_faults_compose_with_simulated_tools():
     env.reset(seed=2)
     kinds = {env.step(calls(("get_quote", {"symbol": s})))[0].messages[0].error for s in "ABCDEFGH"}
     assert kinds == {None, "injected_fault"}
+
+
+def test_episodes_record_the_injected_faults():
+    tasks = sample_tasks("toolgym/unitconv-v0", n=6, seed=0)
+    episodes = run_episodes(lambda: FaultInjection(toolgym.make("toolgym/unitconv-v0"), {"default": {"error": 0.3, "rate_limit": 0.2}}),
+                            ScriptedPolicy.gold(tasks), tasks=tasks)
+    counts = [e.error_counts() for e in episodes]
+    assert all(set(c) <= {"injected_fault", "rate_limited"} for c in counts)
+    assert sum(sum(c.values()) for c in counts) > 0 and all(e.scorable for e in episodes)
