@@ -7,7 +7,23 @@ from toolgym.rollouts.policy import Policy, PolicyError, PolicyRequest, PolicyTu
 from toolgym.rollouts.scripted import ChaosPolicy, ScriptedPolicy, gold_script
 from toolgym.rollouts.storage import load_episodes, save_episodes
 
+_LAZY = {  # these import torch, transformers or httpx when first used
+    "HFPolicy": "toolgym.rollouts.hf_policy",
+    "OpenAIPolicy": "toolgym.rollouts.openai_policy",
+    "serve": "toolgym.rollouts.serve",
+}
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'toolgym.rollouts' has no attribute {name!r}")
+
+
 __all__ = [
+    "HFPolicy", "OpenAIPolicy", "serve",
     "ChaosPolicy", "Episode", "Failure", "Policy", "PolicyError", "PolicyRequest", "PolicyTurn",
     "RequestBatcher", "SamplingParams", "ScriptedPolicy", "TurnRecord", "arun_episodes", "derive_seed",
     "gold_script", "load_episodes", "run_episodes", "sample_tasks", "save_episodes",

@@ -29,6 +29,8 @@ class TurnRecord(BaseModel):
     """Calls parsed from this turn."""
     errors: dict[str, int] = Field(default_factory=dict)
     """Error observations this turn caused, by kind (parse_error, unknown_tool, ...)."""
+    faults: list[dict[str, Any]] = Field(default_factory=list)
+    """Faults a fault-injection wrapper put into this turn (``info["faults"]``)."""
     observation_start: int = 0
     """Index in ``Episode.messages`` of the first message this turn's step added."""
     reward: float = 0.0

@@ -95,44 +95,67 @@ class _Run:
     async def _play(self, env: ToolEnv, index: int, sibling: int, task: Task | None, reset_seed: int, group: str | None) -> Episode:
         started = time.perf_counter()
         obs, _ = env.reset(seed=reset_seed, options={"task": task} if task is not None else None)
-        task = env.task
+        base: ToolEnv = env.unwrapped  # type: ignore[assignment]  # wrappers (faults...) step, the base holds state
+        step = getattr(env, "astep", None)
+        task = base.task
         assert task is not None
         episode_id = f"{task.id}/{sibling}"
         turns: list[TurnRecord] = []
         failure: Failure | None = None
+        outgrown = False
         reward = 0.0
-        while env.stop_reason is None:
+        while base.stop_reason is None:
             request = PolicyRequest(
-                episode_id=episode_id, task_id=task.id, messages=list(env.messages), tools=obs.tools,
+                episode_id=episode_id, task_id=task.id, messages=list(base.messages), tools=obs.tools,
                 seed=derive_seed(self.seed, index, sibling, len(turns)), sampling=self.sampling,
             )
             t0 = time.perf_counter()
             out = await self.batcher.generate(request)
             t1 = time.perf_counter()
             if out.error is not None:
-                failure = Failure(boundary="policy", kind=out.error.kind, message=out.error.message)
+                # A conversation that outgrew the context window is a truncation, not a failure.
+                outgrown = out.error.kind == "context_overflow"
+                if not outgrown:
+                    failure = Failure(boundary="policy", kind=out.error.kind, message=out.error.message)
                 break
-            start = len(env.messages) + 1  # the assistant message comes first
-            _, reward, _, _, info = await env.astep(out.text)
+            start = len(base.messages) + 1  # the assistant message comes first
+            _, reward, _, _, info = await step(out.text) if step is not None else env.step(out.text)
             turns.append(
                 TurnRecord(
                     text=out.text, prompt_token_ids=out.prompt_token_ids, token_ids=out.token_ids,
                     logprobs=out.logprobs, finish_reason=out.finish_reason, tool_calls=info["tool_calls"],
-                    errors=info["errors"], observation_start=start, reward=reward,
+                    errors=info["errors"], faults=info.get("faults", []), observation_start=start, reward=reward,
                     env_s=time.perf_counter() - t1, policy_s=t1 - t0,
                 )
             )
-        stop = StopReason.POLICY_ERROR if failure is not None else env.stop_reason
+        stop = StopReason.POLICY_ERROR if failure is not None else StopReason.CONTEXT_LIMIT if outgrown else base.stop_reason
         assert stop is not None
+        failure = failure or _infrastructure_failure(stop, turns, base)
         return Episode(
             id=episode_id, env_id=self.env_id, task=task, seed=reset_seed, tools=obs.tools,
-            messages=list(env.messages), turns=turns, stop_reason=stop, reward=reward if failure is None else 0.0,
-            final_answer=env.final_answer, final_state_digest=env.state_digest(), failure=failure,
+            messages=list(base.messages), turns=turns, stop_reason=stop, reward=reward if failure is None else 0.0,
+            final_answer=base.final_answer, final_state_digest=base.state_digest(), failure=failure,
             metrics={"turns": float(len(turns)), "tool_calls": float(sum(t.tool_calls for t in turns)),
                      "bad_calls": float(sum(sum(t.errors.values()) for t in turns))},
             wall_s=time.perf_counter() - started, group=group,
         )
 
+
+def _infrastructure_failure(stop: StopReason, turns: list[TurnRecord], env: ToolEnv) -> Failure | None:
+    """The stated policy for infrastructure trouble the env reported rather than raised.
+
+    An env that ends an episode with ``env_error`` (a dead MCP server, too many simulator
+    failures) fails the episode. A tool simulator that produced unusable output made the
+    episode unfair to the model even if it went on: it is unscorable, attributed to the
+    simulator. Injected faults are deliberate and stay scorable.
+    """
+    if stop is StopReason.ENV_ERROR:
+        last = env.messages[-1] if env.messages else None
+        return Failure(boundary="env", kind="env_error", message=str(getattr(last, "content", ""))[:500])
+    broken = sum(t.errors.get("simulator_error", 0) for t in turns)
+    if broken:
+        return Failure(boundary="simulator", kind="simulator_error", message=f"{broken} tool result(s) came from a broken simulator")
+    return None
 
 async def arun_episodes(
     env: EnvSource,

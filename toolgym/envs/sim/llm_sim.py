@@ -29,7 +29,7 @@ from toolgym.envs.sim.schema_sim import call_seed
 from toolgym.envs.sim.spec import CompiledTool
 from toolgym.envs.sim.state import SimState
 from toolgym.envs.types import SystemMessage, UserMessage
-from toolgym.rollouts.policy import Policy, PolicyRequest, SamplingParams
+from toolgym.policy import Policy, PolicyRequest, SamplingParams
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 

@@ -26,7 +26,7 @@ from toolgym.envs.synth.models import AgentSpec, RubricItem, SynthResult
 from toolgym.envs.tools import ArgumentError
 from toolgym.envs.types import AssistantMessage, GoldAction, SystemMessage, Task, ToolSpec, UserMessage
 from toolgym.errors import did_you_mean
-from toolgym.rollouts.policy import Policy, PolicyError, PolicyRequest, PolicyTurn, SamplingParams
+from toolgym.policy import Policy, PolicyError, PolicyRequest, PolicyTurn, SamplingParams
 
 T = TypeVar("T")
 SYSTEM = "You design training data for tool-using assistants. Reply with one JSON object and nothing else."

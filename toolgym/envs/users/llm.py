@@ -19,7 +19,7 @@ from typing import Any
 from toolgym.envs.digest import digest
 from toolgym.envs.types import AssistantMessage, Message, StopReason, SystemMessage, Task, UserMessage
 from toolgym.envs.users.base import UserReply, UserScript, UserSimulationError, load_script, user_turns
-from toolgym.rollouts.policy import Policy, PolicyRequest, SamplingParams
+from toolgym.policy import Policy, PolicyRequest, SamplingParams
 
 STOP_TOKEN = "###STOP###"
 TRANSFER_TOKEN = "###TRANSFER###"
