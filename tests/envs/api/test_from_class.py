@@ -11,7 +11,7 @@ import pytest
 from toolgym.envs.api import ApiEnv, from_class
 from toolgym.envs.checker import check_env
 from toolgym.envs.digest import digest
-from toolgym.envs.types import GoldAction, Expected, Task, ToolCall
+from toolgym.envs.types import Expected, GoldAction, Task, ToolCall
 from toolgym.errors import ConfigError, ToolDefinitionError
 
 

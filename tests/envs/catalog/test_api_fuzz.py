@@ -113,7 +113,7 @@ def test_ten_thousand_random_calls_never_crash(env_id):
     answered = errors = ok = 0
     while answered < CALLS:
         action = random_action(rng, env, specs, known, task.gold_actions)
-        obs, reward, terminated, truncated, info = env.step(action)
+        obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:  # a plain-text turn ends the episode: continue from a fresh reset
             start(env, task)
             continue

@@ -59,7 +59,7 @@ def test_fraud_dispute_needs_the_card_locked_first():
 
 
 def test_old_purchases_cannot_be_disputed():
-    env, task = env_with(ENV, "dispute", steps=1)
+    env, _ = env_with(ENV, "dispute", steps=1)
     state = env.api.state
     me = state.session.customer_id
     txn = next(t for t in state.transactions.values() if state.accounts[t.account_id].customer_id == me)

@@ -10,7 +10,7 @@ ENV = "toolgym/calendar_email-v0"
 
 
 def test_no_double_booking_and_working_hours():
-    env, task = env_with(ENV, "cancel_meeting", steps=0)
+    env, _ = env_with(ENV, "cancel_meeting", steps=0)
     state = env.api.state
     mine = next(e for e in state.events.values() if e.organizer == state.owner)
     date, start = day_minutes(mine.start)
@@ -56,7 +56,7 @@ def test_cancelling_needs_confirmation_and_notifies():
 
 
 def test_external_email_needs_explicit_confirmation():
-    env, task = env_with(ENV, "reply_email", steps=0)
+    env, _ = env_with(ENV, "reply_email", steps=0)
     state = env.api.state
     outsider = next(c.email for c in state.contacts.values() if not c.email.endswith("@" + state.org_domain))
     draft = output(call(env, "draft_email", to=[outsider], subject="Hello", body="Hi there"))

@@ -48,7 +48,7 @@ def test_delivered_orders_cannot_be_cancelled_but_can_be_returned():
 
 
 def test_other_customers_orders_are_invisible():
-    env, task = env_with(ENV, "order_status")
+    env, _ = env_with(ENV, "order_status")
     me = env.api.state.session.user_id
     foreign = next(o for o in env.api.state.orders.values() if o.user_id != me)
     assert refused(call(env, "get_order_details", order_id=foreign.order_id), "has no order")

@@ -8,7 +8,8 @@ Two places are supported: one attribute holding a pydantic model (``ModelBinding
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 

@@ -42,7 +42,7 @@ class StateModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> "StateModel":
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> StateModel:
         return type(self).model_validate(self.model_dump())
 
 
@@ -71,7 +71,7 @@ class Domain(Generic[S]):
         self.state = state
 
     @classmethod
-    def from_initial_state(cls, data: dict[str, Any]) -> "Domain[S]":
+    def from_initial_state(cls, data: dict[str, Any]) -> Domain[S]:
         """A fresh domain whose state is validated from ``data`` (a task's ``initial_state``).
 
         Raises:

@@ -13,8 +13,9 @@ tools; its state is what ``state_digest`` hashes and ``snapshot``/``restore`` co
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -100,7 +101,7 @@ class ApiEnv(ToolEnv):
         methods: Sequence[str] | None = None,
         system_prompt: str | None = None,
         task_generator: Callable[[int], Task] | None = None,
-    ) -> type["ApiEnv"]:
+    ) -> type[ApiEnv]:
         """An ``ApiEnv`` subclass whose domain is an unmodified class ``target``.
 
         Every public method (or those named in ``methods``) becomes a tool through

@@ -11,8 +11,8 @@ Regenerate every shipped split::
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from toolgym.envs.taskfile import save_tasks
 from toolgym.envs.types import Task

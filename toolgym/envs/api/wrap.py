@@ -27,7 +27,8 @@ import dataclasses
 import enum
 import functools
 import inspect
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 

@@ -11,7 +11,16 @@ from typing import Any
 from toolgym.envs.api.domain import Domain, NotFound, PolicyViolation
 from toolgym.envs.api.money import usd
 from toolgym.envs.catalog.banking.models import (
-    DISPUTE_WINDOW_DAYS, MAX_CARD_LIMIT_CENTS, Account, BankState, Card, Customer, Dispute, DisputeReason, Transaction, replacement_last4,
+    DISPUTE_WINDOW_DAYS,
+    MAX_CARD_LIMIT_CENTS,
+    Account,
+    BankState,
+    Card,
+    Customer,
+    Dispute,
+    DisputeReason,
+    Transaction,
+    replacement_last4,
 )  # fmt: skip
 from toolgym.envs.tools import tool
 

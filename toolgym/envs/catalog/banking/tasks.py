@@ -9,11 +9,20 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from toolgym.envs.api.money import usd
-from toolgym.envs.catalog.banking.models import DISPUTE_WINDOW_DAYS, Account, BankState, Card, Customer, Dispute, Transaction, replacement_last4
+from toolgym.envs.catalog.banking.models import (
+    DISPUTE_WINDOW_DAYS,
+    Account,
+    BankState,
+    Card,
+    Customer,
+    Dispute,
+    Transaction,
+    replacement_last4,
+)
 from toolgym.envs.catalog.banking.world import make_world
 from toolgym.envs.digest import digest
 from toolgym.envs.types import Expected, GoldAction, Task

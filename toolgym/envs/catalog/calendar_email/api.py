@@ -10,7 +10,18 @@ from typing import Any, Literal
 
 from toolgym.envs.api.domain import Domain, NotFound, PolicyViolation
 from toolgym.envs.catalog.calendar_email.clock import (
-    STEP, WORK_END, WORK_START, check_date, day_minutes, hhmm, involves_owner, minutes, overlaps, owner_events, person_busy, stamp,
+    STEP,
+    WORK_END,
+    WORK_START,
+    check_date,
+    day_minutes,
+    hhmm,
+    involves_owner,
+    minutes,
+    overlaps,
+    owner_events,
+    person_busy,
+    stamp,
 )  # fmt: skip
 from toolgym.envs.catalog.calendar_email.models import CalendarState, Email, Event, Folder
 from toolgym.envs.tools import tool

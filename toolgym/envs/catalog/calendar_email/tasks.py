@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from toolgym.envs.catalog.calendar_email.clock import day_minutes, hhmm, overlaps, owner_events, person_busy, stamp
 from toolgym.envs.catalog.calendar_email.models import CalendarState, Email, Event

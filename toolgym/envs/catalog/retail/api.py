@@ -10,7 +10,16 @@ import re
 from typing import Any
 
 from toolgym.envs.api.domain import Domain, NotFound, PolicyViolation
-from toolgym.envs.catalog.retail.models import Address, CancelReason, Order, OrderItem, Payment, RetailState, User, Variant
+from toolgym.envs.catalog.retail.models import (
+    Address,
+    CancelReason,
+    Order,
+    OrderItem,
+    Payment,
+    RetailState,
+    User,
+    Variant,
+)
 from toolgym.envs.tools import tool
 
 _ZIP = re.compile(r"^\d{5}$")

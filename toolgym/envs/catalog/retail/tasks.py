@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from toolgym.envs.api.money import usd
 from toolgym.envs.catalog.retail.models import Order, OrderItem, Payment, RetailState, User

@@ -9,7 +9,17 @@ from __future__ import annotations
 import itertools
 import random
 
-from toolgym.envs.catalog.retail.models import Address, Order, OrderItem, Payment, PaymentMethod, Product, RetailState, User, Variant
+from toolgym.envs.catalog.retail.models import (
+    Address,
+    Order,
+    OrderItem,
+    Payment,
+    PaymentMethod,
+    Product,
+    RetailState,
+    User,
+    Variant,
+)
 
 FIRST = ("Ana", "Ben", "Chloe", "Dev", "Elif", "Farah", "Gus", "Hana", "Ivan", "Jin", "Kofi", "Lena", "Mateo", "Noor", "Omar", "Priya")
 LAST = ("Silva", "Khan", "Moreau", "Patel", "Yilmaz", "Haddad", "Berg", "Sato", "Petrov", "Park", "Mensah", "Novak", "Ruiz", "Aziz")

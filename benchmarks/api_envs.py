@@ -1,0 +1,224 @@
+"""Thousands of live simulated-API environments in one process: memory per env and step rate.
+
+For each shipped API domain, ``--envs`` environments are built and reset, each to its own
+freshly generated task (as in training, no two share a world). Every environment then replays
+its gold solution as Hermes text, round-robin across all live environments: each step parses
+the text, validates the arguments, runs a read or a write on the domain state and renders the
+observation. Tool-call steps are timed apart from the final answer step (which hashes the
+state for the reward) and from the ``restore`` that rewinds each env for the next round.
+
+Memory is measured two ways: ``tracemalloc`` (bytes Python allocated per live env, its task
+included, after reset and again after its gold tool calls) and the growth of the process RSS
+while the envs were built, divided by their number. Each domain runs in a fresh process,
+pinned to one core where the OS allows.
+
+Garbage collection. Ten thousand envs hold millions of GC-tracked objects, and CPython's
+cyclic collector re-traverses them as states are replaced: with the default settings it takes
+most of the time. Steps create no reference cycles (the ``cyclic garbage`` row counts what the
+collector finds), so a host can defer collection: ``--gc deferred`` freezes the objects that
+exist after start-up (``gc.freeze``), disables automatic collection during a round and runs
+one ``gc.collect()`` between rounds; that time is counted in the all-in rate. ``--gc both``
+(the default) measures both policies.
+
+    python benchmarks/api_envs.py                                  # 10,000 envs per domain
+    python benchmarks/api_envs.py --envs 500 --rounds 2 --traced 200   # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import gc
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+import toolgym
+from toolgym.envs.types import ToolCall
+
+DOMAINS = ("toolgym/retail-v0", "toolgym/calendar_email-v0", "toolgym/banking-v0")
+TARGET_BYTES, TARGET_RATE = 100 * 1024, 20_000
+
+
+def rss_bytes() -> int:
+    """Resident set size now (Linux /proc; elsewhere the peak from getrusage)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def build(env_id: str, n: int, offset: int = 0) -> tuple[list[Any], list[list[str]], float]:
+    """``n`` live envs, each reset to its own task (train seeds ``offset..``); mean reset µs."""
+    generate = type(toolgym.make(env_id)).task_generator
+    envs, scripts, reset_ns = [], [], 0
+    for i in range(n):
+        env, task = toolgym.make(env_id), generate(offset + i)
+        t0 = time.perf_counter_ns()
+        env.reset(seed=i, options={"task": task})
+        reset_ns += time.perf_counter_ns() - t0
+        envs.append(env)
+        scripts.append([env.format.render_turn("", [ToolCall(id=f"g{k}", name=a.name, arguments=a.arguments)]) for k, a in enumerate(task.gold_actions)])
+    return envs, scripts, reset_ns / 1e3 / n
+
+
+def traced_bytes_per_env(env_id: str, n: int) -> dict[str, float]:
+    """Python allocations per live env, task included: after reset, and after its gold calls."""
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    envs, scripts, _ = build(env_id, n, offset=10**6)
+    after_reset = tracemalloc.get_traced_memory()[0] - base
+    for env, script in zip(envs, scripts):
+        for text in script:
+            env.step(text)
+    after_calls = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    return {"bytes_per_env_reset": after_reset / n, "bytes_per_env_after_gold_calls": after_calls / n}
+
+
+def write_fraction(envs: list[Any], scripts: list[list[str]]) -> float:
+    """Share of the replayed calls that change the state digest (a sample of envs, then rewound)."""
+    writes = calls = 0
+    for env, script in zip(envs[:300], scripts[:300]):
+        snap = env.snapshot()
+        for text in script:
+            before = env.state_digest()
+            env.step(text)
+            writes += env.state_digest() != before
+            calls += 1
+        env.restore(snap)
+    return writes / max(calls, 1)
+
+
+def run_round(envs: list[Any], snaps: list[Any], scripts: list[list[str]], answers: list[str], deferred: bool) -> dict[str, float]:
+    clock = time.perf_counter_ns
+    r0 = clock()
+    for env, snap in zip(envs, snaps):
+        env.restore(snap)
+    r1 = clock()
+    for k in range(max(len(s) for s in scripts)):
+        for env, script in zip(envs, scripts):
+            if k < len(script):
+                env.step(script[k])
+    r2 = clock()
+    solved = sum(env.step(answer)[1] == 1.0 for env, answer in zip(envs, answers))
+    r3 = clock()
+    cyclic = gc.collect() if deferred else 0
+    r4 = clock()
+    return {"restore": r1 - r0, "steps": r2 - r1, "answers": r3 - r2, "gc": r4 - r3, "solved": solved, "cyclic": cyclic}
+
+
+def measure(env_id: str, n: int, rounds: int, traced_sample: int, gc_mode: str, pin: bool) -> dict[str, Any]:
+    """All numbers of one domain under one GC policy (run in a fresh process)."""
+    if pin and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    gc.collect()
+    rss0 = rss_bytes()
+    envs, scripts, reset_us = build(env_id, n)
+    rss_per_env = (rss_bytes() - rss0) / n
+    snaps = [env.snapshot() for env in envs]
+    t0 = time.perf_counter_ns()
+    for env in envs[:1000]:
+        env.snapshot()
+    snapshot_us = (time.perf_counter_ns() - t0) / 1e3 / min(n, 1000)
+    answers = [env.task.gold_answer for env in envs]
+    writes = write_fraction(envs, scripts)
+    deferred = gc_mode == "deferred"
+    if deferred:
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+    results = [run_round(envs, snaps, scripts, answers, deferred) for _ in range(rounds)]
+    gc.enable()
+    steps = sum(len(s) for s in scripts)
+    median = {k: statistics.median(r[k] for r in results) for k in ("restore", "steps", "answers", "gc")}
+    all_in_s = sum(median[k] for k in ("restore", "steps", "answers", "gc")) / 1e9
+    del envs, snaps, scripts
+    gc.collect()
+    return {
+        "env": env_id, "gc": gc_mode, "envs": n, "rounds": rounds, "tool_call_steps_per_round": steps,
+        "steps_per_s": steps / (median["steps"] / 1e9),
+        "steps_per_s_all_in": steps / all_in_s,
+        "write_fraction": writes,
+        "reset_us": reset_us, "snapshot_us": snapshot_us,
+        "restore_us": median["restore"] / 1e3 / n, "answer_step_us": median["answers"] / 1e3 / n,
+        "gc_ms_per_round": median["gc"] / 1e6,
+        "cyclic_garbage": max(r["cyclic"] for r in results),
+        "gold_success": min(r["solved"] for r in results) / n,
+        "rss_bytes_per_env": rss_per_env,
+        **traced_bytes_per_env(env_id, min(n, traced_sample)),
+        "traced_sample": min(n, traced_sample),
+    }
+
+
+ROWS = (
+    ("live envs", lambda r: f"{r['envs']:,}"),
+    ("tool-call steps/s", lambda r: f"{r['steps_per_s']:,.0f}"),
+    ("steps/s all-in (restore, answer, gc)", lambda r: f"{r['steps_per_s_all_in']:,.0f}"),
+    ("calls that write", lambda r: f"{r['write_fraction']:.0%}"),
+    ("KB/env traced, after reset", lambda r: f"{r['bytes_per_env_reset'] / 1024:.1f}"),
+    ("KB/env traced, after gold calls", lambda r: f"{r['bytes_per_env_after_gold_calls'] / 1024:.1f}"),
+    ("KB/env RSS growth", lambda r: f"{r['rss_bytes_per_env'] / 1024:.1f}"),
+    ("reset µs", lambda r: f"{r['reset_us']:.0f}"),
+    ("snapshot µs", lambda r: f"{r['snapshot_us']:.0f}"),
+    ("restore µs", lambda r: f"{r['restore_us']:.0f}"),
+    ("answer step µs (digest)", lambda r: f"{r['answer_step_us']:.0f}"),
+    ("gc between rounds, ms", lambda r: f"{r['gc_ms_per_round']:.0f}"),
+    ("cyclic garbage found", lambda r: f"{r['cyclic_garbage']:,}"),
+    ("gold replays solved", lambda r: f"{r['gold_success']:.0%}"),
+)
+
+
+def report(results: list[dict[str, Any]], cpu: str) -> None:
+    table = Table(title=f"Live simulated-API envs in one process, one core ({cpu}, Python {platform.python_version()})")
+    table.add_column("metric")
+    for r in results:
+        table.add_column(f"{r['env'].split('/')[-1]}\ngc={r['gc']}", justify="right")
+    for name, cell in ROWS:
+        table.add_row(name, *(cell(r) for r in results))
+    Console(width=max(100, 30 + 22 * len(results))).print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", type=int, default=10_000, help="live environments per domain")
+    parser.add_argument("--rounds", type=int, default=3, help="gold replays of every env; the median round is reported")
+    parser.add_argument("--traced", type=int, default=2_000, help="envs measured with tracemalloc (slow, so a sample)")
+    parser.add_argument("--domains", default=",".join(DOMAINS))
+    parser.add_argument("--gc", choices=("default", "deferred", "both"), default="both")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin each worker to one CPU core")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "api_envs.json")
+    args = parser.parse_args()
+    modes = ("default", "deferred") if args.gc == "both" else (args.gc,)
+    results = []
+    for env_id in args.domains.split(","):
+        for mode in modes:  # a fresh process each: clean RSS, no heap left by the previous run
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                results.append(pool.submit(measure, env_id, args.envs, args.rounds, args.traced, mode, not args.no_pin).result())
+    cpu = platform.processor() or platform.machine()
+    report(results, cpu)
+    for r in results:
+        memory = max(r["bytes_per_env_after_gold_calls"], r["rss_bytes_per_env"]) <= TARGET_BYTES
+        speed = r["steps_per_s"] >= TARGET_RATE
+        print(f"{r['env']} gc={r['gc']}: memory {'meets' if memory else 'MISSES'} <= 100 KB/env; "
+              f"tool-call steps {'meet' if speed else 'MISS'} >= {TARGET_RATE:,}/s")  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"python": platform.python_version(), "cpu": cpu, "cores_available": os.cpu_count(), "args": {k: str(v) for k, v in vars(args).items()}}
+    args.out.write_text(json.dumps({**meta, "results": results}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
