@@ -69,7 +69,12 @@ def build(env_id: str, n: int, offset: int = 0) -> tuple[list[Any], list[list[st
         env.reset(seed=i, options={"task": task})
         reset_ns += time.perf_counter_ns() - t0
         envs.append(env)
-        scripts.append([env.format.render_turn("", [ToolCall(id=f"g{k}", name=a.name, arguments=a.arguments)]) for k, a in enumerate(task.gold_actions)])
+        scripts.append(
+            [
+                env.format.render_turn("", [ToolCall(id=f"g{k}", name=a.name, arguments=a.arguments)])
+                for k, a in enumerate(task.gold_actions)
+            ]
+        )
     return envs, scripts, reset_ns / 1e3 / n
 
 
@@ -80,7 +85,7 @@ def traced_bytes_per_env(env_id: str, n: int) -> dict[str, float]:
     base = tracemalloc.get_traced_memory()[0]
     envs, scripts, _ = build(env_id, n, offset=10**6)
     after_reset = tracemalloc.get_traced_memory()[0] - base
-    for env, script in zip(envs, scripts):
+    for env, script in zip(envs, scripts, strict=True):
         for text in script:
             env.step(text)
     after_calls = tracemalloc.get_traced_memory()[0] - base
@@ -91,7 +96,7 @@ def traced_bytes_per_env(env_id: str, n: int) -> dict[str, float]:
 def write_fraction(envs: list[Any], scripts: list[list[str]]) -> float:
     """Share of the replayed calls that change the state digest (a sample of envs, then rewound)."""
     writes = calls = 0
-    for env, script in zip(envs[:300], scripts[:300]):
+    for env, script in zip(envs[:300], scripts[:300], strict=True):
         snap = env.snapshot()
         for text in script:
             before = env.state_digest()
@@ -102,18 +107,20 @@ def write_fraction(envs: list[Any], scripts: list[list[str]]) -> float:
     return writes / max(calls, 1)
 
 
-def run_round(envs: list[Any], snaps: list[Any], scripts: list[list[str]], answers: list[str], deferred: bool) -> dict[str, float]:
+def run_round(
+    envs: list[Any], snaps: list[Any], scripts: list[list[str]], answers: list[str], deferred: bool
+) -> dict[str, float]:
     clock = time.perf_counter_ns
     r0 = clock()
-    for env, snap in zip(envs, snaps):
+    for env, snap in zip(envs, snaps, strict=True):
         env.restore(snap)
     r1 = clock()
     for k in range(max(len(s) for s in scripts)):
-        for env, script in zip(envs, scripts):
+        for env, script in zip(envs, scripts, strict=True):
             if k < len(script):
                 env.step(script[k])
     r2 = clock()
-    solved = sum(env.step(answer)[1] == 1.0 for env, answer in zip(envs, answers))
+    solved = sum(env.step(answer)[1] == 1.0 for env, answer in zip(envs, answers, strict=True))
     r3 = clock()
     cyclic = gc.collect() if deferred else 0
     r4 = clock()
@@ -148,12 +155,18 @@ def measure(env_id: str, n: int, rounds: int, traced_sample: int, gc_mode: str, 
     del envs, snaps, scripts
     gc.collect()
     return {
-        "env": env_id, "gc": gc_mode, "envs": n, "rounds": rounds, "tool_call_steps_per_round": steps,
+        "env": env_id,
+        "gc": gc_mode,
+        "envs": n,
+        "rounds": rounds,
+        "tool_call_steps_per_round": steps,
         "steps_per_s": steps / (median["steps"] / 1e9),
         "steps_per_s_all_in": steps / all_in_s,
         "write_fraction": writes,
-        "reset_us": reset_us, "snapshot_us": snapshot_us,
-        "restore_us": median["restore"] / 1e3 / n, "answer_step_us": median["answers"] / 1e3 / n,
+        "reset_us": reset_us,
+        "snapshot_us": snapshot_us,
+        "restore_us": median["restore"] / 1e3 / n,
+        "answer_step_us": median["answers"] / 1e3 / n,
         "gc_ms_per_round": median["gc"] / 1e6,
         "cyclic_garbage": max(r["cyclic"] for r in results),
         "gold_success": min(r["solved"] for r in results) / n,
@@ -206,7 +219,9 @@ def main() -> None:
     for env_id in args.domains.split(","):
         for mode in modes:  # a fresh process each: clean RSS, no heap left by the previous run
             with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                results.append(pool.submit(measure, env_id, args.envs, args.rounds, args.traced, mode, not args.no_pin).result())
+                results.append(
+                    pool.submit(measure, env_id, args.envs, args.rounds, args.traced, mode, not args.no_pin).result()
+                )
     cpu = platform.processor() or platform.machine()
     report(results, cpu)
     for r in results:
@@ -215,7 +230,12 @@ def main() -> None:
         print(f"{r['env']} gc={r['gc']}: memory {'meets' if memory else 'MISSES'} <= 100 KB/env; "
               f"tool-call steps {'meet' if speed else 'MISS'} >= {TARGET_RATE:,}/s")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"python": platform.python_version(), "cpu": cpu, "cores_available": os.cpu_count(), "args": {k: str(v) for k, v in vars(args).items()}}
+    meta = {
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cores_available": os.cpu_count(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     args.out.write_text(json.dumps({**meta, "results": results}, indent=2))
     print(f"wrote {args.out}")
 

@@ -50,7 +50,9 @@ for action in task.gold_actions:
     obs, *_ = env.step(env.format.render_turn("", [ToolCall(id="1", name=action.name, arguments=action.arguments)]))
     print("tool:", obs.messages[0].content)
 snap = env.snapshot()  # fork here: a second loan of the same book breaks the policy
-obs, *_ = env.step(env.format.render_turn("", [ToolCall(id="2", name="lend", arguments={"book_id": "b1", "member": "bo"})]))
+obs, *_ = env.step(
+    env.format.render_turn("", [ToolCall(id="2", name="lend", arguments={"book_id": "b1", "member": "bo"})])
+)
 print("refused:", obs.messages[0].content)
 env.restore(snap)
 _, reward, terminated, _, info = env.step(task.gold_answer)

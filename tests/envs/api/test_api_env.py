@@ -120,7 +120,11 @@ def test_configuration_errors_name_the_fix():
     with pytest.raises(ConfigError, match="must set domain"):
         ApiEnv(tasks=[Task(id="t", instruction="x")]).reset(seed=0)
     with pytest.raises(ConfigError, match="initial_state does not fit Stock: items.a.count"):
-        StockEnv().reset(options={"task": Task(id="t", instruction="x", initial_state={"items": {"a": {"sku": "a", "count": "many"}}})})
+        StockEnv().reset(
+            options={
+                "task": Task(id="t", instruction="x", initial_state={"items": {"a": {"sku": "a", "count": "many"}}})
+            }
+        )
     with pytest.raises(ConfigError, match="ships no eval split"):
         StockEnv.eval_tasks()
 

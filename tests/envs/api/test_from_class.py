@@ -161,7 +161,10 @@ def test_untyped_method_names_method_and_parameter():
         from_class(Bad)
     with pytest.raises(ConfigError, match="no public method 'lendx'. Did you mean 'lend'"):
         from_class(Library, methods=["lendx"])
-    assert [t.name for t in from_class(Library, methods=["lend"])(tasks=[Task(id="t", instruction="x")]).reset(seed=0)[0].tools] == ["lend"]
+    assert [
+        t.name
+        for t in from_class(Library, methods=["lend"])(tasks=[Task(id="t", instruction="x")]).reset(seed=0)[0].tools
+    ] == ["lend"]
 
 
 def test_constructor_arguments_need_a_factory():

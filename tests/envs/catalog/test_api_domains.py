@@ -37,7 +37,9 @@ def test_gold_replay_through_run_episodes(env_id):
     tasks = env_class(env_id).eval_tasks()
     episodes = run_episodes(env_id, ScriptedPolicy.gold(tasks), tasks=tasks, concurrency=32)
     assert [e.task.id for e in episodes] == [t.id for t in tasks]
-    assert all(e.reached_expected_state and e.reward == 1.0 for e in episodes), [e.task.id for e in episodes if e.reward != 1.0]
+    assert all(e.reached_expected_state and e.reward == 1.0 for e in episodes), [
+        e.task.id for e in episodes if e.reward != 1.0
+    ]
     assert all(e.error_counts() == {} for e in episodes)
 
 
@@ -98,7 +100,10 @@ def test_sixteen_siblings_forked_from_one_reset_agree(env_id):
     parent.reset(seed=0, options={"task": task})
     call(parent, task.gold_actions[0].name, **task.gold_actions[0].arguments)  # fork mid-episode
     snap = parent.snapshot()
-    texts = [parent.format.render_turn("", [toolgym.ToolCall(id="x", name=a.name, arguments=a.arguments)]) for a in task.gold_actions[1:]]
+    texts = [
+        parent.format.render_turn("", [toolgym.ToolCall(id="x", name=a.name, arguments=a.arguments)])
+        for a in task.gold_actions[1:]
+    ]
     texts.append(task.gold_answer)
     runs = []
     for _ in range(16):

@@ -18,7 +18,22 @@ from toolgym.envs.formats import ParsedTurn
 from toolgym.envs.types import Limits, ToolCall, ToolMessage
 
 CALLS = 10_000
-GARBAGE = ("<tool_call>", "</tool_call>", "{", "}", '"name"', '"arguments"', ":", ",", "[", "]", "null", "\x00", "\ufffd", "<|im_end|>")
+GARBAGE = (
+    "<tool_call>",
+    "</tool_call>",
+    "{",
+    "}",
+    '"name"',
+    '"arguments"',
+    ":",
+    ",",
+    "[",
+    "]",
+    "null",
+    "\x00",
+    "\ufffd",
+    "<|im_end|>",
+)
 
 
 def random_value(rng: random.Random, depth: int = 0) -> Any:
@@ -32,9 +47,13 @@ def random_value(rng: random.Random, depth: int = 0) -> Any:
     if kind == 3:
         return "".join(rng.choice(string.printable) for _ in range(rng.randrange(12)))
     if kind == 4:
-        return rng.choice(("", " ", "#W0000000", "2025-02-30", "25:99", "evt_1000", "C000000", "card_5000", "a" * 5000, "💥"))
+        return rng.choice(
+            ("", " ", "#W0000000", "2025-02-30", "25:99", "evt_1000", "C000000", "card_5000", "a" * 5000, "💥")
+        )
     if kind in (5, 6):
-        return rng.choice(("accepted", "fraud", "no longer needed", "inbox", "USB", "TX", "12345", "09:30", "2025-03-04"))
+        return rng.choice(
+            ("accepted", "fraud", "no longer needed", "inbox", "USB", "TX", "12345", "09:30", "2025-03-04")
+        )
     if kind == 7:
         return [random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
     return {rng.choice(("a", "id", "x")): random_value(rng, depth + 1) for _ in range(rng.randrange(3))}
@@ -49,7 +68,11 @@ def random_call(rng: random.Random, specs: dict[str, dict[str, Any]], known: lis
             args[rng.choice(sorted(args))] = rng.choice(known) if rng.random() < 0.5 else random_value(rng)
         return ToolCall(id="g", name=action.name, arguments=args)
     names = list(specs)
-    name = rng.choice(names) if rng.random() < 0.85 else rng.choice(["", "delete_everything", names[0].upper(), names[0] + "_", "x" * 70])
+    name = (
+        rng.choice(names)
+        if rng.random() < 0.85
+        else rng.choice(["", "delete_everything", names[0].upper(), names[0] + "_", "x" * 70])
+    )
     params = specs.get(name, {}).get("properties", {})
     args: dict[str, Any] = {}
     for pname in params:
@@ -64,16 +87,27 @@ def random_call(rng: random.Random, specs: dict[str, dict[str, Any]], known: lis
     return ToolCall(id="f", name=name, arguments=args)
 
 
-def random_action(rng: random.Random, env: Any, specs: dict[str, dict[str, Any]], known: list[Any], gold: list[Any]) -> Any:
+def random_action(
+    rng: random.Random, env: Any, specs: dict[str, dict[str, Any]], known: list[Any], gold: list[Any]
+) -> Any:
     roll = rng.random()
     if roll < 0.7:
         calls = [random_call(rng, specs, known, gold) for _ in range(rng.choice((1, 1, 1, 2, 3)))]
         return env.format.render_turn("", calls)
     if roll < 0.8:  # already-parsed calls may carry values JSON cannot even hold
-        return ParsedTurn(tool_calls=[ToolCall(id="p", name=rng.choice(list(specs)), arguments={"x": object(), "order_id": {1, 2}})])
+        return ParsedTurn(
+            tool_calls=[ToolCall(id="p", name=rng.choice(list(specs)), arguments={"x": object(), "order_id": {1, 2}})]
+        )
     if roll < 0.95:
         return "".join(rng.choice(GARBAGE) + rng.choice(string.printable) for _ in range(rng.randrange(1, 20)))
-    return rng.choice(("", "<tool_call>{\"name\": 3}</tool_call>", "<tool_call>" * 50, '<tool_call>{"name": "x", "arguments": "[1]"}</tool_call>'))
+    return rng.choice(
+        (
+            "",
+            '<tool_call>{"name": 3}</tool_call>',
+            "<tool_call>" * 50,
+            '<tool_call>{"name": "x", "arguments": "[1]"}</tool_call>',
+        )
+    )
 
 
 def harvest(value: Any, out: set[Any]) -> None:
@@ -104,7 +138,9 @@ def test_ten_thousand_random_calls_never_crash(env_id):
     env = make(env_id)
     task = type(env).eval_tasks()[0]
     # Budgets large enough that the episode runs through all calls and the state keeps evolving.
-    task = task.model_copy(update={"limits": Limits(max_turns=CALLS + 1, max_tool_calls=10 * CALLS, max_calls_per_turn=8)})
+    task = task.model_copy(
+        update={"limits": Limits(max_turns=CALLS + 1, max_tool_calls=10 * CALLS, max_calls_per_turn=8)}
+    )
     obs = start(env, task)
     specs = {t.name: t.function.parameters for t in obs.tools}
     seen: set[Any] = set()

@@ -29,7 +29,9 @@ def test_transfer_rules():
     source = env.api.state.accounts[args["from_account_id"]]
     before = env.state_digest()
     assert refused(call(env, "transfer_funds", **{**args, "confirm": False}), "explicit confirmation")
-    assert refused(call(env, "transfer_funds", **{**args, "amount_cents": source.balance_cents + 1}), "insufficient funds")
+    assert refused(
+        call(env, "transfer_funds", **{**args, "amount_cents": source.balance_cents + 1}), "insufficient funds"
+    )
     assert refused(call(env, "transfer_funds", **{**args, "amount_cents": -5}), "must be positive")
     assert refused(call(env, "transfer_funds", **{**args, "payee_id": "P00000"}), "exactly one of")
     assert env.state_digest() == before
@@ -73,7 +75,9 @@ def test_lost_card_is_replaced_once():
     assert refused(call(env, "report_card_lost", card_id=card_id), "cannot be undone")
     number = env.api.state.next_id
     result = output(call(env, "report_card_lost", card_id=card_id, confirm=True))
-    assert result["replacement_card_id"] == f"card_{number}" and result["replacement_last4"] == replacement_last4(number)
+    assert result["replacement_card_id"] == f"card_{number}" and result["replacement_last4"] == replacement_last4(
+        number
+    )
     assert refused(call(env, "report_card_lost", card_id=card_id, confirm=True), "already reported lost")
     assert refused(call(env, "unlock_card", card_id=card_id), "only locked cards")
 

@@ -15,11 +15,30 @@ def test_no_double_booking_and_working_hours():
     mine = next(e for e in state.events.values() if e.organizer == state.owner)
     date, start = day_minutes(mine.start)
     someone = next(iter(state.contacts))
-    clash = call(env, "create_event", title="Clash", date=date, start_time=hhmm(start), duration_minutes=30, attendees=[someone])
+    clash = call(
+        env, "create_event", title="Clash", date=date, start_time=hhmm(start), duration_minutes=30, attendees=[someone]
+    )
     assert refused(clash, "no double booking")
-    assert refused(call(env, "create_event", title="Late", date=date, start_time="17:45", duration_minutes=30, attendees=[]), "working hours")
-    assert refused(call(env, "create_event", title="Odd", date=date, start_time="09:10", duration_minutes=30, attendees=[]), "15-minute step")
-    assert refused(call(env, "create_event", title="Who", date=date, start_time="08:00", duration_minutes=15, attendees=["nobody@nowhere.com"]), "not a contact")
+    assert refused(
+        call(env, "create_event", title="Late", date=date, start_time="17:45", duration_minutes=30, attendees=[]),
+        "working hours",
+    )
+    assert refused(
+        call(env, "create_event", title="Odd", date=date, start_time="09:10", duration_minutes=30, attendees=[]),
+        "15-minute step",
+    )
+    assert refused(
+        call(
+            env,
+            "create_event",
+            title="Who",
+            date=date,
+            start_time="08:00",
+            duration_minutes=15,
+            attendees=["nobody@nowhere.com"],
+        ),
+        "not a contact",
+    )
 
 
 def test_free_slots_are_really_free():
@@ -40,7 +59,9 @@ def test_only_organizers_move_or_cancel():
     event_id = task.gold_actions[-1].arguments["event_id"]
     date = env.api.state.events[event_id].start[:10]
     assert refused(call(env, "cancel_event", event_id=event_id, confirm=True), "only the organizer")
-    assert refused(call(env, "reschedule_event", event_id=event_id, date=date, start_time="08:00"), "only the organizer")
+    assert refused(
+        call(env, "reschedule_event", event_id=event_id, date=date, start_time="08:00"), "only the organizer"
+    )
 
 
 def test_cancelling_needs_confirmation_and_notifies():
@@ -63,7 +84,9 @@ def test_external_email_needs_explicit_confirmation():
     assert refused(call(env, "send_email", email_id=draft["email_id"]), "outside")
     assert state.emails[draft["email_id"]].folder == "drafts"
     assert output(call(env, "send_email", email_id=draft["email_id"], confirm_external=True))["folder"] == "sent"
-    assert refused(call(env, "send_email", email_id=draft["email_id"], confirm_external=True), "only drafts can be sent")
+    assert refused(
+        call(env, "send_email", email_id=draft["email_id"], confirm_external=True), "only drafts can be sent"
+    )
     assert refused(call(env, "draft_email", to=["not-an-address"], subject="x", body="y"), "not an email address")
 
 

@@ -54,7 +54,9 @@ def test_other_customers_orders_are_invisible():
     assert refused(call(env, "get_order_details", order_id=foreign.order_id), "has no order")
     assert refused(call(env, "get_user_details", user_id=foreign.user_id), "only access the authenticated customer")
     other = env.api.state.users[foreign.user_id]
-    assert refused(call(env, "authenticate_user", email=other.email, zip_code=other.address.zip), "one customer per conversation")
+    assert refused(
+        call(env, "authenticate_user", email=other.email, zip_code=other.address.zip), "one customer per conversation"
+    )
 
 
 def test_refunds_go_only_to_original_method_or_gift_card():
@@ -65,7 +67,10 @@ def test_refunds_go_only_to_original_method_or_gift_card():
     original = order.payments[0].payment_method_id
     others = [m.id for m in user.payment_methods.values() if m.id != original and m.kind != "gift_card"]
     for method_id in others + ["paypal_0000000"]:
-        assert refused(call(env, "return_delivered_order_items", **{**args, "refund_payment_method_id": method_id}), "refunds go to")
+        assert refused(
+            call(env, "return_delivered_order_items", **{**args, "refund_payment_method_id": method_id}),
+            "refunds go to",
+        )
     assert refused(call(env, "return_delivered_order_items", **{**args, "item_ids": ["9999999999"]}), "has no item")
     assert refused(call(env, "return_delivered_order_items", **{**args, "item_ids": []}), "at least one item")
 
@@ -77,11 +82,16 @@ def test_exchanges_stay_within_the_product_and_available_variants():
     order = env.api.state.orders[args["order_id"]]
     product = env.api.state.products[next(i.product_id for i in order.items if i.item_id == old_id)]
     foreign = next(v.item_id for p in env.api.state.products.values() if p is not product for v in p.variants.values())
-    assert refused(call(env, "exchange_delivered_order_items", **{**args, "new_item_ids": [foreign]}), "exchanges stay within the same product")
+    assert refused(
+        call(env, "exchange_delivered_order_items", **{**args, "new_item_ids": [foreign]}),
+        "exchanges stay within the same product",
+    )
     assert refused(call(env, "exchange_delivered_order_items", **{**args, "new_item_ids": [old_id]}), "the same item")
     unavailable = [v.item_id for v in product.variants.values() if not v.available]
     for item_id in unavailable:
-        assert refused(call(env, "exchange_delivered_order_items", **{**args, "new_item_ids": [item_id]}), "not available")
+        assert refused(
+            call(env, "exchange_delivered_order_items", **{**args, "new_item_ids": [item_id]}), "not available"
+        )
     new_price = product.variants[args["new_item_ids"][0]].price_cents
     old_price = next(i.price_cents for i in order.items if i.item_id == old_id)
     result = output(call(env, "exchange_delivered_order_items", **args))

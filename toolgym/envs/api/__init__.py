@@ -11,6 +11,15 @@ from toolgym.envs.api.env import ApiEnv, system_prompt_with_policy
 from toolgym.envs.api.wrap import from_class, jsonable
 
 __all__ = [
-    "ApiEnv", "AttrBinding", "Domain", "ModelBinding", "NotFound", "PolicyViolation", "StateBinding", "StateModel",
-    "from_class", "jsonable", "system_prompt_with_policy",
+    "ApiEnv",
+    "AttrBinding",
+    "Domain",
+    "ModelBinding",
+    "NotFound",
+    "PolicyViolation",
+    "StateBinding",
+    "StateModel",
+    "from_class",
+    "jsonable",
+    "system_prompt_with_policy",
 ]

@@ -84,6 +84,7 @@ class Domain(Generic[S]):
             return cls(model.model_validate(data))  # type: ignore[arg-type]
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(state)'}: {e['msg']}" for e in exc.errors(include_url=False)[:3]
+                f"{'.'.join(str(p) for p in e['loc']) or '(state)'}: {e['msg']}"
+                for e in exc.errors(include_url=False)[:3]
             )
             raise ConfigError(f"initial_state does not fit {model.__name__}: {problems}") from None

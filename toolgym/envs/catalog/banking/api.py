@@ -42,11 +42,19 @@ class BankingApi(Domain[BankState]):
             ssn_last4: Last four digits of the social security number.
         """
         customer = self.state.customers.get(customer_id)
-        if customer is None or customer.date_of_birth != date_of_birth.strip() or customer.ssn_last4 != ssn_last4.strip():
-            raise PolicyViolation("the details do not match our records; ask the caller to check them (do not say which one is wrong)")
+        if (
+            customer is None
+            or customer.date_of_birth != date_of_birth.strip()
+            or customer.ssn_last4 != ssn_last4.strip()
+        ):
+            raise PolicyViolation(
+                "the details do not match our records; ask the caller to check them (do not say which one is wrong)"
+            )
         current = self.state.session.customer_id
         if current is not None and current != customer_id:
-            raise PolicyViolation(f"this conversation is already verified as {current}; serve one customer per conversation")
+            raise PolicyViolation(
+                f"this conversation is already verified as {current}; serve one customer per conversation"
+            )
         self.state.session.customer_id = customer_id
         return {"customer_id": customer_id, "name": customer.name, "verified": True}
 
@@ -63,8 +71,16 @@ class BankingApi(Domain[BankState]):
             "customer_id": customer.customer_id,
             "name": customer.name,
             "accounts": accounts,
-            "cards": [{"card_id": c.card_id, "last4": c.last4, "status": c.status, "account_id": c.account_id} for c in self.state.cards.values() if c.account_id in accounts],
-            "payees": [{"payee_id": p.payee_id, "name": p.name} for p in self.state.payees.values() if p.customer_id == customer_id],
+            "cards": [
+                {"card_id": c.card_id, "last4": c.last4, "status": c.status, "account_id": c.account_id}
+                for c in self.state.cards.values()
+                if c.account_id in accounts
+            ],
+            "payees": [
+                {"payee_id": p.payee_id, "name": p.name}
+                for p in self.state.payees.values()
+                if p.customer_id == customer_id
+            ],
         }
 
     @tool
@@ -97,13 +113,24 @@ class BankingApi(Domain[BankState]):
         account = self._account(account_id)
         if not 1 <= limit <= 50:
             raise ValueError(f"limit must be between 1 and 50, got {limit}")
-        txns = sorted((t for t in self.state.transactions.values() if t.account_id == account.account_id), key=lambda t: (t.date, t.txn_id), reverse=True)
+        txns = sorted(
+            (t for t in self.state.transactions.values() if t.account_id == account.account_id),
+            key=lambda t: (t.date, t.txn_id),
+            reverse=True,
+        )
         return [t.model_dump(mode="json") for t in txns[:limit]]
 
     # ------------------------------------------------------------------ money
 
     @tool
-    def transfer_funds(self, from_account_id: str, amount_cents: int, to_account_id: str | None = None, payee_id: str | None = None, confirm: bool = False) -> dict[str, Any]:
+    def transfer_funds(
+        self,
+        from_account_id: str,
+        amount_cents: int,
+        to_account_id: str | None = None,
+        payee_id: str | None = None,
+        confirm: bool = False,
+    ) -> dict[str, Any]:
         """Move money from one of the customer's accounts to another of theirs or to a saved payee.
 
         Args:
@@ -124,7 +151,9 @@ class BankingApi(Domain[BankState]):
             raise ValueError("from_account_id and to_account_id must differ")
         self._check_transfer(source, amount_cents)
         if not confirm:
-            raise PolicyViolation(f"a transfer of {usd(amount_cents)} needs the customer's explicit confirmation; ask, then call again with confirm=true")
+            raise PolicyViolation(
+                f"a transfer of {usd(amount_cents)} needs the customer's explicit confirmation; ask, then call again with confirm=true"
+            )
         name = f"account {target.account_id}" if target is not None else payee.name  # type: ignore[union-attr]
         source.balance_cents -= amount_cents
         source.transferred_today_cents += amount_cents
@@ -174,12 +203,24 @@ class BankingApi(Domain[BankState]):
         if card.status == "lost":
             raise PolicyViolation(f"card {card_id} is already reported lost (replacement {card.replaced_by})")
         if not confirm:
-            raise PolicyViolation("cancelling a card cannot be undone; get the customer's explicit confirmation, then call again with confirm=true")
+            raise PolicyViolation(
+                "cancelling a card cannot be undone; get the customer's explicit confirmation, then call again with confirm=true"
+            )
         number = self._take_id()
-        new = Card(card_id=f"card_{number}", account_id=card.account_id, last4=replacement_last4(number), spending_limit_cents=card.spending_limit_cents)
+        new = Card(
+            card_id=f"card_{number}",
+            account_id=card.account_id,
+            last4=replacement_last4(number),
+            spending_limit_cents=card.spending_limit_cents,
+        )
         self.state.cards[new.card_id] = new
         card.status, card.replaced_by = "lost", new.card_id
-        return {"card_id": card_id, "status": "lost", "replacement_card_id": new.card_id, "replacement_last4": new.last4}
+        return {
+            "card_id": card_id,
+            "status": "lost",
+            "replacement_card_id": new.card_id,
+            "replacement_last4": new.last4,
+        }
 
     @tool
     def set_card_limit(self, card_id: str, limit_cents: int) -> dict[str, Any]:
@@ -193,7 +234,9 @@ class BankingApi(Domain[BankState]):
         if card.status != "active":
             raise PolicyViolation(f"card {card_id} is {card.status}; limits can be changed only on active cards")
         if not 0 < limit_cents <= MAX_CARD_LIMIT_CENTS:
-            raise PolicyViolation(f"card limits go from $0.01 to {usd(MAX_CARD_LIMIT_CENTS)}; {usd(limit_cents)} is not allowed")
+            raise PolicyViolation(
+                f"card limits go from $0.01 to {usd(MAX_CARD_LIMIT_CENTS)}; {usd(limit_cents)} is not allowed"
+            )
         card.spending_limit_cents = limit_cents
         return {"card_id": card_id, "spending_limit_cents": limit_cents}
 
@@ -214,11 +257,17 @@ class BankingApi(Domain[BankState]):
             raise PolicyViolation(f"transaction {txn_id} is already disputed")
         age = (dt.date.fromisoformat(self.state.today) - dt.date.fromisoformat(txn.date)).days
         if age > DISPUTE_WINDOW_DAYS:
-            raise PolicyViolation(f"the purchase is {age} days old; disputes are accepted within {DISPUTE_WINDOW_DAYS} days")
+            raise PolicyViolation(
+                f"the purchase is {age} days old; disputes are accepted within {DISPUTE_WINDOW_DAYS} days"
+            )
         card = self.state.cards.get(txn.card_id or "")
         if reason == "fraud" and card is not None and card.status == "active":
-            raise PolicyViolation(f"for a fraud dispute, first lock card {card.card_id} (or report it lost) so it cannot be used again")
-        dispute = Dispute(dispute_id=f"D{self._take_id()}", txn_id=txn_id, reason=reason, amount_cents=-txn.amount_cents)
+            raise PolicyViolation(
+                f"for a fraud dispute, first lock card {card.card_id} (or report it lost) so it cannot be used again"
+            )
+        dispute = Dispute(
+            dispute_id=f"D{self._take_id()}", txn_id=txn_id, reason=reason, amount_cents=-txn.amount_cents
+        )
         self.state.disputes[dispute.dispute_id] = dispute
         txn.status = "disputed"
         return dispute.model_dump(mode="json")
@@ -228,7 +277,9 @@ class BankingApi(Domain[BankState]):
     def _verified(self) -> str:
         current = self.state.session.customer_id
         if current is None:
-            raise PolicyViolation("identity not verified: call verify_identity with the customer id, date of birth and SSN last 4 first")
+            raise PolicyViolation(
+                "identity not verified: call verify_identity with the customer id, date of birth and SSN last 4 first"
+            )
         return current
 
     def _customer(self, customer_id: str) -> Customer:
@@ -258,18 +309,31 @@ class BankingApi(Domain[BankState]):
         if amount <= 0:
             raise ValueError(f"amount_cents must be positive, got {amount}")
         if source.status != "open":
-            raise PolicyViolation(f"account {source.account_id} is {source.status}; no money can leave it (the customer must visit a branch)")
+            raise PolicyViolation(
+                f"account {source.account_id} is {source.status}; no money can leave it (the customer must visit a branch)"
+            )
         if amount > source.balance_cents:
-            raise PolicyViolation(f"insufficient funds: {source.account_id} has {usd(source.balance_cents)}, the transfer is {usd(amount)}")
+            raise PolicyViolation(
+                f"insufficient funds: {source.account_id} has {usd(source.balance_cents)}, the transfer is {usd(amount)}"
+            )
         room = source.daily_transfer_limit_cents - source.transferred_today_cents
         if amount > room:
-            raise PolicyViolation(f"over the daily transfer limit: {usd(room)} of {usd(source.daily_transfer_limit_cents)} is left today")
+            raise PolicyViolation(
+                f"over the daily transfer limit: {usd(room)} of {usd(source.daily_transfer_limit_cents)} is left today"
+            )
 
     def _take_id(self) -> int:
         self.state.next_id += 1
         return self.state.next_id - 1
 
     def _record(self, account_id: str, description: str, amount: int) -> str:
-        txn = Transaction(txn_id=f"T{self._take_id()}", account_id=account_id, date=self.state.today, description=description, amount_cents=amount, kind="transfer")
+        txn = Transaction(
+            txn_id=f"T{self._take_id()}",
+            account_id=account_id,
+            date=self.state.today,
+            description=description,
+            amount_cents=amount,
+            kind="transfer",
+        )
         self.state.transactions[txn.txn_id] = txn
         return txn.txn_id

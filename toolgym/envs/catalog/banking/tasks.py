@@ -28,7 +28,12 @@ from toolgym.envs.digest import digest
 from toolgym.envs.types import Expected, GoldAction, Task
 
 CONFIRM = "Yes, I confirm."
-REASONS = {"fraud": "never made", "duplicate": "was charged twice for", "not_received": "paid for but never received", "wrong_amount": "was charged the wrong amount for"}
+REASONS = {
+    "fraud": "never made",
+    "duplicate": "was charged twice for",
+    "not_received": "paid for but never received",
+    "wrong_amount": "was charged the wrong amount for",
+}
 
 
 @dataclass
@@ -55,7 +60,9 @@ class Draft:
 
     def hello(self) -> str:
         c = self.customer
-        return f"Hello, I'm {c.name}, customer number {c.customer_id}, born {c.date_of_birth}, SSN ending {c.ssn_last4}."
+        return (
+            f"Hello, I'm {c.name}, customer number {c.customer_id}, born {c.date_of_birth}, SSN ending {c.ssn_last4}."
+        )
 
 
 def _start(rng: random.Random) -> Draft:
@@ -86,12 +93,24 @@ def _move(final: BankState, source_id: str, amount: int, to: str, target_id: str
     source.balance_cents -= amount
     source.transferred_today_cents += amount
     n = final.next_id
-    final.transactions[f"T{n}"] = Transaction(txn_id=f"T{n}", account_id=source_id, date=final.today, description=f"Transfer to {to}", amount_cents=-amount, kind="transfer")
+    final.transactions[f"T{n}"] = Transaction(
+        txn_id=f"T{n}",
+        account_id=source_id,
+        date=final.today,
+        description=f"Transfer to {to}",
+        amount_cents=-amount,
+        kind="transfer",
+    )
     final.next_id += 1
     if target_id is not None:
         final.accounts[target_id].balance_cents += amount
         final.transactions[f"T{n + 1}"] = Transaction(
-            txn_id=f"T{n + 1}", account_id=target_id, date=final.today, description=f"Transfer from account {source_id}", amount_cents=amount, kind="transfer"
+            txn_id=f"T{n + 1}",
+            account_id=target_id,
+            date=final.today,
+            description=f"Transfer from account {source_id}",
+            amount_cents=amount,
+            kind="transfer",
         )
         final.next_id += 1
 
@@ -111,7 +130,13 @@ def transfer_own(rng: random.Random) -> Draft:
     amount = rng.randint(1, min(_room(source) // 100, 2000)) * 100
     draft.freeze()
     draft.call("list_accounts", customer_id=draft.customer.customer_id)
-    draft.call("transfer_funds", from_account_id=source.account_id, amount_cents=amount, to_account_id=target.account_id, confirm=True)
+    draft.call(
+        "transfer_funds",
+        from_account_id=source.account_id,
+        amount_cents=amount,
+        to_account_id=target.account_id,
+        confirm=True,
+    )
     draft.instruction = f"{draft.hello()} Please move {usd(amount)} from {_name(source, accounts)} to {_name(target, accounts)}. {CONFIRM}"
     _move(draft.final, source.account_id, amount, f"account {target.account_id}", target.account_id)
     draft.outputs = [usd(amount)]
@@ -130,7 +155,13 @@ def pay_payee(rng: random.Random) -> Draft:
     amount = min(amount, _room(checking))
     draft.freeze()
     draft.call("get_customer", customer_id=draft.customer.customer_id)
-    draft.call("transfer_funds", from_account_id=checking.account_id, amount_cents=amount, payee_id=payee.payee_id, confirm=True)
+    draft.call(
+        "transfer_funds",
+        from_account_id=checking.account_id,
+        amount_cents=amount,
+        payee_id=payee.payee_id,
+        confirm=True,
+    )
     draft.instruction = f"{draft.hello()} Please pay {usd(amount)} to {payee.name} from my checking account. {CONFIRM}"
     _move(draft.final, checking.account_id, amount, payee.name, None)
     draft.outputs = [usd(amount)]
@@ -150,7 +181,9 @@ def refuse_transfer(rng: random.Random) -> Draft:
         amount = source.balance_cents + rng.randint(1, 50) * 100
     draft.freeze()
     draft.call("list_accounts", customer_id=draft.customer.customer_id)
-    draft.instruction = f"{draft.hello()} Move {usd(amount)} from {_name(source, accounts)} to {_name(target, accounts)}. {CONFIRM}"
+    draft.instruction = (
+        f"{draft.hello()} Move {usd(amount)} from {_name(source, accounts)} to {_name(target, accounts)}. {CONFIRM}"
+    )
     if source.status != "open":
         draft.outputs, why = ["frozen"], f"{source.account_id} is frozen; please visit a branch"
     elif amount > source.balance_cents:
@@ -167,7 +200,9 @@ def lock_card(rng: random.Random) -> Draft:
     draft.freeze()
     draft.call("get_customer", customer_id=draft.customer.customer_id)
     draft.call("lock_card", card_id=card.card_id)
-    draft.instruction = f"{draft.hello()} I can't find my card ending {card.last4}. Please lock it for now; I may still find it."
+    draft.instruction = (
+        f"{draft.hello()} I can't find my card ending {card.last4}. Please lock it for now; I may still find it."
+    )
     draft.final.cards[card.card_id].status = "locked"
     draft.outputs = [card.last4]
     draft.answer = f"Your card ending {card.last4} is locked; you can unlock it any time."
@@ -180,9 +215,16 @@ def lost_card(rng: random.Random) -> Draft:
     draft.freeze()
     draft.call("get_customer", customer_id=draft.customer.customer_id)
     draft.call("report_card_lost", card_id=card.card_id, confirm=True)
-    draft.instruction = f"{draft.hello()} My card ending {card.last4} was stolen. Cancel it and send me a new one. {CONFIRM}"
+    draft.instruction = (
+        f"{draft.hello()} My card ending {card.last4} was stolen. Cancel it and send me a new one. {CONFIRM}"
+    )
     final, n = draft.final, draft.final.next_id
-    new = Card(card_id=f"card_{n}", account_id=card.account_id, last4=replacement_last4(n), spending_limit_cents=card.spending_limit_cents)
+    new = Card(
+        card_id=f"card_{n}",
+        account_id=card.account_id,
+        last4=replacement_last4(n),
+        spending_limit_cents=card.spending_limit_cents,
+    )
     final.cards[new.card_id] = new
     final.cards[card.card_id].status, final.cards[card.card_id].replaced_by = "lost", new.card_id
     final.next_id += 1
@@ -213,7 +255,9 @@ def dispute(rng: random.Random) -> Draft:
     n = draft.final.next_id
     draft.call("open_dispute", txn_id=txn.txn_id, reason=reason)
     draft.instruction = f"{draft.hello()} On {txn.date} there is a {usd(-txn.amount_cents)} charge from {txn.description} on my checking account that I {REASONS[reason]}. Please dispute it."
-    draft.final.disputes[f"D{n}"] = Dispute(dispute_id=f"D{n}", txn_id=txn.txn_id, reason=reason, amount_cents=-txn.amount_cents)  # type: ignore[arg-type]
+    draft.final.disputes[f"D{n}"] = Dispute(
+        dispute_id=f"D{n}", txn_id=txn.txn_id, reason=reason, amount_cents=-txn.amount_cents
+    )  # type: ignore[arg-type]
     draft.final.transactions[txn.txn_id].status = "disputed"
     draft.final.next_id += 1
     draft.outputs = [f"D{n}"]
@@ -228,7 +272,9 @@ def set_limit(rng: random.Random) -> Draft:
     draft.freeze()
     draft.call("get_customer", customer_id=draft.customer.customer_id)
     draft.call("set_card_limit", card_id=card.card_id, limit_cents=limit)
-    draft.instruction = f"{draft.hello()} Please set the daily spending limit of my card ending {card.last4} to {usd(limit)}."
+    draft.instruction = (
+        f"{draft.hello()} Please set the daily spending limit of my card ending {card.last4} to {usd(limit)}."
+    )
     draft.final.cards[card.card_id].spending_limit_cents = limit
     draft.outputs = [usd(limit)]
     draft.answer = f"The daily limit of your card ending {card.last4} is now {usd(limit)}."

@@ -46,7 +46,11 @@ class CalendarEmailApi(Domain[CalendarState]):
         q = query.strip().lower()
         if not q:
             raise ValueError("query must not be empty")
-        return [{"email": c.email, "name": c.name} for c in self.state.contacts.values() if q in c.name.lower() or q in c.email]
+        return [
+            {"email": c.email, "name": c.name}
+            for c in self.state.contacts.values()
+            if q in c.name.lower() or q in c.email
+        ]
 
     @tool
     def list_events(self, date: str) -> list[dict[str, Any]]:
@@ -57,7 +61,10 @@ class CalendarEmailApi(Domain[CalendarState]):
         """
         check_date(date)
         owner = self.state.owner
-        events = sorted((e for e in self.state.events.values() if e.start[:10] == date and involves_owner(self.state, e)), key=lambda e: e.start)
+        events = sorted(
+            (e for e in self.state.events.values() if e.start[:10] == date and involves_owner(self.state, e)),
+            key=lambda e: e.start,
+        )
         return [
             {"event_id": e.event_id, "title": e.title, "start": e.start, "end": e.end, "organizer": e.organizer,
              "status": e.status, "my_response": "organizer" if e.organizer == owner else e.attendees[owner]}
@@ -74,7 +81,14 @@ class CalendarEmailApi(Domain[CalendarState]):
         return self._event(event_id).model_dump(mode="json")
 
     @tool
-    def find_free_slots(self, date: str, duration_minutes: int, attendees: list[str] | None = None, earliest: str = "09:00", latest: str = "17:00") -> dict[str, Any]:
+    def find_free_slots(
+        self,
+        date: str,
+        duration_minutes: int,
+        attendees: list[str] | None = None,
+        earliest: str = "09:00",
+        latest: str = "17:00",
+    ) -> dict[str, Any]:
         """Half-hour start times when the owner and all attendees are free for the whole duration.
 
         Args:
@@ -124,7 +138,9 @@ class CalendarEmailApi(Domain[CalendarState]):
     # ------------------------------------------------------------------ calendar writes
 
     @tool
-    def create_event(self, title: str, date: str, start_time: str, duration_minutes: int, attendees: list[str], location: str = "") -> dict[str, Any]:
+    def create_event(
+        self, title: str, date: str, start_time: str, duration_minutes: int, attendees: list[str], location: str = ""
+    ) -> dict[str, Any]:
         """Create a meeting organized by the owner and invite contacts to it.
 
         Args:
@@ -148,7 +164,9 @@ class CalendarEmailApi(Domain[CalendarState]):
         return event.model_dump(mode="json")
 
     @tool
-    def respond_to_invitation(self, event_id: str, response: Literal["accepted", "declined", "tentative"]) -> dict[str, Any]:
+    def respond_to_invitation(
+        self, event_id: str, response: Literal["accepted", "declined", "tentative"]
+    ) -> dict[str, Any]:
         """Answer an invitation the owner received.
 
         Args:
@@ -192,7 +210,9 @@ class CalendarEmailApi(Domain[CalendarState]):
         """
         event = self._organized(event_id, "cancel")
         if not confirm:
-            raise PolicyViolation("cancelling a meeting needs the owner's explicit confirmation; ask, then call again with confirm=true")
+            raise PolicyViolation(
+                "cancelling a meeting needs the owner's explicit confirmation; ask, then call again with confirm=true"
+            )
         event.status = "cancelled"
         notice = None
         if event.attendees:
@@ -206,7 +226,9 @@ class CalendarEmailApi(Domain[CalendarState]):
     # ------------------------------------------------------------------ email writes
 
     @tool
-    def draft_email(self, to: list[str], subject: str, body: str, cc: list[str] | None = None, in_reply_to: str | None = None) -> dict[str, str]:
+    def draft_email(
+        self, to: list[str], subject: str, body: str, cc: list[str] | None = None, in_reply_to: str | None = None
+    ) -> dict[str, str]:
         """Write an email into the drafts folder (send it with send_email).
 
         Args:
@@ -225,7 +247,9 @@ class CalendarEmailApi(Domain[CalendarState]):
             raise ValueError("subject must not be empty")
         if in_reply_to is not None:
             self._email(in_reply_to)
-        email_id = self._add_email(to=list(to), cc=list(cc or []), subject=subject.strip(), body=body, folder="drafts", in_reply_to=in_reply_to)
+        email_id = self._add_email(
+            to=list(to), cc=list(cc or []), subject=subject.strip(), body=body, folder="drafts", in_reply_to=in_reply_to
+        )
         return {"email_id": email_id, "folder": "drafts"}
 
     @tool
@@ -239,7 +263,9 @@ class CalendarEmailApi(Domain[CalendarState]):
         """
         email = self._email(email_id)
         if email.folder != "drafts":
-            raise PolicyViolation(f"email {email_id} is in {email.folder}; only drafts can be sent (write one with draft_email)")
+            raise PolicyViolation(
+                f"email {email_id} is in {email.folder}; only drafts can be sent (write one with draft_email)"
+            )
         external = [a for a in [*email.to, *email.cc] if not a.endswith("@" + self.state.org_domain)]
         if external and not confirm_external:
             raise PolicyViolation(
@@ -260,7 +286,9 @@ class CalendarEmailApi(Domain[CalendarState]):
     def _organized(self, event_id: str, verb: str) -> Event:
         event = self._event(event_id)
         if event.organizer != self.state.owner:
-            raise PolicyViolation(f"only the organizer ({event.organizer}) may {verb} this event; decline the invitation instead")
+            raise PolicyViolation(
+                f"only the organizer ({event.organizer}) may {verb} this event; decline the invitation instead"
+            )
         if event.status == "cancelled":
             raise PolicyViolation(f"event {event_id} is already cancelled")
         return event

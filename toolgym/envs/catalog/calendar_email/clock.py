@@ -58,7 +58,9 @@ def owner_events(state: CalendarState, skip: str | None = None) -> list[Event]:
     return [
         e
         for e in state.events.values()
-        if e.event_id != skip and e.status == "confirmed" and (e.organizer == state.owner or e.attendees.get(state.owner) in ("accepted", "tentative"))
+        if e.event_id != skip
+        and e.status == "confirmed"
+        and (e.organizer == state.owner or e.attendees.get(state.owner) in ("accepted", "tentative"))
     ]
 
 

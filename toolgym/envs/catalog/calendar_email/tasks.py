@@ -19,7 +19,12 @@ from toolgym.envs.catalog.calendar_email.world import TITLES, free_start, make_w
 from toolgym.envs.digest import digest
 from toolgym.envs.types import Expected, GoldAction, Task
 
-REPLIES = ("Thanks, that works for me.", "Sounds good, let's discuss on Thursday.", "Got it. I will review and reply by Friday.", "Thanks! Please send the final version when ready.")
+REPLIES = (
+    "Thanks, that works for me.",
+    "Sounds good, let's discuss on Thursday.",
+    "Got it. I will review and reply by Friday.",
+    "Thanks! Please send the final version when ready.",
+)
 
 
 @dataclass
@@ -72,7 +77,11 @@ def schedule_meeting(rng: random.Random) -> Draft:
         date, length = rng.choice(days), rng.choice((30, 45, 60))
         people = rng.sample(sorted(world.contacts), 2)
         busy = [b for p in [world.owner, *people] for b in person_busy(world, p)]
-        slots = [m for m in range(9 * 60, 17 * 60 - length + 1, 30) if not any(overlaps((stamp(date, m), stamp(date, m + length)), b) for b in busy)]
+        slots = [
+            m
+            for m in range(9 * 60, 17 * 60 - length + 1, 30)
+            if not any(overlaps((stamp(date, m), stamp(date, m + length)), b) for b in busy)
+        ]
         if slots:
             break
     draft.freeze()
@@ -82,7 +91,9 @@ def schedule_meeting(rng: random.Random) -> Draft:
         draft.call("search_contacts", query=name)
     draft.call("find_free_slots", date=date, duration_minutes=length, attendees=people)
     start = slots[0]
-    draft.call("create_event", title=title, date=date, start_time=hhmm(start), duration_minutes=length, attendees=people)
+    draft.call(
+        "create_event", title=title, date=date, start_time=hhmm(start), duration_minutes=length, attendees=people
+    )
     draft.instruction = (
         f"Set up a {length}-minute meeting called '{title}' with {names[0]} and {names[1]} on {_day(date)}, "
         "at the earliest time when all three of us are free between 09:00 and 17:00. No location needed."
@@ -107,7 +118,9 @@ def answer_invite(rng: random.Random) -> Draft:
         invite.start, invite.end = other.start, stamp(other.start[:10], day_minutes(other.start)[1] + 30)
     invite.attendees[world.owner] = "needs_action"
     draft.freeze()
-    clash = any(overlaps((invite.start, invite.end), (e.start, e.end)) for e in owner_events(world, skip=invite.event_id))
+    clash = any(
+        overlaps((invite.start, invite.end), (e.start, e.end)) for e in owner_events(world, skip=invite.event_id)
+    )
     response = "declined" if clash else "accepted"
     date = invite.start[:10]
     draft.call("list_events", date=date)
@@ -132,7 +145,9 @@ def decline_not_organizer(rng: random.Random) -> Draft:
     draft.final.events[invite.event_id].attendees[draft.world.owner] = "declined"
     organizer = draft.world.contacts[invite.organizer].name
     draft.outputs = ["declined"]
-    draft.answer = f"Only the organizer, {organizer}, can cancel '{invite.title}', so I declined the invitation for you."
+    draft.answer = (
+        f"Only the organizer, {organizer}, can cancel '{invite.title}', so I declined the invitation for you."
+    )
     return draft
 
 
@@ -152,7 +167,9 @@ def reschedule(rng: random.Random) -> Draft:
     moved.start, moved.end = stamp(date, start), stamp(date, start + length)
     moved.attendees = {a: "needs_action" for a in moved.attendees}
     draft.outputs = [hhmm(start)]
-    draft.answer = f"'{event.title}' now starts {_day(date)} at {hhmm(start)}; the attendees have been asked to answer again."
+    draft.answer = (
+        f"'{event.title}' now starts {_day(date)} at {hhmm(start)}; the attendees have been asked to answer again."
+    )
     return draft
 
 
@@ -189,7 +206,13 @@ def reply_email(rng: random.Random) -> Draft:
     draft.call("send_email", email_id=reply_id, confirm_external=external)
     draft.instruction = f"Reply to {sender.name}'s email '{original.subject}' with the subject '{subject}' and exactly this text: {text}"
     draft.final.emails[reply_id] = Email(
-        email_id=reply_id, sender=world.owner, to=[sender.email], subject=subject, body=text, folder="sent", in_reply_to=original.email_id
+        email_id=reply_id,
+        sender=world.owner,
+        to=[sender.email],
+        subject=subject,
+        body=text,
+        folder="sent",
+        in_reply_to=original.email_id,
     )
     draft.final.next_id += 1
     draft.answer = f"I sent your reply to {sender.name}."
@@ -202,7 +225,9 @@ def event_info(rng: random.Random) -> Draft:
     date, start = day_minutes(event.start)
     draft.call("list_events", date=date)
     draft.call("get_event", event_id=event.event_id)
-    organizer = draft.world.owner_name if event.organizer == draft.world.owner else draft.world.contacts[event.organizer].name
+    organizer = (
+        draft.world.owner_name if event.organizer == draft.world.owner else draft.world.contacts[event.organizer].name
+    )
     draft.instruction = f"When does '{event.title}' on {_day(date)} start, where is it, and who organizes it?"
     draft.outputs = [hhmm(start), event.location]
     draft.answer = f"'{event.title}' starts at {hhmm(start)} in {event.location}; {organizer} organizes it."
@@ -210,7 +235,16 @@ def event_info(rng: random.Random) -> Draft:
 
 
 FAMILIES: dict[str, Callable[[random.Random], Draft]] = {
-    f.__name__: f for f in (schedule_meeting, answer_invite, decline_not_organizer, reschedule, cancel_meeting, reply_email, event_info)
+    f.__name__: f
+    for f in (
+        schedule_meeting,
+        answer_invite,
+        decline_not_organizer,
+        reschedule,
+        cancel_meeting,
+        reply_email,
+        event_info,
+    )
 }
 
 

@@ -8,13 +8,65 @@ import random
 from toolgym.envs.catalog.calendar_email.clock import overlaps, owner_events, stamp
 from toolgym.envs.catalog.calendar_email.models import CalendarState, Contact, Email, Event
 
-FIRST = ("Ada", "Bruno", "Carmen", "Dmitri", "Esther", "Felix", "Grace", "Hiro", "Ines", "Jonas", "Kira", "Luis", "Mina", "Nils", "Olga", "Pavel")
-LAST = ("Okafor", "Lindqvist", "Ferreira", "Ivanova", "Nakamura", "Osei", "Brennan", "Castillo", "Weber", "Dubois", "Kowalski", "Rossi")
+FIRST = (
+    "Ada",
+    "Bruno",
+    "Carmen",
+    "Dmitri",
+    "Esther",
+    "Felix",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jonas",
+    "Kira",
+    "Luis",
+    "Mina",
+    "Nils",
+    "Olga",
+    "Pavel",
+)
+LAST = (
+    "Okafor",
+    "Lindqvist",
+    "Ferreira",
+    "Ivanova",
+    "Nakamura",
+    "Osei",
+    "Brennan",
+    "Castillo",
+    "Weber",
+    "Dubois",
+    "Kowalski",
+    "Rossi",
+)
 ORGS = ("northwind.com", "acme-labs.io", "bluepeak.org", "tidewater.co")
 EXTERNAL = ("partnerco.com", "gmail.com", "clientside.net")
-TITLES = ("Budget review", "Sprint planning", "Design sync", "Customer call", "Hiring debrief", "Roadmap workshop", "Vendor demo", "Quarterly kickoff", "Launch retro", "Security review", "Pricing discussion", "Team lunch")
+TITLES = (
+    "Budget review",
+    "Sprint planning",
+    "Design sync",
+    "Customer call",
+    "Hiring debrief",
+    "Roadmap workshop",
+    "Vendor demo",
+    "Quarterly kickoff",
+    "Launch retro",
+    "Security review",
+    "Pricing discussion",
+    "Team lunch",
+)
 ROOMS = ("Room 2A", "Room 3C", "Cafe corner", "Video call", "Board room")
-SUBJECTS = ("Contract renewal", "Offsite logistics", "Q3 numbers", "Draft proposal", "Onboarding plan", "Invoice 4471", "Conference talk", "Travel booking")
+SUBJECTS = (
+    "Contract renewal",
+    "Offsite logistics",
+    "Q3 numbers",
+    "Draft proposal",
+    "Onboarding plan",
+    "Invoice 4471",
+    "Conference talk",
+    "Travel booking",
+)
 BODIES = (
     "Could you take a look and let me know what you think by Friday?",
     "Attached are the latest figures. Happy to walk you through them.",
@@ -48,7 +100,11 @@ def free_start(rng: random.Random, state: CalendarState, date: str, length: int,
     """A random half-hour start in 09:00-17:00 on ``date`` where the owner has nothing for ``length`` minutes."""
     busy = [(e.start, e.end) for e in owner_events(state, skip)]
     lo, hi = 9 * 60, 17 * 60
-    starts = [m for m in range(lo, hi - length + 1, 30) if not any(overlaps((stamp(date, m), stamp(date, m + length)), b) for b in busy)]
+    starts = [
+        m
+        for m in range(lo, hi - length + 1, 30)
+        if not any(overlaps((stamp(date, m), stamp(date, m + length)), b) for b in busy)
+    ]
     return rng.choice(starts) if starts else None
 
 
@@ -58,7 +114,9 @@ def make_world(rng: random.Random) -> tuple[CalendarState, list[str]]:
     org = rng.choice(ORGS)
     taken: set[str] = set()
     owner, owner_name = _person(rng, org, taken)
-    people = [_person(rng, org, taken) for _ in range(4)] + [_person(rng, rng.choice(EXTERNAL), taken) for _ in range(2)]
+    people = [_person(rng, org, taken) for _ in range(4)] + [
+        _person(rng, rng.choice(EXTERNAL), taken) for _ in range(2)
+    ]
     contacts = {}
     for email, name in people:
         busy = []
@@ -88,5 +146,7 @@ def make_world(rng: random.Random) -> tuple[CalendarState, list[str]]:
     for subject in rng.sample(SUBJECTS, 4):
         sender = rng.choice(people)[0]
         email_id = _new_id(rng, "msg", state.emails)
-        state.emails[email_id] = Email(email_id=email_id, sender=sender, to=[owner], subject=subject, body=rng.choice(BODIES), folder="inbox")
+        state.emails[email_id] = Email(
+            email_id=email_id, sender=sender, to=[owner], subject=subject, body=rng.choice(BODIES), folder="inbox"
+        )
     return state, days

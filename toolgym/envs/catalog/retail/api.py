@@ -46,10 +46,14 @@ class RetailApi(Domain[RetailState]):
         if user is None:
             raise NotFound(f"no customer has the email {email!r}; ask the customer to check it")
         if user.address.zip != zip_code.strip():
-            raise PolicyViolation("the zip code does not match our records for this email; ask the customer to check it")
+            raise PolicyViolation(
+                "the zip code does not match our records for this email; ask the customer to check it"
+            )
         current = self.state.session.user_id
         if current is not None and current != user.user_id:
-            raise PolicyViolation(f"this conversation is already authenticated as {current}; serve one customer per conversation")
+            raise PolicyViolation(
+                f"this conversation is already authenticated as {current}; serve one customer per conversation"
+            )
         self.state.session.user_id = user.user_id
         return {"user_id": user.user_id, "authenticated": True}
 
@@ -112,7 +116,9 @@ class RetailApi(Domain[RetailState]):
         return {"order_id": order_id, "status": order.status, "refunded_cents": refunded}
 
     @tool
-    def modify_pending_order_address(self, order_id: str, line1: str, city: str, state: str, zip_code: str, confirm: bool = False) -> dict[str, Any]:
+    def modify_pending_order_address(
+        self, order_id: str, line1: str, city: str, state: str, zip_code: str, confirm: bool = False
+    ) -> dict[str, Any]:
         """Change the shipping address of a pending order.
 
         Args:
@@ -131,7 +137,9 @@ class RetailApi(Domain[RetailState]):
         return {"order_id": order_id, "address": address.model_dump()}
 
     @tool
-    def modify_user_address(self, user_id: str, line1: str, city: str, state: str, zip_code: str, confirm: bool = False) -> dict[str, Any]:
+    def modify_user_address(
+        self, user_id: str, line1: str, city: str, state: str, zip_code: str, confirm: bool = False
+    ) -> dict[str, Any]:
         """Change the customer's default address (existing orders keep theirs).
 
         Args:
@@ -149,7 +157,9 @@ class RetailApi(Domain[RetailState]):
         return {"user_id": user_id, "address": address.model_dump()}
 
     @tool
-    def return_delivered_order_items(self, order_id: str, item_ids: list[str], refund_payment_method_id: str, confirm: bool = False) -> dict[str, Any]:
+    def return_delivered_order_items(
+        self, order_id: str, item_ids: list[str], refund_payment_method_id: str, confirm: bool = False
+    ) -> dict[str, Any]:
         """Return items of a delivered order; their price is refunded at once.
 
         Args:
@@ -175,7 +185,9 @@ class RetailApi(Domain[RetailState]):
         return {"order_id": order_id, "status": order.status, "refunded_cents": amount}
 
     @tool
-    def exchange_delivered_order_items(self, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str, confirm: bool = False) -> dict[str, Any]:
+    def exchange_delivered_order_items(
+        self, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str, confirm: bool = False
+    ) -> dict[str, Any]:
         """Exchange items of a delivered order for other available variants of the same products.
 
         The price difference is charged to (or refunded to) ``payment_method_id``.
@@ -191,14 +203,23 @@ class RetailApi(Domain[RetailState]):
         self._require_status(order, "delivered", "exchanged")
         old = _order_items(order, item_ids)
         if len(new_item_ids) != len(item_ids):
-            raise ValueError(f"give one new item per exchanged item: {len(item_ids)} item_ids but {len(new_item_ids)} new_item_ids")
-        new = [self._replacement(item.product_id, item.item_id, new_id) for item, new_id in zip(old, new_item_ids)]
+            raise ValueError(
+                f"give one new item per exchanged item: {len(item_ids)} item_ids but {len(new_item_ids)} new_item_ids"
+            )
+        new = [
+            self._replacement(item.product_id, item.item_id, new_id)
+            for item, new_id in zip(old, new_item_ids, strict=True)
+        ]
         method = self._user(order.user_id).payment_methods.get(payment_method_id)
         if method is None:
-            raise PolicyViolation(f"{payment_method_id!r} is not one of the customer's payment methods; see get_user_details")
+            raise PolicyViolation(
+                f"{payment_method_id!r} is not one of the customer's payment methods; see get_user_details"
+            )
         difference = sum(v.price_cents for v in new) - sum(i.price_cents for i in old)
         if method.kind == "gift_card" and difference > (method.balance_cents or 0):
-            raise PolicyViolation(f"gift card balance {method.balance_cents} cents cannot cover the difference of {difference} cents; use another method")
+            raise PolicyViolation(
+                f"gift card balance {method.balance_cents} cents cannot cover the difference of {difference} cents; use another method"
+            )
         _require_confirmation(confirm, "exchanging items")
         if difference > 0:
             order.payments.append(Payment(kind="payment", amount_cents=difference, payment_method_id=method.id))
@@ -206,7 +227,7 @@ class RetailApi(Domain[RetailState]):
                 method.balance_cents = (method.balance_cents or 0) - difference
         elif difference < 0:
             self._refund(order, method.id, -difference)
-        order.status, order.exchanged = "exchange_requested", dict(zip(item_ids, new_item_ids))
+        order.status, order.exchanged = "exchange_requested", dict(zip(item_ids, new_item_ids, strict=True))
         return {"order_id": order_id, "status": order.status, "price_difference_cents": difference}
 
     # ------------------------------------------------------------------ helpers (not tools)
@@ -214,7 +235,9 @@ class RetailApi(Domain[RetailState]):
     def _user(self, user_id: str) -> User:
         current = self.state.session.user_id
         if current is None:
-            raise PolicyViolation("identity not verified: call authenticate_user with the customer's email and zip code first")
+            raise PolicyViolation(
+                "identity not verified: call authenticate_user with the customer's email and zip code first"
+            )
         if user_id != current:
             raise PolicyViolation(f"you may only access the authenticated customer ({current}), not {user_id!r}")
         return self.state.users[current]
@@ -223,7 +246,9 @@ class RetailApi(Domain[RetailState]):
         user = self._user(self.state.session.user_id or "")
         order = self.state.orders.get(order_id)
         if order is None or order.user_id != user.user_id:
-            raise NotFound(f"the customer has no order {order_id!r}; their orders are {', '.join(user.order_ids) or 'none'}")
+            raise NotFound(
+                f"the customer has no order {order_id!r}; their orders are {', '.join(user.order_ids) or 'none'}"
+            )
         return order
 
     @staticmethod
@@ -235,9 +260,13 @@ class RetailApi(Domain[RetailState]):
         product = self.state.products[product_id]
         variant = product.variants.get(new_item_id)
         if variant is None:
-            raise PolicyViolation(f"{new_item_id!r} is not a variant of {product.name} ({product_id}); exchanges stay within the same product")
+            raise PolicyViolation(
+                f"{new_item_id!r} is not a variant of {product.name} ({product_id}); exchanges stay within the same product"
+            )
         if new_item_id == old_item_id or not variant.available:
-            raise PolicyViolation(f"variant {new_item_id} is {'the same item' if new_item_id == old_item_id else 'not available'}; pick another available variant")
+            raise PolicyViolation(
+                f"variant {new_item_id} is {'the same item' if new_item_id == old_item_id else 'not available'}; pick another available variant"
+            )
         return variant
 
     def _refund(self, order: Order, method_id: str, amount: int) -> None:

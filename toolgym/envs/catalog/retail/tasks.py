@@ -95,10 +95,16 @@ def change_order_address(rng: random.Random) -> Draft:
     draft, orders = _start(rng, [rng.choice(("delivered", "processed")), "pending"])
     target, new = orders[1], make_address(rng)
     draft.call("get_order_details", order_id=target.order_id)
-    draft.call("modify_pending_order_address", order_id=target.order_id, line1=new.line1, city=new.city, state=new.state, zip_code=new.zip, confirm=True)
-    draft.instruction = (
-        f"{_hello(draft.customer)} Please ship order {target.order_id} to {new.line1}, {new.city}, {new.state} {new.zip} instead. {CONFIRM}"
+    draft.call(
+        "modify_pending_order_address",
+        order_id=target.order_id,
+        line1=new.line1,
+        city=new.city,
+        state=new.state,
+        zip_code=new.zip,
+        confirm=True,
     )
+    draft.instruction = f"{_hello(draft.customer)} Please ship order {target.order_id} to {new.line1}, {new.city}, {new.state} {new.zip} instead. {CONFIRM}"
     draft.final.orders[target.order_id].address = new
     draft.outputs = [new.zip]
     draft.answer = f"Order {target.order_id} will now ship to {new.line1}, {new.city}, {new.state} {new.zip}."
@@ -108,7 +114,15 @@ def change_order_address(rng: random.Random) -> Draft:
 def change_user_address(rng: random.Random) -> Draft:
     draft, _ = _start(rng, ["delivered", "pending"])
     new = make_address(rng)
-    draft.call("modify_user_address", user_id=draft.customer.user_id, line1=new.line1, city=new.city, state=new.state, zip_code=new.zip, confirm=True)
+    draft.call(
+        "modify_user_address",
+        user_id=draft.customer.user_id,
+        line1=new.line1,
+        city=new.city,
+        state=new.state,
+        zip_code=new.zip,
+        confirm=True,
+    )
     draft.instruction = f"{_hello(draft.customer)} I moved: my new default address is {new.line1}, {new.city}, {new.state} {new.zip}. {CONFIRM}"
     draft.final.users[draft.customer.user_id].address = new
     draft.answer = f"Your default address is now {new.line1}, {new.city}, {new.state} {new.zip}."
@@ -127,7 +141,13 @@ def return_items(rng: random.Random) -> Draft:
         method_id, where = gift_cards[0].id, "my gift card"
         draft.call("get_user_details", user_id=draft.customer.user_id)
     ids = [i.item_id for i in items]
-    draft.call("return_delivered_order_items", order_id=target.order_id, item_ids=ids, refund_payment_method_id=method_id, confirm=True)
+    draft.call(
+        "return_delivered_order_items",
+        order_id=target.order_id,
+        item_ids=ids,
+        refund_payment_method_id=method_id,
+        confirm=True,
+    )
     amount = sum(i.price_cents for i in items)
     draft.instruction = (
         f"{_hello(draft.customer)} I'd like to return the {' and the '.join(_describe(i) for i in items)} "
@@ -161,7 +181,14 @@ def exchange_item(rng: random.Random) -> Draft:
         method_id = next(m.id for m in draft.customer.payment_methods.values() if m.kind == "credit_card")
     draft.call("get_order_details", order_id=target.order_id)
     draft.call("get_product_details", product_id=item.product_id)
-    draft.call("exchange_delivered_order_items", order_id=target.order_id, item_ids=[item.item_id], new_item_ids=[variant.item_id], payment_method_id=method_id, confirm=True)
+    draft.call(
+        "exchange_delivered_order_items",
+        order_id=target.order_id,
+        item_ids=[item.item_id],
+        new_item_ids=[variant.item_id],
+        payment_method_id=method_id,
+        confirm=True,
+    )
     wanted = ", ".join(f"{k} {v}" for k, v in variant.options.items())
     label = draft.customer.payment_methods[method_id].label
     draft.instruction = (
@@ -188,7 +215,9 @@ def order_status(rng: random.Random) -> Draft:
     draft, orders = _start(rng, statuses)
     target = rng.choice(orders)
     draft.call("get_order_details", order_id=target.order_id)
-    draft.instruction = f"{_hello(draft.customer)} What is the status of order {target.order_id}, and how much did I pay for it?"
+    draft.instruction = (
+        f"{_hello(draft.customer)} What is the status of order {target.order_id}, and how much did I pay for it?"
+    )
     draft.outputs = [target.status, usd(_total(target))]
     draft.answer = f"Order {target.order_id} is {target.status}; you paid {usd(_total(target))}."
     return draft
@@ -205,7 +234,16 @@ def refuse_cancel(rng: random.Random) -> Draft:
 
 
 FAMILIES: dict[str, Callable[[random.Random], Draft]] = {
-    f.__name__: f for f in (cancel, change_order_address, change_user_address, return_items, exchange_item, order_status, refuse_cancel)
+    f.__name__: f
+    for f in (
+        cancel,
+        change_order_address,
+        change_user_address,
+        return_items,
+        exchange_item,
+        order_status,
+        refuse_cancel,
+    )
 }
 
 

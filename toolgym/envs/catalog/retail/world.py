@@ -21,9 +21,48 @@ from toolgym.envs.catalog.retail.models import (
     Variant,
 )
 
-FIRST = ("Ana", "Ben", "Chloe", "Dev", "Elif", "Farah", "Gus", "Hana", "Ivan", "Jin", "Kofi", "Lena", "Mateo", "Noor", "Omar", "Priya")
-LAST = ("Silva", "Khan", "Moreau", "Patel", "Yilmaz", "Haddad", "Berg", "Sato", "Petrov", "Park", "Mensah", "Novak", "Ruiz", "Aziz")
-CITIES = (("Austin", "TX", "787"), ("Denver", "CO", "802"), ("Portland", "OR", "972"), ("Columbus", "OH", "432"), ("Raleigh", "NC", "276"), ("Tucson", "AZ", "857"))
+FIRST = (
+    "Ana",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elif",
+    "Farah",
+    "Gus",
+    "Hana",
+    "Ivan",
+    "Jin",
+    "Kofi",
+    "Lena",
+    "Mateo",
+    "Noor",
+    "Omar",
+    "Priya",
+)
+LAST = (
+    "Silva",
+    "Khan",
+    "Moreau",
+    "Patel",
+    "Yilmaz",
+    "Haddad",
+    "Berg",
+    "Sato",
+    "Petrov",
+    "Park",
+    "Mensah",
+    "Novak",
+    "Ruiz",
+    "Aziz",
+)
+CITIES = (
+    ("Austin", "TX", "787"),
+    ("Denver", "CO", "802"),
+    ("Portland", "OR", "972"),
+    ("Columbus", "OH", "432"),
+    ("Raleigh", "NC", "276"),
+    ("Tucson", "AZ", "857"),
+)
 STREETS = ("Oak St", "Maple Ave", "Cedar Ln", "Pine Rd", "Lakeview Dr", "Hillcrest Blvd", "Birch Way", "Elm Ct")
 
 CATALOGUE: dict[str, dict[str, tuple[str, ...]]] = {
@@ -36,7 +75,16 @@ CATALOGUE: dict[str, dict[str, tuple[str, ...]]] = {
     "Coffee Maker": {"capacity": ("4 cups", "8 cups", "12 cups"), "color": ("steel", "black")},
     "Yoga Mat": {"thickness": ("4mm", "6mm", "8mm"), "color": ("purple", "teal", "black")},
 }
-BASE_PRICE = {"T-Shirt": 1900, "Water Bottle": 2400, "Desk Lamp": 4500, "Running Shoes": 8900, "Backpack": 6400, "Wireless Earbuds": 12900, "Coffee Maker": 7900, "Yoga Mat": 3200}
+BASE_PRICE = {
+    "T-Shirt": 1900,
+    "Water Bottle": 2400,
+    "Desk Lamp": 4500,
+    "Running Shoes": 8900,
+    "Backpack": 6400,
+    "Wireless Earbuds": 12900,
+    "Coffee Maker": 7900,
+    "Yoga Mat": 3200,
+}
 CARD_BRANDS = ("Visa", "Mastercard", "Amex")
 
 
@@ -46,7 +94,9 @@ def _digits(rng: random.Random, n: int) -> str:
 
 def make_address(rng: random.Random) -> Address:
     city, state, zip_prefix = rng.choice(CITIES)
-    return Address(line1=f"{rng.randint(10, 9999)} {rng.choice(STREETS)}", city=city, state=state, zip=zip_prefix + _digits(rng, 2))
+    return Address(
+        line1=f"{rng.randint(10, 9999)} {rng.choice(STREETS)}", city=city, state=state, zip=zip_prefix + _digits(rng, 2)
+    )
 
 
 def _product(rng: random.Random, name: str) -> Product:
@@ -56,14 +106,32 @@ def _product(rng: random.Random, name: str) -> Product:
     for combo in rng.sample(combos, 3):
         item_id = _digits(rng, 10)
         price = BASE_PRICE[name] + rng.randint(-4, 6) * 100 + rng.choice((0, 49, 99))
-        variants[item_id] = Variant(item_id=item_id, options=dict(zip(options, combo)), price_cents=price, available=rng.random() < 0.85)
+        variants[item_id] = Variant(
+            item_id=item_id,
+            options=dict(zip(options, combo, strict=True)),
+            price_cents=price,
+            available=rng.random() < 0.85,
+        )
     return Product(product_id=_digits(rng, 10), name=name, variants=variants)
 
 
 def _payment_methods(rng: random.Random) -> dict[str, PaymentMethod]:
-    methods = [PaymentMethod(id=f"credit_card_{_digits(rng, 7)}", kind="credit_card", label=f"{rng.choice(CARD_BRANDS)} ending {_digits(rng, 4)}")]
+    methods = [
+        PaymentMethod(
+            id=f"credit_card_{_digits(rng, 7)}",
+            kind="credit_card",
+            label=f"{rng.choice(CARD_BRANDS)} ending {_digits(rng, 4)}",
+        )
+    ]
     if rng.random() < 0.6:
-        methods.append(PaymentMethod(id=f"gift_card_{_digits(rng, 7)}", kind="gift_card", label="Gift card", balance_cents=rng.randint(20, 300) * 100))
+        methods.append(
+            PaymentMethod(
+                id=f"gift_card_{_digits(rng, 7)}",
+                kind="gift_card",
+                label="Gift card",
+                balance_cents=rng.randint(20, 300) * 100,
+            )
+        )
     if rng.random() < 0.4:
         methods.append(PaymentMethod(id=f"paypal_{_digits(rng, 7)}", kind="paypal", label="PayPal"))
     return {m.id: m for m in methods}
@@ -93,7 +161,15 @@ def _order(rng: random.Random, user: User, products: list[Product], status: str,
     items = []
     for product in rng.sample(products, rng.randint(1, 3)):
         variant = rng.choice(list(product.variants.values()))
-        items.append(OrderItem(item_id=variant.item_id, product_id=product.product_id, name=product.name, options=dict(variant.options), price_cents=variant.price_cents))
+        items.append(
+            OrderItem(
+                item_id=variant.item_id,
+                product_id=product.product_id,
+                name=product.name,
+                options=dict(variant.options),
+                price_cents=variant.price_cents,
+            )
+        )
     total = sum(i.price_cents for i in items)
     usable = [m for m in user.payment_methods.values() if m.kind != "gift_card" or (m.balance_cents or 0) >= total]
     method = rng.choice(usable)
