@@ -35,7 +35,27 @@ def test_unknown_env_is_a_clean_error():
     assert "Did you mean 'toolgym/unitconv-v0'" in " ".join(result.output.split())  # rich wraps lines
 
 
-def test_demo_runs():
-    result = runner.invoke(app, ["demo", "--episodes", "30"])
+def test_demo_runs_every_shipped_env_and_a_tiny_model():
+    import toolgym
+
+    result = runner.invoke(app, ["demo", "--episodes", "20"])
     assert result.exit_code == 0, result.output
-    assert "gold replays reached the expected state in 100.0%" in " ".join(result.output.split())
+    rows = [line for line in result.output.splitlines() if "│" in line]
+    shipped = [e.removeprefix("toolgym/") for e in toolgym.envs.registered() if e.startswith("toolgym/")]
+    for env in shipped:
+        (row,) = [r for r in rows if r.split("│")[1].strip() == env and "scripted" in r]
+        assert "100.0%" in row and "1.000" in row  # gold replays reach the state and score full marks
+    assert any("chaos" in r for r in rows) and any("tiny-kimi" in r for r in rows)
+
+
+def test_rollout_with_a_tiny_model_and_scores():
+    result = runner.invoke(app, ["rollout", "toolgym/unitconv-v0", "--policy", "hf", "--model", "tiny-qwen3", "--episodes", "4", "--max-new-tokens", "16", "--score"])
+    assert result.exit_code == 0, result.output
+    assert "score/mean" in result.output and "rollout/episodes" in result.output
+
+
+def test_model_policies_explain_missing_options():
+    result = runner.invoke(app, ["rollout", "toolgym/unitconv-v0", "--policy", "openai"])
+    assert result.exit_code == 2 and "--base-url" in result.output
+    result = runner.invoke(app, ["rollout", "toolgym/unitconv-v0", "--policy", "hf"])
+    assert result.exit_code == 2 and "--model" in result.output

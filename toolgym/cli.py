@@ -8,10 +8,11 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -23,12 +24,15 @@ from toolgym import metrics
 from toolgym.errors import ToolgymError
 
 app = typer.Typer(help="toolgym: tool-use RL environments for language-model agents.", no_args_is_help=True)
-console = Console()
+# Piped output (make demo | tee, CI logs) gets a wide console instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 class PolicyKind(str, Enum):
     scripted = "scripted"
     chaos = "chaos"
+    hf = "hf"
+    openai = "openai"
 
 
 @app.command("envs")
@@ -44,47 +48,71 @@ def envs_command() -> None:
     console.print(table)
 
 
-def _policy(kind: PolicyKind, tasks: list, tool_format: str):  # type: ignore[no-untyped-def]
-    from toolgym.rollouts import ChaosPolicy, ScriptedPolicy
+@dataclass
+class RunResult:
+    """What one ``rollout`` produced."""
 
-    if kind is PolicyKind.scripted:
-        return ScriptedPolicy.gold(tasks, tool_format)
-    return ChaosPolicy(tool_format)
+    env_id: str
+    policy: str
+    episodes: list
+    summary: dict[str, float]
+    scores: dict[str, float] | None = None
 
 
 def rollout(
     env_id: str,
     policy: PolicyKind = PolicyKind.scripted,
     episodes: int = 100,
+    *,
     concurrency: int = 256,
     seed: int = 0,
     tool_format: str = "hermes",
+    group_size: int = 1,
+    model: str | None = None,
+    base_url: str | None = None,
+    max_new_tokens: int = 256,
+    temperature: float = 1.0,
+    score: bool = False,
     out: Path | None = None,
-    title: str | None = None,
-) -> dict[str, float]:
-    """Run episodes with a progress bar, print a summary table, optionally save; returns metrics."""
-    from toolgym.rollouts import run_episodes, sample_tasks, save_episodes
+    show_table: bool = True,
+) -> RunResult:
+    """Run episodes with a progress bar, optionally score and save them; print a summary table."""
+    from toolgym.rollouts import SamplingParams, run_episodes, sample_tasks, save_episodes
+    from toolgym.rollouts.named import PolicyOptions, make_policy
 
     factory = lambda: toolgym.make(env_id, tool_format=tool_format)  # noqa: E731
     factory.__name__ = env_id  # type: ignore[attr-defined]
     tasks = sample_tasks(factory, episodes, seed)
-    with Progress(
-        TextColumn(f"[bold]{policy.value}[/] {env_id}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
-    ) as bar:
-        job = bar.add_task("episodes", total=len(tasks))
+    agent = make_policy(policy.value, PolicyOptions(tasks=tasks, tool_format=tool_format, model=model, base_url=base_url))
+    policy_name = model if policy is PolicyKind.hf and model else policy.value
+    label = f"{policy_name} on {env_id}"
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        job = bar.add_task("episodes", total=len(tasks) * group_size)
         started = time.perf_counter()
         eps = run_episodes(
-            factory, _policy(policy, tasks, tool_format), tasks=tasks, seed=seed, concurrency=concurrency,
+            factory, agent, tasks=tasks, seed=seed, concurrency=concurrency, group_size=group_size,
+            sampling=SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature),
             on_episode=lambda _: bar.advance(job),
         )
         wall = time.perf_counter() - started
-    summary = metrics.summarize(eps, wall)
-    _print_summary(summary, title or f"{policy.value} policy on {env_id}")
+    result = RunResult(env_id, policy_name, eps, metrics.summarize(eps, wall))
+    if score:
+        result.scores = _verifiable_scores(env_id, eps)
+    if show_table:
+        _print_summary({**result.summary, **(result.scores or {})}, label)
     if out is not None:
         save_episodes(eps, out)
         console.print(f"saved {len(eps)} episodes to [bold]{out}[/]")
-    return summary
+    return result
+
+
+def _verifiable_scores(env_id: str, episodes: list) -> dict[str, float]:
+    """Score episodes with the verifiable part of the env's catalog rubric."""
+    from toolgym.rubrics import rubric_for, score_episodes_sync, score_metrics
+    from toolgym.rubrics.metrics import SCORE_MEAN, SCORE_UNSCORABLE_FRAC
+
+    all_metrics = score_metrics(score_episodes_sync(episodes, rubric_for(env_id).verifiable()))
+    return {k: all_metrics[k] for k in (SCORE_MEAN, SCORE_UNSCORABLE_FRAC) if k in all_metrics}
 
 
 def _print_summary(summary: dict[str, float], title: str) -> None:
@@ -99,35 +127,63 @@ def _print_summary(summary: dict[str, float], title: str) -> None:
 @app.command("rollout")
 def rollout_command(
     env_id: str = typer.Argument(..., help="Registered environment id, e.g. toolgym/unitconv-v0."),
-    policy: PolicyKind = typer.Option(PolicyKind.scripted, help="scripted: replay gold solutions; chaos: malformed calls."),
-    episodes: int = typer.Option(100, min=1, help="Number of episodes (one task each)."),
+    policy: PolicyKind = typer.Option(
+        PolicyKind.scripted, help="scripted: gold replays; chaos: malformed calls; hf: a local model; openai: an endpoint."
+    ),
+    episodes: int = typer.Option(100, min=1, help="Number of tasks (episodes per task: --group-size)."),
     concurrency: int = typer.Option(256, min=1, help="Episodes alive at once."),
     seed: int = typer.Option(0, help="Base seed: task i is sampled with seed + i."),
     tool_format: str = typer.Option("hermes", "--format", help="Tool-call format: hermes, openai, kimi_k2."),
-    out: Optional[Path] = typer.Option(None, help="Save episodes to this .jsonl or .parquet file."),
+    group_size: int = typer.Option(1, min=1, help="Episodes per task (GRPO siblings)."),
+    model: str | None = typer.Option(None, help="hf: a local model folder, tiny-kimi or tiny-qwen3; openai: the model name."),
+    base_url: str | None = typer.Option(None, help="openai: endpoint such as http://127.0.0.1:8000/v1."),
+    max_new_tokens: int = typer.Option(256, min=1, help="Token budget per assistant turn (model policies)."),
+    temperature: float = typer.Option(1.0, min=0.0, help="Sampling temperature (model policies)."),
+    score: bool = typer.Option(False, help="Also score the episodes with the env's verifiable rubric."),
+    out: Path | None = typer.Option(None, help="Save episodes to this .jsonl or .parquet file."),
 ) -> None:
     """Run episodes of ENV_ID and print a summary (episodes/s, stop reasons, error counts)."""
     try:
-        rollout(env_id, policy, episodes, concurrency, seed, tool_format, out)
+        rollout(
+            env_id, policy, episodes, concurrency=concurrency, seed=seed, tool_format=tool_format, group_size=group_size,
+            model=model, base_url=base_url, max_new_tokens=max_new_tokens, temperature=temperature, score=score, out=out,
+        )
     except ToolgymError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
 
 
 @app.command("demo")
-def demo_command(episodes: int = typer.Option(500, min=1, help="Episodes per policy.")) -> None:
-    """The main job on embedded defaults: gold replays, then a deliberately bad policy."""
-    env_id = "toolgym/unitconv-v0"
+def demo_command(episodes: int = typer.Option(300, min=1, help="Tasks per run (the model run uses at most 16).")) -> None:
+    """The main job on embedded defaults: gold replays on every shipped environment, a
+    deliberately bad policy, and a tiny random MoE model acting through the same loop, all
+    scored with the environments' verifiable rubrics."""
     console.rule("[bold]toolgym demo")
     envs_command()
-    gold = rollout(env_id, PolicyKind.scripted, episodes, title=f"gold replays on {env_id}")
-    chaos = rollout(env_id, PolicyKind.chaos, episodes, seed=10_000, title=f"chaos policy on {env_id} (every bad call is data)")
-    reached = gold.get(metrics.EXPECTED_STATE_RATE, 0.0)
-    console.print(
-        f"gold replays reached the expected state in {reached:.1%} of {episodes} episodes; "
-        f"the chaos policy made {int(sum(v for k, v in chaos.items() if k.startswith(metrics.ERROR_PREFIX)))} bad calls, "
-        f"all answered as error observations, with {chaos.get(metrics.FAILURE_FRAC, 0.0):.0%} episodes lost."
+    shipped = sorted(e for e in toolgym.envs.registered() if e.startswith("toolgym/"))
+    runs = [rollout(e, PolicyKind.scripted, episodes, score=True, show_table=False) for e in shipped]
+    runs.append(rollout("toolgym/unitconv-v0", PolicyKind.chaos, episodes, seed=10_000, score=True, show_table=False))
+    runs.append(
+        rollout("toolgym/unitconv-v0", PolicyKind.hf, min(episodes, 16), model="tiny-kimi", max_new_tokens=48, score=True, show_table=False)
     )
+    _print_runs(runs)
+
+
+def _print_runs(runs: list[RunResult]) -> None:
+    from toolgym.rubrics.metrics import SCORE_MEAN, SCORE_UNSCORABLE_FRAC
+
+    table = Table(title="demo summary (scores: verifiable rubric of each env)")
+    for col in ("env", "policy", "episodes", "eps/s", "expected", "bad calls", "score", "unscorable"):
+        table.add_column(col, justify="left" if col in ("env", "policy") else "right", no_wrap=True)
+    for r in runs:
+        s, sc = r.summary, r.scores or {}
+        bad = int(sum(v for k, v in s.items() if k.startswith(metrics.ERROR_PREFIX)))
+        table.add_row(
+            r.env_id.removeprefix("toolgym/"), r.policy, f"{int(s[metrics.EPISODES])}", f"{s.get(metrics.EPISODES_PER_S, 0):,.0f}",
+            f"{s.get(metrics.EXPECTED_STATE_RATE, 0):.1%}", f"{bad}", f"{sc.get(SCORE_MEAN, float('nan')):.3f}",
+            f"{sc.get(SCORE_UNSCORABLE_FRAC, 0):.0%}",
+        )
+    console.print(table)
 
 
 @app.command("serve")
@@ -150,12 +206,12 @@ def serve_command(
 @app.command("score")
 def score_command(
     file: Path = typer.Argument(..., help="Episode file written by `toolgym rollout --out` (.jsonl or .parquet)."),
-    rubric: Optional[str] = typer.Option(None, help="Rubric: a .yaml/.json file, a catalog name or an env id (default: each episode's env rubric)."),
-    judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint of an LLM judge for critic criteria named 'judge'."),
+    rubric: str | None = typer.Option(None, help="Rubric: a .yaml/.json file, a catalog name or an env id (default: each episode's env rubric)."),
+    judge_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint of an LLM judge for critic criteria named 'judge'."),
     judge_model: str = typer.Option("", help="Model name sent to the judge endpoint."),
     judge_max_tokens: int = typer.Option(512, min=1, help="Most tokens one judgement may take."),
     per_episode: bool = typer.Option(False, help="Also print one row per episode."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (every score and its breakdown) as JSON."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the full report (every score and its breakdown) as JSON."),
 ) -> None:
     """Re-score a trajectory file with a rubric and print the per-criterion breakdown."""
     from toolgym.rubrics.report import render_report, score_file

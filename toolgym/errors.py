@@ -8,7 +8,7 @@ infrastructure failures that the rollout loop attributes to their boundary.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class ToolgymError(Exception):

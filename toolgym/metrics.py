@@ -7,7 +7,8 @@ silent failure (failure fractions, bad-call rates, stop reasons) are first-class
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from toolgym.rollouts.episode import Episode
@@ -34,7 +35,7 @@ ERROR_PREFIX = "rollout/errors/"
 """``rollout/errors/<kind>``: error observations of each kind."""
 
 
-def summarize(episodes: Iterable["Episode"], wall_s: float | None = None) -> dict[str, float]:
+def summarize(episodes: Iterable[Episode], wall_s: float | None = None) -> dict[str, float]:
     """Aggregate metrics of a batch of episodes, keyed by the names above."""
     eps = list(episodes)
     out: dict[str, float] = {EPISODES: float(len(eps))}

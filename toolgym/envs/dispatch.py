@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -43,7 +44,7 @@ class ToolBox:
             return [t.spec for t in self.tools.values()]
         return [self.tools[n].spec for n in names if n in self.tools]
 
-    def restrict(self, names: Iterable[str] | None) -> "ToolBox":
+    def restrict(self, names: Iterable[str] | None) -> ToolBox:
         """A box with only the named tools (None keeps all)."""
         if names is None:
             return self
@@ -80,7 +81,7 @@ class ToolBox:
                 output = future.result(timeout=tool.timeout_s)
             else:
                 output = bound.call(**kwargs)
-        except (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError):
+        except (TimeoutError, concurrent.futures.TimeoutError):
             timeout = tool.timeout_s or self.default_timeout_s
             return error_result(call, "timeout", f"tool {call.name!r} did not finish within {timeout:g}s")
         except Exception as exc:  # the tool's own failure is information for the model
@@ -104,7 +105,7 @@ class ToolBox:
                 output = await asyncio.wait_for(fut, timeout)
             else:
                 output = bound.call(**kwargs)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             return error_result(call, "timeout", f"tool {call.name!r} did not finish within {timeout:g}s")
         except Exception as exc:
             return error_result(call, "tool_exception", f"{type(exc).__name__}: {exc}")

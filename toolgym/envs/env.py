@@ -16,8 +16,9 @@ error observations, snapshots and digests, is shared.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium
 import numpy as np

@@ -22,8 +22,9 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
@@ -64,7 +65,7 @@ class Tool:
             return self
         return functools.partial(self.fn, obj)
 
-    def bind(self, owner: Any) -> "BoundTool":
+    def bind(self, owner: Any) -> BoundTool:
         fn = functools.partial(self.fn, owner) if self.is_method else self.fn
         return BoundTool(self, fn)
 

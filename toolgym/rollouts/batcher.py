@@ -32,7 +32,7 @@ class RequestBatcher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> "RequestBatcher":
+    async def __aenter__(self) -> RequestBatcher:
         self._task = asyncio.create_task(self._serve())
         return self
 
@@ -81,6 +81,6 @@ class RequestBatcher:
         except Exception as exc:  # the whole call failed: every request in it gets a policy error
             error = PolicyError(kind="model_error", message=f"{type(exc).__name__}: {exc}"[:500])
             turns = [PolicyTurn(finish_reason="error", error=error) for _ in requests]
-        for (_, future), turn in zip(batch, turns):
+        for (_, future), turn in zip(batch, turns, strict=True):
             if not future.done():
                 future.set_result(turn)

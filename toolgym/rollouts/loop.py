@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from toolgym.envs.env import ToolEnv
 from toolgym.envs.registry import make

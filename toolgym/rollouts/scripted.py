@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from toolgym.envs.formats import ToolCallFormat, get_format
 from toolgym.envs.types import AssistantMessage, Task, ToolCall
@@ -53,7 +53,7 @@ class ScriptedPolicy:
         self.default = list(default)
 
     @classmethod
-    def gold(cls, tasks: Sequence[Task], tool_format: str | ToolCallFormat = "hermes") -> "ScriptedPolicy":
+    def gold(cls, tasks: Sequence[Task], tool_format: str | ToolCallFormat = "hermes") -> ScriptedPolicy:
         """A policy that replays each task's gold actions and answer."""
         return cls({t.id: gold_script(t, tool_format) for t in tasks})
 

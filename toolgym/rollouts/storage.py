@@ -6,8 +6,8 @@ and a ``record`` column with the full episode JSON, so loading back is lossless.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from pydantic import ValidationError
 

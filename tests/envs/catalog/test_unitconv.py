@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-import toolgym
 from toolgym.envs.catalog.unitconv.calc import evaluate
 from toolgym.envs.catalog.unitconv.tasks import generate_task
 from toolgym.envs.catalog.unitconv.units import convert_value, format_number

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import re
 
-from toolgym.envs.formats.base import ParsedTurn, ParseError, dumps, make_call, read_arguments, snippet, tools_json_lines
+from toolgym.envs.formats.base import (
+    ParsedTurn,
+    ParseError,
+    dumps,
+    make_call,
+    read_arguments,
+    snippet,
+    tools_json_lines,
+)
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 
 SECTION_BEGIN, SECTION_END = "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"

@@ -12,7 +12,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from toolgym.envs.formats.base import ParsedTurn, ParseError, dumps, loads, make_call, read_arguments, snippet, tools_json_lines
+from toolgym.envs.formats.base import (
+    ParsedTurn,
+    ParseError,
+    dumps,
+    loads,
+    make_call,
+    read_arguments,
+    snippet,
+    tools_json_lines,
+)
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 
 
