@@ -72,7 +72,10 @@ def cancel(rng: random.Random) -> Draft:
     draft, orders = _start(rng, ["pending", rng.choice(("delivered", "processed")), "pending"])
     target = orders[rng.choice((0, 2))]
     reason = rng.choice(("no longer needed", "ordered by mistake"))
-    if rng.random() < 0.5:
+    other = orders[2] if target is orders[0] else orders[0]
+    # Described by its items only when that names one order: the other pending one lacks some.
+    unique = not {i.item_id for i in target.items} <= {i.item_id for i in other.items}
+    if rng.random() < 0.5 or not unique:
         which = f"order {target.order_id}"
         draft.call("get_order_details", order_id=target.order_id)
     else:
