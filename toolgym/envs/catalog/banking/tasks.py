@@ -119,6 +119,7 @@ def _move(final: BankState, source_id: str, amount: int, to: str, target_id: str
 
 
 def transfer_own(rng: random.Random) -> Draft:
+    """Move money between two of the customer's accounts (confirmed)."""
     while True:
         draft = _start(rng)
         accounts = _own(draft)
@@ -145,6 +146,7 @@ def transfer_own(rng: random.Random) -> Draft:
 
 
 def pay_payee(rng: random.Random) -> Draft:
+    """Pay a saved payee from checking (confirmed)."""
     while True:
         draft = _start(rng)
         checking = _own(draft)[0]
@@ -170,6 +172,7 @@ def pay_payee(rng: random.Random) -> Draft:
 
 
 def refuse_transfer(rng: random.Random) -> Draft:
+    """A transfer the policy forbids (frozen, over balance, over limit): refuse, change nothing."""
     draft = _start(rng)
     accounts = _own(draft)
     source = accounts[0]
@@ -195,6 +198,7 @@ def refuse_transfer(rng: random.Random) -> Draft:
 
 
 def lock_card(rng: random.Random) -> Draft:
+    """Lock a misplaced card."""
     draft = _start(rng)  # the first card of every customer is active
     card = rng.choice(_cards(draft))
     draft.freeze()
@@ -210,6 +214,7 @@ def lock_card(rng: random.Random) -> Draft:
 
 
 def lost_card(rng: random.Random) -> Draft:
+    """Cancel a stolen card and issue a replacement (confirmed)."""
     draft = _start(rng)
     card = rng.choice(_cards(draft) + _cards(draft, "locked"))
     draft.freeze()
@@ -234,6 +239,7 @@ def lost_card(rng: random.Random) -> Draft:
 
 
 def dispute(rng: random.Random) -> Draft:
+    """Dispute a recent card purchase; for fraud, lock the card first."""
     while True:  # the customer needs a card purchase young enough to dispute
         draft = _start(rng)
         today = dt.date.fromisoformat(draft.world.today)
@@ -266,6 +272,7 @@ def dispute(rng: random.Random) -> Draft:
 
 
 def set_limit(rng: random.Random) -> Draft:
+    """Set a card's daily spending limit."""
     draft = _start(rng)  # the first card of every customer is active
     card = rng.choice(_cards(draft))
     limit = rng.choice([x for x in (500, 750, 1000, 2500, 4000, 5000) if x * 100 != card.spending_limit_cents]) * 100
@@ -282,6 +289,7 @@ def set_limit(rng: random.Random) -> Draft:
 
 
 def balance(rng: random.Random) -> Draft:
+    """Read-only: an account's balance."""
     draft = _start(rng)
     accounts = _own(draft)
     account = rng.choice(accounts)

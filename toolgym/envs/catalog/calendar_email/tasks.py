@@ -71,6 +71,7 @@ def _world_with(rng: random.Random, need: Callable[[CalendarState], list[Event]]
 
 
 def schedule_meeting(rng: random.Random) -> Draft:
+    """Book a meeting with two contacts at the earliest slot all three are free."""
     while True:
         world, days = make_world(rng)
         draft = Draft(world=world, days=days)
@@ -110,6 +111,7 @@ def schedule_meeting(rng: random.Random) -> Draft:
 
 
 def answer_invite(rng: random.Random) -> Draft:
+    """Accept an invitation unless it clashes with a commitment; then decline it."""
     draft, invite = _world_with(rng, _owner_invites)
     world = draft.world
     mine = [e for e in owner_events(world, skip=invite.event_id)]
@@ -136,6 +138,7 @@ def answer_invite(rng: random.Random) -> Draft:
 
 
 def decline_not_organizer(rng: random.Random) -> Draft:
+    """The owner asks to cancel a meeting they do not organize: decline it instead."""
     draft, invite = _world_with(rng, _owner_invites)
     draft.freeze()
     date = invite.start[:10]
@@ -152,6 +155,7 @@ def decline_not_organizer(rng: random.Random) -> Draft:
 
 
 def reschedule(rng: random.Random) -> Draft:
+    """Move a meeting the owner organizes to a given free time."""
     while True:
         draft, event = _world_with(rng, _organized)
         date, length = rng.choice(draft.days), day_minutes(event.end)[1] - day_minutes(event.start)[1]
@@ -174,6 +178,7 @@ def reschedule(rng: random.Random) -> Draft:
 
 
 def cancel_meeting(rng: random.Random) -> Draft:
+    """Cancel a meeting the owner organizes (confirmed); attendees get a notice."""
     draft, event = _world_with(rng, _organized)
     draft.freeze()
     date, start = day_minutes(event.start)
@@ -193,6 +198,7 @@ def cancel_meeting(rng: random.Random) -> Draft:
 
 
 def reply_email(rng: random.Random) -> Draft:
+    """Reply to an email with given text: draft, then send (external recipients confirmed)."""
     world, days = make_world(rng)
     draft = Draft(world=world, days=days)
     draft.freeze()
@@ -220,6 +226,7 @@ def reply_email(rng: random.Random) -> Draft:
 
 
 def event_info(rng: random.Random) -> Draft:
+    """Read-only: when and where a meeting is, and who organizes it."""
     draft, event = _world_with(rng, lambda s: [e for e in s.events.values() if e.location])
     draft.freeze()
     date, start = day_minutes(event.start)

@@ -69,6 +69,7 @@ def _total(order: Order) -> int:
 
 
 def cancel(rng: random.Random) -> Draft:
+    """Cancel a pending order (named by id or by its items); refunds to the original method."""
     draft, orders = _start(rng, ["pending", rng.choice(("delivered", "processed")), "pending"])
     target = orders[rng.choice((0, 2))]
     reason = rng.choice(("no longer needed", "ordered by mistake"))
@@ -95,6 +96,7 @@ def cancel(rng: random.Random) -> Draft:
 
 
 def change_order_address(rng: random.Random) -> Draft:
+    """Ship a pending order to a new address."""
     draft, orders = _start(rng, [rng.choice(("delivered", "processed")), "pending"])
     target, new = orders[1], make_address(rng)
     draft.call("get_order_details", order_id=target.order_id)
@@ -115,6 +117,7 @@ def change_order_address(rng: random.Random) -> Draft:
 
 
 def change_user_address(rng: random.Random) -> Draft:
+    """Change the customer's default address."""
     draft, _ = _start(rng, ["delivered", "pending"])
     new = make_address(rng)
     draft.call(
@@ -133,6 +136,7 @@ def change_user_address(rng: random.Random) -> Draft:
 
 
 def return_items(rng: random.Random) -> Draft:
+    """Return some items of a delivered order, refunded to the original method or a gift card."""
     draft, orders = _start(rng, ["pending", "delivered"])
     target = orders[1]
     items = rng.sample(target.items, rng.randint(1, len(target.items)))
@@ -165,6 +169,7 @@ def return_items(rng: random.Random) -> Draft:
 
 
 def exchange_item(rng: random.Random) -> Draft:
+    """Exchange one delivered item for another available variant; settle the price difference."""
     while True:  # a delivered item needs another available variant of its product
         draft, orders = _start(rng, ["delivered", "pending"])
         target = orders[0]
@@ -214,6 +219,7 @@ def exchange_item(rng: random.Random) -> Draft:
 
 
 def order_status(rng: random.Random) -> Draft:
+    """Read-only: report an order's status and what was paid."""
     statuses = rng.sample(["pending", "processed", "delivered"], 2)
     draft, orders = _start(rng, statuses)
     target = rng.choice(orders)
@@ -227,6 +233,7 @@ def order_status(rng: random.Random) -> Draft:
 
 
 def refuse_cancel(rng: random.Random) -> Draft:
+    """The customer asks to cancel an order that is no longer pending: refuse, change nothing."""
     draft, orders = _start(rng, [rng.choice(("delivered", "processed")), "pending"])
     target = orders[0]
     draft.call("get_order_details", order_id=target.order_id)
