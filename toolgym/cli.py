@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -24,8 +25,13 @@ from toolgym import metrics
 from toolgym.errors import ToolgymError
 
 app = typer.Typer(help="toolgym: tool-use RL environments for language-model agents.", no_args_is_help=True)
-# Piped output (make demo | tee, CI logs) gets a wide console instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 120)
+console = Console()
+
+
+@app.callback()
+def _setup() -> None:
+    # Piped output (make demo | tee, CI logs) gets a wide console instead of rich's 80 columns.
+    console.width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120  # type: ignore[assignment]
 
 
 class PolicyKind(str, Enum):
@@ -83,7 +89,8 @@ def rollout(
     factory = lambda: toolgym.make(env_id, tool_format=tool_format)  # noqa: E731
     factory.__name__ = env_id  # type: ignore[attr-defined]
     tasks = sample_tasks(factory, episodes, seed)
-    agent = make_policy(policy.value, PolicyOptions(tasks=tasks, tool_format=tool_format, model=model, base_url=base_url))
+    model_dir = _tiny_model_dir(model) if policy is PolicyKind.hf and model in TINY_MODELS else model
+    agent = make_policy(policy.value, PolicyOptions(tasks=tasks, tool_format=tool_format, model=model_dir, base_url=base_url))
     policy_name = model if policy is PolicyKind.hf and model else policy.value
     label = f"{policy_name} on {env_id}"
     with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
@@ -104,6 +111,16 @@ def rollout(
         save_episodes(eps, out)
         console.print(f"saved {len(eps)} episodes to [bold]{out}[/]")
     return result
+
+
+TINY_MODELS = ("tiny-kimi", "tiny-qwen3")
+"""``--model`` values that build (once, then cache) a tiny random MoE instead of loading a folder."""
+
+
+def _tiny_model_dir(name: str) -> str:
+    from toolgym.trainers.models.build import cached_tiny_model
+
+    return str(cached_tiny_model(name.removeprefix("tiny-")))  # type: ignore[arg-type]
 
 
 def _verifiable_scores(env_id: str, episodes: list) -> dict[str, float]:

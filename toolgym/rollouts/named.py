@@ -13,10 +13,6 @@ from toolgym.envs.types import Task
 from toolgym.errors import ConfigError, did_you_mean
 from toolgym.policy import Policy
 
-TINY_MODELS = ("tiny-kimi", "tiny-qwen3")
-"""``--model`` values that build (once, then cache) a tiny random MoE instead of loading a folder."""
-
-
 @dataclass
 class PolicyOptions:
     """What a named policy may need."""
@@ -25,7 +21,7 @@ class PolicyOptions:
     """The tasks about to run (scripted policies replay their gold solutions)."""
     tool_format: str = "hermes"
     model: str | None = None
-    """``hf``: a local model folder or a tiny model name; ``openai``: the model name sent."""
+    """``hf``: a local model folder; ``openai``: the model name sent."""
     base_url: str | None = None
     """``openai``: the endpoint, e.g. http://127.0.0.1:8000/v1."""
     max_batch_size: int = 32
@@ -47,13 +43,8 @@ def _hf(o: PolicyOptions) -> Policy:
     from toolgym.rollouts.hf_policy import HFPolicy
 
     if not o.model:
-        raise ConfigError(f"--policy hf needs --model: a local model folder or one of {', '.join(TINY_MODELS)}")
-    path = o.model
-    if o.model in TINY_MODELS:
-        from toolgym.trainers.models.build import cached_tiny_model
-
-        path = str(cached_tiny_model(o.model.removeprefix("tiny-")))  # type: ignore[arg-type]
-    return HFPolicy.from_pretrained(path, max_batch_size=o.max_batch_size)
+        raise ConfigError("--policy hf needs --model: a local model folder (or, on the command line, tiny-kimi / tiny-qwen3)")
+    return HFPolicy.from_pretrained(o.model, max_batch_size=o.max_batch_size)
 
 
 def _openai(o: PolicyOptions) -> Policy:
