@@ -91,6 +91,7 @@ class ToolEnv(gymnasium.Env):
         self._tool_calls = 0
         self._stop: StopReason | None = None
         self._final_answer = ""
+        self._end_digest: str | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ hooks to override
@@ -146,7 +147,8 @@ class ToolEnv(gymnasium.Env):
         expected = self.task.expected
         if expected.state_digest is None and not expected.outputs:
             return 0.0
-        if expected.state_digest is not None and expected.state_digest != self.state_digest():
+        current = self._end_digest or self.state_digest()
+        if expected.state_digest is not None and expected.state_digest != current:
             return 0.0
         return float(all(out in self._final_answer for out in expected.outputs))
 
@@ -169,6 +171,7 @@ class ToolEnv(gymnasium.Env):
         self._turns = self._tool_calls = 0
         self._stop = None
         self._final_answer = ""
+        self._end_digest = None
         self._closed = False
         obs = Observation(messages=list(self.messages), tools=self.toolbox.specs())
         return obs, {"task_id": task.id}
@@ -225,6 +228,7 @@ class ToolEnv(gymnasium.Env):
         self._turns, self._tool_calls, self._stop = snap.turns, snap.tool_calls, snap.stop_reason
         self._final_answer = snap.final_answer
         self.np_random.bit_generator.state = copy.deepcopy(snap.rng_state)
+        self._end_digest = None
         self._closed = False
 
     # ------------------------------------------------------------------ internals
@@ -311,5 +315,7 @@ class ToolEnv(gymnasium.Env):
         if stop is None:
             return trusted(Observation, {"messages": new, "tools": []}), 0.0, False, False, info
         terminated = stop.terminated
-        info["state_digest"] = self.state_digest()
+        # The episode is over and the world can no longer change: hash it once for info,
+        # the reward and the rollout loop.
+        self._end_digest = info["state_digest"] = self.state_digest()
         return trusted(Observation, {"messages": new, "tools": []}), self.outcome_reward(), terminated, not terminated, info

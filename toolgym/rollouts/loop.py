@@ -103,6 +103,7 @@ class _Run:
         episode_id = f"{task.id}/{sibling}"
         turns: list[TurnRecord] = []
         failure: Failure | None = None
+        final_digest: str | None = None
         outgrown = False
         reward = 0.0
         while base.stop_reason is None:
@@ -121,6 +122,7 @@ class _Run:
                 break
             start = len(base.messages) + 1  # the assistant message comes first
             _, reward, _, _, info = await step(out.text) if step is not None else env.step(out.text)
+            final_digest = info.get("state_digest")
             turns.append(
                 TurnRecord(
                     text=out.text, prompt_token_ids=out.prompt_token_ids, token_ids=out.token_ids,
@@ -135,7 +137,7 @@ class _Run:
         return Episode(
             id=episode_id, env_id=self.env_id, task=task, seed=reset_seed, tools=obs.tools,
             messages=list(base.messages), turns=turns, stop_reason=stop, reward=reward if failure is None else 0.0,
-            final_answer=base.final_answer, final_state_digest=base.state_digest(), failure=failure,
+            final_answer=base.final_answer, final_state_digest=final_digest or base.state_digest(), failure=failure,
             metrics={"turns": float(len(turns)), "tool_calls": float(sum(t.tool_calls for t in turns)),
                      "bad_calls": float(sum(sum(t.errors.values()) for t in turns))},
             wall_s=time.perf_counter() - started, group=group,
