@@ -138,3 +138,14 @@ async def test_async_api_inside_a_loop():
     assert len(episodes) == 3
     with pytest.raises(RuntimeError, match="arun_episodes"):
         run_episodes(ENV, ChaosPolicy(), n=1)
+
+
+def test_deferred_gc_gives_the_same_episodes_and_restores_the_collector():
+    import gc
+
+    a = run_episodes(ENV, ChaosPolicy(), n=20, seed=2)
+    b = run_episodes(ENV, ChaosPolicy(), n=20, seed=2, gc_policy="deferred")
+    assert [e.model_dump(exclude={"wall_s", "turns"}) for e in a] == [e.model_dump(exclude={"wall_s", "turns"}) for e in b]
+    assert gc.isenabled()
+    with pytest.raises(ConfigError, match="gc_policy"):
+        run_episodes(ENV, ChaosPolicy(), n=1, gc_policy="never")

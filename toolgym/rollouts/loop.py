@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from toolgym.envs.env import ToolEnv
@@ -26,6 +27,7 @@ from toolgym.envs.types import StopReason, Task
 from toolgym.errors import ConfigError
 from toolgym.rollouts.batcher import RequestBatcher
 from toolgym.rollouts.episode import Episode, Failure, TurnRecord
+from toolgym.rollouts.gcpolicy import GcPolicy, deferred_gc
 from toolgym.rollouts.policy import Policy, PolicyRequest, SamplingParams
 
 EnvSource = str | Callable[[], ToolEnv]
@@ -173,6 +175,7 @@ async def arun_episodes(
     max_batch: int | None = None,
     env_retries: int = 1,
     on_episode: OnEpisode | None = None,
+    gc_policy: GcPolicy = "default",
 ) -> list[Episode]:
     """Run episodes concurrently and return them in task order (siblings adjacent).
 
@@ -190,6 +193,8 @@ async def arun_episodes(
         env_retries: Fresh-env retries after an environment crash before the episode is
             recorded as an ``env_error`` failure.
         on_episode: Called with each finished episode (progress bars, streaming writers).
+        gc_policy: "deferred" suspends CPython's cyclic collector for the run and collects once
+            at the end (much faster with thousands of live envs; see ``gcpolicy``).
     """
     if tasks is None and n is None:
         raise ConfigError("run_episodes needs tasks=[...] or n=<number of tasks to sample>")
@@ -197,17 +202,20 @@ async def arun_episodes(
         raise ConfigError(f"group_size and concurrency must be >= 1, got {group_size} and {concurrency}")
     env_id, factory = _factory(env)
     items: list[Task | None] = list(tasks) if tasks is not None else [None] * int(n)  # type: ignore[arg-type]
-    async with RequestBatcher(policy, max_batch=max_batch) as batcher:
-        run = _Run(env_id, factory, batcher, sampling or SamplingParams(), seed, env_retries, on_episode)
-        gate = asyncio.Semaphore(concurrency)
+    if gc_policy not in ("default", "deferred"):
+        raise ConfigError(f"gc_policy must be 'default' or 'deferred', got {gc_policy!r}")
+    with deferred_gc() if gc_policy == "deferred" else nullcontext():
+        async with RequestBatcher(policy, max_batch=max_batch) as batcher:
+            run = _Run(env_id, factory, batcher, sampling or SamplingParams(), seed, env_retries, on_episode)
+            gate = asyncio.Semaphore(concurrency)
 
-        async def one(index: int, sibling: int, task: Task | None) -> Episode:
-            async with gate:
-                group = f"{env_id}/{seed + index}" if group_size > 1 else None
-                return await run.episode(index, sibling, task, group)
+            async def one(index: int, sibling: int, task: Task | None) -> Episode:
+                async with gate:
+                    group = f"{env_id}/{seed + index}" if group_size > 1 else None
+                    return await run.episode(index, sibling, task, group)
 
-        jobs = [one(i, k, t) for i, t in enumerate(items) for k in range(group_size)]
-        return list(await asyncio.gather(*jobs))
+            jobs = [one(i, k, t) for i, t in enumerate(items) for k in range(group_size)]
+            return list(await asyncio.gather(*jobs))
 
 
 def run_episodes(env: EnvSource, policy: Policy, **kwargs: Any) -> list[Episode]:
