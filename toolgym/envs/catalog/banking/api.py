@@ -6,7 +6,7 @@ Writes check everything before changing anything; reads return fresh JSON data.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from toolgym.envs.api.domain import Domain, NotFound, PolicyViolation
 from toolgym.envs.api.money import usd
@@ -172,11 +172,7 @@ class BankingApi(Domain[BankState]):
         Args:
             card_id: The card to lock.
         """
-        card = self._card(card_id)
-        if card.status != "active":
-            raise PolicyViolation(f"card {card_id} is {card.status}; only active cards can be locked")
-        card.status = "locked"
-        return {"card_id": card_id, "status": card.status}
+        return self._switch_card(card_id, "active", "locked", "locked")
 
     @tool
     def unlock_card(self, card_id: str) -> dict[str, Any]:
@@ -185,11 +181,7 @@ class BankingApi(Domain[BankState]):
         Args:
             card_id: The card to unlock.
         """
-        card = self._card(card_id)
-        if card.status != "locked":
-            raise PolicyViolation(f"card {card_id} is {card.status}; only locked cards can be unlocked")
-        card.status = "active"
-        return {"card_id": card_id, "status": card.status}
+        return self._switch_card(card_id, "locked", "active", "unlocked")
 
     @tool
     def report_card_lost(self, card_id: str, confirm: bool = False) -> dict[str, Any]:
@@ -303,6 +295,16 @@ class BankingApi(Domain[BankState]):
         if card is None or self.state.accounts[card.account_id].customer_id != self._verified():
             raise NotFound(f"the customer has no card {card_id!r}; get_customer lists their cards")
         return card
+
+    def _switch_card(
+        self, card_id: str, need: Literal["active", "locked"], to: Literal["active", "locked"], done: str
+    ) -> dict[str, Any]:
+        """Move a card from status ``need`` to ``to`` (lock and unlock are each other's inverse)."""
+        card = self._card(card_id)
+        if card.status != need:
+            raise PolicyViolation(f"card {card_id} is {card.status}; only {need} cards can be {done}")
+        card.status = to
+        return {"card_id": card_id, "status": card.status}
 
     @staticmethod
     def _check_transfer(source: Account, amount: int) -> None:

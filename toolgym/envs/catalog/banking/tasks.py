@@ -6,12 +6,12 @@ replaced by ``card_<n>``, a dispute ``D<n>`` opens), not by running the tools.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from toolgym.envs.api.drafts import Draft as BaseDraft
+from toolgym.envs.api.drafts import Family, seeded_task
 from toolgym.envs.api.money import usd
 from toolgym.envs.catalog.banking.models import (
     DISPUTE_WINDOW_DAYS,
@@ -24,8 +24,7 @@ from toolgym.envs.catalog.banking.models import (
     replacement_last4,
 )
 from toolgym.envs.catalog.banking.world import make_world
-from toolgym.envs.digest import digest
-from toolgym.envs.types import Expected, GoldAction, Task
+from toolgym.envs.types import Task
 
 CONFIRM = "Yes, I confirm."
 REASONS = {
@@ -36,29 +35,21 @@ REASONS = {
 }
 
 
-@dataclass
-class Draft:
-    """A task under construction (see ``retail.tasks.Draft``)."""
+@dataclass(kw_only=True)
+class Draft(BaseDraft[BankState]):
+    """A banking task under construction; every task starts by verifying the caller."""
 
-    world: BankState
     customer: Customer
-    final: BankState = field(init=False)
-    instruction: str = ""
-    gold: list[GoldAction] = field(default_factory=list)
-    answer: str = ""
-    outputs: list[str] = field(default_factory=list)
 
     def freeze(self) -> None:
         """The world is complete; verify the caller in the gold path and the expected state."""
-        self.final = copy.deepcopy(self.world)
+        super().freeze()
         self.final.session.customer_id = self.customer.customer_id
         c = self.customer
         self.call("verify_identity", customer_id=c.customer_id, date_of_birth=c.date_of_birth, ssn_last4=c.ssn_last4)
 
-    def call(self, name: str, **arguments: object) -> None:
-        self.gold.append(GoldAction(name=name, arguments=arguments))
-
     def hello(self) -> str:
+        """How the caller introduces themselves: every instruction starts with it."""
         c = self.customer
         return (
             f"Hello, I'm {c.name}, customer number {c.customer_id}, born {c.date_of_birth}, SSN ending {c.ssn_last4}."
@@ -301,22 +292,11 @@ def balance(rng: random.Random) -> Draft:
     return draft
 
 
-FAMILIES: dict[str, Callable[[random.Random], Draft]] = {
+FAMILIES: dict[str, Family] = {
     f.__name__: f for f in (transfer_own, pay_payee, refuse_transfer, lock_card, lost_card, dispute, set_limit, balance)
 }
 
 
 def generate_task(seed: int, split: str = "train") -> Task:
     """The banking task for ``seed`` in ``split`` ("train" or "eval")."""
-    rng = random.Random(f"banking/{split}/{seed}")
-    family = rng.choice(sorted(FAMILIES))
-    draft = FAMILIES[family](rng)
-    return Task(
-        id=f"banking-{split}-{seed}",
-        instruction=draft.instruction,
-        initial_state=draft.world.model_dump(mode="json"),
-        gold_actions=draft.gold,
-        gold_answer=draft.answer,
-        expected=Expected(state_digest=digest(draft.final), outputs=draft.outputs),
-        metadata={"family": family, "seed": seed, "split": split},
-    )
+    return seeded_task("banking", FAMILIES, seed, split)

@@ -7,17 +7,17 @@ time helpers of ``clock`` are shared.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from toolgym.envs.api.drafts import Draft as BaseDraft
+from toolgym.envs.api.drafts import Family, seeded_task
 from toolgym.envs.catalog.calendar_email.clock import day_minutes, hhmm, overlaps, owner_events, person_busy, stamp
 from toolgym.envs.catalog.calendar_email.models import CalendarState, Email, Event
 from toolgym.envs.catalog.calendar_email.world import TITLES, free_start, make_world
-from toolgym.envs.digest import digest
-from toolgym.envs.types import Expected, GoldAction, Task
+from toolgym.envs.types import Task
 
 REPLIES = (
     "Thanks, that works for me.",
@@ -27,24 +27,15 @@ REPLIES = (
 )
 
 
-@dataclass
-class Draft:
-    """A task under construction (see ``retail.tasks.Draft``)."""
+@dataclass(kw_only=True)
+class Draft(BaseDraft[CalendarState]):
+    """A calendar & email task under construction; every task is set in the week ``days``."""
 
-    world: CalendarState
     days: list[str]
-    final: CalendarState = field(init=False)
-    instruction: str = ""
-    gold: list[GoldAction] = field(default_factory=list)
-    answer: str = ""
-    outputs: list[str] = field(default_factory=list)
 
-    def freeze(self) -> None:
-        """The world is complete: from here on, changes go to ``final`` only."""
-        self.final = copy.deepcopy(self.world)
-
-    def call(self, name: str, **arguments: object) -> None:
-        self.gold.append(GoldAction(name=name, arguments=arguments))
+    def task_instruction(self) -> str:
+        """The instruction behind who writes it and which week it is (tasks name days, not dates)."""
+        return f"(From {self.world.owner_name}, {self.world.owner}; this week is {self.days[0]} to {self.days[-1]}.) {self.instruction}"
 
 
 def _day(date: str) -> str:
@@ -241,7 +232,7 @@ def event_info(rng: random.Random) -> Draft:
     return draft
 
 
-FAMILIES: dict[str, Callable[[random.Random], Draft]] = {
+FAMILIES: dict[str, Family] = {
     f.__name__: f
     for f in (
         schedule_meeting,
@@ -257,16 +248,4 @@ FAMILIES: dict[str, Callable[[random.Random], Draft]] = {
 
 def generate_task(seed: int, split: str = "train") -> Task:
     """The calendar & email task for ``seed`` in ``split`` ("train" or "eval")."""
-    rng = random.Random(f"calendar_email/{split}/{seed}")
-    family = rng.choice(sorted(FAMILIES))
-    draft = FAMILIES[family](rng)
-    owner = draft.world.owner_name
-    return Task(
-        id=f"calendar_email-{split}-{seed}",
-        instruction=f"(From {owner}, {draft.world.owner}; this week is {draft.days[0]} to {draft.days[-1]}.) {draft.instruction}",
-        initial_state=draft.world.model_dump(mode="json"),
-        gold_actions=draft.gold,
-        gold_answer=draft.answer,
-        expected=Expected(state_digest=digest(draft.final), outputs=draft.outputs),
-        metadata={"family": family, "seed": seed, "split": split},
-    )
+    return seeded_task("calendar_email", FAMILIES, seed, split)

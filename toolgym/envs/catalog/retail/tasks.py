@@ -7,41 +7,36 @@ so a gold replay that reaches ``expected.state_digest`` checks the tools against
 
 from __future__ import annotations
 
-import copy
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from toolgym.envs.api.drafts import Draft as BaseDraft
+from toolgym.envs.api.drafts import Family, seeded_task
 from toolgym.envs.api.money import usd
-from toolgym.envs.catalog.retail.models import Order, OrderItem, Payment, RetailState, User
+from toolgym.envs.catalog.retail.models import Address, Order, OrderItem, Payment, RetailState, User
 from toolgym.envs.catalog.retail.world import make_address, make_world
-from toolgym.envs.digest import digest
-from toolgym.envs.types import Expected, GoldAction, Task
+from toolgym.envs.types import Task
 
 CONFIRM = "Yes, I confirm, please go ahead."
 
 
-@dataclass
-class Draft:
-    """A task under construction: the world before, the world after, and how to get there."""
+@dataclass(kw_only=True)
+class Draft(BaseDraft[RetailState]):
+    """A retail task under construction; every task starts with the customer authenticated."""
 
-    world: RetailState
     customer: User
-    final: RetailState
-    instruction: str = ""
-    gold: list[GoldAction] = field(default_factory=list)
-    answer: str = ""
-    outputs: list[str] = field(default_factory=list)
 
-    def call(self, name: str, **arguments: object) -> None:
-        self.gold.append(GoldAction(name=name, arguments=arguments))
+    def freeze(self) -> None:
+        """The world is complete; authenticate the customer in the gold path and the expected state."""
+        super().freeze()
+        self.final.session.user_id = self.customer.user_id
+        self.call("authenticate_user", email=self.customer.email, zip_code=self.customer.address.zip)
 
 
 def _start(rng: random.Random, statuses: list[str]) -> tuple[Draft, list[Order]]:
     world, customer, orders = make_world(rng, statuses)
-    draft = Draft(world=world, customer=customer, final=copy.deepcopy(world))
-    draft.final.session.user_id = customer.user_id
-    draft.call("authenticate_user", email=customer.email, zip_code=customer.address.zip)
+    draft = Draft(world=world, customer=customer)
+    draft.freeze()
     return draft, orders
 
 
@@ -59,6 +54,15 @@ def _refund(final: RetailState, order_id: str, method_id: str, amount: int) -> N
     method = final.users[order.user_id].payment_methods[method_id]
     if method.kind == "gift_card":
         method.balance_cents = (method.balance_cents or 0) + amount
+
+
+def _fields(address: Address) -> dict[str, str]:
+    """``address`` as the keyword arguments of the address-changing tools."""
+    return {"line1": address.line1, "city": address.city, "state": address.state, "zip_code": address.zip}
+
+
+def _one_line(address: Address) -> str:
+    return f"{address.line1}, {address.city}, {address.state} {address.zip}"
 
 
 def _total(order: Order) -> int:
@@ -100,19 +104,13 @@ def change_order_address(rng: random.Random) -> Draft:
     draft, orders = _start(rng, [rng.choice(("delivered", "processed")), "pending"])
     target, new = orders[1], make_address(rng)
     draft.call("get_order_details", order_id=target.order_id)
-    draft.call(
-        "modify_pending_order_address",
-        order_id=target.order_id,
-        line1=new.line1,
-        city=new.city,
-        state=new.state,
-        zip_code=new.zip,
-        confirm=True,
+    draft.call("modify_pending_order_address", order_id=target.order_id, **_fields(new), confirm=True)
+    draft.instruction = (
+        f"{_hello(draft.customer)} Please ship order {target.order_id} to {_one_line(new)} instead. {CONFIRM}"
     )
-    draft.instruction = f"{_hello(draft.customer)} Please ship order {target.order_id} to {new.line1}, {new.city}, {new.state} {new.zip} instead. {CONFIRM}"
     draft.final.orders[target.order_id].address = new
     draft.outputs = [new.zip]
-    draft.answer = f"Order {target.order_id} will now ship to {new.line1}, {new.city}, {new.state} {new.zip}."
+    draft.answer = f"Order {target.order_id} will now ship to {_one_line(new)}."
     return draft
 
 
@@ -120,18 +118,10 @@ def change_user_address(rng: random.Random) -> Draft:
     """Change the customer's default address."""
     draft, _ = _start(rng, ["delivered", "pending"])
     new = make_address(rng)
-    draft.call(
-        "modify_user_address",
-        user_id=draft.customer.user_id,
-        line1=new.line1,
-        city=new.city,
-        state=new.state,
-        zip_code=new.zip,
-        confirm=True,
-    )
-    draft.instruction = f"{_hello(draft.customer)} I moved: my new default address is {new.line1}, {new.city}, {new.state} {new.zip}. {CONFIRM}"
+    draft.call("modify_user_address", user_id=draft.customer.user_id, **_fields(new), confirm=True)
+    draft.instruction = f"{_hello(draft.customer)} I moved: my new default address is {_one_line(new)}. {CONFIRM}"
     draft.final.users[draft.customer.user_id].address = new
-    draft.answer = f"Your default address is now {new.line1}, {new.city}, {new.state} {new.zip}."
+    draft.answer = f"Your default address is now {_one_line(new)}."
     return draft
 
 
@@ -243,7 +233,7 @@ def refuse_cancel(rng: random.Random) -> Draft:
     return draft
 
 
-FAMILIES: dict[str, Callable[[random.Random], Draft]] = {
+FAMILIES: dict[str, Family] = {
     f.__name__: f
     for f in (
         cancel,
@@ -259,15 +249,4 @@ FAMILIES: dict[str, Callable[[random.Random], Draft]] = {
 
 def generate_task(seed: int, split: str = "train") -> Task:
     """The retail task for ``seed`` in ``split`` ("train" or "eval": separate RNG streams)."""
-    rng = random.Random(f"retail/{split}/{seed}")
-    family = rng.choice(sorted(FAMILIES))
-    draft = FAMILIES[family](rng)
-    return Task(
-        id=f"retail-{split}-{seed}",
-        instruction=draft.instruction,
-        initial_state=draft.world.model_dump(mode="json"),
-        gold_actions=draft.gold,
-        gold_answer=draft.answer,
-        expected=Expected(state_digest=digest(draft.final), outputs=draft.outputs),
-        metadata={"family": family, "seed": seed, "split": split},
-    )
+    return seeded_task("retail", FAMILIES, seed, split)
