@@ -103,10 +103,11 @@ class CalendarEmailApi(Domain[CalendarState]):
         _check_duration(duration_minutes)
         people = [self.state.owner] + [self._contact(a) for a in attendees or []]
         busy = [b for p in people for b in person_busy(self.state, p)]
-        slots = [
-            hhmm(m) for m in range(lo + (-lo) % 30, hi - duration_minutes + 1, 30)
-            if not any(overlaps((stamp(date, m), stamp(date, m + duration_minutes)), b) for b in busy)
-        ]  # fmt: skip
+        slots = []
+        for m in range(lo + (-lo) % 30, hi - duration_minutes + 1, 30):
+            window = (stamp(date, m), stamp(date, m + duration_minutes))  # once per slot, not per busy interval
+            if not any(overlaps(window, b) for b in busy):
+                slots.append(hhmm(m))
         return {"date": date, "duration_minutes": duration_minutes, "slots": slots}
 
     @tool
