@@ -41,7 +41,10 @@ class ScriptedPolicy:
         default: Turns for tasks without a script of their own.
 
     Example:
-        >>> policy = ScriptedPolicy.gold(tasks)  # doctest: +SKIP
+        >>> from toolgym.rollouts import run_episodes, sample_tasks
+        >>> tasks = sample_tasks("toolgym/unitconv-v0", n=2)
+        >>> [e.reward for e in run_episodes("toolgym/unitconv-v0", ScriptedPolicy.gold(tasks), tasks=tasks)]
+        [1.0, 1.0]
     """
 
     def __init__(
