@@ -1,14 +1,27 @@
+"""Importing toolgym (and its layers) loads nothing heavy: those load when something needs them."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
 
-def test_import_toolgym_is_light():
+HEAVY = ("torch", "ray", "transformers", "pyarrow", "docker", "sklearn", "scipy", "matplotlib")
+
+
+@pytest.mark.parametrize(
+    "modules,forbidden_prefixes",
+    [
+        (["toolgym", "toolgym.envs", "toolgym.rollouts"], ()),
+        (["toolgym.rubrics", "toolgym.rubrics.report", "toolgym.rubrics.calibration"], ("toolgym.trainers",)),
+    ],
+)
+def test_imports_are_light(modules, forbidden_prefixes):
     code = (
-        "import sys, toolgym, toolgym.rollouts, toolgym.envs; "
-        "heavy = [m for m in ('torch', 'ray', 'transformers', 'pyarrow', 'docker') if m in sys.modules]; "
-        "print(','.join(heavy))"
+        f"import sys, {', '.join(modules)}; "
+        f"bad = [m for m in sys.modules if m.split('.')[0] in {HEAVY!r} or m.startswith({tuple(forbidden_prefixes)!r})]; "
+        "print(','.join(sorted(bad)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "", f"import toolgym pulled in: {out}"
+    assert out == "", f"importing {modules} pulled in: {out}"
