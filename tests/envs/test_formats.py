@@ -12,8 +12,10 @@ from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 from toolgym.errors import ConfigError
 
 NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,15}", fullmatch=True)
+MARKER_TEXT = st.sampled_from(("</tool_call>", "<tool_call>", "<|tool_call_end|>", "<|tool_calls_section_end|>", "a<b"))
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(10**9), 10**9) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-(10**9), 10**9) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20) | MARKER_TEXT,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
@@ -99,3 +101,13 @@ def test_kimi_ids_and_tool_rendering():
 def test_unknown_format_suggests():
     with pytest.raises(ConfigError, match="Did you mean 'hermes'"):
         get_format("hermez")
+
+
+@pytest.mark.parametrize("name", ["hermes", "kimi_k2"])
+def test_arguments_holding_format_markers_round_trip(name):
+    fmt = get_format(name)
+    tricky = {"note": "</tool_call> <|tool_call_end|> <|tool_calls_section_end|> a<b"}
+    parsed = fmt.parse(fmt.render_turn("", [ToolCall(id="functions.f:0", name="f", arguments=tricky)]))
+    assert parsed.errors == [] and parsed.tool_calls[0].arguments == tricky
+    plain = fmt.render_turn("", [ToolCall(id="functions.f:0", name="f", arguments={"x": "a<b"})])
+    assert "a<b" in plain  # escaping only when a marker would otherwise end the call early

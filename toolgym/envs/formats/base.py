@@ -91,5 +91,17 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def dumps_inside(value: Any, markers: tuple[str, ...]) -> str:
+    """JSON for a value that sits between format markers.
+
+    A string argument that contains a marker (say ``</tool_call>``) would end the call early, so
+    then every ``<`` is written as the JSON escape ``\\u003c``, which parses back to ``<``.
+    """
+    text = dumps(value)
+    if any(m in text for m in markers):
+        text = text.replace("<", "\\u003c")
+    return text
+
+
 def tools_json_lines(tools: list[ToolSpec]) -> str:
     return "\n".join(dumps(t.model_dump()) for t in tools)

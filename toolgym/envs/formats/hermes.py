@@ -13,7 +13,7 @@ import json
 from toolgym.envs.formats.base import (
     ParsedTurn,
     ParseError,
-    dumps,
+    dumps_inside,
     loads,
     make_call,
     read_arguments,
@@ -77,7 +77,7 @@ class HermesFormat:
         return make_call(call_id, data["name"], args)
 
     def render_turn(self, content: str, calls: list[ToolCall]) -> str:
-        blocks = [f"{OPEN}\n{dumps({'name': c.name, 'arguments': c.arguments})}\n{CLOSE}" for c in calls]
+        blocks = [f"{OPEN}\n{dumps_inside({'name': c.name, 'arguments': c.arguments}, (OPEN, CLOSE))}\n{CLOSE}" for c in calls]
         return "\n".join(([content] if content else []) + blocks)
 
     def render_tools(self, tools: list[ToolSpec]) -> str:

@@ -11,7 +11,7 @@ import re
 from toolgym.envs.formats.base import (
     ParsedTurn,
     ParseError,
-    dumps,
+    dumps_inside,
     make_call,
     read_arguments,
     snippet,
@@ -79,7 +79,7 @@ class KimiK2Format:
         if not calls:
             return content
         body = "".join(
-            f"{CALL_BEGIN}{_call_id(c, i)}{ARG_BEGIN}{dumps(c.arguments)}{CALL_END}" for i, c in enumerate(calls)
+            f"{CALL_BEGIN}{_call_id(c, i)}{ARG_BEGIN}{dumps_inside(c.arguments, MARKERS)}{CALL_END}" for i, c in enumerate(calls)
         )
         return f"{content}{SECTION_BEGIN}{body}{SECTION_END}"
 
