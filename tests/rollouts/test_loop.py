@@ -126,6 +126,13 @@ def test_env_crash_is_retried_on_a_fresh_env_then_recorded():
     assert episodes[0].failure.boundary == "env" and episodes[0].failure.attempts == 2
 
 
+def test_a_task_the_env_rejects_is_raised_not_recorded_as_an_env_crash():
+    (task,) = sample_tasks("toolgym/retail-v0", 1)
+    bad = task.model_copy(update={"initial_state": {"bogus": 1}})
+    with pytest.raises(ConfigError, match="initial_state does not fit RetailState"):
+        run_episodes("toolgym/retail-v0", ScriptedPolicy.gold([bad]), tasks=[bad])
+
+
 def test_bad_arguments_are_explained():
     with pytest.raises(UnknownEnvError, match="Did you mean"):
         run_episodes("toolgym/unitconv-v9", ChaosPolicy(), n=1)

@@ -82,6 +82,9 @@ class _Run:
                 ep = await self._play(env, index, sibling, task, reset_seed, group)
                 self.free_envs.append(env)
                 break
+            except ConfigError:  # the user's task or config is wrong: a fresh env cannot fix it
+                env.close()
+                raise
             except Exception as exc:  # the env broke: infrastructure, not the model
                 env.close()
                 failure = Failure(boundary="env", kind=type(exc).__name__, message=str(exc)[:500], attempts=attempt)
