@@ -116,6 +116,23 @@ def test_restore_repeats_the_faults():
     assert pattern(env, 10) == first
 
 
+def test_a_retried_call_draws_afresh_even_with_the_same_call_id():
+    # Models writing OpenAI-style calls often reuse "call_0" every turn; a retry must still be able to succeed.
+    for seed in range(4):
+        env = faulty(seed, error=0.5)
+        kinds = {env.step(calls(STORE))[0].messages[0].error for _ in range(12)}
+        assert kinds == {None, "injected_fault"}, (seed, kinds)
+
+
+def test_restore_mid_episode_repeats_the_faults():
+    env = faulty(2, error=0.5)
+    pattern(env, 3)
+    snap = env.snapshot()
+    first = [env.step(calls(STORE))[0].messages[0].error for _ in range(10)]
+    env.restore(snap)
+    assert [env.step(calls(STORE))[0].messages[0].error for _ in range(10)] == first
+
+
 def test_bad_configs_are_refused():
     with pytest.raises(ValidationError, match="add up to 1.5"):
         FaultSpec(error=0.8, timeout=0.7)

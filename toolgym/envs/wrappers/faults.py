@@ -6,8 +6,10 @@ Per tool (or for all), a call can be refused before it runs (``error`` -> ``inje
 ``injected_fault`` error, although the call took effect; ``partial``: an output with parts
 missing). ``latency_s`` adds real waiting. Every fault is an event in ``info["faults"]``.
 
-Decisions are drawn from (episode seed, call id, tool, arguments), and the episode seed from
-the reset seed, so the same seed and actions give the same faults, also after ``restore``.
+Decisions are drawn from (episode seed, position in the conversation, call id, tool,
+arguments), and the episode seed from the reset seed, so the same seed and actions give the
+same faults, also after ``restore``; a call retried in a later turn draws afresh, even where
+the model reuses its call ids (``call_0`` every turn).
 
 >>> import toolgym
 >>> env = FaultInjection(toolgym.make("toolgym/unitconv-v0"), FaultConfig(default=FaultSpec(error=1.0)))
@@ -103,10 +105,12 @@ class FaultyToolBox(ToolBox):
         self.inner, self.config, self.episode_seed = inner, config, episode_seed
         self.events: list[FaultEvent] = []
         self._per_turn: Counter[str] = Counter()
+        self._position = 0
 
-    def begin_turn(self) -> None:
-        """Start a new turn (per-turn rate limits restart)."""
+    def begin_turn(self, position: int = 0) -> None:
+        """Start a new turn at ``position`` (messages so far); per-turn rate limits restart."""
         self._per_turn.clear()
+        self._position = position
 
     def drain(self) -> list[FaultEvent]:
         """The events since the last drain."""
@@ -130,7 +134,7 @@ class FaultyToolBox(ToolBox):
         return self._damage(call, await self.inner.acall(call), kind, latency, rng)
 
     def _decide(self, call: ToolCall) -> tuple[FaultKind | None, float, random.Random]:
-        rng = random.Random(call_seed(self.episode_seed, call.id, call.name, call.arguments))
+        rng = random.Random(call_seed(self.episode_seed, self._position, call.id, call.name, call.arguments))
         if call.name not in self.tools:  # never reaches the service: nothing to inject
             return None, 0.0, rng
         spec = self.config.for_tool(call.name)
@@ -213,7 +217,7 @@ class FaultInjection(gymnasium.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         box = self._installed()
-        box.begin_turn()
+        box.begin_turn(len(self.env.unwrapped.messages))  # restored with the world, unlike a counter here
         obs, reward, terminated, truncated, info = self.env.step(action)
         info["faults"] = [e.model_dump() for e in box.drain()]
         return obs, reward, terminated, truncated, info
@@ -221,7 +225,7 @@ class FaultInjection(gymnasium.Wrapper):
     async def astep(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """``step`` for event loops (latency is awaited, not slept)."""
         box = self._installed()
-        box.begin_turn()
+        box.begin_turn(len(self.env.unwrapped.messages))  # restored with the world, unlike a counter here
         obs, reward, terminated, truncated, info = await self.env.astep(action)  # type: ignore[attr-defined]
         info["faults"] = [e.model_dump() for e in box.drain()]
         return obs, reward, terminated, truncated, info
