@@ -50,6 +50,20 @@ def test_same_seed_same_faults_other_seed_other_faults():
     assert {"injected_fault", "timeout", "rate_limited", None} == set(a)
 
 
+def test_unseeded_resets_after_a_seeded_one_repeat_like_gymnasium():
+    def run() -> list[list[str | None]]:
+        env = FaultInjection(toolgym.make("toolgym/unitconv-v0"), FaultConfig(default=FaultSpec(error=0.5)))
+        env.reset(seed=7, options={"task": LONG})
+        out = [pattern(env)]
+        for _ in range(2):
+            env.reset(options={"task": LONG})
+            out.append(pattern(env))
+        return out
+
+    a = run()
+    assert a == run() and a[1] != a[0] and a[2] != a[1]
+
+
 def test_rates_are_honoured():
     env = FaultInjection(toolgym.make("toolgym/unitconv-v0"), {"default": {"error": 0.3}})
     failed = total = 0

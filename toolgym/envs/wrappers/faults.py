@@ -207,11 +207,20 @@ class FaultInjection(gymnasium.Wrapper):
         self.config = config if isinstance(config, FaultConfig) else FaultConfig.model_validate(config or {})
         self.box: FaultyToolBox | None = None
         self.episode_seed = 0
+        self._last_seed: int | None = None
+        self._unseeded_resets = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
-        # Unseeded resets get fresh faults; seeded ones always the same.
-        self.episode_seed = call_seed(self.config.seed, seed) if seed is not None else int.from_bytes(os.urandom(8), "big")
+        # Like gymnasium's RNG: reset(seed=s) then reset() ... repeats; never seeded, fresh faults.
+        if seed is not None:
+            self._last_seed, self._unseeded_resets = seed, 0
+            self.episode_seed = call_seed(self.config.seed, seed)
+        elif self._last_seed is not None:
+            self._unseeded_resets += 1
+            self.episode_seed = call_seed(self.config.seed, self._last_seed, self._unseeded_resets)
+        else:
+            self.episode_seed = int.from_bytes(os.urandom(8), "big")
         self._install()
         return obs, info
 
