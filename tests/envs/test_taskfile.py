@@ -37,3 +37,12 @@ def test_bad_lines_name_file_line_and_field(tmp_path, line, fragment):
 def test_missing_file(tmp_path):
     with pytest.raises(TaskFileError, match="no such task file"):
         load_tasks(tmp_path / "nope.jsonl")
+    with pytest.raises(TaskFileError, match="is a directory"):
+        load_tasks(tmp_path)
+
+
+def test_non_utf8_line_is_named(tmp_path):
+    path = tmp_path / "tasks.jsonl"
+    path.write_bytes(json.dumps({"id": "a", "instruction": "ok"}).encode() + b'\n{"id": "b", "instruction": "caf\xe9"}\n')
+    with pytest.raises(TaskFileError, match=r"tasks\.jsonl:2: not UTF-8 text \(byte 0xe9 at column \d+\)"):
+        load_tasks(path)

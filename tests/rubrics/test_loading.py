@@ -80,6 +80,9 @@ def test_file_level_errors(tmp_path):
         load_rubric(write(tmp_path, "{name: x}", "bad.json"))
     with pytest.raises(RubricError, match="unknown rubric file type '.toml'"):
         load_rubric(write(tmp_path, "", "r.toml"))
+    (tmp_path / "latin1.yaml").write_bytes(b"name: caf\xe9\ncriteria: []\n")
+    with pytest.raises(RubricError, match=r"latin1\.yaml: not UTF-8 text \(byte 0xe9"):
+        load_rubric(tmp_path / "latin1.yaml")
 
 
 def test_families_select_task_specific_criteria(task):

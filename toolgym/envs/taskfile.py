@@ -19,12 +19,16 @@ def load_tasks(path: str | Path) -> list[Task]:
         TaskFileError: naming the file, the line, the field and the expected form.
     """
     path = Path(path)
-    if not path.exists():
-        raise TaskFileError(f"{path}: no such task file")
+    if not path.is_file():
+        raise TaskFileError(f"{path}: no such task file" + (" (it is a directory)" if path.is_dir() else ""))
     tasks: list[Task] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TaskFileError(f"{path}:{lineno}: not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1}); save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:

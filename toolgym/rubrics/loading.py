@@ -34,7 +34,10 @@ def load_rubric(path: str | Path) -> Rubric:
     path = Path(path)
     if not path.is_file():
         raise RubricError(f"{path}: no such rubric file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RubricError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save the file as UTF-8") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
