@@ -2,7 +2,7 @@
 
 It proves seeded determinism, valid tool schemas, that bad actions become error observations,
 that snapshots restore exactly, that stepping before reset is refused, and that ``close`` is
-idempotent. ``tests/envs/test_registry_check.py`` runs it over the whole registry.
+idempotent. ``tests/envs/test_registry.py`` runs it over the whole registry.
 """
 
 from __future__ import annotations
