@@ -28,3 +28,6 @@ def test_bad_files(tmp_path):
     bad.write_text('{"id": "x"}\n')
     with pytest.raises(TaskFileError, match="bad.jsonl:1: not an episode record"):
         load_episodes(bad)
+    bad.write_text('{"id": "x", "env_id": "e", "ta\n')  # a file cut off mid-record
+    with pytest.raises(TaskFileError, match=r"bad.jsonl:1: not an episode record \(Invalid JSON"):
+        load_episodes(bad)

@@ -74,7 +74,8 @@ def load_episodes(path: str | Path) -> list[Episode]:
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise TaskFileError(f"{path}:{lineno}: not an episode record (field '{where}': {first['msg']})") from None
+            detail = f"field '{where}': {first['msg']}" if where else first["msg"]  # no field: the line is not JSON
+            raise TaskFileError(f"{path}:{lineno}: not an episode record ({detail})") from None
     return episodes
 
 
