@@ -48,8 +48,7 @@ class ToolBox:
         """A box with only the named tools (None keeps all)."""
         if names is None:
             return self
-        box = ToolBox([self.tools[n] for n in names if n in self.tools], default_timeout_s=self.default_timeout_s)
-        return box
+        return ToolBox([self.tools[n] for n in names if n in self.tools], default_timeout_s=self.default_timeout_s)
 
     # ------------------------------------------------------------------ calling
 
@@ -81,11 +80,8 @@ class ToolBox:
                 output = future.result(timeout=tool.timeout_s)
             else:
                 output = bound.call(**kwargs)
-        except (TimeoutError, concurrent.futures.TimeoutError):
-            timeout = tool.timeout_s or self.default_timeout_s
-            return error_result(call, "timeout", f"tool {call.name!r} did not finish within {timeout:g}s")
         except Exception as exc:  # the tool's own failure is information for the model
-            return error_result(call, "tool_exception", f"{type(exc).__name__}: {exc}")
+            return _failed(call, exc, tool.timeout_s or self.default_timeout_s)
         return _ok(call, output)
 
     async def acall(self, call: ToolCall) -> ToolResult:
@@ -105,11 +101,16 @@ class ToolBox:
                 output = await asyncio.wait_for(fut, timeout)
             else:
                 output = bound.call(**kwargs)
-        except TimeoutError:
-            return error_result(call, "timeout", f"tool {call.name!r} did not finish within {timeout:g}s")
         except Exception as exc:
-            return error_result(call, "tool_exception", f"{type(exc).__name__}: {exc}")
+            return _failed(call, exc, timeout)
         return _ok(call, output)
+
+
+def _failed(call: ToolCall, exc: Exception, timeout: float) -> ToolResult:
+    """A deadline overrun or the tool's own exception, as an error result for the model."""
+    if isinstance(exc, (TimeoutError, concurrent.futures.TimeoutError)):
+        return error_result(call, "timeout", f"tool {call.name!r} did not finish within {timeout:g}s")
+    return error_result(call, "tool_exception", f"{type(exc).__name__}: {exc}")
 
 
 def _ok(call: ToolCall, output: Any) -> ToolResult:
