@@ -29,6 +29,7 @@ from toolgym.rollouts.batcher import RequestBatcher
 from toolgym.rollouts.episode import Episode, Failure, TurnRecord
 from toolgym.rollouts.gcpolicy import GcPolicy, deferred_gc
 from toolgym.rollouts.policy import Policy, PolicyRequest, SamplingParams
+from toolgym.rollouts.pool import EnvPool, LocalEnvPool
 
 EnvSource = str | Callable[[], ToolEnv]
 OnEpisode = Callable[[Episode], None]
@@ -65,28 +66,24 @@ def sample_tasks(env: EnvSource, n: int, seed: int = 0) -> list[Task]:
 class _Run:
     """State shared by the episodes of one ``arun_episodes`` call."""
 
-    def __init__(self, env_id: str, factory: Callable[[], ToolEnv], batcher: RequestBatcher, sampling: SamplingParams, seed: int, env_retries: int, on_episode: OnEpisode | None):
-        self.env_id, self.factory, self.batcher = env_id, factory, batcher
+    def __init__(self, env_id: str, pool: EnvPool, batcher: RequestBatcher, sampling: SamplingParams, seed: int, env_retries: int, on_episode: OnEpisode | None):
+        self.env_id, self.pool, self.batcher = env_id, pool, batcher
         self.sampling, self.seed, self.env_retries, self.on_episode = sampling, seed, env_retries, on_episode
-        self.free_envs: list[ToolEnv] = []
-
-    def acquire(self) -> ToolEnv:
-        return self.free_envs.pop() if self.free_envs else self.factory()
 
     async def episode(self, index: int, sibling: int, task: Task | None, group: str | None) -> Episode:
         """One episode, retried on a fresh env when the environment itself fails."""
         reset_seed = self.seed + index
         for attempt in range(1, self.env_retries + 2):
-            env = self.acquire()
+            env = await self.pool.acquire()
             try:
                 ep = await self._play(env, index, sibling, task, reset_seed, group)
-                self.free_envs.append(env)
+                await self.pool.release(env)
                 break
             except ConfigError:  # the user's task or config is wrong: a fresh env cannot fix it
-                env.close()
+                await self.pool.discard(env)
                 raise
-            except Exception as exc:  # the env broke: infrastructure, not the model
-                env.close()
+            except Exception as exc:  # the env (or the actor hosting it) broke: infrastructure, not the model
+                await self.pool.discard(env)
                 failure = Failure(boundary="env", kind=type(exc).__name__, message=str(exc)[:500], attempts=attempt)
                 if attempt > self.env_retries:
                     ep = Episode(
@@ -100,9 +97,8 @@ class _Run:
 
     async def _play(self, env: ToolEnv, index: int, sibling: int, task: Task | None, reset_seed: int, group: str | None) -> Episode:
         started = time.perf_counter()
-        obs, _ = env.reset(seed=reset_seed, options={"task": task} if task is not None else None)
+        obs, _ = await self.pool.reset(env, seed=reset_seed, options={"task": task} if task is not None else None)
         base: ToolEnv = env.unwrapped  # type: ignore[assignment]  # wrappers (faults...) step, the base holds state
-        step = getattr(env, "astep", None)
         task = base.task
         assert task is not None
         episode_id = f"{task.id}/{sibling}"
@@ -126,7 +122,7 @@ class _Run:
                     failure = Failure(boundary="policy", kind=out.error.kind, message=out.error.message)
                 break
             start = len(base.messages) + 1  # the assistant message comes first
-            _, reward, _, _, info = await step(out.text) if step is not None else env.step(out.text)
+            _, reward, _, _, info = await self.pool.step(env, out.text)
             final_digest = info.get("state_digest")
             turns.append(
                 TurnRecord(
@@ -142,7 +138,7 @@ class _Run:
         return Episode(
             id=episode_id, env_id=self.env_id, task=task, seed=reset_seed, tools=obs.tools,
             messages=list(base.messages), turns=turns, stop_reason=stop, reward=reward if failure is None else 0.0,
-            final_answer=base.final_answer, final_state_digest=final_digest or base.state_digest(), failure=failure,
+            final_answer=base.final_answer, final_state_digest=final_digest or await self.pool.digest(env), failure=failure,
             metrics={"turns": float(len(turns)), "tool_calls": float(sum(t.tool_calls for t in turns)),
                      "bad_calls": float(sum(sum(t.errors.values()) for t in turns))},
             wall_s=time.perf_counter() - started, group=group,
@@ -179,6 +175,7 @@ async def arun_episodes(
     env_retries: int = 1,
     on_episode: OnEpisode | None = None,
     gc_policy: GcPolicy = "default",
+    pool: EnvPool | None = None,
 ) -> list[Episode]:
     """Run episodes concurrently and return them in task order (siblings adjacent).
 
@@ -198,18 +195,22 @@ async def arun_episodes(
         on_episode: Called with each finished episode (progress bars, streaming writers).
         gc_policy: "deferred" suspends CPython's cyclic collector for the run and collects once
             at the end (much faster with thousands of live envs; see ``gcpolicy``).
+        pool: Where the envs live: ``LocalEnvPool()`` (default, this process) or
+            ``RayEnvPool(actors=4)`` (Ray actors). Same seeds, same episodes, whichever pool.
     """
     if tasks is None and n is None:
         raise ConfigError("run_episodes needs tasks=[...] or n=<number of tasks to sample>")
     if group_size < 1 or concurrency < 1:
         raise ConfigError(f"group_size and concurrency must be >= 1, got {group_size} and {concurrency}")
     env_id, factory = _factory(env)
+    env_pool = pool if pool is not None else LocalEnvPool()
+    env_pool.bind(env_id, factory)  # a pool that cannot build the env says so before any work
     items: list[Task | None] = list(tasks) if tasks is not None else [None] * int(n)  # type: ignore[arg-type]
     if gc_policy not in ("default", "deferred"):
         raise ConfigError(f"gc_policy must be 'default' or 'deferred', got {gc_policy!r}")
     with deferred_gc() if gc_policy == "deferred" else nullcontext():
         async with RequestBatcher(policy, max_batch=max_batch) as batcher:
-            run = _Run(env_id, factory, batcher, sampling or SamplingParams(), seed, env_retries, on_episode)
+            run = _Run(env_id, env_pool, batcher, sampling or SamplingParams(), seed, env_retries, on_episode)
             gate = asyncio.Semaphore(concurrency)
 
             async def one(index: int, sibling: int, task: Task | None) -> Episode:
@@ -218,7 +219,11 @@ async def arun_episodes(
                     return await run.episode(index, sibling, task, group)
 
             jobs = [one(i, k, t) for i, t in enumerate(items) for k in range(group_size)]
-            return list(await asyncio.gather(*jobs))
+            try:
+                return list(await asyncio.gather(*jobs))
+            finally:
+                if pool is None:  # a pool the caller passed in stays theirs to reuse and close
+                    await env_pool.aclose()
 
 
 def run_episodes(env: EnvSource, policy: Policy, **kwargs: Any) -> list[Episode]:
