@@ -46,6 +46,12 @@ class PolicyRequest(BaseModel):
     seed: int
     """Per-request seed: the same seed gives the same turn whatever the batch around it."""
     sampling: SamplingParams = Field(default_factory=SamplingParams)
+    prefix_token_ids: list[int] | None = None
+    """The previous turn's prompt ids followed by its sampled ids (the rollout loop fills it).
+    A token-level policy continues from these ids plus only the new messages' tokens, so
+    nothing the model generated is re-tokenized (see ``toolgym.rollouts.rows``)."""
+    prefix_messages: int = Field(default=0, ge=0)
+    """How many leading ``messages`` ``prefix_token_ids`` covers; the rest are new."""
 
 
 PolicyErrorKind = Literal[
