@@ -3,7 +3,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.toolgym-installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean sandbox-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,10 @@ test: install
 
 bench: install
 	$(PY) benchmarks/env_step.py
+
+# bubblewrap, docker.io and debootstrap; dockerd started; the shell base image built offline (root, Debian)
+sandbox-deps:
+	bash scripts/sandbox_deps.sh
 
 lint: install
 	$(PY) -m ruff check toolgym tests examples benchmarks
