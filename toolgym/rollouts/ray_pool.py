@@ -1,0 +1,406 @@
+"""``RayEnvPool``: environments on Ray actors, with the same interface as the local pool.
+
+>>> pool = RayEnvPool(actors=2)                                    # doctest: +SKIP
+>>> episodes = run_episodes("toolgym/unitconv-v0", policy, n=1000, pool=pool)  # doctest: +SKIP
+
+Each episode is pinned to one actor for its whole life (its env lives there). The steps that
+the loop's episodes ask for within one tick of the event loop are gathered per actor into one
+``step_many`` call; at most ``max_inflight`` calls per actor are outstanding (backpressure:
+what waits meanwhile joins the next, larger batch) and every call has a deadline.
+
+Failure policy: an actor that dies (killed, OOM, a segfault in tool code) fails only the
+episodes pinned to it, each with an ``EnvActorDied`` env failure. The loop then retries those
+episodes from the start with the same seeds (``env_retries``), on a replacement actor the pool
+starts in the dead one's slot (at most ``max_replacements`` per slot; after that the slot is
+dropped and episodes go to the live ones). A call past its deadline fails its episodes with
+``EnvCallTimeout``, handled the same way. Nothing is ever silently scored 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from toolgym.envs.env import EnvSnapshot, ToolEnv
+from toolgym.envs.types import Message, Observation, StopReason, Task
+from toolgym.errors import ConfigError, EnvError, ToolgymError
+from toolgym.rollouts.env_actor import EnvActor, observation_of
+from toolgym.rollouts.pool import StepOut
+
+
+class EnvActorDied(EnvError):
+    """The actor hosting an episode's env died; the episode can be retried on another."""
+
+
+class EnvCallTimeout(EnvError):
+    """An actor did not answer a call within the pool's ``call_timeout_s``."""
+
+
+class RayPoolConfig(BaseModel):
+    """How many env actors to start and what each may use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    actors: int = Field(2, ge=1)
+    """Env actors to start; each hosts any number of envs."""
+    num_cpus: float = Field(1.0, ge=0)
+    """CPUs reserved per actor (one Python process uses about one core)."""
+    memory: int | None = Field(None, ge=0)
+    """Memory reserved per actor, in bytes (Ray schedules on it; None: no reservation)."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Custom resources per actor, e.g. ``{"sandbox_host": 1}`` to land on sandbox nodes."""
+    max_inflight: int = Field(4, ge=1)
+    """Calls outstanding per actor at once; further requests wait and join the next batch."""
+    max_batch: int = Field(4096, ge=1)
+    """Most env requests in one actor call."""
+    call_timeout_s: float = Field(120.0, gt=0)
+    """Deadline of one actor call; past it the episodes in the call fail with ``EnvCallTimeout``."""
+    ready_timeout_s: float = Field(120.0, gt=0)
+    """Deadline for the actors to start and build a first env."""
+    max_replacements: int = Field(3, ge=0)
+    """Replacement actors started per slot after deaths before the slot is dropped."""
+    address: str | None = None
+    """Ray cluster to join (``"auto"``, ``host:port``, ``ray://host:port``); None starts Ray locally."""
+    runtime_env: dict[str, Any] | None = None
+    """Ray ``runtime_env`` for the actors, e.g. ``{"working_dir": "."}`` to ship user code."""
+    gc_policy: str = "deferred"
+    """Actor-side cyclic GC policy ("deferred" or "default"; see ``EnvActor``)."""
+
+
+class RemoteEnv:
+    """The caller-side handle of one env on an actor: a mirror of its readable state.
+
+    It exposes what the episode loop reads from a base env (``messages``, ``task``,
+    ``stop_reason``, ``final_answer``); every change comes from the actor's replies.
+    """
+
+    def __init__(self, key: int, slot: int, generation: int) -> None:
+        self.key, self.slot, self.generation = key, slot, generation
+        self.messages: list[Message] = []
+        self.task: Task | None = None
+        self.stop_reason: StopReason | None = None
+        self.final_answer = ""
+
+    @property
+    def unwrapped(self) -> RemoteEnv:
+        return self
+
+
+class _Lane:
+    """One actor's request queue: gathers requests per method and tick, bounded in flight."""
+
+    def __init__(self, handle: Any, cfg: RayPoolConfig) -> None:
+        self.handle, self.cfg = handle, cfg
+        self.loop = asyncio.get_running_loop()
+        self.pending: dict[str, list[tuple[Any, asyncio.Future[Any]]]] = {}
+        self.gate = asyncio.Semaphore(cfg.max_inflight)
+        self.scheduled = False
+        self.dead: BaseException | None = None
+
+    def submit(self, method: str, payload: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        if self.dead is not None:
+            fut.set_exception(EnvActorDied(str(self.dead)))
+            return fut
+        self.pending.setdefault(method, []).append((payload, fut))
+        if not self.scheduled:  # flush after every episode woken this tick has queued its request
+            self.scheduled = True
+            self.loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self.scheduled = False
+        for method in list(self.pending):
+            self.loop.create_task(self._drain(method))
+
+    async def _drain(self, method: str) -> None:
+        async with self.gate:
+            queue = self.pending.get(method, [])
+            batch, self.pending[method] = queue[: self.cfg.max_batch], queue[self.cfg.max_batch :]
+            if self.pending[method]:
+                self.loop.call_soon(self._flush)
+            if not batch:
+                return
+            futures = [f for _, f in batch]
+            try:
+                ref = getattr(self.handle, method).remote([p for p, _ in batch])
+                replies = await asyncio.wait_for(_as_future(ref), self.cfg.call_timeout_s)
+            except TimeoutError:
+                _fail(futures, EnvCallTimeout(f"actor call {method} did not answer within {self.cfg.call_timeout_s:g}s"))
+                return
+            except Exception as exc:  # RayActorError and kin: the actor is gone
+                self.dead = exc
+                _fail(futures, EnvActorDied(f"{type(exc).__name__}: {str(exc)[:300]}"))
+                return
+            for fut, reply in zip(futures, replies, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(reply, BaseException):
+                    fut.set_exception(reply)
+                else:
+                    fut.set_result(reply)
+
+
+def _as_future(ref: Any) -> asyncio.Future[Any]:
+    return asyncio.wrap_future(ref.future())
+
+
+def _fail(futures: list[asyncio.Future[Any]], exc: BaseException) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
+class RayEnvPool:
+    """Envs sharded across Ray env actors; pass it to ``run_episodes(..., pool=...)``.
+
+    Args:
+        config: A ``RayPoolConfig``; keyword arguments override its fields
+            (``RayEnvPool(actors=4, num_cpus=0.5)``).
+
+    The actors start at ``bind`` (``run_episodes`` calls it before any episode) and live
+    until ``shutdown`` (or the end of a ``with`` block), so one pool serves many rollouts.
+    """
+
+    def __init__(self, config: RayPoolConfig | None = None, **overrides: Any) -> None:
+        self.cfg = (config or RayPoolConfig()).model_copy(update=overrides) if overrides else (config or RayPoolConfig())
+        if overrides:
+            self.cfg = RayPoolConfig.model_validate(self.cfg.model_dump())  # validate the overrides too
+        self.env_id = ""
+        self._factory: Callable[[], ToolEnv] | None = None
+        self._actors: list[Any | None] = []
+        self._generation: list[int] = []
+        self._replacements: list[int] = []
+        self._load: list[int] = []
+        self._lanes: dict[int, _Lane] = {}
+        self._lanes_loop: asyncio.AbstractEventLoop | None = None
+        self._slot_locks: dict[int, asyncio.Lock] = {}
+        self._keys = itertools.count()
+        self.deaths = 0
+        """Actor deaths seen so far (each one replaced or its slot dropped)."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def bind(self, env_id: str, factory: Callable[[], ToolEnv]) -> None:
+        """Start the actors (once) and prove each can build the env; errors before any work."""
+        if self._actors and env_id == self.env_id:
+            return
+        if self._actors:
+            self.shutdown()
+        self.env_id, self._factory = env_id, factory
+        _connect(self.cfg)
+        _check_resources(self.cfg)
+        self._actors = [self._new_actor() for _ in range(self.cfg.actors)]
+        self._generation = [0] * self.cfg.actors
+        self._replacements = [0] * self.cfg.actors
+        self._load = [0] * self.cfg.actors
+        _wait_ready(self._actors, self.cfg, env_id)
+
+    def shutdown(self) -> None:
+        """Kill the actors (their envs go with them)."""
+        import ray
+
+        for actor in self._actors:
+            if actor is not None:
+                ray.kill(actor, no_restart=True)
+        self._actors, self._lanes, self.env_id = [], {}, ""
+
+    def __enter__(self) -> RayEnvPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    @property
+    def actor_handles(self) -> list[Any]:
+        """The live actor handles by slot (tests kill one to prove fault tolerance)."""
+        return [a for a in self._actors if a is not None]
+
+    def actor_stats(self) -> list[dict[str, Any]]:
+        """Each live actor's env counts and resident memory."""
+        import ray
+
+        return ray.get([a.stats.remote() for a in self.actor_handles], timeout=self.cfg.call_timeout_s)
+
+    # ------------------------------------------------------------------ EnvPool interface
+
+    async def acquire(self) -> RemoteEnv:
+        if self._factory is None:
+            raise ConfigError("RayEnvPool.acquire() before bind(): pass the pool to run_episodes, which binds it")
+        slot = await self._live_slot()
+        self._load[slot] += 1
+        return RemoteEnv(next(self._keys), slot, self._generation[slot])
+
+    async def reset(self, env: RemoteEnv, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Observation, dict[str, Any]]:
+        obs, info, task = await self._call(env, "reset_many", (env.key, seed, options))
+        env.messages, env.task, env.stop_reason, env.final_answer = list(obs.messages), task, None, ""
+        return obs, info
+
+    async def step(self, env: RemoteEnv, action: str) -> StepOut:
+        start, new, reward, terminated, truncated, info, stop, final = await self._call(env, "step_many", (env.key, action))
+        env.messages[start:] = new
+        env.stop_reason, env.final_answer = stop, final
+        return observation_of(new), reward, terminated, truncated, info
+
+    async def digest(self, env: RemoteEnv) -> str:
+        return await self._call(env, "digest_many", env.key)
+
+    async def snapshot(self, env: RemoteEnv) -> EnvSnapshot:
+        return await self._call(env, "snapshot_many", env.key)
+
+    async def restore(self, env: RemoteEnv, snap: EnvSnapshot) -> None:
+        env.messages, env.task, env.stop_reason, env.final_answer = await self._call(env, "restore_many", (env.key, snap))
+
+    async def release(self, env: RemoteEnv) -> None:
+        await self._close(env, reuse=True)
+
+    async def discard(self, env: RemoteEnv) -> None:
+        await self._close(env, reuse=False)
+
+    async def aclose(self) -> None:
+        """Run the actors' deferred garbage collection (the actors and idle envs stay)."""
+        await asyncio.gather(*(_as_future(a.collect.remote()) for a in self.actor_handles), return_exceptions=True)
+
+    # ------------------------------------------------------------------ internals
+
+    def _new_actor(self) -> Any:
+        import ray
+
+        options: dict[str, Any] = {"num_cpus": self.cfg.num_cpus, "max_restarts": 0, "max_concurrency": 1000}
+        if self.cfg.memory is not None:
+            options["memory"] = self.cfg.memory
+        if self.cfg.resources:
+            options["resources"] = dict(self.cfg.resources)
+        if self.cfg.runtime_env is not None and self.cfg.address is not None:
+            options["runtime_env"] = self.cfg.runtime_env
+        return ray.remote(EnvActor).options(**options).remote(self._factory, self.cfg.gc_policy)
+
+    def _lane(self, slot: int) -> _Lane:
+        loop = asyncio.get_running_loop()
+        if self._lanes_loop is not loop:  # run_episodes runs each rollout in a fresh event loop
+            self._lanes, self._slot_locks, self._lanes_loop = {}, {}, loop
+        lane = self._lanes.get(slot)
+        if lane is None or lane.handle is not self._actors[slot]:
+            lane = self._lanes[slot] = _Lane(self._actors[slot], self.cfg)
+        return lane
+
+    async def _call(self, env: RemoteEnv, method: str, payload: Any) -> Any:
+        if self._actors[env.slot] is None or self._generation[env.slot] != env.generation:
+            raise EnvActorDied(f"the actor hosting env {env.key} died; its episode must start again")
+        return await self._lane(env.slot).submit(method, payload)
+
+    async def _close(self, env: RemoteEnv, reuse: bool) -> None:
+        self._load[env.slot] = max(0, self._load[env.slot] - 1)
+        if self._actors[env.slot] is None or self._generation[env.slot] != env.generation:
+            return  # its actor is gone, and the env with it
+        try:
+            await self._lane(env.slot).submit("close_many", (env.key, reuse))
+        except EnvError:
+            pass  # the actor died meanwhile: nothing left to close
+
+    async def _live_slot(self) -> int:
+        """The least-loaded live slot, replacing dead actors first (at most once per death)."""
+        while True:
+            live = [s for s, a in enumerate(self._actors) if a is not None]
+            if not live:
+                raise EnvActorDied(f"every env actor died and the replacement budget ({self.cfg.max_replacements} per slot) is spent")
+            slot = min(live, key=lambda s: self._load[s])
+            lane = self._lane(slot)
+            if lane.dead is None:
+                return slot
+            await self._replace(slot, lane)
+
+    async def _replace(self, slot: int, lane: _Lane) -> None:
+        lock = self._slot_locks.setdefault(slot, asyncio.Lock())
+        async with lock:
+            if self._actors[slot] is not lane.handle:
+                return  # another episode replaced it already
+            self.deaths += 1
+            self._generation[slot] += 1
+            self._load[slot] = 0
+            if self._replacements[slot] >= self.cfg.max_replacements:
+                self._actors[slot] = None
+                return
+            self._replacements[slot] += 1
+            actor = self._new_actor()
+            try:
+                await asyncio.wait_for(_as_future(actor.ready.remote()), self.cfg.ready_timeout_s)
+            except Exception:  # the replacement failed to start: drop the slot
+                self._actors[slot] = None
+                return
+            self._actors[slot] = actor
+
+
+def _connect(cfg: RayPoolConfig) -> None:
+    """Join ``cfg.address`` (checked to answer first) or start Ray locally, once per process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if cfg.address is None:
+        ray.init(include_dashboard=False, runtime_env=cfg.runtime_env, log_to_driver=False)
+        return
+    if cfg.address != "auto":
+        _check_address(cfg.address)
+    try:
+        ray.init(address=cfg.address, runtime_env=cfg.runtime_env, log_to_driver=False)
+    except (ConnectionError, RuntimeError, TimeoutError) as exc:
+        raise ConfigError(f"could not join the Ray cluster at {cfg.address!r}: {exc}. Is `ray start --head` running there?") from None
+
+
+def _check_address(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast when nothing listens at the address (ray.init would retry for minutes)."""
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    host, port = parsed.hostname, parsed.port
+    if not host or not port:
+        raise ConfigError(f"ray address {address!r} must look like 'host:port', 'ray://host:port' or 'auto'")
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return
+    except OSError as exc:
+        raise ConfigError(
+            f"no Ray cluster answers at {address!r} ({exc.strerror or exc}). Start one with `ray start --head` "
+            "(it prints the address), or leave --ray-address out to start Ray on this machine."
+        ) from None
+
+
+def _check_resources(cfg: RayPoolConfig) -> None:
+    """Refuse a pool the cluster cannot place (its actors would wait forever)."""
+    import ray
+
+    free = ray.available_resources()
+    total = ray.cluster_resources()
+    wants = {"CPU": cfg.actors * cfg.num_cpus, **{k: cfg.actors * v for k, v in cfg.resources.items()}}
+    if cfg.memory is not None:
+        wants["memory"] = cfg.actors * cfg.memory
+    for name, need in wants.items():
+        if need > free.get(name, 0.0) + 1e-9:
+            per = {"CPU": cfg.num_cpus, "memory": cfg.memory}.get(name, cfg.resources.get(name))
+            raise ConfigError(
+                f"the pool asks {need:g} {name} ({cfg.actors} actors x {per:g}) but the Ray cluster has "
+                f"{free.get(name, 0.0):g} free of {total.get(name, 0.0):g}. Use fewer actors (--actors) or "
+                f"less per actor (RayPoolConfig.num_cpus / memory / resources)."
+            )
+
+
+def _wait_ready(actors: list[Any], cfg: RayPoolConfig, env_id: str) -> None:
+    """Every actor builds one env within the deadline, or the pool is refused with the reason."""
+    import ray
+
+    try:
+        ray.get([a.ready.remote() for a in actors], timeout=cfg.ready_timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise ConfigError(f"the env actors did not start within {cfg.ready_timeout_s:g}s (RayPoolConfig.ready_timeout_s)") from None
+    except ray.exceptions.RayTaskError as exc:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, ToolgymError):
+            raise ConfigError(f"env actors cannot build {env_id!r}: {cause}") from None
+        raise ConfigError(f"env actors cannot build {env_id!r}: {type(cause or exc).__name__}: {cause or exc}") from None
