@@ -30,6 +30,7 @@ from toolgym.rollouts.episode import Episode, Failure, TurnRecord
 from toolgym.rollouts.gcpolicy import GcPolicy, deferred_gc
 from toolgym.rollouts.policy import Policy, PolicyRequest, SamplingParams
 from toolgym.rollouts.pool import EnvPool, LocalEnvPool
+from toolgym.rollouts.rows import next_prefix, token_metrics
 
 EnvSource = str | Callable[[], ToolEnv]
 OnEpisode = Callable[[Episode], None]
@@ -74,16 +75,21 @@ class _Run:
         """One episode, retried on a fresh env when the environment itself fails."""
         reset_seed = self.seed + index
         for attempt in range(1, self.env_retries + 2):
-            env = await self.pool.acquire()
+            env = None
             try:
+                env = await self.pool.acquire()
                 ep = await self._play(env, index, sibling, task, reset_seed, group)
                 await self.pool.release(env)
+                if attempt > 1:  # accounted for: this episode survived an env (or actor) crash
+                    ep.metadata["env_retries"] = attempt - 1
                 break
             except ConfigError:  # the user's task or config is wrong: a fresh env cannot fix it
-                await self.pool.discard(env)
+                if env is not None:
+                    await self.pool.discard(env)
                 raise
             except Exception as exc:  # the env (or the actor hosting it) broke: infrastructure, not the model
-                await self.pool.discard(env)
+                if env is not None:
+                    await self.pool.discard(env)
                 failure = Failure(boundary="env", kind=type(exc).__name__, message=str(exc)[:500], attempts=attempt)
                 if attempt > self.env_retries:
                     ep = Episode(
@@ -108,9 +114,11 @@ class _Run:
         outgrown = False
         reward = 0.0
         while base.stop_reason is None:
+            prefix_ids, prefix_messages = next_prefix(turns)  # token-level policies extend these ids
             request = PolicyRequest(
                 episode_id=episode_id, task_id=task.id, messages=list(base.messages), tools=obs.tools,
                 seed=derive_seed(self.seed, index, sibling, len(turns)), sampling=self.sampling,
+                prefix_token_ids=prefix_ids, prefix_messages=prefix_messages,
             )
             t0 = time.perf_counter()
             out = await self.batcher.generate(request)
@@ -140,7 +148,7 @@ class _Run:
             messages=list(base.messages), turns=turns, stop_reason=stop, reward=reward if failure is None else 0.0,
             final_answer=base.final_answer, final_state_digest=final_digest or await self.pool.digest(env), failure=failure,
             metrics={"turns": float(len(turns)), "tool_calls": float(sum(t.tool_calls for t in turns)),
-                     "bad_calls": float(sum(sum(t.errors.values()) for t in turns))},
+                     "bad_calls": float(sum(sum(t.errors.values()) for t in turns)), **token_metrics(turns)},
             wall_s=time.perf_counter() - started, group=group,
         )
 

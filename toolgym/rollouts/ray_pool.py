@@ -341,13 +341,13 @@ def _connect(cfg: RayPoolConfig) -> None:
     """Join ``cfg.address`` (checked to answer first) or start Ray locally, once per process."""
     import ray
 
+    if cfg.address not in (None, "auto"):
+        _check_address(cfg.address)
     if ray.is_initialized():
         return
     if cfg.address is None:
         ray.init(include_dashboard=False, runtime_env=cfg.runtime_env, log_to_driver=False)
         return
-    if cfg.address != "auto":
-        _check_address(cfg.address)
     try:
         ray.init(address=cfg.address, runtime_env=cfg.runtime_env, log_to_driver=False)
     except (ConnectionError, RuntimeError, TimeoutError) as exc:
