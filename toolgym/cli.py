@@ -48,9 +48,12 @@ def envs_command() -> None:
     table.add_column("id", style="bold")
     table.add_column("entry point")
     table.add_column("description")
+    from toolgym.envs.registry import description, load_entry_points
+
+    load_entry_points()
     for env_id, spec in sorted(toolgym.envs.registered().items()):
         entry = spec.entry_point if isinstance(spec.entry_point, str) else getattr(spec.entry_point, "__qualname__", "?")
-        table.add_row(env_id, entry, spec.description)
+        table.add_row(env_id, entry, description(env_id))
     console.print(table)
 
 
@@ -81,10 +84,14 @@ def rollout(
     score: bool = False,
     out: Path | None = None,
     show_table: bool = True,
+    pool: str = "local",
+    actors: int = 2,
+    ray_address: str | None = None,
 ) -> RunResult:
     """Run episodes with a progress bar, optionally score and save them; print a summary table."""
     from toolgym.rollouts import SamplingParams, run_episodes, sample_tasks, save_episodes
     from toolgym.rollouts.named import PolicyOptions, make_policy
+    from toolgym.rollouts.pool import make_pool
 
     factory = lambda: toolgym.make(env_id, tool_format=tool_format)  # noqa: E731
     factory.__name__ = env_id  # type: ignore[attr-defined]
@@ -93,23 +100,24 @@ def rollout(
     agent = make_policy(policy.value, PolicyOptions(tasks=tasks, tool_format=tool_format, model=model_dir, base_url=base_url))
     policy_name = model if policy is PolicyKind.hf and model else policy.value
     label = f"{policy_name} on {env_id}"
+    env_pool = make_pool(pool, actors=actors, ray_address=ray_address)  # Ray pools start (and are checked) at bind
     with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
         job = bar.add_task("episodes", total=len(tasks) * group_size)
         started = time.perf_counter()
         eps = run_episodes(
             factory, agent, tasks=tasks, seed=seed, concurrency=concurrency, group_size=group_size,
             sampling=SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature),
-            on_episode=lambda _: bar.advance(job),
+            on_episode=lambda _: bar.advance(job), pool=env_pool,
         )
         wall = time.perf_counter() - started
     result = RunResult(env_id, policy_name, eps, metrics.summarize(eps, wall))
-    if score:
-        result.scores = _verifiable_scores(env_id, eps)
-    if show_table:
-        _print_summary({**result.summary, **(result.scores or {})}, label)
-    if out is not None:
+    if out is not None:  # saved before scoring, so a scoring error loses no episode
         save_episodes(eps, out)
         console.print(f"saved {len(eps)} episodes to [bold]{out}[/]")
+    if score or rubric is not None:
+        result.scores = _verifiable_scores(env_id, eps, rubric)
+    if show_table:
+        _print_summary({**result.summary, **(result.scores or {})}, label)
     return result
 
 
@@ -158,12 +166,16 @@ def rollout_command(
     temperature: float = typer.Option(1.0, min=0.0, help="Sampling temperature (model policies)."),
     score: bool = typer.Option(False, help="Also score the episodes with the env's verifiable rubric."),
     out: Path | None = typer.Option(None, help="Save episodes to this .jsonl or .parquet file."),
+    pool: str = typer.Option("local", help="Where the envs live: local (this process) or ray (env actors)."),
+    actors: int = typer.Option(2, min=1, help="--pool ray: env actors to start (1 CPU each)."),
+    ray_address: str | None = typer.Option(None, help="--pool ray: join this Ray cluster (host:port or auto) instead of starting one."),
 ) -> None:
     """Run episodes of ENV_ID and print a summary (episodes/s, stop reasons, error counts)."""
     try:
         rollout(
             env_id, policy, episodes, concurrency=concurrency, seed=seed, tool_format=tool_format, group_size=group_size,
             model=model, base_url=base_url, max_new_tokens=max_new_tokens, temperature=temperature, score=score, out=out,
+            pool=pool, actors=actors, ray_address=ray_address,
         )
     except ToolgymError as exc:
         console.print(f"[red]error:[/] {exc}")

@@ -134,3 +134,18 @@ class LocalEnvPool:
     def _close_free(self) -> None:
         while self._free:
             self._free.pop().close()
+
+
+def make_pool(kind: str = "local", *, actors: int = 2, ray_address: str | None = None, **ray_options: Any) -> Any:
+    """The pool a name stands for (the CLI's ``--pool``): "local" or "ray".
+
+    Ray options (``num_cpus``, ``resources``, ...) are ``RayPoolConfig`` fields. The Ray pool is
+    imported only here, so a local rollout never imports Ray.
+    """
+    if kind == "local":
+        return LocalEnvPool()
+    if kind == "ray":
+        from toolgym.rollouts.ray_pool import RayEnvPool
+
+        return RayEnvPool(actors=actors, address=ray_address, **ray_options)
+    raise ConfigError(f"pool must be 'local' or 'ray', got {kind!r}")
