@@ -26,7 +26,7 @@ Two ways to show past assistant turns:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Protocol
 
 from toolgym.envs.types import AssistantMessage, Message, SystemMessage, ToolMessage, ToolSpec, UserMessage
@@ -98,15 +98,27 @@ class ChatTokenizer(Protocol):
     def encode(self, text: str, **kwargs: Any) -> list[int]: ...
 
 
+_BASE: tuple[Message, ...] = (UserMessage(content="."), AssistantMessage(content=".", raw="."))
+"""A fixed conversation ending in an assistant turn: observation tokens are measured after it."""
+
+
 class ChatRenderer:
     """Renders a conversation with a tokenizer's chat template, as text or as prompt token ids.
 
+    ``prompt_ids`` is the token-faithful entry point: given the previous turn's prompt and
+    sampled ids, it appends only the tokens of the new messages (see ``observation_ids``), so
+    the model's own output is never re-tokenized.
+
     Args:
         tokenizer: A Hugging Face tokenizer that has a chat template.
+        end_ids: Ids that end an assistant turn (default: the tokenizer's eos id).
     """
 
-    def __init__(self, tokenizer: ChatTokenizer):
+    def __init__(self, tokenizer: ChatTokenizer, end_ids: Iterable[int] | None = None):
         self.tokenizer = tokenizer
+        eos = getattr(tokenizer, "eos_token_id", None)
+        self.end_ids = set(end_ids) if end_ids is not None else ({int(eos)} if isinstance(eos, int) else set())
+        self._base: tuple[list[int], int] | None | bool = False  # False: not computed yet
 
     def text(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
         """The prompt text, ending with the opening of the next assistant turn."""
@@ -116,7 +128,67 @@ class ChatRenderer:
 
     def token_ids(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> list[int]:
         """The prompt as token ids (the template already holds every special token)."""
-        return list(self.tokenizer.encode(self.text(messages, tools), add_special_tokens=False))
+        return self._encode(self.text(messages, tools))
 
     def __call__(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> list[int]:
         return self.token_ids(messages, tools)
+
+    def prompt_ids(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *,
+        prefix_ids: Sequence[int] | None = None, prefix_messages: int = 0,
+    ) -> list[int]:
+        """The next prompt: ``prefix_ids`` extended by the new messages, or a full render.
+
+        Args:
+            messages: The whole conversation.
+            tools: Tool specs (used only by a full render; the prefix already holds them).
+            prefix_ids: The previous turn's prompt ids followed by its sampled ids.
+            prefix_messages: How many leading ``messages`` the prefix covers.
+
+        A full render is the stated fallback when there is no prefix, no new message, or a
+        template whose output is not prefix-stable; the rollout records such a turn as a fork
+        (``toolgym.rollouts.rows``), so its tokens never merge silently with the previous turn's.
+        """
+        if prefix_ids and 0 < prefix_messages < len(messages):
+            tail = self.observation_ids(messages[prefix_messages:], last_sampled=prefix_ids[-1])
+            if tail is not None:
+                return [*prefix_ids, *tail]
+        return self.token_ids(messages, tools)
+
+    def observation_ids(self, new_messages: Sequence[Message], *, last_sampled: int | None = None) -> list[int] | None:
+        """Tokens that follow a sampled assistant turn: its closing, the new messages, the next header.
+
+        The fixed conversation ``_BASE`` (ending in an assistant turn) is rendered without and
+        with ``new_messages``; the token difference is the new messages plus the next assistant
+        header. The template's closing of the assistant turn comes first. When the model's last
+        sampled id (``last_sampled``) is the template's end-of-turn token, the closing is what
+        the template puts after that token (ChatML's newline, nothing for Kimi-style turns);
+        otherwise (a length cut, a stop string, another end id) the template's end-of-turn
+        token is added too, so every turn is closed the way the template closes it.
+
+        Returns:
+            The ids, or None when the template is not prefix-stable here (the longer render does
+            not start with the shorter one's ids) or closes assistant turns with no end id.
+        """
+        base = self._base_ids()
+        if base is None:
+            return None
+        base_ids, end_at = base
+        dicts = to_chat_dicts([*_BASE, *new_messages])
+        full = self._encode(self.tokenizer.apply_chat_template(dicts, add_generation_prompt=True, tokenize=False))
+        if full[: len(base_ids)] != base_ids:
+            return None
+        closing = base_ids[end_at + 1 :] if last_sampled == base_ids[end_at] else base_ids[end_at:]
+        return [*closing, *full[len(base_ids) :]]
+
+    def _base_ids(self) -> tuple[list[int], int] | None:
+        """``_BASE`` rendered as ids, and the index of its assistant turn's end-of-turn token."""
+        if self._base is False:
+            text = self.tokenizer.apply_chat_template(to_chat_dicts(_BASE), add_generation_prompt=False, tokenize=False)
+            ids = self._encode(text)
+            ends = [i for i, t in enumerate(ids) if t in self.end_ids]
+            self._base = (ids, ends[-1]) if ends else None
+        return self._base  # type: ignore[return-value]
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))

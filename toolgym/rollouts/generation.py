@@ -193,7 +193,7 @@ def _sample_step(rows: list[_Row], logits: Any, device: Any, end_ids: set[int], 
     uniforms = torch.tensor([r.draw() for r in rows], device=device)
     tokens = sample_tokens(logits, temperature, top_p, uniforms)  # (B,)
     raw = torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)  # (B,)
-    for row, token, logprob in zip(rows, tokens.tolist(), raw.tolist()):
+    for row, token, logprob in zip(rows, tokens.tolist(), raw.tolist(), strict=True):
         row.ids.append(token)
         row.logprobs.append(logprob)
         if token in end_ids or _hit_stop_string(row, decode):

@@ -5,7 +5,8 @@ prompts are grouped by length into batches of at most ``max_batch_size``, and ea
 decoded by ``toolgym.rollouts.generation.generate_batch`` on the policy's worker thread, so the
 event loop (and the environments on it) stays live while the model runs.
 
-Every returned turn is token-faithful: ``prompt_token_ids`` are the ids the model saw,
+Every returned turn is token-faithful: ``prompt_token_ids`` are the ids the model saw (from the
+second turn on, the previous turn's prompt and sampled ids plus only the new messages' tokens),
 ``token_ids`` the ids it sampled (end-of-turn token included), and ``logprobs`` the raw model
 log-probabilities of those ids at temperature 1, whatever the sampling temperature and top-p
 (see ``toolgym.rollouts.generation``). A prompt that leaves no room to generate within the
@@ -49,11 +50,11 @@ class HFPolicy:
             raise ConfigError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.model = model
         self.tokenizer = tokenizer
-        self.renderer = ChatRenderer(tokenizer)
         self.max_batch_size = max_batch_size
         self.max_context = int(max_context or model.config.max_position_embeddings)
         self.pad_id = _pad_id(tokenizer)
         self.end_ids = _end_ids(model, tokenizer)
+        self.renderer = ChatRenderer(tokenizer, end_ids=self.end_ids)
         self.batches = 0
         """Forward batches run so far (a diagnostic)."""
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolgym-hf-policy")
@@ -88,7 +89,7 @@ class HFPolicy:
             else:
                 jobs[i] = prepared
         results = await self.generate_ids(list(jobs.values()))
-        for i, result in zip(jobs, results):
+        for i, result in zip(jobs, results, strict=True):
             turns[i] = _to_turn(jobs[i], result)
         return [t for t in turns if t is not None]
 
@@ -110,7 +111,7 @@ class HFPolicy:
             chunk = pending[start : start + self.max_batch_size]
             batch = [jobs[i] for i in chunk]
             results = await asyncio.get_running_loop().run_in_executor(self.executor, self._run_batch, batch)
-            for i, result in zip(chunk, results):
+            for i, result in zip(chunk, results, strict=True):
                 out[i] = result
         return [r for r in out if r is not None]
 
@@ -121,8 +122,14 @@ class HFPolicy:
     # ------------------------------------------------------------------ helpers
 
     def render(self, request: PolicyRequest) -> list[int]:
-        """The prompt token ids of a request (system prompt, tools, conversation, assistant opener)."""
-        return self.renderer.token_ids(request.messages, request.tools)
+        """The prompt token ids of a request (system prompt, tools, conversation, assistant opener).
+
+        With ``request.prefix_token_ids`` the prompt is those ids plus the new messages' tokens
+        only (``ChatRenderer.prompt_ids``), so earlier turns keep exactly the sampled ids.
+        """
+        return self.renderer.prompt_ids(
+            request.messages, request.tools, prefix_ids=request.prefix_token_ids, prefix_messages=request.prefix_messages
+        )
 
     def _prepare(self, request: PolicyRequest) -> GenerationJob | PolicyTurn:
         try:

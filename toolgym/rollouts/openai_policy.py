@@ -16,6 +16,13 @@ What is read from an answer:
 * log-probs: ``logprobs.content[i].logprob`` (chat) or ``logprobs.token_logprobs`` (completions).
   vLLM reports raw model log-probs (temperature 1), the same quantity ``HFPolicy`` reports.
 
+Multi-turn token faithfulness: with ``token_ids=True`` a request that continues an episode
+also sends toolgym's ``prompt_prefix_token_ids`` extension (the previous turn's prompt and
+sampled ids), which ``toolgym serve`` extends with only the new messages' tokens. A server that
+ignores it re-renders the conversation; ``toolgym.rollouts.rows`` then counts a fork instead of
+merging mismatched tokens. With ``api="completions"`` and a ``ChatRenderer``, the client extends
+the ids itself.
+
 ``token_ids=True`` (default) sends vLLM's ``return_token_ids`` and ``return_tokens_as_token_ids``
 fields; turn it off for hosted APIs that reject unknown fields, and use ``history="structured"``
 there (see ``toolgym.rollouts.chat``).
@@ -152,15 +159,25 @@ class OpenAIPolicy:
                 body["tools"] = tool_dicts(request.tools)
             if self.logprobs:
                 body["logprobs"] = True
+            if self.token_ids and request.prefix_token_ids:
+                # toolgym serve continues from these ids; servers that ignore them re-render (a counted fork).
+                body.update(prompt_prefix_token_ids=request.prefix_token_ids, prompt_prefix_messages=request.prefix_messages)
         else:
             path = "/completions"
-            prompt = self.prompt_renderer(request.messages, request.tools)  # type: ignore[misc]
+            prompt = self._completion_prompt(request)
             sent_ids = list(prompt) if isinstance(prompt, list) else None
             body["prompt"] = prompt
             if self.logprobs:
                 body["logprobs"] = 0
         body.update(self.extra_body)
         return path, body, sent_ids
+
+    def _completion_prompt(self, request: PolicyRequest) -> list[int] | str:
+        """A ``ChatRenderer`` extends the previous turn's ids; any other renderer renders in full."""
+        extend = getattr(self.prompt_renderer, "prompt_ids", None)
+        if extend is not None and request.prefix_token_ids:
+            return extend(request.messages, request.tools, prefix_ids=request.prefix_token_ids, prefix_messages=request.prefix_messages)
+        return self.prompt_renderer(request.messages, request.tools)  # type: ignore[misc]
 
     async def _post(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any] | PolicyError:
         """POST with retries; the decoded JSON object, or the error of the last attempt."""

@@ -8,6 +8,9 @@ validate without loss. Two vLLM extensions carry the training truth:
   chat, per choice for completions) and the generated ids in ``choices[i].token_ids``;
 * ``return_tokens_as_token_ids`` (request) writes each log-prob entry's ``token`` as
   ``"token_id:<id>"``, so ids survive even where ``token_ids`` is absent.
+
+One toolgym extension keeps multi-turn prompts token-faithful: a chat request may carry
+``prompt_prefix_token_ids`` and ``prompt_prefix_messages`` (see ``ChatCompletionRequest``).
 """
 
 from __future__ import annotations
@@ -93,6 +96,13 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = None
+    prompt_prefix_token_ids: list[int] | None = None
+    """toolgym extension: the previous turn's prompt ids followed by its sampled ids. The server
+    then tokenizes only the messages after the first ``prompt_prefix_messages`` and appends them,
+    so the model's own output is never re-tokenized. Servers that ignore it re-render the
+    conversation, and the client's rows count that turn as a fork."""
+    prompt_prefix_messages: int = Field(default=0, ge=0)
+    """toolgym extension: how many leading ``messages`` ``prompt_prefix_token_ids`` covers."""
 
 
 class CompletionRequest(_SamplingFields):

@@ -6,7 +6,9 @@ answer does not depend on what it was batched with. Endpoints:
 
 * ``POST /v1/chat/completions``: messages and tools are rendered with the model's chat
   template. The answer's ``content`` is the raw generated text (tool calls stay as text, like
-  vLLM without a tool parser), so a client sees exactly what the model wrote.
+  vLLM without a tool parser), so a client sees exactly what the model wrote. A request with
+  toolgym's ``prompt_prefix_token_ids`` extension continues from those ids and tokenizes only
+  the new messages (``ChatRenderer.prompt_ids``), so multi-turn prompts stay token-faithful.
 * ``POST /v1/completions``: the prompt is text or a list of token ids.
 * ``GET /v1/models``, ``GET /health`` (with batch counters).
 
@@ -113,7 +115,7 @@ class Batcher:
                 results = await self.policy.generate_ids([job for job, _ in batch])
             except Exception as exc:  # keep serving: fail this batch's requests, not the server
                 results = [PolicyError(kind="model_error", message=f"{type(exc).__name__}: {exc}"[:500])] * len(batch)
-            for (_, future), result in zip(batch, results):
+            for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
 
@@ -197,8 +199,10 @@ def create_app(policy: HFPolicy, *, model_name: str = "toolgym-local", max_batch
     async def chat(body: ChatCompletionRequest) -> Any:
         _check_plain(body.stream, body.n)
         messages, tools = wire_messages(body.messages), wire_tools(body.tools)
+        prefix = _prompt_ids(policy, body.prompt_prefix_token_ids, "prompt_prefix_token_ids") if body.prompt_prefix_token_ids else None
         try:
-            prompt = policy.renderer.token_ids(messages, tools)
+            # With a prefix, only the new messages are tokenized: the model's earlier output keeps its ids.
+            prompt = policy.renderer.prompt_ids(messages, tools, prefix_ids=prefix, prefix_messages=body.prompt_prefix_messages)
         except Exception as exc:  # the template rejected this conversation: the client's input
             raise BadRequest(f"the chat template cannot render these messages: {type(exc).__name__}: {exc}") from None
         result = await batcher.submit(_job(prompt, body, body.max_completion_tokens or body.max_tokens))
@@ -225,13 +229,13 @@ def _check_plain(stream: bool, n: int) -> None:
         raise BadRequest(f"n={n} is not supported; send one request per sample (n=1)")
 
 
-def _prompt_ids(policy: HFPolicy, prompt: str | list[int]) -> list[int]:
+def _prompt_ids(policy: HFPolicy, prompt: str | list[int], field: str = "prompt") -> list[int]:
     if isinstance(prompt, str):
         return list(policy.tokenizer.encode(prompt, add_special_tokens=False))
     vocab = len(policy.tokenizer)
     bad = [t for t in prompt if not 0 <= t < vocab]
     if bad or not prompt:
-        raise BadRequest(f"prompt token ids must be a non-empty list within [0, {vocab}); got {bad[:5] or 'an empty list'}")
+        raise BadRequest(f"{field} token ids must be a non-empty list within [0, {vocab}); got {bad[:5] or 'an empty list'}")
     return list(prompt)
 
 
@@ -266,7 +270,7 @@ def _chat_response(policy: HFPolicy, model: str, body: ChatCompletionRequest, pr
     if body.logprobs:
         entries = [
             TokenLogprob(token=_token_text(policy, t, body.return_tokens_as_token_ids), logprob=lp)
-            for t, lp in zip(result.token_ids, result.logprobs)
+            for t, lp in zip(result.token_ids, result.logprobs, strict=True)
         ]
         logprobs = ChoiceLogprobs(content=entries)
     choice = ChatChoice(
