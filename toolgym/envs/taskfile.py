@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from toolgym.envs import safejson
 from toolgym.envs.types import Task
 from toolgym.errors import TaskFileError
 
@@ -32,7 +33,7 @@ def load_tasks(path: str | Path) -> list[Task]:
             if not line.strip():
                 continue
             try:
-                data = json.loads(line)
+                data = safejson.loads(line, safejson.FILE_LIMITS)
             except json.JSONDecodeError as exc:
                 raise TaskFileError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
             try:

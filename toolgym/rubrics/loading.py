@@ -11,11 +11,13 @@ toolgym.rubrics.loading.RubricError: r.yaml: criteria[0] (id 'x').source.check: 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from toolgym.envs import safejson
 from toolgym.errors import ConfigError
 from toolgym.rubrics.rubric import Rubric
 
@@ -41,15 +43,19 @@ def load_rubric(path: str | Path) -> Rubric:
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
+        if len(text) > safejson.FILE_LIMITS.max_chars:
+            raise RubricError(f"{path}: {len(text):,} characters; a rubric file holds at most {safejson.FILE_LIMITS.max_chars:,}")
         try:
             data = yaml.safe_load(text)
+        except RecursionError:
+            raise RubricError(f"{path}: YAML nests too deep to read; a rubric needs a few levels only") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
             raise RubricError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
     elif path.suffix == ".json":
         try:
-            data = json.loads(text)
+            data = safejson.loads(text, safejson.FILE_LIMITS)
         except json.JSONDecodeError as exc:
             raise RubricError(f"{path}: line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
     else:
@@ -69,11 +75,28 @@ def rubric_from_dict(data: Any, origin: str = "<rubric>") -> Rubric:
     """
     if not isinstance(data, dict):
         raise RubricError(f"{origin}: a rubric is a mapping with 'name' and 'criteria', got {type(data).__name__}")
+    if safejson.depth_of(data, 64) > 64:
+        raise RubricError(f"{origin}: the rubric nests deeper than 64 levels; a rubric needs a few levels only")
     try:
-        return Rubric.model_validate(data)
+        rubric = Rubric.model_validate(data)
     except ValidationError as exc:
         lines = [f"{origin}: {_where(err['loc'], data)}: {_message(err)}" for err in exc.errors(include_url=False)]
         raise RubricError("\n".join(lines)) from None
+    # After validation, so numbers written as text ("1e400") are caught once pydantic made them floats.
+    for loc, value in _non_finite(rubric.model_dump(), ()):
+        raise RubricError(f"{origin}: {_where(loc, data)}: {value} is not a finite number; write a finite value")
+    return rubric
+
+
+def _non_finite(node: Any, loc: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], float]]:
+    """Every NaN or infinite float in a dumped rubric, with its field path (first one first)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return [(loc, node)]
+    if isinstance(node, dict):
+        return [hit for key, child in node.items() for hit in _non_finite(child, (*loc, key))]
+    if isinstance(node, (list, tuple)):
+        return [hit for i, child in enumerate(node) for hit in _non_finite(child, (*loc, i))]
+    return []
 
 
 def _where(loc: tuple[Any, ...], data: dict[str, Any]) -> str:

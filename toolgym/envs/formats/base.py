@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from toolgym.envs.safejson import loads as safe_loads
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec, trusted
 
 
@@ -55,12 +56,9 @@ class ToolCallFormat(Protocol):
         ...
 
 
-_DECODER = json.JSONDecoder()
-
-
 def loads(text: str) -> Any:
-    """``json.loads`` without the per-call wrapper (this runs on every parsed call)."""
-    return _DECODER.decode(text)
+    """Model JSON, read within ``safejson.DEFAULT_LIMITS``; a violation is a ``json.JSONDecodeError``."""
+    return safe_loads(text)
 
 
 def make_call(call_id: str, name: str, arguments: dict[str, Any]) -> ToolCall:
@@ -71,6 +69,11 @@ def make_call(call_id: str, name: str, arguments: dict[str, Any]) -> ToolCall:
 
 def snippet(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """``repr`` of a name or value the model sent, cut so messages stay small."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def read_arguments(raw: Any) -> dict[str, Any] | str:

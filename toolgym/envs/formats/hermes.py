@@ -13,6 +13,7 @@ import json
 from toolgym.envs.formats.base import (
     ParsedTurn,
     ParseError,
+    clip,
     dumps_inside,
     loads,
     make_call,
@@ -73,7 +74,7 @@ class HermesFormat:
             )
         args = read_arguments(data.get("arguments", data.get("parameters")))
         if isinstance(args, str):
-            return ParseError(message=f"call to {data['name']!r}: {args}", snippet=snippet(body.strip()))
+            return ParseError(message=f"call to {clip(data['name'])}: {args}", snippet=snippet(body.strip()))
         return make_call(call_id, data["name"], args)
 
     def render_turn(self, content: str, calls: list[ToolCall]) -> str:

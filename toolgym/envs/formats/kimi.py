@@ -11,6 +11,7 @@ import re
 from toolgym.envs.formats.base import (
     ParsedTurn,
     ParseError,
+    clip,
     dumps_inside,
     make_call,
     read_arguments,
@@ -71,7 +72,7 @@ class KimiK2Format:
         name = id_match.group(1)
         args = read_arguments(raw_args)
         if isinstance(args, str):
-            turn.errors.append(ParseError(message=f"call to {name!r}: {args}", snippet=snippet(raw_args.strip())))
+            turn.errors.append(ParseError(message=f"call to {clip(name)}: {args}", snippet=snippet(raw_args.strip())))
             return
         turn.tool_calls.append(make_call(raw_id.strip(), name, args))
 

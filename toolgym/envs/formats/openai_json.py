@@ -15,6 +15,7 @@ from typing import Any
 from toolgym.envs.formats.base import (
     ParsedTurn,
     ParseError,
+    clip,
     dumps,
     loads,
     make_call,
@@ -69,7 +70,7 @@ class OpenAIFormat:
             )
         args = read_arguments(fn.get("arguments"))
         if isinstance(args, str):
-            return ParseError(message=f"call to {fn['name']!r}: {args}", snippet=snippet(dumps(item)))
+            return ParseError(message=f"call to {clip(fn['name'])}: {args}", snippet=snippet(dumps(item)))
         call_id = item.get("id") if isinstance(item.get("id"), str) and item.get("id") else default_id
         return make_call(call_id, fn["name"], args)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolgym.envs import safejson
 from toolgym.envs.digest import canonical_json, digest
 from toolgym.envs.sim.base import SimulatedApiError, SimulatorError
 from toolgym.envs.sim.schema import problems
@@ -56,9 +57,12 @@ class SimCache:
         self.path = Path(path) if path is not None else None
         self._entries: dict[str, dict[str, Any]] = {}
         if self.path is not None and self.path.exists():
-            for lineno, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), start=1):
+            # split("\n"), not splitlines(): U+2028 and friends may sit inside a JSON string.
+            for lineno, line in enumerate(self.path.read_text(encoding="utf-8").split("\n"), start=1):
+                if not line.strip():
+                    continue
                 try:
-                    entry = json.loads(line)
+                    entry = safejson.loads(line, safejson.FILE_LIMITS)
                     self._entries[entry["key"]] = entry["answer"]
                 except (json.JSONDecodeError, KeyError, TypeError):
                     raise SimulatorError(f"{self.path}:{lineno}: not a simulator cache line (expected {{\"key\": ..., \"answer\": ...}}); delete the file to start over") from None
@@ -76,7 +80,7 @@ class SimCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as fh:
                 # Key order kept (not canonical): a replay must render outputs byte for byte.
-                fh.write(json.dumps({"key": key, "answer": answer}, ensure_ascii=False, separators=(",", ":")) + "\n")
+                fh.write(json.dumps({"key": key, "answer": answer}, ensure_ascii=True, separators=(",", ":")) + "\n")
 
 
 class LLMSimulator:
@@ -177,7 +181,7 @@ def read_answer(text: str, tool: CompiledTool) -> tuple[dict[str, Any] | None, s
     if start < 0 or end < start:
         return None, "no JSON object found"
     try:
-        value = json.loads(body[start : end + 1])
+        value = safejson.loads(body[start : end + 1])
     except json.JSONDecodeError as exc:
         return None, f"not valid JSON ({exc.msg} at position {exc.pos})"
     if not isinstance(value, dict) or len(value) != 1 or not ({"output", "error"} & set(value)):

@@ -10,11 +10,11 @@ arguments with the same output. Every random draw comes from a generator seeded 
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Callable
 from typing import Any
 
+from toolgym.envs.canonical import seed_from
 from toolgym.envs.digest import canonical_json, digest
 from toolgym.envs.sim.base import SimulatorError
 from toolgym.envs.sim.schema import problems
@@ -38,7 +38,7 @@ def clone(value: Any) -> Any:
 
 def call_seed(*parts: Any) -> int:
     """A stable 64-bit seed from JSON-able parts."""
-    return int.from_bytes(hashlib.blake2b(canonical_json(list(parts)).encode(), digest_size=8).digest(), "big")
+    return seed_from(*parts)
 
 
 class SchemaSimulator:

@@ -8,11 +8,13 @@ a typed ``judge_unparseable`` verdict on that criterion, never a 0.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from toolgym.envs import safejson
 from toolgym.rubrics.critics.base import Judgement
 from toolgym.rubrics.rubric import Criterion
 from toolgym.rubrics.score import Unscorable
@@ -30,7 +32,8 @@ class PointItem(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: str
-    score: float
+    score: Any
+    """Checked strictly by ``parse_pointwise``: a JSON number, never a boolean or text."""
     rationale: str = ""
 
 
@@ -74,11 +77,10 @@ def extract_json(text: str) -> Any:
     Raises:
         JudgementParseError: no JSON object decodes.
     """
-    decoder = json.JSONDecoder()
     start = text.find("{")
     while start != -1:
         try:
-            value, _ = decoder.raw_decode(text, start)
+            value, _ = safejson.raw_decode(text, start)
         except json.JSONDecodeError:
             start = text.find("{", start + 1)
             continue
@@ -112,6 +114,10 @@ def parse_pointwise(text: str, criteria: Sequence[Criterion]) -> dict[str, Judge
         item = items.get(c.id)
         if item is None:
             out[c.id] = Judgement(unscorable=Unscorable(kind="judge_unparseable", message=f"the judgement has no entry for {c.id!r}"))
+        elif not _is_number(item.score):
+            # true/false or "0.8" would coerce to a number nobody asked for: unscorable, with why.
+            message = f"score for {c.id!r} must be a JSON number, got {type(item.score).__name__} {str(item.score)[:40]!r}"
+            out[c.id] = Judgement(rationale=item.rationale, unscorable=Unscorable(kind="judge_unparseable", message=message))
         elif not c.scale.low <= item.score <= c.scale.high:
             message = f"score {item.score} for {c.id!r} is outside [{c.scale.low:g}, {c.scale.high:g}]"
             out[c.id] = Judgement(rationale=item.rationale, unscorable=Unscorable(kind="judge_unparseable", message=message))
@@ -132,6 +138,10 @@ def parse_pairwise(text: str, criteria: Sequence[Criterion]) -> dict[str, PairIt
         c.id: items.get(c.id) or Unscorable(kind="judge_unparseable", message=f"the comparison has no entry for {c.id!r}")
         for c in criteria
     }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def complete(verdicts: dict[str, Any]) -> bool:
