@@ -199,7 +199,7 @@ def k2_squared_loss(
     if (group_index is None) == (baseline is None):
         raise ValueError("k2_squared_loss needs exactly one of group_index= (group-mean baseline) or baseline=")
     if baseline is None:
-        baseline = group_mean(rewards.float(), group_index)
+        baseline = group_mean(rewards.to(logp.dtype), group_index)
     per_sequence("baseline", baseline, logp.shape[0])
     log_ratio = _masked_log_ratio(logp, old_logp, mask).sum(dim=1)  # (B,)
     return (rewards.to(logp.dtype) - baseline.detach().to(logp.dtype) - tau * log_ratio) ** 2
