@@ -1,0 +1,194 @@
+"""RayEnvPool: same episodes as the local pool, batched actor calls, and bad input refused early."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import toolgym
+from toolgym.envs.catalog.unitconv.env import UnitConvEnv
+from toolgym.errors import ConfigError
+from toolgym.rollouts import ChaosPolicy, ScriptedPolicy, run_episodes, sample_tasks
+from toolgym.rollouts.env_actor import EnvActor
+from toolgym.rollouts.pool import LocalEnvPool
+
+ray = pytest.importorskip("ray")
+from toolgym.rollouts.ray_pool import EnvCallTimeout, RayEnvPool, RayPoolConfig  # noqa: E402
+
+UNITCONV = "toolgym/unitconv-v0"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for every Ray test of the session (start-up costs seconds)."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+
+
+@pytest.fixture(scope="module")
+def pool(ray_local):
+    with RayEnvPool(actors=2, num_cpus=0.5) as p:
+        yield p
+
+
+def comparable(episodes):
+    """Episodes without wall-clock timings (the only fields allowed to differ between pools)."""
+    out = []
+    for e in episodes:
+        d = e.model_dump(exclude={"wall_s"})
+        for turn in d["turns"]:
+            turn.pop("env_s"), turn.pop("policy_s")
+        out.append(d)
+    return out
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 24))
+def test_ray_pool_equals_local_pool_with_scripted_policy(pool, seed, n):
+    tasks = sample_tasks(UNITCONV, n=n, seed=seed)
+    local = run_episodes(UNITCONV, ScriptedPolicy.gold(tasks), tasks=tasks, seed=seed)
+    remote = run_episodes(UNITCONV, ScriptedPolicy.gold(tasks), tasks=tasks, seed=seed, pool=pool)
+    assert comparable(remote) == comparable(local)
+    assert all(e.reached_expected_state for e in remote)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), answer_rate=st.floats(0.0, 0.5))
+def test_ray_pool_equals_local_pool_with_bad_calls_and_groups(pool, seed, answer_rate):
+    kwargs = dict(n=12, seed=seed, group_size=3, concurrency=7)
+    local = run_episodes(UNITCONV, ChaosPolicy(answer_rate=answer_rate), **kwargs)
+    remote = run_episodes(UNITCONV, ChaosPolicy(answer_rate=answer_rate), pool=pool, **kwargs)
+    assert comparable(remote) == comparable(local)
+    assert sum(sum(e.error_counts().values()) for e in remote) > 0  # bad calls really crossed the actors
+
+
+def test_snapshot_on_one_env_restores_on_another_through_the_pool(pool):
+    async def go():
+        a, b = await pool.acquire(), await pool.acquire()
+        await pool.reset(a, seed=3)
+        await pool.step(a, '<tool_call>{"name": "store", "arguments": {"name": "x", "value": 2.5}}</tool_call>')
+        snap = await pool.snapshot(a)
+        await pool.reset(b, seed=99)
+        await pool.restore(b, snap)
+        assert b.messages == a.messages and b.task == a.task
+        same = '<tool_call>{"name": "recall", "arguments": {"name": "x"}}</tool_call>'
+        out_a, out_b = await pool.step(a, same), await pool.step(b, same)
+        assert out_a[0] == out_b[0] and await pool.digest(a) == await pool.digest(b)
+        for env in (a, b):
+            await pool.release(env)
+
+    asyncio.run(go())
+
+
+def test_one_tick_of_episodes_is_one_actor_call_per_actor(pool):
+    calls: list[int] = []
+    real = pool._lane  # count the batches the lanes send (one per actor per tick when not backpressured)
+
+    def spy(slot):
+        lane = real(slot)
+        if not getattr(lane, "spied", False):
+            submit = lane.submit
+
+            def counted(method, payload):
+                if method == "step_many" and not lane.pending.get(method):
+                    calls.append(slot)
+                return submit(method, payload)
+
+            lane.submit, lane.spied = counted, True
+        return lane
+
+    pool._lane = spy
+    try:
+        tasks = sample_tasks(UNITCONV, n=64, seed=5)
+        eps = run_episodes(UNITCONV, ScriptedPolicy.gold(tasks), tasks=tasks, pool=pool)
+    finally:
+        del pool._lane
+    steps = sum(len(e.turns) for e in eps)
+    assert len(calls) < steps / 8, (len(calls), steps)  # 64 episodes share a tick: batches, not single steps
+
+
+# ------------------------------------------------------------------ EnvActor in-process (no Ray)
+
+
+def test_env_actor_isolates_a_broken_item_and_serializes_one_env():
+    async def go():
+        actor = EnvActor(lambda: toolgym.make(UNITCONV), gc_policy="default")
+        await actor.ready()
+        await actor.reset_many([(1, 0, None), (2, 1, None)])
+        call = '<tool_call>{"name": "store", "arguments": {"name": "k", "value": 1}}</tool_call>'
+        replies = await actor.step_many([(1, call), (7, call), (2, call)])
+        assert isinstance(replies[1], KeyError) and not isinstance(replies[0], Exception) and not isinstance(replies[2], Exception)
+        # two batches touching env 1 at once: its steps run one after the other, in arrival order
+        first, second = await asyncio.gather(actor.step_many([(1, call)]), actor.step_many([(1, call)]))
+        assert second[0][0] == first[0][0] + len(first[0][1])
+        assert (await actor.stats())["live"] == 2
+        await actor.close_many([(1, True), (2, False)])
+        assert (await actor.stats())["live"] == 0
+
+    asyncio.run(go())
+
+
+# ------------------------------------------------------------------ bad input, before any work
+
+
+def test_unreachable_address_is_refused_fast():
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="no Ray cluster answers at '127.0.0.1:1'.*ray start --head"):
+        RayEnvPool(address="127.0.0.1:1").bind(UNITCONV, lambda: toolgym.make(UNITCONV))
+    assert time.perf_counter() - started < 10
+
+
+def test_more_cpus_than_the_cluster_has_is_refused(ray_local):
+    with pytest.raises(ConfigError, match=r"asks 64 CPU \(8 actors x 8\).*--actors"):
+        RayEnvPool(actors=8, num_cpus=8).bind(UNITCONV, lambda: toolgym.make(UNITCONV))
+
+
+def test_bad_pool_field_is_named():
+    with pytest.raises(ValueError, match="actors"):
+        RayPoolConfig(actors=0)
+    with pytest.raises(ValueError, match="max_inflight"):
+        RayEnvPool(max_inflight=0)
+
+
+def test_env_unknown_to_the_actors_says_how_to_ship_it(ray_local):
+    toolgym.register("local/only-here-v0", UnitConvEnv)  # registered in this process only
+    try:
+        tasks = sample_tasks("local/only-here-v0", n=1)
+        with RayEnvPool(actors=1, num_cpus=0.5) as p, pytest.raises(ConfigError, match="runtime_env.*working_dir"):
+            run_episodes("local/only-here-v0", ScriptedPolicy.gold(tasks), tasks=tasks, pool=p)
+    finally:
+        toolgym.envs.registry.unregister("local/only-here-v0")
+
+
+class SlowEnv(UnitConvEnv):
+    """Blocks its actor for longer than the pool's call deadline."""
+
+    async def astep(self, action):
+        time.sleep(1.5)
+        return await super().astep(action)
+
+
+def test_a_call_past_its_deadline_is_a_typed_env_failure(ray_local):
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
+    tasks = sample_tasks(UNITCONV, n=2)
+    with RayEnvPool(actors=1, num_cpus=0.5, call_timeout_s=0.3) as p:
+        eps = run_episodes(SlowEnv, ScriptedPolicy.gold(tasks), tasks=tasks, pool=p, env_retries=0)
+    assert [e.failure.kind for e in eps] == ["EnvCallTimeout", "EnvCallTimeout"]
+    assert all(e.failure.boundary == "env" and not e.scorable for e in eps)
+    assert issubclass(EnvCallTimeout, toolgym.errors.EnvError)
+
+
+def test_local_pool_reuses_envs_without_changing_episodes():
+    tasks = sample_tasks(UNITCONV, n=6, seed=1)
+    shared = LocalEnvPool()
+    first = run_episodes(UNITCONV, ScriptedPolicy.gold(tasks), tasks=tasks, pool=shared, concurrency=2)
+    again = run_episodes(UNITCONV, ScriptedPolicy.gold(tasks), tasks=tasks, pool=shared, concurrency=5)
+    assert comparable(first) == comparable(again)
