@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -24,7 +25,18 @@ import toolgym
 from toolgym import metrics
 from toolgym.errors import ToolgymError
 
-app = typer.Typer(help="toolgym: tool-use RL environments for language-model agents.", no_args_is_help=True)
+class _Commands(TyperGroup):
+    """Every command's user errors (``ToolgymError``) print ``error: ...`` and exit 2, never a traceback."""
+
+    def invoke(self, ctx: typer.Context) -> object:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except ToolgymError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(help="toolgym: tool-use RL environments for language-model agents.", no_args_is_help=True, cls=_Commands)
 console = Console()
 
 
@@ -82,6 +94,7 @@ def rollout(
     max_new_tokens: int = 256,
     temperature: float = 1.0,
     score: bool = False,
+    rubric: str | None = None,
     out: Path | None = None,
     show_table: bool = True,
     pool: str = "local",
@@ -131,12 +144,14 @@ def _tiny_model_dir(name: str) -> str:
     return str(cached_tiny_model(name.removeprefix("tiny-")))  # type: ignore[arg-type]
 
 
-def _verifiable_scores(env_id: str, episodes: list) -> dict[str, float]:
-    """Score episodes with the verifiable part of the env's catalog rubric."""
+def _verifiable_scores(env_id: str, episodes: list, rubric: str | None = None) -> dict[str, float]:
+    """Score episodes with the verifiable part of ``rubric`` (default: the env's catalog rubric)."""
     from toolgym.rubrics import rubric_for, score_episodes_sync, score_metrics
     from toolgym.rubrics.metrics import SCORE_MEAN, SCORE_UNSCORABLE_FRAC
+    from toolgym.rubrics.report import resolve_rubric
 
-    all_metrics = score_metrics(score_episodes_sync(episodes, rubric_for(env_id).verifiable()))
+    chosen = resolve_rubric(rubric) if rubric is not None else rubric_for(env_id)
+    all_metrics = score_metrics(score_episodes_sync(episodes, chosen.verifiable()))
     return {k: all_metrics[k] for k in (SCORE_MEAN, SCORE_UNSCORABLE_FRAC) if k in all_metrics}
 
 
@@ -157,7 +172,7 @@ def rollout_command(
     ),
     episodes: int = typer.Option(100, min=1, help="Number of tasks (episodes per task: --group-size)."),
     concurrency: int = typer.Option(256, min=1, help="Episodes alive at once."),
-    seed: int = typer.Option(0, help="Base seed: task i is sampled with seed + i."),
+    seed: int = typer.Option(0, min=0, help="Base seed: task i is sampled with seed + i."),
     tool_format: str = typer.Option("hermes", "--format", help="Tool-call format: hermes, openai, kimi_k2."),
     group_size: int = typer.Option(1, min=1, help="Episodes per task (GRPO siblings)."),
     model: str | None = typer.Option(None, help="hf: a local model folder, tiny-kimi or tiny-qwen3; openai: the model name."),
@@ -165,21 +180,25 @@ def rollout_command(
     max_new_tokens: int = typer.Option(256, min=1, help="Token budget per assistant turn (model policies)."),
     temperature: float = typer.Option(1.0, min=0.0, help="Sampling temperature (model policies)."),
     score: bool = typer.Option(False, help="Also score the episodes with the env's verifiable rubric."),
-    out: Path | None = typer.Option(None, help="Save episodes to this .jsonl or .parquet file."),
-    pool: str = typer.Option("local", help="Where the envs live: local (this process) or ray (env actors)."),
-    actors: int = typer.Option(2, min=1, help="--pool ray: env actors to start (1 CPU each)."),
-    ray_address: str | None = typer.Option(None, help="--pool ray: join this Ray cluster (host:port or auto) instead of starting one."),
+    rubric: str | None = typer.Option(None, help="Score with this rubric (a .yaml/.json file, catalog name or env id); implies --score."),
+    out: Path | None = typer.Option(None, help="Save episodes to this .jsonl or .parquet file (written before scoring)."),
+    imports: list[str] = typer.Option([], "--import", help="Import this module first (it registers your envs); repeatable."),
 ) -> None:
-    """Run episodes of ENV_ID and print a summary (episodes/s, stop reasons, error counts)."""
-    try:
-        rollout(
-            env_id, policy, episodes, concurrency=concurrency, seed=seed, tool_format=tool_format, group_size=group_size,
-            model=model, base_url=base_url, max_new_tokens=max_new_tokens, temperature=temperature, score=score, out=out,
-            pool=pool, actors=actors, ray_address=ray_address,
-        )
-    except ToolgymError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    """Run episodes of ENV_ID and print a summary (episodes/s, stop reasons, error counts).
+
+    ENV_ID is a registered id, or 'package.module:ClassName' for an environment class of your own.
+    """
+    from toolgym.envs.registry import import_env
+
+    for module in imports:
+        import_env(module)
+    if ":" in env_id and "/" not in env_id.partition(":")[0]:
+        env_id = import_env(env_id)
+    rollout(
+        env_id, policy, episodes, concurrency=concurrency, seed=seed, tool_format=tool_format, group_size=group_size,
+        model=model, base_url=base_url, max_new_tokens=max_new_tokens, temperature=temperature, score=score,
+        rubric=rubric, out=out,
+    )
 
 
 @app.command("demo")
@@ -263,6 +282,35 @@ def score_command(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(report.model_dump_json(indent=1))
         console.print(f"wrote the report to [bold]{json_out}[/]")
+
+
+@app.command("view")
+def view_command(
+    file: Path = typer.Argument(..., help="Episode file written by `toolgym rollout --out` (.jsonl or .parquet)."),
+    env: str | None = typer.Option(None, help="Only episodes whose env id contains this."),
+    stop_reason: str | None = typer.Option(None, help="Only this stop reason (answered, max_turns, env_error, ...)."),
+    failed: bool | None = typer.Option(None, "--failed/--scorable", help="Only infrastructure failures / only scorable episodes."),
+    errors: bool | None = typer.Option(None, "--errors/--no-errors", help="Only episodes with / without error observations."),
+    min_reward: float | None = typer.Option(None, help="Only episodes with reward (or score, with --score) at least this."),
+    max_reward: float | None = typer.Option(None, help="Only episodes with reward (or score, with --score) at most this."),
+    score: bool = typer.Option(False, help="Score with each env's rubric and show the per-criterion breakdown."),
+    rubric: str | None = typer.Option(None, help="Score with this rubric instead (file, catalog name or env id)."),
+    page: int = typer.Option(1, min=1, help="Page to show."),
+    page_size: int = typer.Option(5, min=1, help="Episodes per page."),
+) -> None:
+    """Show stored episodes: messages, tool calls with arguments, errors, faults, rewards and scores."""
+    from toolgym.rollouts.storage import load_episodes
+    from toolgym.rollouts.view import EpisodeFilter, select, show
+
+    episodes = load_episodes(file)
+    scores = None
+    if score or rubric is not None:
+        from toolgym.rubrics.report import score_file
+
+        scores = score_file(file, rubric).scores
+    rewards = [(s.total if s.total is not None else float("nan")) for s in scores] if scores else [e.reward for e in episodes]
+    flt = EpisodeFilter(env=env, stop_reason=stop_reason, failed=failed, min_reward=min_reward, max_reward=max_reward, errors=errors)
+    show(console, episodes, select(episodes, rewards, flt, page, page_size), flt, scores)
 
 
 def main() -> None:

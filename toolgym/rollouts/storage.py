@@ -1,17 +1,23 @@
-"""Saving and loading episodes: JSONL (one episode per line) and Parquet (columns + full record).
+"""Saving and loading episodes: JSONL (one episode per line) and Parquet (nested columns).
 
-The Parquet file has flat columns for querying (ids, stop reason, reward, digests, turn counts)
-and a ``record`` column with the full episode JSON, so loading back is lossless.
+Both formats are lossless for any episode: any text (U+2028, lone surrogates), any float the
+policy returned (NaN log-probs included) and any seed. JSONL lines are ASCII JSON (non-ASCII
+escaped), so no line-splitting rule can cut a record. Parquet holds one real column per
+``Episode`` field (``messages``, ``turns`` with token ids, masks and log-probs, ``failure``, ...),
+so ``datasets.load_dataset("parquet", ...)`` and pandas see usable columns; see
+``docs/episode_files.md`` and ``toolgym.rollouts.arrow_codec``.
 """
-
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from toolgym.errors import ConfigError, TaskFileError
+from toolgym.rollouts.arrow_codec import decode_rows, dumps, encode_rows
 from toolgym.rollouts.episode import Episode
 
 SUFFIXES = (".jsonl", ".parquet")
@@ -29,28 +35,15 @@ def save_episodes(episodes: Iterable[Episode], path: str | Path) -> Path:
     kind = _kind(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == ".jsonl":
-        with path.open("w", encoding="utf-8") as fh:
+        tmp = path.with_name(path.name + ".partial")
+        with tmp.open("w", encoding="ascii") as fh:
             for ep in episodes:
-                fh.write(ep.model_dump_json() + "\n")
+                fh.write(dumps(ep.model_dump(mode="python")) + "\n")
+        tmp.replace(path)  # a crash mid-write never leaves a half file under the real name
         return path
     pa, pq = _pyarrow()
-    eps = list(episodes)
-    table = pa.table(
-        {
-            "id": [e.id for e in eps],
-            "env_id": [e.env_id for e in eps],
-            "task_id": [e.task.id for e in eps],
-            "seed": pa.array([e.seed for e in eps], pa.int64()),
-            "stop_reason": [e.stop_reason.value for e in eps],
-            "reward": pa.array([e.reward for e in eps], pa.float64()),
-            "num_turns": pa.array([len(e.turns) for e in eps], pa.int32()),
-            "final_state_digest": [e.final_state_digest for e in eps],
-            "expected_state_digest": [e.task.expected.state_digest for e in eps],
-            "group": [e.group for e in eps],
-            "record": [e.model_dump_json() for e in eps],
-        }
-    )
-    pq.write_table(table, path)
+    rows, schema = encode_rows([e.model_dump(mode="python") for e in episodes], Episode)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return path
 
 
@@ -61,22 +54,48 @@ def load_episodes(path: str | Path) -> list[Episode]:
     if not path.exists():
         raise ConfigError(f"{path}: no such episode file")
     if kind == ".parquet":
-        _, pq = _pyarrow()
-        records = pq.read_table(path, columns=["record"]).column("record").to_pylist()
+        records = _parquet_records(path)
     else:
-        records = path.read_text(encoding="utf-8").splitlines()
+        records = _jsonl_records(path)
     episodes = []
-    for lineno, line in enumerate(records, start=1):
-        if not line.strip():
+    for lineno, record in enumerate(records, start=1):
+        if record is None:
             continue
+        if isinstance(record, ValueError):
+            raise TaskFileError(f"{path}:{lineno}: not an episode record (Invalid JSON: {record})")
         try:
-            episodes.append(Episode.model_validate_json(line))
+            episodes.append(Episode.model_validate(record))
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"])
-            detail = f"field '{where}': {first['msg']}" if where else first["msg"]  # no field: the line is not JSON
+            detail = f"field '{where}': {first['msg']}" if where else first["msg"]
             raise TaskFileError(f"{path}:{lineno}: not an episode record ({detail})") from None
     return episodes
+
+
+def _jsonl_records(path: Path) -> list[Any]:
+    """One parsed record per line; only ``\\n`` ends a line (JSON escapes it inside strings)."""
+    out: list[Any] = []
+    for line in path.read_bytes().split(b"\n"):
+        if not line.strip():
+            out.append(None)
+            continue
+        try:
+            out.append(json.loads(line.decode("utf-8")))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            out.append(ValueError(str(exc)[:200]))
+    return out
+
+
+def _parquet_records(path: Path) -> list[Any]:
+    _, pq = _pyarrow()
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for unreadable files
+        raise TaskFileError(f"{path}: not a Parquet episode file ({type(exc).__name__}: {exc})") from None
+    if "record" in table.column_names and "messages" not in table.column_names:
+        return [json.loads(r) for r in table.column("record").to_pylist()]  # files written before nested columns
+    return decode_rows(table.to_pylist(), table.schema, Episode)
 
 
 def _pyarrow():  # type: ignore[no-untyped-def]

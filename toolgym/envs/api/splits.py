@@ -49,11 +49,11 @@ def shipped_env_classes() -> dict[str, type]:
     """Registered ``ApiEnv`` classes that ship an eval split, by environment id."""
     import toolgym  # noqa: F401  (registers the catalog)
     from toolgym.envs.api.env import ApiEnv
-    from toolgym.envs.registry import registered
+    from toolgym.envs.registry import load_entry, registered
 
     found = {}
-    for env_id, spec in sorted(registered().items()):
-        factory = spec.load()
+    for env_id in sorted(registered()):
+        factory = load_entry(env_id)
         if isinstance(factory, type) and issubclass(factory, ApiEnv) and factory.eval_split is not None:
             found[env_id] = factory
     return found
