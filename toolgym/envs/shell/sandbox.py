@@ -89,6 +89,8 @@ class Sandbox(abc.ABC):
 
     backend: ClassVar[str] = ""
     """Name of the backend in ``BACKENDS``."""
+    workspace: str = WORKSPACE
+    """Absolute path of the workspace as the shell sees it (the ``local`` backend uses a temp dir)."""
 
     def __init__(self, limits: SandboxLimits | None = None):
         self.limits = limits or SandboxLimits()
@@ -168,13 +170,14 @@ class Sandbox(abc.ABC):
         """
         if not isinstance(path, str) or not path.strip() or "\x00" in path:
             raise PathOutsideWorkspace(f"path must be a non-empty string, got {path!r}")
-        full = posixpath.normpath(posixpath.join(WORKSPACE, path))
-        if full != WORKSPACE and not full.startswith(WORKSPACE + "/"):
-            raise PathOutsideWorkspace(f"path {path!r} is outside the workspace {WORKSPACE}; use a path such as 'src/main.py'")
+        ws = self.workspace
+        full = posixpath.normpath(posixpath.join(ws, path))
+        if full != ws and not full.startswith(ws + "/"):
+            raise PathOutsideWorkspace(f"path {path!r} is outside the workspace {ws}; use a path such as 'src/main.py'")
         return full
 
     async def read_file(self, path: str, max_bytes: int | None = None) -> str:
-        """Text of a workspace file (UTF-8, undecodable bytes replaced).
+        """Text of a workspace file (UTF-8, undecodable bytes replaced), at most ``max_bytes``.
 
         Symlinks are followed only while they stay inside the workspace.
 
@@ -183,28 +186,42 @@ class Sandbox(abc.ABC):
             FileNotFoundError / IsADirectoryError: as the names say (messages for the model).
         """
         full = self.resolve(path)
-        cap = max_bytes or self.limits.output_bytes
-        out = await self._file_op(f"__tg_read {_q(full)} {int(cap)}", path)
-        return out.stdout
+        cap = min(max_bytes or self.limits.output_bytes, self.limits.output_bytes)
+        body = f'[ -e "$p" ] || {{ echo tg:missing >&2; exit 4; }}; [ -d "$p" ] && {{ echo tg:isdir >&2; exit 5; }}; head -c {int(cap)} -- "$p"'
+        return (await self._file_op(full, body, path)).stdout
 
     async def write_file(self, path: str, content: str) -> int:
         """Create or overwrite a workspace file (parents created). Returns the bytes written."""
         if not isinstance(content, str):
             raise TypeError(f"content must be a string, got {type(content).__name__}")
         full = self.resolve(path)
-        if full == WORKSPACE:
-            raise IsADirectoryError(f"{path!r} is the workspace directory itself; name a file inside it")
         data = content.encode("utf-8", "surrogateescape")
-        await self._file_op(f"__tg_write {_q(full)} {_q(_b64(data))}", path)
+        body = (
+            '[ -d "$p" ] && { echo tg:isdir >&2; exit 5; }; d=$(dirname -- "$p"); mkdir -p -- "$d" || exit 6; '
+            f'printf %s {_q(_b64(data))} | base64 -d > "$p"'
+        )
+        await self._file_op(full, body, path)
         return len(data)
 
     async def list_dir(self, path: str = ".") -> list[str]:
         """Names in a workspace directory, sorted; directories end with ``/``."""
         full = self.resolve(path)
-        out = await self._file_op(f"__tg_list {_q(full)}", path)
+        body = (
+            '[ -e "$p" ] || { echo tg:missing >&2; exit 4; }; [ -d "$p" ] || { echo tg:notdir >&2; exit 7; }; cd -- "$p" && '
+            'for f in * .[!.]* ..?*; do [ -e "$f" ] || [ -L "$f" ] || continue; '
+            'if [ -d "$f" ]; then printf "%s/\\n" "$f"; else printf "%s\\n" "$f"; fi; done | LC_ALL=C sort'
+        )
+        out = await self._file_op(full, body, path)
         return [line for line in out.stdout.split("\n") if line]
 
-    async def _file_op(self, command: str, path: str) -> CommandResult:
+    async def _file_op(self, full: str, body: str, path: str) -> CommandResult:
+        # A subshell, so that `exit` cannot end the session; realpath -m resolves symlinks on
+        # the way, so a link that points outside the workspace is refused before any access.
+        ws = _q(self.workspace)
+        command = (
+            f'( p=$(realpath -m -- {_q(full)}) || exit 2; case "$p" in {ws}|{ws}/*) ;; '
+            f'*) echo tg:outside >&2; exit 3;; esac; {body} )'
+        )
         result = await self._call(self._run, command, max(self.limits.command_timeout_s, 10.0))
         if result.exit_code == 0:
             return result
