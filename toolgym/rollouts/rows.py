@@ -100,12 +100,12 @@ def turn_continuity(turns: Sequence[TurnRecord]) -> list[Continuity]:
         if not _usable(turn):
             out.append("no_ids")
             previous = None
-        elif previous is not None and _extends(turn, previous):
+            continue
+        if previous is not None and _extends(turn, previous):
             out.append("clean")
-            previous = turn
-        else:
-            out.append("fork" if out else "first")
-            previous = turn
+        else:  # a new row: the first one, or a fork
+            out.append("fork" if any(k != "no_ids" for k in out) else "first")
+        previous = turn
     return out
 
 
