@@ -1,0 +1,263 @@
+"""The persistent bash session of a Docker sandbox, spoken over an attached exec's socket.
+
+Protocol. Every command goes to bash as one line: the command base64-encoded (so no quoting,
+heredoc or syntax error of the model's can desynchronise the session), ``eval``-ed in the shell
+itself (so ``cd`` and variables persist) with stdin from ``/dev/null``, then a line carrying a
+per-session random marker and the exit status on stdout, and the marker alone on stderr. The
+reader demultiplexes Docker's stream frames and stops when both markers have arrived.
+
+Timeouts. Before each command the shell forks a watchdog that waits (a ``read -t`` on a private
+FIFO: no process is forked when the deadline comes, so a fork bomb cannot starve it) and then
+SIGKILLs every process in the container except init, the keeper process and the shell. That
+kills the command's whole process tree, its background jobs and any orphans, and the shell
+goes on with its directory and variables. If the shell itself is the culprit (a builtin
+``while :; do :; done``), the host side restarts the session after a grace period and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import socket
+import struct
+import time
+from typing import Any
+
+from toolgym.envs.shell.sandbox import WORKSPACE, CommandResult, SandboxError
+
+GRACE_S = 3.0
+"""How long past the deadline the host waits for the watchdog before restarting the shell."""
+TRUNCATION_MARKER = "\n[... output truncated: {cut} more bytes not shown ...]"
+
+# Kill every process but init (1), the keeper and the shell, until none is left.
+_KILL_ALL = r"""
+__tg_killall() {
+  local i p n
+  for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    n=0
+    for p in /proc/[0-9]*; do
+      p=${p#/proc/}
+      case " $__tg_keep $BASHPID " in *" $p "*) continue ;; esac
+      kill -9 "$p" 2>/dev/null && n=$((n + 1))
+    done
+    [ "$n" = 0 ] && break
+  done
+}
+"""
+_PRELUDE = _KILL_ALL + r"""
+__tg_watch() { read -t "$1" -u "$__tg_fd"; __tg_killall; }
+__tg_keep="1 $(cat /proc/1/task/1/children 2>/dev/null) $$"
+__tg_fifo=/tmp/.tg_fifo_$$
+mkfifo "$__tg_fifo" && exec {__tg_fd}<>"$__tg_fifo" && rm -f "$__tg_fifo"
+cd /workspace
+"""
+
+
+_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 _-.,/:=+@%")
+
+
+def ansi_c_quote(text: str) -> str:
+    """``text`` as a bash ``$'...'`` word with every other byte as ``\\xHH``: one line, no fork to decode.
+
+    >>> ansi_c_quote("echo 'hi'\\n")
+    "$'echo \\\\x27hi\\\\x27\\\\x0a'"
+    """
+    data = text.encode("utf-8", "surrogateescape")
+    return "$'" + "".join(chr(b) if b in _PLAIN else f"\\x{b:02x}" for b in data) + "'"
+
+
+class _Stream:
+    """One demultiplexed stream: keeps the first ``cap`` bytes and finds the end marker."""
+
+    def __init__(self, cap: int, marker: re.Pattern[bytes]):
+        self.cap, self.marker = cap, marker
+        self.head = bytearray()
+        self.window = bytearray()  # the last bytes seen, contiguous, to find the marker
+        self.total = 0
+        self.end: int | None = None  # absolute offset where the marker starts
+        self.match: re.Match[bytes] | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self.end is not None:
+            return  # output after the marker (a late background job) is dropped
+        if len(self.head) < self.cap:
+            self.head += data[: self.cap - len(self.head)]
+        self.total += len(data)
+        self.window += data
+        found = self.marker.search(self.window)
+        if found:
+            self.end, self.match = self.total - len(self.window) + found.start(), found
+        elif len(self.window) > 4096:
+            del self.window[:-256]
+
+    def text(self) -> tuple[str, bool]:
+        """The output before the marker (capped), and whether some was cut."""
+        size = self.total if self.end is None else self.end
+        kept = bytes(self.head[: min(size, self.cap)]).decode("utf-8", "replace")
+        if size > self.cap:
+            return kept + TRUNCATION_MARKER.format(cut=size - self.cap), True
+        return kept, False
+
+
+class DockerSession:
+    """A bash process attached to a container, running one command at a time."""
+
+    def __init__(self, client: Any, container: Any, env: dict[str, str], output_bytes: int):
+        self.client, self.container, self.env, self.cap = client, container, env, output_bytes
+        self.sock: socket.socket | None = None
+        self.exec_id: str | None = None
+        self.pending = b""
+        self.lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Start bash in the container and load the helpers (the sandbox's file tools included)."""
+        from toolgym.envs.shell.docker_backend import USER
+        try:  # TEMP until H5 publishes the helpers
+            from toolgym.envs.shell.session import HELPERS
+        except ImportError:
+            HELPERS = ""
+
+        def attach() -> tuple[str, socket.socket]:
+            api = self.client.api
+            exec_id = api.exec_create(
+                self.container.id, ["bash", "--noprofile", "--norc"], stdin=True, stdout=True, stderr=True,
+                tty=False, workdir=WORKSPACE, user=USER, environment=self.env,
+            )["Id"]
+            return exec_id, api.exec_start(exec_id, socket=True)._sock
+
+        self.exec_id, self.sock = await asyncio.to_thread(attach)
+        self.sock.setblocking(False)
+        self.pending = b""
+        result = await self._command(_PRELUDE + HELPERS, 30.0, raw=True)
+        if result.exit_code is None:
+            raise SandboxError(f"the container's shell did not start: {result.stderr[:300] or result.note}")
+
+    async def run(self, command: str, timeout_s: float) -> CommandResult:
+        """Run one command (the sandbox has checked it is a non-empty string)."""
+        async with self.lock:
+            if self.sock is None:
+                await self.open()
+            return await self._command(command, timeout_s)
+
+    async def _command(self, command: str, timeout_s: float, *, raw: bool = False) -> CommandResult:
+        assert self.sock is not None
+        nonce = b"__tg_end_" + secrets.token_hex(12).encode()
+        body = f"eval {ansi_c_quote(command)}"
+        if not raw:  # the watchdog guards model commands; the prelude needs none
+            body = f"__tg_watch {timeout_s:.3f} & __tg_w=$!; disown $__tg_w; {body} </dev/null"
+        line = (
+            f"{body}\n__tg_rc=$?; {'' if raw else 'kill -9 $__tg_w 2>/dev/null; '}"
+            f"printf '\\n%s %s\\n' {nonce.decode()} $__tg_rc; printf '\\n%s\\n' {nonce.decode()} >&2\n"
+        )
+        out = _Stream(self.cap, re.compile(b"\n" + nonce + rb" (-?\d+)\n"))
+        err = _Stream(self.cap, re.compile(b"\n" + nonce + b"\n"))
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        await loop.sock_sendall(self.sock, line.encode())
+        eof = await self._read_until_markers(out, err, started + timeout_s + GRACE_S)
+        duration = time.perf_counter() - started
+        stdout, cut_out = out.text()
+        stderr, cut_err = err.text()
+        result = CommandResult(stdout=stdout, stderr=stderr, duration_s=duration, truncated=cut_out or cut_err)
+        if out.match is not None and err.end is not None:
+            result.exit_code = int(out.match.group(1))
+            if duration >= timeout_s and not raw:
+                result.exit_code, result.timed_out = None, True
+                result.note = f"the command ran past its {timeout_s:g} s limit; it and every process it started were killed"
+            return result
+        result.timed_out = not eof
+        if eof and self.exec_id is not None:  # `exit N`: report N
+            exec_id = self.exec_id
+            info = await asyncio.to_thread(self.client.api.exec_inspect, exec_id)
+            result.exit_code = info.get("ExitCode") if not info.get("Running") else None
+        result.note = await self._restart(eof, timeout_s)
+        return result
+
+    async def _read_until_markers(self, out: _Stream, err: _Stream, deadline: float) -> bool:
+        """Feed frames to the streams until both markers arrive (False) or the shell exits (True)."""
+        loop = asyncio.get_running_loop()
+        assert self.sock is not None
+        while out.end is None or err.end is None:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return False
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), left)
+            except TimeoutError:
+                return False
+            except OSError:
+                return True
+            if not data:
+                return True
+            self.pending = _frames(self.pending + data, {1: out.feed, 2: err.feed})
+        return False
+
+    async def _restart(self, exited: bool, timeout_s: float) -> str:
+        """Replace a shell that exited or would not stop; kill whatever it left behind."""
+        self.detach()
+        await self.exec_bytes(["bash", "-c", _KILL_ALL + '__tg_keep="1 $(cat /proc/1/task/1/children)"; __tg_killall'], check=False)
+        await self.open()
+        why = "the shell exited" if exited else f"the command ran past its {timeout_s:g} s limit and the shell did not stop"
+        return f"{why}; every process was killed and a new shell started in {WORKSPACE} (variables and directory reset)"
+
+    async def exec_bytes(self, cmd: list[str], stdin: bytes | None = None, *, check: bool = True) -> bytes:
+        """Run ``cmd`` in a separate exec (not the session) and return its stdout.
+
+        Raises:
+            SandboxError: it exited non-zero (with ``check``).
+        """
+
+        def go() -> tuple[bytes, bytes, int]:
+            from toolgym.envs.shell.docker_backend import USER
+
+            api = self.client.api
+            exec_id = api.exec_create(self.container.id, cmd, stdin=stdin is not None, user=USER, workdir="/")["Id"]
+            sock = api.exec_start(exec_id, socket=True)._sock
+            try:
+                if stdin is not None:
+                    sock.sendall(stdin)
+                    sock.shutdown(socket.SHUT_WR)  # tar needs its end of input
+                out, err = _read_all(sock)
+            finally:
+                sock.close()
+            return out, err, api.exec_inspect(exec_id)["ExitCode"] or 0
+
+        try:
+            out, err, code = await asyncio.to_thread(go)
+        except Exception as exc:
+            raise SandboxError(f"docker exec {cmd[0]} failed: {str(exc)[:300]}") from exc
+        if check and code != 0:
+            raise SandboxError(f"{' '.join(cmd)[:100]} exited {code} in the container: {err.decode(errors='replace')[:300]}")
+        return out
+
+    def detach(self) -> None:
+        """Close the session's socket (bash reads EOF and exits)."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def _read_all(sock: socket.socket) -> tuple[bytes, bytes]:
+    """Both demultiplexed streams of a blocking exec socket, up to EOF."""
+    chunks: dict[int, list[bytes]] = {1: [], 2: []}
+    sinks = {1: chunks[1].append, 2: chunks[2].append}
+    rest = b""
+    while data := sock.recv(1 << 20):
+        rest = _frames(rest + data, sinks)
+    return b"".join(chunks[1]), b"".join(chunks[2])
+
+
+def _frames(buf: bytes, sinks: dict[int, Any]) -> bytes:
+    """Hand each complete Docker stream frame in ``buf`` to its sink; return the incomplete rest.
+
+    A frame is a stream id (1 stdout, 2 stderr), three pad bytes, a big-endian size, the payload.
+    """
+    at = 0
+    while len(buf) - at >= 8:
+        size = struct.unpack_from(">I", buf, at + 4)[0]
+        if len(buf) - at < 8 + size:
+            break
+        sinks.get(buf[at], sinks[2])(buf[at + 8 : at + 8 + size])
+        at += 8 + size
+    return buf[at:]
