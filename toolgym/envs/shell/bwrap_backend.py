@@ -114,6 +114,9 @@ class BwrapSandbox(Sandbox):
         script = f"eval {_quote(command)} </dev/null"
         return await self._session().execute(script, timeout_s, cap=self.limits.output_bytes)
 
+    async def _reset_session(self) -> None:
+        await self._session().restart_shell()
+
     async def _export_tar(self) -> bytes:
         result = await self._session().execute(f"tar -C {WORKSPACE} --numeric-owner -cf - . | base64 -w0", 120.0)
         if result.exit_code != 0:

@@ -48,6 +48,9 @@ class LocalSandbox(Sandbox):
     async def _run(self, command: str, timeout_s: float) -> CommandResult:
         return await self._session().execute(f"eval {_q(command)} </dev/null", timeout_s, cap=self.limits.output_bytes)
 
+    async def _reset_session(self) -> None:
+        await self._session().restart_shell()
+
     async def _export_tar(self) -> bytes:
         import base64
 

@@ -51,7 +51,9 @@ async def on_runtime(coro: Awaitable[T]) -> T:
     if on_runtime_thread():
         return await coro
     future = asyncio.run_coroutine_threadsafe(_wrap(coro), runtime_loop())
-    return await asyncio.wrap_future(future)
+    # Shielded: a caller's deadline must not cancel a sandbox operation halfway through its
+    # protocol; the operation ends by its own timeout and the sandbox stays consistent.
+    return await asyncio.shield(asyncio.wrap_future(future))
 
 
 def run_sync(coro: Awaitable[T], timeout: float | None = None) -> T:

@@ -152,6 +152,14 @@ class Sandbox(abc.ABC):
         timeout = self.limits.command_timeout_s if timeout_s is None else min(float(timeout_s), 3600.0)
         return await self._call(self._run, command, timeout)
 
+    async def reset_session(self) -> None:
+        """A fresh shell for a new episode: jobs killed, cwd and variables reset, files kept."""
+        await self._call(self._reset_session)
+
+    async def _reset_session(self) -> None:
+        """Backends with a restartable shell override this; the default only returns to the workspace."""
+        await self._run(f"cd {_q(self.workspace)}", 10.0)
+
     async def export_tar(self) -> bytes:
         """The workspace as a tar archive."""
         return await self._call(self._export_tar)

@@ -97,6 +97,7 @@ class BashSession:
         self._found: dict[int, bytes] = {}
         self._pending_init = False
         self._runaway = False
+        self._lock: asyncio.Lock | None = None
         self._respawn = f"{_RESPAWN}{token}".encode()
 
     @property
@@ -119,7 +120,7 @@ class BashSession:
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             assert pipe is not None
             os.set_blocking(pipe.fileno(), False)
-        result = await self.execute(self.init + "\ntrue", timeout_s=timeout_s)
+        result = await self.execute(self.init + "\ntrue", timeout_s)
         if result.exit_code != 0:
             detail = (result.stderr or result.note or "no output").strip()[:500]
             await self.stop()
@@ -130,12 +131,32 @@ class BashSession:
 
         On timeout ``on_timeout`` (default: kill every process in the tree but the shell's
         ancestors) runs; if the shell is itself stuck it is killed and restarted with a note.
+        Calls are serialized: a caller that gave up waiting cannot interleave two commands.
         """
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            return await self._execute(script, timeout_s, cap, stdin_data, on_timeout)
+
+    async def restart_shell(self) -> None:
+        """A fresh bash in the workspace: jobs killed, variables and cwd reset, files kept."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            self.kill_children()
+            self.kill_shell()
+            out, _ = await self._exchange(b"", [self._respawn], None, 10.0)
+            if out is None:
+                raise SandboxError("the sandbox shell did not restart")
+            self._pending_init = True
+        await self.execute("true", 10.0)
+
+    async def _execute(self, script: str, timeout_s: float, cap: int | None, stdin_data: bytes, on_timeout: Callable[[], Any] | None) -> CommandResult:
         if self.proc is None or self.proc.poll() is not None:
             raise SandboxError(f"the sandbox process has exited (status {self.proc.returncode if self.proc else None})")
         if self._pending_init:  # the loop restarted bash after the last command
             self._pending_init = False
-            await self.execute(self.init + "\ntrue", timeout_s=10.0)
+            await self._execute(self.init + "\ntrue", 10.0, None, b"", None)
         nonce = secrets.token_hex(12)
         line = f"{{ {script}\n}}; __tg_rc=$?; printf '%s %d\\n' {nonce} $__tg_rc; printf '%s\\n' {nonce} >&2\n"
         start = time.monotonic()
