@@ -1,0 +1,296 @@
+"""``TrainConfig``: everything a training run depends on, validated before any work starts.
+
+A config is plain data (pydantic), loadable from YAML and saved next to the run's outputs, so a
+run can be repeated from its folder alone. Unknown fields are refused with a "did you mean",
+and contradictory combinations (PPO without a value model, GRPO with one sample per task, a
+KL term without a reference...) are refused with a message naming the field and the fix.
+
+>>> cfg = TrainConfig.model_validate({"env": {"id": "toolgym/unitconv-v0"}, "algorithm": {"group_size": 4}})
+>>> cfg.algorithm.loss
+'grpo'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from toolgym.errors import ConfigError, did_you_mean
+
+LossKind = Literal["grpo", "dapo", "dr_grpo", "k2"]
+"""grpo: clipped surrogate, std-normalized advantages, per-sequence mean.
+dapo: clip-higher surrogate, token-level mean over the whole accumulated batch.
+dr_grpo: advantages not divided by the group std, sum over tokens / (batch x constant).
+k2: Kimi K1.5/K2 squared loss with the group-mean baseline and tau-weighted log-ratio."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Section):
+    """Which policy to train."""
+
+    path: str | None = None
+    """A local model folder (``save_pretrained`` output with a tool-capable chat template)."""
+    tiny: Literal["kimi", "qwen3"] | None = "kimi"
+    """Build (and cache) a tiny MoE of this kind when ``path`` is not set."""
+    seed: int = 0
+    """Weight seed of the tiny model."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    device: str = "cpu"
+
+
+class EnvSection(_Section):
+    """Where episodes come from and how they are judged."""
+
+    id: str = "toolgym/unitconv-v0"
+    """A registered environment id."""
+    rubric: str | None = None
+    """A rubric file (YAML/JSON) or a catalog rubric name; default: the env's catalog rubric."""
+    verifiable_only: bool = True
+    """Drop critic-sourced criteria (no judge model needed)."""
+    task_seed: int = 0
+    """Training tasks are drawn from seeds ``task_seed + i`` (i counts every task ever drawn)."""
+    heldout_seed: int = 1_000_000
+    """Held-out tasks use seeds ``heldout_seed + i``: disjoint from training seeds."""
+    heldout_tasks: int = Field(default=0, ge=0)
+    """Held-out tasks evaluated greedily (0: no evaluation)."""
+    success_threshold: float = Field(default=1.0, ge=0.0, le=1.0)
+    """A held-out episode succeeds when its rubric total reaches this."""
+
+
+class AlgorithmSection(_Section):
+    """The RL objective."""
+
+    name: Literal["grpo", "ppo"] = "grpo"
+    loss: LossKind = "grpo"
+    """Policy loss; PPO always uses the clipped surrogate with GAE advantages ("grpo" or "dapo" aggregation)."""
+    group_size: int = Field(default=4, ge=1)
+    """K: samples per task (GRPO siblings). GRPO and K2 need K >= 2."""
+    clip_low: float = Field(default=0.2, ge=0.0)
+    clip_high: float = Field(default=0.2, ge=0.0)
+    """Upper clip; DAPO's clip-higher sets it above ``clip_low`` (e.g. 0.28)."""
+    scale_by_std: bool | None = None
+    """Divide advantages by the group std (default: on except for dr_grpo)."""
+    filter_zero_variance: bool = True
+    """Skip groups whose rewards are all equal (they carry no gradient); always counted."""
+    kl_beta: float = Field(default=0.0, ge=0.0)
+    """Weight of the k3 KL to the frozen initial policy (0: no reference model kept)."""
+    k2_tau: float = Field(default=0.1, gt=0.0)
+    """tau of the K2 squared loss."""
+    dr_grpo_constant: int | None = Field(default=None, ge=1)
+    """Dr. GRPO's normalizing length (default: the token budget)."""
+    aux_loss_weight: float = Field(default=0.001, ge=0.0)
+    """Weight of the MoE router load-balancing loss."""
+    gamma: float = Field(default=1.0, ge=0.0, le=1.0)
+    """PPO discount per policy token."""
+    lam: float = Field(default=0.95, ge=0.0, le=1.0)
+    """PPO GAE lambda."""
+    value_coef: float = Field(default=0.5, ge=0.0)
+    value_model: Literal["head", "critic"] | None = None
+    """PPO value function: a head on the policy's last hidden state, or a separate critic copy."""
+    budget_penalty: float = Field(default=0.5, ge=0.0)
+    """Subtracted from the reward of an episode whose sampled tokens exceed its token budget."""
+
+
+class OptimSection(_Section):
+    """Optimizer and update sizes."""
+
+    kind: Literal["adamw", "muonclip"] = "adamw"
+    lr: float = Field(default=1e-5, gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    qk_clip_tau: float | None = Field(default=None, gt=0.0)
+    """QK-Clip threshold on the max pre-softmax logit (muonclip only; None: off)."""
+    max_grad_norm: float = Field(default=1.0, gt=0.0)
+    """Gradients are clipped to this norm."""
+    skip_grad_norm: float = Field(default=1e4, gt=0.0)
+    """A pre-clip grad norm above this is an exploding gradient: the step is skipped and counted."""
+    minibatch_size: int = Field(default=8, ge=1)
+    """Rows per optimizer step."""
+    micro_batch_size: int = Field(default=8, ge=1)
+    """Rows per forward/backward; minibatch_size / micro_batch_size steps are accumulated."""
+    epochs: int = Field(default=1, ge=1)
+    """Passes over each iteration's rows."""
+
+
+class RolloutSection(_Section):
+    """Sampling."""
+
+    tasks_per_iteration: int = Field(default=4, ge=1)
+    max_new_tokens: int = Field(default=64, ge=1)
+    """Per assistant turn."""
+    token_budget: int | None = Field(default=None, ge=1)
+    """Sampled tokens allowed per episode (a task's ``metadata['token_budget']`` overrides it); None: no budget."""
+    temperature: float = Field(default=1.0, ge=0.0)
+    """Starting sampling temperature."""
+    final_temperature: float | None = Field(default=None, ge=0.0)
+    """Temperature reached after ``temperature_decay_iterations`` (linear decay; None: constant)."""
+    temperature_decay_iterations: int = Field(default=1, ge=1)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    concurrency: int = Field(default=256, ge=1)
+
+
+class PTXSection(_Section):
+    """A supervised loss on curated data mixed into RL steps (K2's PTX loss)."""
+
+    weight: float = Field(default=0.0, ge=0.0)
+    """0: off."""
+    gold_tasks: int = Field(default=0, ge=0)
+    """Gold trajectories (scripted replays of the env's gold actions) forming the dataset."""
+    dataset: str | None = None
+    """A JSONL file of episodes (``toolgym rollout --out``) used instead of gold replays."""
+    batch_size: int = Field(default=4, ge=1)
+    """Supervised rows per optimizer step."""
+
+
+class RunSection(_Section):
+    """Length, outputs, checkpoints."""
+
+    iterations: int = Field(default=10, ge=1)
+    seed: int = 0
+    """Seeds torch, numpy and python's RNG and every sampling seed."""
+    out_dir: str = "runs/train"
+    checkpoint_every: int = Field(default=1, ge=0)
+    """Iterations between checkpoints (0: only the final one)."""
+    eval_every: int = Field(default=0, ge=0)
+    """Iterations between held-out evaluations (0: only before and after training)."""
+    tensorboard: bool = True
+    plots: bool = True
+    torch_threads: int | None = Field(default=None, ge=1)
+
+
+class TrainConfig(_Section):
+    """A whole training run. Every section has defaults; YAML files name only what they change."""
+
+    model: ModelSection = Field(default_factory=ModelSection)
+    env: EnvSection = Field(default_factory=EnvSection)
+    algorithm: AlgorithmSection = Field(default_factory=AlgorithmSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    rollout: RolloutSection = Field(default_factory=RolloutSection)
+    ptx: PTXSection = Field(default_factory=PTXSection)
+    run: RunSection = Field(default_factory=RunSection)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        for problem in _contradictions(self):
+            raise ConfigError(problem)
+        return self
+
+    # ------------------------------------------------------------------ derived values
+
+    @property
+    def scale_by_std(self) -> bool:
+        """Whether group advantages are divided by the group std."""
+        if self.algorithm.scale_by_std is not None:
+            return self.algorithm.scale_by_std
+        return self.algorithm.loss != "dr_grpo"
+
+    def temperature_at(self, iteration: int) -> float:
+        """Sampling temperature of ``iteration`` (0-based): linear decay, then constant."""
+        r = self.rollout
+        if r.final_temperature is None:
+            return r.temperature
+        frac = min(1.0, iteration / r.temperature_decay_iterations)
+        return r.temperature + (r.final_temperature - r.temperature) * frac
+
+    def fingerprint(self) -> str:
+        """Hash of every field that changes what training computes (not its length or outputs).
+
+        ``run.iterations``, ``run.out_dir``, checkpoint/eval cadence and output switches may
+        change on resume; everything else must match the checkpoint's config.
+        """
+        data = self.model_dump(mode="json")
+        for key in ("iterations", "out_dir", "checkpoint_every", "eval_every", "tensorboard", "plots", "torch_threads"):
+            data["run"].pop(key)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ files
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "config") -> TrainConfig:
+        """Validate a dict; errors become one ``ConfigError`` naming each bad field and its fix."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections (model, env, algorithm, ...), got {type(data).__name__}")
+        _check_unknown(cls, data, source)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> TrainConfig:
+        """Load a YAML config file."""
+        import yaml
+
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file {str(file)!r} does not exist; see examples/configs/grpo_tiny.yaml")
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+        return cls.from_dict(data, source=str(file))
+
+    def to_yaml(self, path: str | os.PathLike[str]) -> Path:
+        """Write the full config (every field, defaults included)."""
+        import yaml
+
+        file = Path(path)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+        return file
+
+
+def _contradictions(cfg: TrainConfig) -> list[str]:
+    """Combinations that validate field by field but cannot run, each with its fix."""
+    a, o, p = cfg.algorithm, cfg.optim, cfg.ptx
+    out = []
+    if a.name == "ppo" and a.value_model is None:
+        out.append("algorithm.value_model is required for PPO: set it to 'head' (value head on the policy) or 'critic' (separate model)")
+    if a.name == "grpo" and a.value_model is not None:
+        out.append(f"algorithm.value_model={a.value_model!r} is unused by GRPO: remove it or set algorithm.name: ppo")
+    if a.name == "grpo" and a.group_size < 2:
+        out.append("algorithm.group_size must be >= 2 for GRPO (advantages compare siblings of one task): set it to 4 or more")
+    if a.loss == "k2" and a.group_size < 2:
+        out.append("algorithm.group_size must be >= 2 for the k2 loss (its baseline is the group's mean reward)")
+    if a.name == "ppo" and a.loss in ("k2", "dr_grpo"):
+        out.append(f"algorithm.loss={a.loss!r} is a group objective; PPO uses 'grpo' (per-sequence mean) or 'dapo' (token mean)")
+    if a.loss == "dapo" and a.clip_high < a.clip_low:
+        out.append(f"algorithm.clip_high ({a.clip_high}) is below clip_low ({a.clip_low}); DAPO's clip-higher needs clip_high >= clip_low")
+    if o.minibatch_size % o.micro_batch_size:
+        out.append(f"optim.minibatch_size ({o.minibatch_size}) must be a multiple of optim.micro_batch_size ({o.micro_batch_size})")
+    if o.qk_clip_tau is not None and o.kind != "muonclip":
+        out.append("optim.qk_clip_tau is set but optim.kind is 'adamw'; set optim.kind: muonclip or remove qk_clip_tau")
+    if p.weight > 0 and not p.gold_tasks and not p.dataset:
+        out.append("ptx.weight > 0 needs data: set ptx.gold_tasks (gold replays) or ptx.dataset (an episodes JSONL)")
+    if p.gold_tasks and p.dataset:
+        out.append("ptx.gold_tasks and ptx.dataset are both set; choose one source for the PTX data")
+    if cfg.model.path is None and cfg.model.tiny is None:
+        out.append("model.path or model.tiny is required: a model folder, or 'kimi'/'qwen3' for a tiny MoE")
+    return out
+
+
+def _check_unknown(model: type[BaseModel], data: dict, where: str) -> None:
+    """Refuse unknown keys, recursively, with a suggestion (pydantic's message has none)."""
+    for key, value in data.items():
+        if key not in model.model_fields:
+            raise ConfigError(
+                f"{where}: unknown field {key!r}.{did_you_mean(str(key), model.model_fields)} "
+                f"Known fields: {', '.join(model.model_fields)}."
+            )
+        annotation = model.model_fields[key].annotation
+        if isinstance(value, dict) and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            _check_unknown(annotation, value, f"{where}: {key}")
+
+
+def _describe(error: dict) -> str:
+    if not error["loc"]:  # a whole-config contradiction: its message names the fields itself
+        return str(error["msg"]).removeprefix("Value error, ")
+    field = ".".join(str(p) for p in error["loc"])
+    return f"{field}: {error['msg']} (got {error.get('input')!r})"

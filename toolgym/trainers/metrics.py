@@ -1,0 +1,153 @@
+"""Training metric names, in one place, and the writers that record them.
+
+Every iteration produces one flat ``{name: float}`` dict. ``MetricsWriter`` appends it to
+``metrics.jsonl`` and, when tensorboard is installed and enabled, to TensorBoard event files.
+``plot_run`` draws the reward curve and held-out success from the JSONL at the end of a run.
+
+Names are stable: dashboards, tests and the benchmark refer to them. The diagnostics that
+reveal silent failure (unscorable episodes, dropped groups, zero-variance groups, skipped
+steps and their reasons, over-budget episodes) are first-class metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+ITERATION = "iteration"
+"""0-based index of the iteration the row describes."""
+REWARD_MEAN = "train/reward_mean"
+"""Mean reward of the scorable training episodes (after budget penalties)."""
+REWARD_STD = "train/reward_std"
+SCORE_MEAN = "train/score_mean"
+"""Mean rubric total of the scorable episodes (before budget penalties)."""
+EPISODES = "train/episodes"
+UNSCORABLE = "train/unscorable"
+"""Episodes dropped because infrastructure failed or the rubric could not judge them (never scored 0)."""
+GROUPS = "train/groups"
+GROUPS_DROPPED = "train/groups_dropped"
+"""Groups left with fewer than two scorable siblings: dropped."""
+ZERO_VARIANCE_GROUPS = "train/zero_variance_groups"
+"""Groups whose rewards are all equal (no GRPO gradient); filtered when configured."""
+ROWS = "train/rows"
+"""Token rows trained on this iteration."""
+TOKENS = "train/tokens"
+"""Loss-masked (sampled) tokens trained on this iteration."""
+OVER_BUDGET = "train/over_budget"
+"""Episodes whose sampled tokens passed their token budget: truncated and penalized."""
+TEMPERATURE = "train/temperature"
+LOSS = "loss/total"
+POLICY_LOSS = "loss/policy"
+AUX_LOSS = "moe/aux_loss"
+"""Router load-balancing loss before its weight (1 when balanced; ``toolgym.trainers.moe``)."""
+KL = "loss/kl"
+PTX_LOSS = "loss/ptx"
+VALUE_LOSS = "loss/value"
+CLIP_FRAC = "loss/clip_frac"
+"""Fraction of sampled tokens whose ratio left the clip range."""
+GRAD_NORM = "optim/grad_norm"
+"""Mean pre-clip gradient norm over the steps taken."""
+STEPS = "optim/steps"
+"""Optimizer steps taken this iteration."""
+SKIPPED_PREFIX = "optim/skipped/"
+"""``optim/skipped/<reason>``: steps skipped (nonfinite_loss, nonfinite_grad, exploding_grad)."""
+QK_CLIPPED_HEADS = "optim/qk_clipped_heads"
+QK_MAX_LOGIT = "optim/qk_max_logit"
+EXPERT_PREFIX = "moe/"
+"""``moe/layer<i>/<stat>``: per-layer expert load (cv, max_min, dead, entropy) from ``toolgym.trainers.moe``."""
+HELDOUT_SUCCESS = "eval/heldout_success"
+"""Fraction of held-out tasks whose rubric total reaches the success threshold (greedy)."""
+HELDOUT_SCORE = "eval/heldout_score"
+TIME_PREFIX = "time/"
+"""``time/<phase>_s``: seconds spent in generation, env, scoring and update."""
+
+
+class MetricsWriter:
+    """Append metric rows to ``<out_dir>/metrics.jsonl`` (and TensorBoard when available).
+
+    Args:
+        out_dir: The run folder.
+        tensorboard: Also write TensorBoard events under ``<out_dir>/tb``; skipped, with a
+            note in ``self.notes``, when the tensorboard package is missing.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike[str], *, tensorboard: bool = True):
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.notes: list[str] = []
+        self._tb: Any = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(Path(out_dir) / "tb"))
+            except ImportError:
+                self.notes.append("tensorboard is not installed: metrics go to metrics.jsonl only (pip install tensorboard)")
+
+    def write(self, row: dict[str, float]) -> None:
+        """Append one row; non-finite values are written as null in JSON."""
+        clean = {k: (v if math.isfinite(v) else None) for k, v in row.items()}
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(clean, sort_keys=True) + "\n")
+        if self._tb is not None:
+            step = int(row.get(ITERATION, 0))
+            for key, value in row.items():
+                if key != ITERATION and math.isfinite(value):
+                    self._tb.add_scalar(key, value, step)
+            self._tb.flush()
+
+    def truncate(self, iterations: int) -> None:
+        """Keep only rows of iterations below ``iterations`` (a resumed run rewrites the rest)."""
+        if not self.path.is_file():
+            return
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()
+                and json.loads(line).get(ITERATION, 0) < iterations]
+        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, float]]:
+    """Rows of a ``metrics.jsonl`` file (null values become NaN)."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rows.append({k: (math.nan if v is None else v) for k, v in json.loads(line).items()})
+    return rows
+
+
+def plot_run(out_dir: str | os.PathLike[str]) -> Path | None:
+    """Draw ``reward.png``: training reward per iteration, and held-out success where measured.
+
+    Returns the PNG path, or None when there is nothing to plot.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    folder = Path(out_dir)
+    if not (folder / "metrics.jsonl").is_file():
+        return None
+    rows = read_metrics(folder / "metrics.jsonl")
+    train = [(r[ITERATION], r[REWARD_MEAN]) for r in rows if REWARD_MEAN in r]
+    evals = [(r[ITERATION], r[HELDOUT_SUCCESS]) for r in rows if HELDOUT_SUCCESS in r]
+    if not train and not evals:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    if train:
+        axes[0].plot([x for x, _ in train], [y for _, y in train], marker="o")
+    axes[0].set(title="training reward (mean over scorable episodes)", xlabel="iteration", ylabel="reward")
+    if evals:
+        axes[1].plot([x for x, _ in evals], [y for _, y in evals], marker="s", color="tab:green")
+    axes[1].set(title="held-out success (greedy)", xlabel="iteration", ylabel="success rate", ylim=(0, 1))
+    fig.tight_layout()
+    out = folder / "reward.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

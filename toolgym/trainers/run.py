@@ -1,0 +1,189 @@
+"""A whole training run from a ``TrainConfig``: checks, model, trainer, loop, checkpoints, outputs.
+
+``train(config)`` validates everything it can before any work (the model folder and its chat
+template, a resume checkpoint's config, the PTX data), then runs the iterations, writing:
+
+* ``config.yaml``: the full config (every default spelled out);
+* ``metrics.jsonl`` (and TensorBoard events under ``tb/``): one row per iteration plus
+  held-out evaluations (names in ``toolgym.trainers.metrics``);
+* ``checkpoints/``: see ``toolgym.trainers.checkpoint``;
+* ``reward.png``: the reward curve and held-out success.
+
+>>> # cfg = TrainConfig.from_yaml("examples/configs/grpo_tiny.yaml"); result = train(cfg)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolgym.errors import ConfigError
+from toolgym.trainers import metrics as m
+from toolgym.trainers.config import TrainConfig
+
+OnIteration = Callable[[dict[str, float]], None]
+
+
+@dataclass
+class RunResult:
+    """What ``train`` produced."""
+
+    out_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    """Metric rows of the iterations run by this call."""
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: Path | None = None
+    plot: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def check_tool_template(tokenizer: Any, where: str) -> None:
+    """Refuse a tokenizer whose chat template cannot show tools, tool calls and tool results.
+
+    A probe conversation (one tool, one structured call, its result) is rendered; the tool's
+    name must appear in the declaration and the call, and the result text must appear.
+    """
+    from toolgym.envs.types import AssistantMessage, SystemMessage, ToolCall, ToolMessage, ToolSpec, UserMessage
+    from toolgym.rollouts.chat import to_chat_dicts, tool_dicts
+
+    spec = ToolSpec.model_validate({"type": "function", "function": {
+        "name": "probe_lookup", "description": "Look something up.",
+        "parameters": {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]}}})
+    messages = [SystemMessage(content="s"), UserMessage(content="u"),
+                AssistantMessage(content="", tool_calls=[ToolCall(id="c0", name="probe_lookup", arguments={"key": "k"})]),
+                ToolMessage(tool_call_id="c0", name="probe_lookup", content="probe-result-77")]
+    fix = ("give the model folder a chat template that renders `tools`, assistant `tool_calls` and `tool` messages "
+           "(e.g. the one toolgym.trainers.models.build_tiny_model writes)")
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise ConfigError(f"model.path {where!r}: the tokenizer has no chat template; {fix}")
+    try:
+        text = tokenizer.apply_chat_template(to_chat_dicts(messages, history="structured"), tools=tool_dicts([spec]), tokenize=False)
+    except Exception as exc:  # any template failure is the same user error
+        raise ConfigError(f"model.path {where!r}: the chat template fails on a tool conversation ({type(exc).__name__}: {exc}); {fix}") from None
+    if text.count("probe_lookup") < 2 or "probe-result-77" not in text:
+        raise ConfigError(f"model.path {where!r}: the chat template drops tool declarations, calls or results; {fix}")
+
+
+def load_policy(config: TrainConfig) -> tuple[Any, Any]:
+    """The model and tokenizer to train (a local folder, or a cached tiny MoE), checked first."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from toolgym.rollouts.hf_model import check_model_dir
+    from toolgym.trainers.models import cached_tiny_model
+
+    if config.model.path is not None:
+        folder = check_model_dir(config.model.path)
+    else:
+        folder = cached_tiny_model(config.model.tiny or "kimi", seed=config.model.seed)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    check_tool_template(tokenizer, str(folder))
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, config.model.dtype)).to(config.model.device)
+    return model, tokenizer
+
+
+def build_trainer(config: TrainConfig, model: Any, tokenizer: Any, **kwargs: Any) -> Any:
+    """A ``GRPOTrainer`` or ``PPOTrainer`` per ``algorithm.name`` (kwargs go to the trainer)."""
+    from toolgym.trainers.grpo import GRPOTrainer
+    from toolgym.trainers.ppo import PPOTrainer
+
+    if "ptx_rows" not in kwargs and config.ptx.weight > 0:
+        kwargs["ptx_rows"] = ptx_rows(config, tokenizer)
+    cls = PPOTrainer if config.algorithm.name == "ppo" else GRPOTrainer
+    return cls(config, model, tokenizer, **kwargs)
+
+
+def ptx_rows(config: TrainConfig, tokenizer: Any) -> list[Any]:
+    """Supervised rows for the PTX loss: gold replays of the env's tasks, or a saved episodes file."""
+    from toolgym.trainers.sft import conversation_row
+
+    p = config.ptx
+    if p.dataset is not None:
+        from toolgym.rollouts.storage import load_episodes
+
+        if not Path(p.dataset).is_file():
+            raise ConfigError(f"ptx.dataset {p.dataset!r} does not exist; write one with `toolgym rollout ... --out FILE`")
+        return [conversation_row(tokenizer, e.messages, e.tools) for e in load_episodes(p.dataset) if e.scorable]
+    from toolgym.trainers.gold_episodes import gold_conversations
+
+    seeds = range(config.env.task_seed + 10_000_000, config.env.task_seed + 10_000_000 + p.gold_tasks)
+    convs = gold_conversations(config.env.id, seeds, compact=False, tool_format="hermes")
+    return [conversation_row(tokenizer, c.messages, c.tools) for c in convs]
+
+
+def prepare_out_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | None]:
+    """The run folder and the checkpoint to resume from, refusing to overwrite a run silently."""
+    from toolgym.trainers.checkpoint import check_compatible, latest_checkpoint
+
+    out = Path(config.run.out_dir)
+    found = latest_checkpoint(out)
+    if resume:
+        if found is None:
+            raise ConfigError(f"--resume: {out} holds no checkpoint; run without --resume to start it")
+        check_compatible(found, config)
+        return out, found
+    if found is not None or (out / "metrics.jsonl").exists():
+        raise ConfigError(f"run.out_dir {str(out)!r} already holds a run; pass --resume to continue it or choose another run.out_dir")
+    return out, None
+
+
+def train(config: TrainConfig, *, resume: bool = False, on_iteration: OnIteration | None = None,
+          on_start: Callable[[Any], None] | None = None, **trainer_kwargs: Any) -> RunResult:
+    """Run (or resume) the training run ``config`` describes. See the module docstring."""
+    import torch
+
+    from toolgym.trainers.checkpoint import load_checkpoint, save_checkpoint
+
+    out, found = prepare_out_dir(config, resume)  # before any model work
+    if config.run.torch_threads:
+        torch.set_num_threads(config.run.torch_threads)
+    model, tokenizer = load_policy(config)
+    trainer = build_trainer(config, model, tokenizer, **trainer_kwargs)
+    writer = m.MetricsWriter(out, tensorboard=config.run.tensorboard)
+    result = RunResult(out_dir=out, notes=list(writer.notes))
+    try:
+        if found is not None:
+            load_checkpoint(trainer, found)
+            writer.truncate(trainer.iteration_index)  # rows after the checkpoint are redone
+        else:
+            config.to_yaml(out / "config.yaml")
+            _evaluate(trainer, writer, result)
+        if on_start is not None:
+            on_start(trainer)
+        r = config.run
+        while trainer.iteration_index < r.iterations:
+            row = trainer.iteration()
+            writer.write(row)
+            result.history.append(row)
+            if on_iteration is not None:
+                on_iteration(row)
+            done = trainer.iteration_index
+            if r.eval_every and done % r.eval_every == 0 and done < r.iterations:
+                _evaluate(trainer, writer, result)
+            if (r.checkpoint_every and done % r.checkpoint_every == 0) or done == r.iterations:
+                result.checkpoint = save_checkpoint(trainer, out)
+        if result.history:
+            _evaluate(trainer, writer, result)
+    finally:
+        writer.close()
+        trainer.close()
+    if config.run.plots:
+        result.plot = m.plot_run(out)
+    return result
+
+
+def _evaluate(trainer: Any, writer: m.MetricsWriter, result: RunResult) -> None:
+    row = trainer.evaluate()
+    if row:
+        row = {m.ITERATION: float(trainer.iteration_index), **row}
+        writer.write(row)
+        result.evaluations.append(row)
+
+
+def run_from_yaml(path: str | os.PathLike[str], **kwargs: Any) -> RunResult:
+    """``train(TrainConfig.from_yaml(path))``."""
+    return train(TrainConfig.from_yaml(path), **kwargs)
