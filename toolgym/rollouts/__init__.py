@@ -4,6 +4,7 @@ from toolgym.rollouts.batcher import RequestBatcher
 from toolgym.rollouts.episode import Episode, Failure, TurnRecord
 from toolgym.rollouts.loop import arun_episodes, derive_seed, run_episodes, sample_tasks
 from toolgym.rollouts.policy import Policy, PolicyError, PolicyRequest, PolicyTurn, SamplingParams
+from toolgym.rollouts.rows import TokenRow, collate, episode_to_rows, episodes_to_rows
 from toolgym.rollouts.scripted import ChaosPolicy, ScriptedPolicy, gold_script
 from toolgym.rollouts.storage import load_episodes, save_episodes
 
@@ -25,6 +26,7 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
 __all__ = [
     "HFPolicy", "OpenAIPolicy", "serve",
     "ChaosPolicy", "Episode", "Failure", "Policy", "PolicyError", "PolicyRequest", "PolicyTurn",
-    "RequestBatcher", "SamplingParams", "ScriptedPolicy", "TurnRecord", "arun_episodes", "derive_seed",
+    "RequestBatcher", "SamplingParams", "ScriptedPolicy", "TokenRow", "TurnRecord", "arun_episodes", "collate",
+    "derive_seed", "episode_to_rows", "episodes_to_rows",
     "gold_script", "load_episodes", "run_episodes", "sample_tasks", "save_episodes",
 ]
