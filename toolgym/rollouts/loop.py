@@ -19,11 +19,12 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 from toolgym.envs.env import ToolEnv
 from toolgym.envs.registry import make
-from toolgym.envs.types import StopReason, Task
+from toolgym.envs.types import StopReason, Task, ToolSpec
 from toolgym.errors import ConfigError
 from toolgym.rollouts.batcher import RequestBatcher
 from toolgym.rollouts.episode import Episode, Failure, TurnRecord
@@ -64,6 +65,26 @@ def sample_tasks(env: EnvSource, n: int, seed: int = 0) -> list[Task]:
     return tasks
 
 
+@dataclass
+class EpisodeState:
+    """An episode between turns: what ``advance`` needs to go on (partial rollouts keep these)."""
+
+    env: Any
+    index: int
+    sibling: int
+    reset_seed: int
+    group: str | None
+    task: Task
+    tools: list[ToolSpec]
+    episode_id: str
+    started: float
+    turns: list[TurnRecord] = field(default_factory=list)
+    failure: Failure | None = None
+    final_digest: str | None = None
+    outgrown: bool = False
+    reward: float = 0.0
+
+
 class _Run:
     """State shared by the episodes of one ``arun_episodes`` call."""
 
@@ -102,22 +123,31 @@ class _Run:
         return ep
 
     async def _play(self, env: ToolEnv, index: int, sibling: int, task: Task | None, reset_seed: int, group: str | None) -> Episode:
+        state = await self.begin(env, index, sibling, task, reset_seed, group)
+        await self.advance(state)
+        return await self.finish(state)
+
+    async def begin(self, env: Any, index: int, sibling: int, task: Task | None, reset_seed: int, group: str | None) -> EpisodeState:
+        """Reset ``env`` for one episode; its turns are played by ``advance``."""
         started = time.perf_counter()
         obs, _ = await self.pool.reset(env, seed=reset_seed, options={"task": task} if task is not None else None)
-        base: ToolEnv = env.unwrapped  # type: ignore[assignment]  # wrappers (faults...) step, the base holds state
-        task = base.task
+        task = env.unwrapped.task
         assert task is not None
-        episode_id = f"{task.id}/{sibling}"
-        turns: list[TurnRecord] = []
-        failure: Failure | None = None
-        final_digest: str | None = None
-        outgrown = False
-        reward = 0.0
+        return EpisodeState(env=env, index=index, sibling=sibling, reset_seed=reset_seed, group=group, task=task,
+                            tools=obs.tools, episode_id=f"{task.id}/{sibling}", started=started)
+
+    async def advance(self, state: EpisodeState, pause: Callable[[EpisodeState], bool] | None = None) -> bool:
+        """Play turns until the episode ends (True) or ``pause(state)`` asks to stop after a turn (False).
+
+        Partial rollouts pause an episode here and continue it later, maybe with a newer policy.
+        """
+        base: ToolEnv = state.env.unwrapped  # wrappers (faults...) step, the base holds state
+        turns = state.turns
         while base.stop_reason is None:
             prefix_ids, prefix_messages = next_prefix(turns)  # token-level policies extend these ids
             request = PolicyRequest(
-                episode_id=episode_id, task_id=task.id, messages=list(base.messages), tools=obs.tools,
-                seed=derive_seed(self.seed, index, sibling, len(turns)), sampling=self.sampling,
+                episode_id=state.episode_id, task_id=state.task.id, messages=list(base.messages), tools=state.tools,
+                seed=derive_seed(self.seed, state.index, state.sibling, len(turns)), sampling=self.sampling,
                 prefix_token_ids=prefix_ids, prefix_messages=prefix_messages,
             )
             t0 = time.perf_counter()
@@ -125,31 +155,39 @@ class _Run:
             t1 = time.perf_counter()
             if out.error is not None:
                 # A conversation that outgrew the context window is a truncation, not a failure.
-                outgrown = out.error.kind == "context_overflow"
-                if not outgrown:
-                    failure = Failure(boundary="policy", kind=out.error.kind, message=out.error.message)
-                break
+                state.outgrown = out.error.kind == "context_overflow"
+                if not state.outgrown:
+                    state.failure = Failure(boundary="policy", kind=out.error.kind, message=out.error.message)
+                return True
             start = len(base.messages) + 1  # the assistant message comes first
-            _, reward, _, _, info = await self.pool.step(env, out.text)
-            final_digest = info.get("state_digest")
+            _, state.reward, _, _, info = await self.pool.step(state.env, out.text)
+            state.final_digest = info.get("state_digest")
             turns.append(
                 TurnRecord(
                     text=out.text, prompt_token_ids=out.prompt_token_ids, token_ids=out.token_ids,
                     logprobs=out.logprobs, finish_reason=out.finish_reason, tool_calls=info["tool_calls"],
-                    errors=info["errors"], faults=info.get("faults", []), observation_start=start, reward=reward,
+                    errors=info["errors"], faults=info.get("faults", []), observation_start=start, reward=state.reward,
                     env_s=time.perf_counter() - t1, policy_s=t1 - t0,
                 )
             )
-        stop = StopReason.POLICY_ERROR if failure is not None else StopReason.CONTEXT_LIMIT if outgrown else base.stop_reason
+            if base.stop_reason is None and pause is not None and pause(state):
+                return False
+        return True
+
+    async def finish(self, state: EpisodeState) -> Episode:
+        """The ``Episode`` record of a state that ``advance`` played to its end."""
+        base: ToolEnv = state.env.unwrapped
+        turns, failure = state.turns, state.failure
+        stop = StopReason.POLICY_ERROR if failure is not None else StopReason.CONTEXT_LIMIT if state.outgrown else base.stop_reason
         assert stop is not None
         failure = failure or _infrastructure_failure(stop, turns, base)
         return Episode(
-            id=episode_id, env_id=self.env_id, task=task, seed=reset_seed, tools=obs.tools,
-            messages=list(base.messages), turns=turns, stop_reason=stop, reward=reward if failure is None else 0.0,
-            final_answer=base.final_answer, final_state_digest=final_digest or await self.pool.digest(env), failure=failure,
+            id=state.episode_id, env_id=self.env_id, task=state.task, seed=state.reset_seed, tools=state.tools,
+            messages=list(base.messages), turns=turns, stop_reason=stop, reward=state.reward if failure is None else 0.0,
+            final_answer=base.final_answer, final_state_digest=state.final_digest or await self.pool.digest(state.env), failure=failure,
             metrics={"turns": float(len(turns)), "tool_calls": float(sum(t.tool_calls for t in turns)),
                      "bad_calls": float(sum(sum(t.errors.values()) for t in turns)), **token_metrics(turns)},
-            wall_s=time.perf_counter() - started, group=group,
+            wall_s=time.perf_counter() - state.started, group=state.group,
         )
 
 
