@@ -106,3 +106,12 @@ def test_bad_files(tmp_path):
     bad.write_bytes(b"not parquet")
     with pytest.raises(TaskFileError, match="not a Parquet episode file"):
         load_episodes(bad)
+
+
+def test_episode_files_doc_shows_the_current_columns():
+    from pathlib import Path
+
+    from toolgym.rollouts.arrow_codec import schema_text
+
+    doc = (Path(__file__).parents[2] / "docs" / "episode_files.md").read_text()
+    assert schema_text() in doc, "update the block in docs/episode_files.md: python -m toolgym.rollouts.arrow_codec"

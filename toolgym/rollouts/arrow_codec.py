@@ -280,3 +280,14 @@ def _unwalk(value: Any, tp: Any, path: str, leaf: Callable[[str, Any, Any], Any]
         val = typing.get_args(tp)[1]
         return {kv["key"]: _unwalk(kv["value"], val, f"{path}{{}}", leaf, json_paths) for kv in value}
     return leaf(path, value, tp)
+
+
+def schema_text() -> str:
+    """The nested Parquet columns of an episode file, one top-level column per line (for the docs)."""
+    from toolgym.rollouts.episode import Episode
+
+    return "\n".join(f"{f.name}: {f.type}" for f in arrow_type(Episode))
+
+
+if __name__ == "__main__":
+    print(schema_text())

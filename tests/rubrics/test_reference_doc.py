@@ -1,0 +1,22 @@
+"""docs/rubric_reference.md is generated from the code; it must match what the code generates now."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolgym.rubrics.checks.registry import CHECKS
+from toolgym.rubrics.reference import render_reference
+
+DOC = Path(__file__).parents[2] / "docs" / "rubric_reference.md"
+
+
+def test_reference_page_is_up_to_date():
+    assert DOC.read_text() == render_reference(), "regenerate: python -m toolgym.rubrics.reference > docs/rubric_reference.md"
+
+
+def test_every_check_and_param_is_on_the_page():
+    page = render_reference()
+    for name, fn in CHECKS.items():
+        assert f"### `{name}`" in page
+        for param in fn.__kwdefaults__ or {}:
+            assert f"| `{param}` |" in page, (name, param)
