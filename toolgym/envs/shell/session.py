@@ -98,6 +98,7 @@ class BashSession:
         self._pending_init = False
         self._runaway = False
         self._lock: asyncio.Lock | None = None
+        self.loop_pid = -1
         self._respawn = f"{_RESPAWN}{token}".encode()
 
     @property
@@ -120,6 +121,10 @@ class BashSession:
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             assert pipe is not None
             os.set_blocking(pipe.fileno(), False)
+        tree = descendants(self.proc.pid)
+        # Found once, before any command runs: later, orphans of the model's processes may also
+        # be named sh or bash, but only the loop's own child is the session shell.
+        self.loop_pid = next((pid for pid, _, argv0 in tree if argv0 == "/bin/sh"), self.proc.pid)
         result = await self.execute(self.init + "\ntrue", timeout_s)
         if result.exit_code != 0:
             detail = (result.stderr or result.note or "no output").strip()[:500]
@@ -297,18 +302,34 @@ class BashSession:
 
     def shell_pid(self) -> int | None:
         """Host pid of the current session bash: the shallowest ``bash`` of the tree, or None."""
-        return _shell_of(descendants(self.pid))
+        return self._shell_of(descendants(self.pid))
 
     def kill_children(self) -> None:
-        """SIGKILL every process of the tree except the shell and its ancestors."""
+        """SIGKILL every process of the tree except the shell and its ancestors.
+
+        Repeated until none is left, because a fork bomb keeps forking between two passes.
+        """
+        for _ in range(50):
+            if not self._kill_pass():
+                return
+            time.sleep(0.002)
+
+    def _kill_pass(self) -> int:
         tree = descendants(self.pid)
-        shell = _shell_of(tree)
+        shell = self._shell_of(tree)
         parents = {p: pp for p, pp, _ in tree}
         keep = {self.pid}
-        while shell is not None and shell not in keep:
-            keep.add(shell)
-            shell = parents.get(shell)
-        kill_all([p for p, _, _ in tree if p not in keep])
+        for start in (shell, self.loop_pid):
+            node = start
+            while node is not None and node not in keep:
+                keep.add(node)
+                node = parents.get(node)
+        victims = [p for p, _, _ in tree if p not in keep]
+        kill_all(victims)
+        return len(victims)
+
+    def _shell_of(self, tree: list[tuple[int, int, str]]) -> int | None:
+        return next((pid for pid, ppid, argv0 in tree if ppid == self.loop_pid and argv0 == "bash"), None)
 
     def kill_shell(self) -> None:
         """SIGKILL the bash session itself (the sh loop starts a new one)."""
@@ -334,11 +355,6 @@ class BashSession:
         deadline = time.monotonic() + 10
         while proc.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
-
-
-def _shell_of(tree: list[tuple[int, int, str]]) -> int | None:
-    # descendants() lists parents before children, so the first bash is the loop's child.
-    return next((pid for pid, _, argv0 in tree if argv0 == "bash"), None)
 
 
 def _set_done(future: asyncio.Future[None]) -> None:
