@@ -8,6 +8,7 @@ infrastructure failures that the rollout loop attributes to their boundary.
 from __future__ import annotations
 
 import difflib
+import itertools
 from collections.abc import Iterable
 
 
@@ -43,8 +44,14 @@ class EnvError(ToolgymError, RuntimeError):
 
 
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
-    """A " Did you mean ...?" suffix with the closest choices, or "" when none is close."""
-    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
+    """A " Did you mean ...?" suffix with the closest choices, or "" when none is close.
+
+    Bounded work: a word much longer than any plausible name, or beyond the first 2,000
+    choices, is not compared (difflib is quadratic in the lengths).
+    """
+    if len(word) > 200:
+        return ""
+    close = difflib.get_close_matches(word, list(itertools.islice(choices, 2000)), n=n, cutoff=0.5)
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

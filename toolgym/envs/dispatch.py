@@ -10,25 +10,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel
 
-from toolgym.envs.tools import ArgumentError, BoundTool
+from toolgym.envs import deadline
+from toolgym.envs.tools import ArgumentError, BoundTool, PolicyViolation
 from toolgym.envs.types import ToolCall, ToolError, ToolErrorKind, ToolMessage, ToolResult, ToolSpec, trusted
 from toolgym.errors import did_you_mean
 
 TRUNCATION_MARKER = "\n...[output truncated: {n} more characters]"
-
-_THREADS: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def _threads() -> concurrent.futures.ThreadPoolExecutor:
-    global _THREADS
-    if _THREADS is None:
-        _THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="toolgym-tool")
-    return _THREADS
+NAME_CHARS = 80
+"""A tool name the model sent is quoted in messages up to this many characters."""
+GRACE_S = 0.05
+"""Extra wait for a worker thread to report its own interrupt before the call is abandoned."""
 
 
 class ToolBox:
@@ -37,6 +33,8 @@ class ToolBox:
     def __init__(self, tools: Iterable[BoundTool], *, default_timeout_s: float = 10.0):
         self.tools: dict[str, BoundTool] = {t.name: t for t in tools}
         self.default_timeout_s = default_timeout_s
+        self.atomic: tuple[Callable[[], Any], Callable[[Any], None]] | None = None
+        """(save, load) of the world: when set, a call that fails is rolled back (see ``ToolEnv.atomic_calls``)."""
 
     def specs(self, names: Iterable[str] | None = None) -> list[ToolSpec]:
         """Specs of all tools, or of the named subset (in the given order)."""
@@ -57,60 +55,94 @@ class ToolBox:
         if bound is None:
             hint = did_you_mean(call.name, self.tools)
             available = ", ".join(self.tools) or "none"
-            return error_result(
-                call, "unknown_tool", f"unknown tool {call.name!r}.{hint} Available tools: {available}."
-            )
+            name = call.name if len(call.name) <= NAME_CHARS else call.name[:NAME_CHARS] + "..."
+            return error_result(call, "unknown_tool", f"unknown tool {name!r}.{hint} Available tools: {available}.")
         try:
             return bound, bound.tool.validate(call.arguments)
         except ArgumentError as exc:
             return error_result(call, "invalid_arguments", str(exc))
 
     def call(self, call: ToolCall) -> ToolResult:
-        """Run one call synchronously. Never raises for anything the call or tool does."""
-        prepared = self._prepare(call)
-        if isinstance(prepared, ToolResult):
-            return prepared
-        bound, kwargs = prepared
-        tool = bound.tool
-        try:
-            if tool.is_async:
-                output = _run_coroutine(bound.call(**kwargs), tool.timeout_s or self.default_timeout_s)
-            elif tool.timeout_s is not None:
-                future = _threads().submit(bound.call, **kwargs)
-                output = future.result(timeout=tool.timeout_s)
-            else:
-                output = bound.call(**kwargs)
-        except Exception as exc:  # the tool's own failure is information for the model
-            return _failed(call, exc, tool.timeout_s or self.default_timeout_s)
-        return _ok(call, output)
+        """Run one call synchronously. Never raises for anything the call or tool does.
 
-    async def acall(self, call: ToolCall) -> ToolResult:
-        """Run one call inside an event loop; async tools get the deadline, sync ones a thread."""
+        Every call has a deadline (the tool's ``timeout_s``, else the episode's): async tools
+        run under ``wait_for``, sync tools with ``timeout_s`` on a worker thread, other sync
+        tools in this thread; sync tools are interrupted at the deadline (``deadline.WATCHDOG``).
+
+        Raises:
+            deadline.PoolSaturated: every worker thread is stuck in an earlier call
+                (an ``EnvError``: infrastructure, never charged to the model).
+        """
         prepared = self._prepare(call)
         if isinstance(prepared, ToolResult):
             return prepared
         bound, kwargs = prepared
         tool = bound.tool
         timeout = tool.timeout_s or self.default_timeout_s
+        saved = self.atomic[0]() if self.atomic is not None else _NOTHING
+        try:
+            if tool.is_async:
+                output = _run_coroutine(bound.call(**kwargs), timeout)
+            elif tool.timeout_s is not None:
+                output = deadline.WORKERS.submit(bound.call, kwargs, timeout).result(timeout=timeout + GRACE_S)
+            else:
+                output = deadline.WATCHDOG.run(bound.call, kwargs, timeout)
+        except deadline.PoolSaturated:
+            raise
+        except Exception as exc:  # the tool's own failure is information for the model
+            self._roll_back(saved)
+            return _failed(call, exc, timeout)
+        return _ok(call, output)
+
+    async def acall(self, call: ToolCall) -> ToolResult:
+        """``call`` inside an event loop: a sync tool with ``timeout_s`` runs on a worker thread,
+        so the loop waits for at most its deadline (plus ``GRACE_S``)."""
+        prepared = self._prepare(call)
+        if isinstance(prepared, ToolResult):
+            return prepared
+        bound, kwargs = prepared
+        tool = bound.tool
+        timeout = tool.timeout_s or self.default_timeout_s
+        saved = self.atomic[0]() if self.atomic is not None else _NOTHING
         try:
             if tool.is_async:
                 output = await asyncio.wait_for(bound.call(**kwargs), timeout)
             elif tool.timeout_s is not None:
-                loop = asyncio.get_running_loop()
-                fut = loop.run_in_executor(_threads(), lambda: bound.call(**kwargs))
-                output = await asyncio.wait_for(fut, timeout)
+                future = deadline.WORKERS.submit(bound.call, kwargs, timeout)
+                output = await asyncio.wait_for(asyncio.wrap_future(future), timeout + GRACE_S)
             else:
-                output = bound.call(**kwargs)
+                output = deadline.WATCHDOG.run(bound.call, kwargs, timeout)
+        except deadline.PoolSaturated:
+            raise
         except Exception as exc:
+            self._roll_back(saved)
             return _failed(call, exc, timeout)
         return _ok(call, output)
 
+    def _roll_back(self, saved: Any) -> None:
+        if self.atomic is not None and saved is not _NOTHING:
+            self.atomic[1](saved)
+
+
+_NOTHING = object()
+
 
 def _failed(call: ToolCall, exc: Exception, timeout: float) -> ToolResult:
-    """A deadline overrun or the tool's own exception, as an error result for the model."""
+    """A deadline overrun, a policy refusal or the tool's own exception, as an error result."""
     if isinstance(exc, (TimeoutError, concurrent.futures.TimeoutError)):
         return error_result(call, "timeout", f"tool {call.name!r} did not finish within {timeout:g}s")
-    return error_result(call, "tool_exception", f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, PolicyViolation):
+        return error_result(call, "policy_violation", _exception_text(exc))
+    return error_result(call, "tool_exception", f"{type(exc).__name__}: {_exception_text(exc)}")
+
+
+def _exception_text(exc: BaseException, limit: int = 2000) -> str:
+    """``str(exc)``, cut; an exception whose ``__str__`` itself fails still gets a message."""
+    try:
+        text = str(exc)
+    except Exception:  # a hostile __str__ must not escape step()
+        text = f"<{type(exc).__name__} whose message cannot be shown>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _ok(call: ToolCall, output: Any) -> ToolResult:
@@ -123,12 +155,20 @@ def _run_coroutine(coro: Any, timeout: float) -> Any:
     except RuntimeError:
         return asyncio.run(asyncio.wait_for(coro, timeout))
     # Called from inside a running loop (a sync step in async code): use a private loop in a thread.
-    return _threads().submit(asyncio.run, asyncio.wait_for(coro, timeout)).result()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(coro, timeout)).result()
 
 
 def error_result(call: ToolCall, kind: ToolErrorKind, message: str) -> ToolResult:
     """A result that carries only an error."""
     return ToolResult(call_id=call.id, name=call.name, error=ToolError(kind=kind, message=message))
+
+
+def cap(text: str, max_chars: int) -> str:
+    """``text`` cut to ``max_chars`` with a marker saying how much was dropped."""
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars] + TRUNCATION_MARKER.format(n=len(text) - max_chars)
 
 
 def render_output(output: Any) -> str:
@@ -157,15 +197,15 @@ def to_message(result: ToolResult, max_chars: int) -> tuple[ToolResult, ToolMess
     into an ``unserializable_output`` error, and truncation sets ``truncated``.
     """
     if result.error is not None:
-        text = f"Error ({result.error.kind}): {result.error.message}"
+        text = cap(f"Error ({result.error.kind}): {result.error.message}", max_chars)
         return result, ToolMessage(tool_call_id=result.call_id, name=result.name, content=text, error=result.error.kind)
     try:
         text = render_output(result.output)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         result = ToolResult(
             call_id=result.call_id,
             name=result.name,
-            error=ToolError(kind="unserializable_output", message=f"tool returned a value that is not JSON: {exc}"),
+            error=ToolError(kind="unserializable_output", message=f"tool returned a value that is not JSON: {_exception_text(exc, 300)}"),
         )
         return to_message(result, max_chars)
     if len(text) > max_chars:

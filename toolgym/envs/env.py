@@ -24,8 +24,9 @@ import gymnasium
 import numpy as np
 
 from toolgym.envs.digest import digest
-from toolgym.envs.dispatch import ToolBox, error_result, to_message
+from toolgym.envs.dispatch import ToolBox, cap, error_result, to_message
 from toolgym.envs.formats import ParsedTurn, get_format
+from toolgym.envs.formats.base import screen_structured
 from toolgym.envs.spaces import ConversationSpace, TextAction
 from toolgym.envs.tools import collect_tools
 from toolgym.envs.types import (
@@ -41,7 +42,7 @@ from toolgym.envs.types import (
     UserMessage,
     trusted,
 )
-from toolgym.errors import ConfigError, ResetNeeded
+from toolgym.errors import ConfigError, ResetNeeded, did_you_mean
 
 if TYPE_CHECKING:
     from toolgym.envs.users.base import SimulatedUser
@@ -75,6 +76,11 @@ class ToolEnv(gymnasium.Env):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
     system_prompt: ClassVar[str] = DEFAULT_SYSTEM_PROMPT
+    atomic_calls: ClassVar[bool] = True
+    """A tool call that raises, is refused or times out leaves the world as it was: the world is
+    saved (``save_world``) before each validated call and put back on failure. Domains whose
+    tools check before they write may turn this off for speed (the shipped API domains do;
+    ``benchmarks/fuzz_step.py`` verifies that failed calls leave their digest unchanged)."""
 
     def __init__(self, *, tool_format: str = "hermes", tasks: Sequence[Task] | None = None, render_mode: str | None = None, user: SimulatedUser | None = None):
         self.user = user
@@ -116,6 +122,18 @@ class ToolEnv(gymnasium.Env):
     def load_world(self, state: Any) -> None:
         """Inverse of ``world_state`` for ``restore``. Default: ``self.world = state``."""
         self.world = state
+
+    def save_world(self) -> Any:
+        """An independent copy of everything the tools can change (for snapshots and rollbacks).
+
+        Default: a deep copy of ``world_state()``. Override when the world holds more than its
+        hashed state (private attributes, RNGs), as wrapped classes do.
+        """
+        return copy.deepcopy(self.world_state())
+
+    def load_saved_world(self, saved: Any) -> None:
+        """Put back a ``save_world`` copy (the copy itself stays reusable). Default: ``load_world``."""
+        self.load_world(copy.deepcopy(saved))
 
     def tool_owners(self) -> list[Any]:
         """Objects whose ``@tool`` methods are this environment's tools. Default: the env itself."""
@@ -163,10 +181,14 @@ class ToolEnv(gymnasium.Env):
             task = Task.model_validate(task)
         self.task = task
         self.setup(task)
-        self.toolbox = ToolBox(
+        toolbox = ToolBox(
             [t for owner in self.tool_owners() for t in collect_tools(owner)],
             default_timeout_s=task.limits.tool_timeout_s,
-        ).restrict(task.tools)
+        )
+        _check_task_tools(task, toolbox)
+        self.toolbox = toolbox.restrict(task.tools)
+        if self.atomic_calls:
+            self.toolbox.atomic = (self.save_world, self.load_saved_world)
         self.messages = [SystemMessage(content=task.system_prompt or self.system_prompt), UserMessage(content=task.instruction)]
         self._turns = self._tool_calls = 0
         self._stop = None
@@ -209,7 +231,7 @@ class ToolEnv(gymnasium.Env):
             raise ResetNeeded("snapshot() before reset(): there is no world to capture yet")
         return EnvSnapshot(
             task=self.task,
-            world=copy.deepcopy(self.world_state()),
+            world=self.save_world(),
             messages=list(self.messages),
             turns=self._turns,
             tool_calls=self._tool_calls,
@@ -223,7 +245,7 @@ class ToolEnv(gymnasium.Env):
         if self.task is None or self.task.id != snap.task.id:
             self.reset(options={"task": snap.task})
         self.task = snap.task
-        self.load_world(copy.deepcopy(snap.world))
+        self.load_saved_world(snap.world)
         self.messages = list(snap.messages)
         self._turns, self._tool_calls, self._stop = snap.turns, snap.tool_calls, snap.stop_reason
         self._final_answer = snap.final_answer
@@ -253,9 +275,9 @@ class ToolEnv(gymnasium.Env):
             turn = self.format.parse(action, id_prefix=f"call_{self._turns}_")
             raw: str | None = action
         elif isinstance(action, ParsedTurn):
-            turn, raw = action, None
+            turn, raw = screen_structured(action), None
         elif isinstance(action, AssistantMessage):
-            turn, raw = ParsedTurn(content=action.content, tool_calls=action.tool_calls), action.raw
+            turn, raw = screen_structured(ParsedTurn(content=action.content, tool_calls=action.tool_calls)), action.raw
         else:
             raise TypeError(f"step() takes assistant text, a ParsedTurn or an AssistantMessage, got {type(action).__name__}")
         assistant = trusted(AssistantMessage, {"role": "assistant", "content": turn.content, "tool_calls": turn.tool_calls, "raw": raw})
@@ -296,11 +318,15 @@ class ToolEnv(gymnasium.Env):
         for i, err in enumerate(turn.errors):
             errors["parse_error"] = errors.get("parse_error", 0) + 1
             text = f"Error (parse_error): {err.message}" + (f"\nOffending text: {err.snippet}" if err.snippet else "")
+            text = cap(text, limits.max_output_chars)
             new.append(ToolMessage(tool_call_id=f"parse_error_{self._turns}_{i}", name="", content=text, error="parse_error"))
-        for result in results:
-            result, message = to_message(result, limits.max_output_chars)
-            if result.error is not None:
-                errors[result.error.kind] = errors.get(result.error.kind, 0) + 1
+        for i, result in enumerate(results):
+            # to_message may turn an output into an error (not JSON): keep the result it returns,
+            # so info["results"] and the observation always agree.
+            results[i], message = to_message(result, limits.max_output_chars)
+            if results[i].error is not None:
+                kind = results[i].error.kind  # type: ignore[union-attr]
+                errors[kind] = errors.get(kind, 0) + 1
             new.append(message)
         if self._is_answer(turn):
             self._final_answer = turn.content
@@ -319,3 +345,16 @@ class ToolEnv(gymnasium.Env):
         # the reward and the rollout loop.
         self._end_digest = info["state_digest"] = self.state_digest()
         return trusted(Observation, {"messages": new, "tools": []}), self.outcome_reward(), terminated, not terminated, info
+
+
+def _check_task_tools(task: Task, toolbox: ToolBox) -> None:
+    """A task may only offer tools the environment has: a typo would silently offer none."""
+    if task.tools is None:
+        return
+    unknown = [name for name in task.tools if name not in toolbox.tools]
+    if unknown:
+        name = unknown[0]
+        raise ConfigError(
+            f"task {task.id!r}: field 'tools' names {name!r}, which this environment does not have."
+            f"{did_you_mean(name, toolbox.tools)} Its tools: {', '.join(toolbox.tools) or 'none'}."
+        )

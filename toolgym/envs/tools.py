@@ -117,6 +117,14 @@ class ArgumentError(ValueError):
     """The model's arguments do not fit the tool's signature."""
 
 
+class PolicyViolation(Exception):
+    """A tool refuses an action its domain's policy forbids; the message says which rule and what to do.
+
+    Counted as the error kind ``policy_violation`` (the agent broke a rule), apart from
+    ``tool_exception`` (the tool crashed).
+    """
+
+
 def tool(
     fn: Callable[..., Any] | None = None,
     *,

@@ -63,6 +63,7 @@ ToolErrorKind = Literal[
     "unknown_tool",  # no tool of that name
     "invalid_arguments",  # missing, extra or mistyped arguments
     "tool_exception",  # the tool raised
+    "policy_violation",  # the tool refused: the domain's policy forbids the action
     "timeout",  # the tool ran past its deadline
     "budget_exceeded",  # the episode's tool-call budget is spent
     "simulator_error",  # a tool simulator produced unusable output (infrastructure)

@@ -56,5 +56,5 @@ def env_with(env_id: str, family: str, split: str = "eval", steps: int = 1) -> t
 
 
 def refused(message: ToolMessage, fragment: str) -> bool:
-    """The call failed inside the tool with a message containing ``fragment``."""
-    return message.error == "tool_exception" and fragment in message.content
+    """The tool refused the call (a policy rule or a missing record), with a message containing ``fragment``."""
+    return message.error in ("policy_violation", "tool_exception") and fragment in message.content

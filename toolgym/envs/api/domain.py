@@ -29,7 +29,10 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from toolgym.envs.tools import PolicyViolation
 from toolgym.errors import ConfigError
+
+__all__ = ["Domain", "NotFound", "PolicyViolation", "StateModel"]
 
 
 class StateModel(BaseModel):
@@ -44,10 +47,6 @@ class StateModel(BaseModel):
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> StateModel:
         return type(self).model_validate(self.model_dump())
-
-
-class PolicyViolation(Exception):
-    """The domain's policy forbids this action; the message says which rule and what to do."""
 
 
 class NotFound(LookupError):

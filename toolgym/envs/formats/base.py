@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from toolgym.envs.safejson import DEFAULT_LIMITS, depth_of
 from toolgym.envs.safejson import loads as safe_loads
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec, trusted
 
@@ -43,8 +45,13 @@ class ToolCallFormat(Protocol):
         """Split text into content and calls; never raises, malformed calls become errors."""
         ...
 
-    def render_turn(self, content: str, calls: list[ToolCall]) -> str:
-        """Assistant text that ``parse`` reads back as ``content`` and ``calls``."""
+    def render_turn(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]] = ()) -> str:
+        """Assistant text that ``parse`` reads back as ``content`` and ``calls``.
+
+        ``unreadable`` holds (name, raw arguments) of structured calls whose arguments could
+        not be read (say, from an endpoint); they are written so that ``parse`` reports each
+        as a parse error, in every format.
+        """
         ...
 
     def render_tools(self, tools: list[ToolSpec]) -> str:
@@ -108,3 +115,30 @@ def dumps_inside(value: Any, markers: tuple[str, ...]) -> str:
 
 def tools_json_lines(tools: list[ToolSpec]) -> str:
     return "\n".join(dumps(t.model_dump()) for t in tools)
+
+
+def raw_text(raw: Any) -> str:
+    """Unreadable arguments as text for ``render_turn``'s ``unreadable``: strings verbatim."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return json.dumps(raw, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return repr(raw)[:2000]
+
+
+def screen_structured(turn: ParsedTurn) -> ParsedTurn:
+    """Hold calls handed over as objects (not text) to the limits text parsing enforces.
+
+    A call whose arguments are not a JSON object, or nest deeper than the JSON limit, becomes
+    a parse error, exactly as the same call written as text would.
+    """
+    limit = DEFAULT_LIMITS.max_depth
+    bad = [c for c in turn.tool_calls if not isinstance(c.arguments, dict) or depth_of(c.arguments, limit) > limit]
+    if not bad:
+        return turn
+    errors = list(turn.errors)
+    for call in bad:
+        what = "nest deeper than {limit} levels" if isinstance(call.arguments, dict) else f"are a {type(call.arguments).__name__}, not an object"
+        errors.append(ParseError(message=f"call to {clip(str(call.name))}: arguments {what.format(limit=limit)}", snippet=""))
+    return ParsedTurn(content=turn.content, tool_calls=[c for c in turn.tool_calls if c not in bad], errors=errors)

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
 from toolgym.envs.formats.base import (
     ParsedTurn,
@@ -17,6 +19,7 @@ from toolgym.envs.formats.base import (
     dumps_inside,
     loads,
     make_call,
+    raw_text,
     read_arguments,
     snippet,
     tools_json_lines,
@@ -77,8 +80,9 @@ class HermesFormat:
             return ParseError(message=f"call to {clip(data['name'])}: {args}", snippet=snippet(body.strip()))
         return make_call(call_id, data["name"], args)
 
-    def render_turn(self, content: str, calls: list[ToolCall]) -> str:
+    def render_turn(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]] = ()) -> str:
         blocks = [f"{OPEN}\n{dumps_inside({'name': c.name, 'arguments': c.arguments}, (OPEN, CLOSE))}\n{CLOSE}" for c in calls]
+        blocks += [f'{OPEN}\n{{"name": {dumps_inside(name, (OPEN, CLOSE))}, "arguments": {raw_text(raw)}}}\n{CLOSE}' for name, raw in unreadable]
         return "\n".join(([content] if content else []) + blocks)
 
     def render_tools(self, tools: list[ToolSpec]) -> str:

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any
 
 from toolgym.envs.formats.base import (
     ParsedTurn,
@@ -14,6 +16,7 @@ from toolgym.envs.formats.base import (
     clip,
     dumps_inside,
     make_call,
+    raw_text,
     read_arguments,
     snippet,
     tools_json_lines,
@@ -76,11 +79,15 @@ class KimiK2Format:
             return
         turn.tool_calls.append(make_call(raw_id.strip(), name, args))
 
-    def render_turn(self, content: str, calls: list[ToolCall]) -> str:
-        if not calls:
+    def render_turn(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]] = ()) -> str:
+        if not calls and not unreadable:
             return content
         body = "".join(
             f"{CALL_BEGIN}{_call_id(c, i)}{ARG_BEGIN}{dumps_inside(c.arguments, MARKERS)}{CALL_END}" for i, c in enumerate(calls)
+        )
+        body += "".join(
+            f"{CALL_BEGIN}functions.{_strip_markers(name)}:{len(calls) + i}{ARG_BEGIN}{_strip_markers(raw_text(raw)) or '?'}{CALL_END}"
+            for i, (name, raw) in enumerate(unreadable)
         )
         return f"{content}{SECTION_BEGIN}{body}{SECTION_END}"
 

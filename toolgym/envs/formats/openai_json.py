@@ -10,6 +10,7 @@ Plain text that is not such an object is a final answer. Arguments may be a JSON
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from toolgym.envs.formats.base import (
@@ -19,6 +20,7 @@ from toolgym.envs.formats.base import (
     dumps,
     loads,
     make_call,
+    raw_text,
     read_arguments,
     snippet,
     tools_json_lines,
@@ -74,18 +76,16 @@ class OpenAIFormat:
         call_id = item.get("id") if isinstance(item.get("id"), str) and item.get("id") else default_id
         return make_call(call_id, fn["name"], args)
 
-    def render_turn(self, content: str, calls: list[ToolCall]) -> str:
-        if not calls:
+    def render_turn(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]] = ()) -> str:
+        if not calls and not unreadable:
             return content
-        return dumps(
-            {
-                "content": content,
-                "tool_calls": [
-                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": dumps(c.arguments)}}
-                    for c in calls
-                ],
-            }
-        )
+        items = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": dumps(c.arguments)}} for c in calls]
+        # Unreadable arguments travel as the string they were: parse() fails to read them again.
+        items += [
+            {"id": f"call_{len(calls) + i}", "type": "function", "function": {"name": name, "arguments": raw_text(raw) or "?"}}
+            for i, (name, raw) in enumerate(unreadable)
+        ]
+        return dumps({"content": content, "tool_calls": items})
 
     def render_tools(self, tools: list[ToolSpec]) -> str:
         return (

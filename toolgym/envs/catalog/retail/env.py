@@ -19,3 +19,4 @@ class RetailEnv(ApiEnv):
     system_prompt = system_prompt_with_policy(INTRO, HERE / "policy.md")
     task_generator = staticmethod(generate_task)
     eval_split = HERE / "eval.jsonl"
+    atomic_calls = False  # its tools check every rule before they write (fuzz_step.py verifies it)
