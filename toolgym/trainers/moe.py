@@ -1,0 +1,203 @@
+"""Mixture-of-Experts in the loss: the router load-balancing loss and per-layer expert-load metrics.
+
+Both tiny model kinds return their router logits when the training forward is called with
+``output_router_logits=True`` (transformers records the gate modules' first output): one
+``(B*T, E)`` tensor per MoE layer, in layer order, dense layers skipped. The experts a token
+went to are not returned, so :func:`select_experts` recomputes them exactly as each router does:
+
+- Qwen3-MoE: softmax over the logits, top-k;
+- DeepSeek-V3 / Kimi K2: sigmoid scores plus the gate's ``e_score_correction_bias``, best
+  ``topk_group`` groups, then top-k within them.
+
+The balancing loss is the Switch/DeepSeek form ``E · Σ_i f_i P_i`` per layer (``f_i``: fraction
+of the layer's top-k assignments that went to expert i; ``P_i``: mean routing probability of
+expert i, softmax for Qwen3, sigmoid scores normalized per token for DeepSeek-V3), averaged over
+layers. It equals 1 when routing is perfectly balanced and approaches E when one expert takes
+everything. Padding and any position with mask 0 is left out of both.
+
+Example (``weight`` is the trainer's configurable coefficient)::
+
+    out = model(input_ids=ids, attention_mask=am, output_router_logits=True)
+    spec = router_spec(model)
+    loss = policy_loss + weight * load_balancing_loss(out.router_logits, spec, mask=am)
+    metrics = expert_load_metrics(out.router_logits, spec, mask=am)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+DEFAULT_AUX_WEIGHT = 0.001
+"""Default weight of the balancing loss (Qwen3-MoE's ``router_aux_loss_coef``)."""
+
+AUX_LOSS = "moe/aux_loss"
+"""Balancing loss, mean over MoE layers: 1 when balanced, up to E when collapsed."""
+CV_MAX = "moe/cv_max"
+"""Largest per-layer coefficient of variation of tokens per expert."""
+DEAD_TOTAL = "moe/dead_total"
+"""Experts that received no token in this batch, summed over layers."""
+LAYER_CV = "moe/layer{layer}/cv"
+"""Coefficient of variation (population std / mean) of tokens per expert in one layer; 0 when balanced."""
+LAYER_MAX_MIN = "moe/layer{layer}/max_min"
+"""Tokens of the busiest expert / tokens of the idlest (min counted as 1 so a dead expert stays finite)."""
+LAYER_DEAD = "moe/layer{layer}/dead"
+"""Experts of one layer that received no token in this batch."""
+LAYER_ENTROPY = "moe/layer{layer}/entropy"
+"""Mean entropy (nats) of the per-token routing distribution; log E is uniform, 0 is one-hot."""
+
+Score = Literal["softmax", "sigmoid"]
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    """How a model's routers pick experts, read from the model once.
+
+    Attributes:
+        score: ``"softmax"`` (Qwen3-MoE) or ``"sigmoid"`` (DeepSeek-V3 / Kimi K2).
+        top_k: Experts per token.
+        num_experts: Routed experts per layer.
+        layers: Transformer-layer index of each MoE layer, in the order of ``router_logits``.
+        biases: Per-layer score-correction bias (sigmoid routers) or ``None``.
+        n_group: Expert groups (sigmoid routers; 1 means no group limit).
+        topk_group: Groups a token may use.
+    """
+
+    score: Score
+    top_k: int
+    num_experts: int
+    layers: tuple[int, ...]
+    biases: tuple[Any, ...] = ()
+    n_group: int = 1
+    topk_group: int = 1
+
+
+def router_spec(model: Any) -> RouterSpec:
+    """Read the routing rule of a Qwen3-MoE or DeepSeek-V3 model (the gate modules' ``*.mlp.gate``)."""
+    config = model.config
+    gates = [(name, module) for name, module in model.named_modules() if name.endswith("mlp.gate")]
+    if not gates:
+        raise ValueError(f"{type(model).__name__} has no MoE gate modules (*.mlp.gate); is it a dense model?")
+    layers = tuple(int(name.split(".layers.")[1].split(".")[0]) for name, _ in gates)
+    if config.model_type == "qwen3_moe":
+        return RouterSpec("softmax", config.num_experts_per_tok, config.num_experts, layers)
+    if config.model_type == "deepseek_v3":
+        biases = tuple(module.e_score_correction_bias for _, module in gates)
+        return RouterSpec("sigmoid", config.num_experts_per_tok, config.n_routed_experts, layers, biases,
+                          config.n_group, config.topk_group)
+    raise ValueError(f"router_spec knows model types 'qwen3_moe' and 'deepseek_v3', got {config.model_type!r}")
+
+
+def routing_probs(logits: Tensor, score: Score) -> Tensor:
+    """Per-token routing distribution ``(N, E)`` from router logits ``(N, E)``, in float32."""
+    import torch
+
+    x = logits.float()
+    if score == "softmax":
+        return torch.softmax(x, dim=-1)
+    s = torch.sigmoid(x)
+    return s / s.sum(dim=-1, keepdim=True).clamp(min=1e-20)
+
+
+def select_experts(logits: Tensor, spec: RouterSpec, layer: int = 0) -> Tensor:
+    """The ``(N, top_k)`` experts the router of MoE layer ``layer`` picks from ``(N, E)`` logits."""
+    import torch
+
+    with torch.no_grad():
+        x = logits.float()  # (N, E)
+        if spec.score == "softmax":
+            return torch.topk(torch.softmax(x, dim=-1), spec.top_k, dim=-1).indices
+        choice = torch.sigmoid(x)
+        if spec.biases:
+            choice = choice + spec.biases[layer].to(choice)
+        if spec.n_group > 1:  # DeepSeek-V3 group limit: keep the topk_group groups with the best top-2 sums
+            grouped = choice.view(x.shape[0], spec.n_group, -1)  # (N, G, E/G)
+            best = torch.topk(grouped.topk(2, dim=-1).values.sum(-1), spec.topk_group, dim=-1).indices  # (N, g)
+            keep = torch.zeros(grouped.shape[:2], dtype=torch.bool, device=x.device).scatter_(1, best, True)
+            choice = choice.masked_fill(~keep[..., None].expand_as(grouped).reshape_as(choice), float("-inf"))
+        return torch.topk(choice, spec.top_k, dim=-1).indices
+
+
+def _flat_mask(mask: Tensor | None, rows: int, device: Any) -> Tensor:
+    import torch
+
+    if mask is None:
+        return torch.ones(rows, dtype=torch.float32, device=device)
+    flat = mask.reshape(-1).float().to(device)
+    if flat.numel() != rows:
+        raise ValueError(f"mask has {flat.numel()} positions but the router saw {rows} tokens; pass the (B, T) "
+                         "attention mask of the same forward")
+    return flat
+
+
+def _layer_counts(logits: Tensor, spec: RouterSpec, layer: int, weight: Tensor) -> Tensor:
+    """Top-k assignments per expert ``(E,)``, weighted by the token mask."""
+    import torch
+
+    chosen = select_experts(logits, spec, layer)  # (N, k)
+    counts = torch.zeros(spec.num_experts, dtype=torch.float32, device=logits.device)
+    return counts.index_add_(0, chosen.reshape(-1), weight.repeat_interleave(spec.top_k))
+
+
+def _check_layers(router_logits: Sequence[Tensor] | None, spec: RouterSpec) -> Sequence[Tensor]:
+    if not router_logits:
+        raise ValueError("no router logits: call the model with output_router_logits=True in the training forward")
+    if len(router_logits) != len(spec.layers):
+        raise ValueError(f"got router logits of {len(router_logits)} layers, the model has {len(spec.layers)} MoE layers")
+    return router_logits
+
+
+def load_balancing_loss(router_logits: Sequence[Tensor], spec: RouterSpec, *, mask: Tensor | None = None) -> Tensor:
+    """Mean over MoE layers of ``E · Σ_i f_i P_i`` (differentiable through ``P``).
+
+    Args:
+        router_logits: One ``(N, E)`` tensor per MoE layer (``outputs.router_logits``), N = B*T.
+        spec: The model's :class:`RouterSpec`.
+        mask: ``(B, T)`` 1 on tokens that count (the attention mask); ``None`` counts all.
+
+    Returns:
+        Scalar float32 loss: 1 when balanced, at most E.
+    """
+    import torch
+
+    logits_per_layer = _check_layers(router_logits, spec)
+    total = torch.zeros((), dtype=torch.float32, device=logits_per_layer[0].device)
+    for layer, logits in enumerate(logits_per_layer):
+        weight = _flat_mask(mask, logits.shape[0], logits.device)  # (N,)
+        tokens = weight.sum().clamp(min=1)
+        frac = _layer_counts(logits, spec, layer, weight) / (tokens * spec.top_k)  # (E,) sums to 1
+        probs = (routing_probs(logits, spec.score) * weight[:, None]).sum(0) / tokens  # (E,)
+        total = total + spec.num_experts * (frac * probs).sum()
+    return total / len(logits_per_layer)
+
+
+def expert_load_metrics(router_logits: Sequence[Tensor], spec: RouterSpec, *, mask: Tensor | None = None) -> dict[str, float]:
+    """Per-layer expert load of one forward, keyed by the ``moe/...`` names above.
+
+    Example:
+        ``expert_load_metrics(out.router_logits, spec, mask=am)["moe/layer1/dead"]`` is the number
+        of layer-1 experts that no token reached.
+    """
+    import torch
+
+    logits_per_layer = _check_layers(router_logits, spec)
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        for layer, (logits, index) in enumerate(zip(logits_per_layer, spec.layers, strict=True)):
+            weight = _flat_mask(mask, logits.shape[0], logits.device)
+            counts = _layer_counts(logits, spec, layer, weight)  # (E,)
+            mean = counts.mean().clamp(min=1e-12)
+            probs = routing_probs(logits, spec.score)  # (N, E)
+            entropy = -(probs * probs.clamp(min=1e-20).log()).sum(-1)  # (N,)
+            out[LAYER_CV.format(layer=index)] = float(counts.std(correction=0) / mean)
+            out[LAYER_MAX_MIN.format(layer=index)] = float(counts.max() / counts.min().clamp(min=1))
+            out[LAYER_DEAD.format(layer=index)] = float((counts == 0).sum())
+            out[LAYER_ENTROPY.format(layer=index)] = float((entropy * weight).sum() / weight.sum().clamp(min=1))
+        out[AUX_LOSS] = float(load_balancing_loss(logits_per_layer, spec, mask=mask))
+    out[CV_MAX] = max(out[LAYER_CV.format(layer=i)] for i in spec.layers)
+    out[DEAD_TOTAL] = sum(out[LAYER_DEAD.format(layer=i)] for i in spec.layers)
+    return out
