@@ -31,7 +31,6 @@ there (see ``toolgym.rollouts.chat``).
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 import weakref
@@ -41,6 +40,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import ValidationError
 
+from toolgym.envs import safejson
 from toolgym.envs.formats import get_format
 from toolgym.envs.formats.base import read_arguments
 from toolgym.envs.types import Message, ToolCall, ToolSpec
@@ -198,8 +198,8 @@ class OpenAIPolicy:
                 continue
             if response.status_code >= 400:
                 return _http_error(response, f"{self.base_url}{path}")
-            try:
-                data = response.json()
+            try:  # the safe loader: deep nesting or huge numbers are a bad_response, not a crash
+                data = safejson.loads(response.content)
             except ValueError:
                 return PolicyError(kind="bad_response", message=f"answer from {self.base_url}{path} is not JSON: {response.text[:200]!r}")
             if not isinstance(data, dict):
@@ -236,16 +236,15 @@ class OpenAIPolicy:
         if not message.tool_calls:
             return content
         calls: list[ToolCall] = []
-        unreadable: list[str] = []
+        unreadable: list[tuple[str, Any]] = []
         for i, call in enumerate(message.tool_calls):
             args = read_arguments(call.function.arguments)
             if isinstance(args, str):
-                # Keep the bad arguments visible, so the env reports a parse error to the model.
-                raw = call.function.arguments if isinstance(call.function.arguments, str) else json.dumps(call.function.arguments)
-                unreadable.append(f'<tool_call>\n{{"name": {json.dumps(call.function.name)}, "arguments": {raw}}}\n</tool_call>')
+                # Written in the env's own format so that it parses as a parse_error in every format.
+                unreadable.append((call.function.name, call.function.arguments))
             else:
                 calls.append(ToolCall(id=call.id or f"call_{i}", name=call.function.name, arguments=args))
-        return "\n".join([self.format.render_turn(content, calls)] + unreadable).strip("\n")
+        return self.format.render_turn(content, calls, unreadable)
 
 
 def _turn(text: str, prompt_ids: list[int] | None, ids: list[int] | None, logprobs: list[float] | None, finish: str | None) -> PolicyTurn:
@@ -265,7 +264,7 @@ def _ids_from_tokens(tokens: list[str]) -> list[int] | None:
 def _http_error(response: httpx.Response, url: str) -> PolicyError:
     """A typed error from an HTTP error answer; prompts that do not fit become context_overflow."""
     try:
-        detail = response.json().get("error", {})
+        detail = safejson.loads(response.content).get("error", {})
         message = str(detail.get("message") or detail) if isinstance(detail, dict) else str(detail)
         code = detail.get("code") if isinstance(detail, dict) else None
     except (ValueError, AttributeError):
