@@ -92,8 +92,13 @@ def strays(box) -> set[int]:
 
 
 def box_root(box) -> int:
-    session = getattr(box, "session", None)
-    return session.pid if session is not None else -1
+    """Host pid of a bwrap sandbox's launcher; -1 for backends whose processes are not ours (docker)."""
+    return getattr(getattr(box, "session", None), "pid", -1) if box.backend == "bwrap" else -1
+
+
+def inside_count(box) -> int:
+    """Processes the sandbox sees (its own pid namespace), counted from inside."""
+    return int(run(box, "ls /proc | grep -c '^[0-9]'").stdout.split()[0])
 
 
 def _known() -> set[int]:
@@ -188,12 +193,11 @@ def test_attempt_is_contained(box, host, name):
 def test_fork_bomb_hits_pid_limit(box, host):
     result = run(box, ":(){ :|:& };:; sleep 1; ps -e --no-headers | wc -l", timeout_s=3)
     assert result.timed_out or result.exit_code is not None
-    tree = descendants(box_root(box))
-    assert len(tree) <= LIMITS["pids"] + 3, f"{len(tree)} processes in the sandbox after a fork bomb"
+    assert inside_count(box) <= LIMITS["pids"] + 3, "more processes in the sandbox than its pid limit"
     host.assert_unaffected()
     assert run(box, "echo alive").stdout == "alive\n"
     box.sync.reset_session()  # a new episode: the bomb's leftover processes are killed
-    assert len(descendants(box_root(box))) <= 4
+    assert inside_count(box) <= 6
 
 
 def test_memory_bomb_is_killed(box, host):
@@ -219,8 +223,7 @@ def test_disk_fill_stops_at_workspace_limit(box, host):
 def test_background_jobs_are_killed_on_timeout(box, host):
     result = run(box, "sleep 1000 & (setsid sleep 1001 &) ; sleep 100", timeout_s=1)
     assert result.timed_out and result.exit_code is None and "killed" in result.note
-    leftovers = [a for _, _, a in descendants(box_root(box)) if a == "sleep"]
-    assert leftovers == []
+    assert "sleep 10" not in run(box, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").stdout
     host.assert_unaffected()
 
 

@@ -121,11 +121,11 @@ class BashSession:
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             assert pipe is not None
             os.set_blocking(pipe.fileno(), False)
-        tree = descendants(self.proc.pid)
-        # Found once, before any command runs: later, orphans of the model's processes may also
-        # be named sh or bash, but only the loop's own child is the session shell.
-        self.loop_pid = next((pid for pid, _, argv0 in tree if argv0 == "/bin/sh"), self.proc.pid)
         result = await self.execute(self.init + "\ntrue", timeout_s)
+        # Found once, before any command of the model runs: later, orphans of the model's
+        # processes may also be named sh or bash, but only the loop's child is the session shell.
+        tree = descendants(self.proc.pid)
+        self.loop_pid = next((pid for pid, _, argv0 in tree if argv0 == "/bin/sh"), self.proc.pid)
         if result.exit_code != 0:
             detail = (result.stderr or result.note or "no output").strip()[:500]
             await self.stop()
