@@ -43,6 +43,18 @@ class EnvError(ToolgymError, RuntimeError):
     """The environment itself failed (infrastructure, not the model)."""
 
 
+class StepFailed(EnvError):
+    """``step`` raised: the message names the turn, the error and the model input that met it,
+    so a crash that the model's own input caused can be found and fixed (``step`` should not raise
+    for anything the model does)."""
+
+    def __init__(self, turn: int, action: str, cause: BaseException):
+        text = action if len(action) <= 300 else action[:300] + f"... ({len(action):,} characters)"
+        super().__init__(f"step of turn {turn} raised {type(cause).__name__}: {str(cause)[:300]}; model input: {text!r}")
+        self.turn = turn
+        self.cause_type = type(cause).__name__
+
+
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
     """A " Did you mean ...?" suffix with the closest choices, or "" when none is close.
 

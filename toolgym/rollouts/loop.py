@@ -25,7 +25,7 @@ from typing import Any
 from toolgym.envs.env import ToolEnv
 from toolgym.envs.registry import make
 from toolgym.envs.types import StopReason, Task, ToolSpec
-from toolgym.errors import ConfigError
+from toolgym.errors import ConfigError, EnvError, StepFailed
 from toolgym.rollouts.batcher import RequestBatcher
 from toolgym.rollouts.episode import Episode, Failure, TurnRecord
 from toolgym.rollouts.gcpolicy import GcPolicy, deferred_gc
@@ -160,7 +160,12 @@ class _Run:
                     state.failure = Failure(boundary="policy", kind=out.error.kind, message=out.error.message)
                 return True
             start = len(base.messages) + 1  # the assistant message comes first
-            _, state.reward, _, _, info = await self.pool.step(state.env, out.text)
+            try:
+                _, state.reward, _, _, info = await self.pool.step(state.env, out.text)
+            except (ConfigError, EnvError):
+                raise
+            except Exception as exc:  # name the turn and the input: the model's input should never crash an env
+                raise StepFailed(len(turns) + 1, out.text, exc) from exc
             state.final_digest = info.get("state_digest")
             turns.append(
                 TurnRecord(
