@@ -101,6 +101,7 @@ class ApiEnv(ToolEnv):
         methods: Sequence[str] | None = None,
         system_prompt: str | None = None,
         task_generator: Callable[[int], Task] | None = None,
+        state_fn: Callable[[Any], Any] | None = None,
     ) -> type[ApiEnv]:
         """An ``ApiEnv`` subclass whose domain is an unmodified class ``target``.
 
@@ -117,6 +118,7 @@ class ApiEnv(ToolEnv):
             methods=methods,
             system_prompt=system_prompt,
             task_generator=task_generator,
+            state_fn=state_fn,
             base=cls,
         )
 

@@ -1,7 +1,15 @@
 """Wrap an existing class as an API domain without editing it.
 
 Its public methods become tools (``make_tool`` reads their type hints and docstrings); its
-state lives in instance attributes, which ``AttrBinding`` hashes, snapshots and restores.
+state lives in instance attributes. Hashing and snapshotting are separate choices:
+
+* the digest covers ``state_attrs`` (default: every public attribute), encoded canonically
+  (object trees, dataclasses, ``__slots__``, sets, enums, datetimes, ``Decimal``, mixed-type
+  dict keys and cycles all have a form; see ``toolgym.envs.canonical``), or whatever a
+  ``state_fn(instance)`` returns where no generic encoding fits;
+* a snapshot is the whole instance: every attribute, private ones included (a cursor into
+  the instance's own tree, a ``random.Random``), deep-copied together so shared references
+  stay shared, and restored in place so the tools keep acting on the live object.
 
 >>> class Notes:
 ...     def __init__(self):
@@ -52,12 +60,37 @@ class WrappedApiEnv(ApiEnv):
     target_class: ClassVar[type]
     holder_class: ClassVar[type[ToolHolder]]
     factory: ClassVar[Callable[[dict[str, Any]], Any]]
+    state_fn: ClassVar[Callable[[Any], Any] | None] = None
 
     def make_domain(self, task: Task) -> Any:
         return type(self).factory(task.initial_state)
 
     def tool_owners(self) -> list[Any]:
         return [type(self).holder_class(self.api)]
+
+    def world_state(self) -> Any:
+        state_fn = type(self).state_fn
+        return state_fn(self.api) if state_fn is not None else super().world_state()
+
+    def save_world(self) -> Any:
+        """The whole instance, deep-copied at once (shared references and RNG states kept)."""
+        try:
+            return copy.deepcopy(self.api)
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot snapshot {type(self.api).__name__}: copying it failed ({type(exc).__name__}: {exc}); "
+                "keep uncopyable things (locks, files, sockets) out of its attributes or give the class a __deepcopy__"
+            ) from None
+
+    def load_saved_world(self, saved: Any) -> None:
+        """Put a saved instance's attributes into the live one (its tools stay bound to it)."""
+        # References to the saved instance inside its own attributes must point at the live one.
+        state = copy.deepcopy(_instance_attrs(saved), {id(saved): self.api})
+        live = self.api
+        if hasattr(live, "__dict__"):
+            live.__dict__.clear()
+        for name, value in state.items():
+            object.__setattr__(live, name, value)
 
 
 def from_class(
@@ -68,19 +101,22 @@ def from_class(
     methods: Sequence[str] | None = None,
     system_prompt: str | None = None,
     task_generator: Callable[[int], Task] | None = None,
+    state_fn: Callable[[Any], Any] | None = None,
     base: type[ApiEnv] = ApiEnv,
 ) -> type[ApiEnv]:
     """An ``ApiEnv`` subclass whose tools are ``target``'s methods and whose state is its attributes.
 
     Args:
         target: The class to wrap; it is not modified.
-        state_attrs: Attributes that hold the state (hashed, snapshotted, restored). None:
-            every public attribute of the instance's ``__dict__``.
+        state_attrs: Attributes the digest covers. None: every public attribute of the
+            instance's ``__dict__``. Snapshots always cover the whole instance.
         factory: ``initial_state -> instance``. Default: ``target()``, then each key of the
             task's ``initial_state`` is set as an attribute (a deep copy).
         methods: The methods to expose. Default: every public method.
         system_prompt: Default system prompt of the environment.
         task_generator: ``seed -> Task`` for resets without a task.
+        state_fn: ``instance -> data`` to hash instead of ``state_attrs`` (for state with no
+            generic canonical form).
         base: The ``ApiEnv`` class to derive from.
 
     Raises:
@@ -95,6 +131,7 @@ def from_class(
         "factory": staticmethod(factory or functools.partial(_default_factory, target, state_attrs)),
         "binding": AttrBinding(state_attrs),
         "task_generator": staticmethod(task_generator) if task_generator is not None else None,
+        "state_fn": staticmethod(state_fn) if state_fn is not None else None,
         "__doc__": f"{target.__name__} wrapped as a simulated API environment.",
         "__module__": target.__module__,
     }
@@ -169,6 +206,17 @@ def _default_factory(target: type, state_attrs: Sequence[str] | None, initial_st
             )
         setattr(obj, key, copy.deepcopy(value))
     return obj
+
+
+def _instance_attrs(obj: Any) -> dict[str, Any]:
+    """Every attribute of an instance: its ``__dict__`` and any ``__slots__`` along the MRO."""
+    attrs = dict(getattr(obj, "__dict__", {}))
+    for klass in type(obj).__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot not in ("__dict__", "__weakref__") and hasattr(obj, slot):
+                attrs[slot] = getattr(obj, slot)
+    return attrs
 
 
 def jsonable(value: Any) -> Any:
