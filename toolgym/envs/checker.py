@@ -1,17 +1,24 @@
 """``check_env``: the one test every environment passes.
 
-It proves seeded determinism, valid tool schemas, that bad actions become error observations,
-that snapshots restore exactly, that stepping before reset is refused, and that ``close`` is
-idempotent. ``tests/envs/test_registry.py`` runs it over the whole registry.
+It proves seeded determinism (of resets *and* of real tool calls: the task's gold actions, or
+schema-generated valid calls, stepped after two identical seeded resets), tool schemas valid
+against the JSON Schema metaschema, that gold actions call real tools and reach the task's
+expected digest, that bad actions become error observations, that snapshots restore exactly,
+that stepping before reset is refused, and that ``close`` is idempotent.
+``tests/envs/test_registry.py`` runs it over the whole registry.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from toolgym.envs.env import ToolEnv
-from toolgym.envs.types import Observation, ToolCall, ToolSpec
+from toolgym.envs.types import Observation, Task, ToolCall, ToolSpec
 from toolgym.errors import ResetNeeded
+
+VALID_CALLS_PER_TOOL = 2
+"""Schema-generated calls per tool when the task has no gold actions."""
 
 GARBAGE = (
     "<tool_call>{not json}</tool_call>",
@@ -53,6 +60,8 @@ def check_env(env: ToolEnv, seed: int = 0, task: Any = None) -> None:
     _check_observation(obs1)
     for spec in obs1.tools:
         _check_schema(spec)
+    _check_real_calls(env, seed, options)
+    obs1, _ = env.reset(seed=seed, options=options)
 
     snap = env.snapshot()
     bad_calls = _bad_calls(env, obs1.tools)
@@ -89,6 +98,65 @@ def check_env(env: ToolEnv, seed: int = 0, task: Any = None) -> None:
         pass
 
 
+def _check_real_calls(env: ToolEnv, seed: int, options: dict[str, Any] | None) -> None:
+    """Step the same valid calls after two identical seeded resets; both runs must agree, and
+    gold actions must call real tools with fitting arguments and reach the expected digest."""
+    env.reset(seed=seed, options=options)
+    task = env.task
+    assert task is not None
+    actions = _gold_or_generated(env, task, seed)
+    first = _play(env, seed, options, actions)
+    second = _play(env, seed, options, actions)
+    for i, (a, b) in enumerate(zip(first, second, strict=True)):
+        if a != b:
+            name = actions[i].name if i < len(actions) else "?"
+            _fail(f"nondeterministic: after two identical seeded resets, step {i + 1} (a call to {name!r}) "
+                  "gave different observations or state digests; draw randomness only from reset(seed=...)")
+    if not task.gold_actions:
+        return
+    for i, (_, errors, _) in enumerate(first):
+        for kind in ("unknown_tool", "invalid_arguments"):
+            if errors.get(kind):
+                _fail(f"task {task.id!r}: gold action {i + 1} ({actions[i].name!r}) failed with {kind}: "
+                      f"{first[i][0][:300]}")
+    expected = task.expected.state_digest
+    if expected is not None and first and first[-1][2] != expected:
+        _fail(f"task {task.id!r}: the gold actions end in state digest {first[-1][2]}, "
+              f"but expected.state_digest is {expected}")
+
+
+def _gold_or_generated(env: ToolEnv, task: Task, seed: int) -> list[ToolCall]:
+    if task.gold_actions:
+        return [ToolCall(id=f"gold_{i}", name=a.name, arguments=a.arguments) for i, a in enumerate(task.gold_actions)]
+    from toolgym.envs.sim.generate import ValueGenerator  # lazy: sim builds on this module's package
+
+    rng = random.Random(seed)
+    calls = []
+    for spec in env.toolbox.specs():
+        for _ in range(VALID_CALLS_PER_TOOL):
+            try:
+                args = ValueGenerator(spec.function.parameters).generate(rng)
+            except Exception:  # a schema the generator cannot serve: the call is skipped, not the check
+                continue
+            calls.append(ToolCall(id=f"gen_{len(calls)}", name=spec.name, arguments=args if isinstance(args, dict) else {}))
+    return calls
+
+
+def _play(env: ToolEnv, seed: int, options: dict[str, Any] | None, actions: list[ToolCall]) -> list[tuple[str, dict[str, int], str]]:
+    """(observation JSON, error counts, state digest) after each action, from a fresh seeded reset."""
+    env.reset(seed=seed, options=options)
+    out = []
+    for call in actions:
+        if env.stop_reason is not None:
+            break
+        try:
+            obs, _, _, _, info = env.step(env.format.render_turn("", [call]))
+        except Exception as exc:
+            _fail(f"step() with a valid call to {call.name!r} raised {type(exc).__name__}: {exc}")
+        out.append((obs.model_dump_json(), dict(info["errors"]), env.state_digest()))
+    return out
+
+
 def _bad_calls(env: ToolEnv, tools: list[ToolSpec]) -> tuple[str, ...]:
     """An unknown tool and wrong arguments to the env's own first tool, in the env's format."""
     calls = [ToolCall(id="c0", name="no_such_tool", arguments={})]
@@ -103,7 +171,13 @@ def _check_observation(obs: Any) -> None:
 
 
 def _check_schema(spec: ToolSpec) -> None:
+    from toolgym.envs.sim.schema import SchemaError, compile_schema  # lazy: see _gold_or_generated
+
     params = spec.function.parameters
+    try:
+        compile_schema(params, where=f"parameters of {spec.name!r}", require_object=True)
+    except SchemaError as exc:
+        _fail(f"tool {spec.name!r}: {exc}")
     if params.get("type") != "object" or not isinstance(params.get("properties", {}), dict):
         _fail(f"tool {spec.name!r}: parameters must be a JSON Schema object with properties")
     for pname in params.get("required", []):
