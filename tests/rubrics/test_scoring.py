@@ -80,3 +80,26 @@ def test_deleting_memory_voids_the_episode(task):
     ep = play(task, [call("store", name="tmp", value=1), call("delete", name="tmp"), *gold_script(task)])
     score = score_episodes_sync([ep], rubric_for(ENV).verifiable())[0]
     assert (score.total, score.gated_by) == (0.0, "no_deletes")
+
+
+def test_synthesized_task_criteria_are_scored_by_the_judge():
+    """Criteria that synthesis writes into ``task.metadata["rubric"]`` reach the judge and the total."""
+    from toolgym.envs.synth import rubric_items
+    from toolgym.rollouts import ScriptedPolicy, run_episodes, sample_tasks
+    from toolgym.rubrics.catalog import rubric_for
+    from toolgym.rubrics.critics import FunctionCritic
+
+    tasks = sample_tasks("toolgym/unitconv-v0", n=2, seed=0)
+    tasks[0] = tasks[0].model_copy(update={"metadata": {**tasks[0].metadata, "rubric": rubric_items("states the number")}})
+    episodes = run_episodes("toolgym/unitconv-v0", ScriptedPolicy.gold(tasks), tasks=tasks)
+    judged: list[str] = []
+
+    def judge(episode, criterion):
+        judged.append(criterion.id)
+        return 0.0
+
+    rubric = rubric_for("toolgym/unitconv-v0").verifiable()
+    scores = score_episodes_sync(episodes, rubric, critics=[FunctionCritic("judge", judge)])
+    assert judged == ["task_c1"]
+    assert [c.id for c in scores[0].criteria][-1] == "task_c1" and "task_c1" not in [c.id for c in scores[1].criteria]
+    assert scores[0].total < scores[1].total == 1.0

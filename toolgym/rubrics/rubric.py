@@ -23,9 +23,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from toolgym.envs.types import Task
+from toolgym.errors import ConfigError
 from toolgym.rubrics.checks.registry import get_check, validate_params
 
 CriterionKind = Literal["core", "prescriptive", "task_specific"]
@@ -185,6 +186,29 @@ class Rubric(_Model):
         if not kept:
             raise ValueError(f"rubric {self.name!r} has no check-sourced criterion to keep")
         return self.model_copy(update={"name": f"{self.name}/verifiable", "criteria": kept}, deep=True)
+
+    def with_task_criteria(self, task: Task) -> Rubric:
+        """This rubric plus the task's own criteria (``task.metadata["rubric"]``, written by synthesis).
+
+        Each item is a ``Criterion`` in dict form; its id gets the prefix ``task_`` so it cannot
+        clash with the rubric's. Returns ``self`` when the task has none, or all are present.
+
+        Raises:
+            ConfigError: an item is not a valid criterion (naming the task and the item).
+        """
+        items = task.metadata.get("rubric") or []
+        present = {c.id for c in self.criteria}
+        added = []
+        for n, item in enumerate(items):
+            try:
+                criterion = Criterion.model_validate({**item, "id": f"task_{item.get('id', n)}"})
+            except (ValidationError, AttributeError, TypeError) as exc:
+                raise ConfigError(f"task {task.id!r}: metadata.rubric[{n}] is not a criterion: {exc}") from None
+            if criterion.id not in present:
+                added.append(criterion)
+        if not added:
+            return self
+        return self.model_copy(update={"criteria": [*self.criteria, *added]}, deep=True)
 
     def critic_names(self) -> set[str]:
         """Names of the critics this rubric needs."""

@@ -53,6 +53,9 @@ async def score_episodes(
     Raises:
         ConfigError: the rubric names a critic that was not given (and skipping is off).
     """
+    extended = [rubric.with_task_criteria(ep.task) for ep in episodes]
+    if any(r is not rubric for r in extended):  # synthesized tasks carry criteria of their own
+        return await _score_by_rubric(episodes, extended, critics=critics, env=env, skip_missing_critics=skip_missing_critics)
     by_name = _critic_map(critics)
     missing = rubric.critic_names() - set(by_name)
     if missing and not skip_missing_critics:
@@ -68,6 +71,18 @@ async def score_episodes(
     stages = [_run_critic(by_name[name], rubric, episodes, live, results, costs) for name in sorted(rubric.critic_names() - missing)]
     await asyncio.gather(*stages)
     return [_finish(rubric, ep, results.get(i), costs.get(i, []), missing) for i, ep in enumerate(episodes)]
+
+
+async def _score_by_rubric(episodes: Sequence[Episode], rubrics: list[Rubric], **kwargs: Any) -> list[Score]:
+    """Score each group of episodes sharing one (task-extended) rubric; scores keep episode order."""
+    groups: dict[str, tuple[Rubric, list[int]]] = {}
+    for i, r in enumerate(rubrics):
+        groups.setdefault(r.model_dump_json(), (r, []))[1].append(i)
+    out: list[Score | None] = [None] * len(episodes)
+    for r, idx in groups.values():
+        for i, s in zip(idx, await score_episodes([episodes[i] for i in idx], r, **kwargs)):
+            out[i] = s
+    return [s for s in out if s is not None]
 
 
 def score_episodes_sync(episodes: Sequence[Episode], rubric: Rubric, **kwargs: Any) -> list[Score]:

@@ -97,7 +97,7 @@ def test_policy_json_becomes_agents_and_tasks():
     assert result.fallbacks == 0 and result.agents[0].source == "llm" and result.agents[0].tools == ["add_book", "get_book"]
     task = result.tasks[0]
     assert task.instruction == "Add 'Dune' from 1965." and task.metadata["synth"]["source"] == "llm"
-    assert [r.criterion for r in rubric_of(task)] == ["adds Dune", "says it is done"]
+    assert rubric_of(task) == ["adds Dune", "says it is done"]
     assert task.gold_actions[0].arguments == {"title": "Dune", "year": 1965}
 
 

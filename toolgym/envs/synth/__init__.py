@@ -6,6 +6,6 @@ asks a policy for JSON, validates it, retries, and falls back per item.
 
 from toolgym.envs.synth.fallback import FallbackSynthesizer
 from toolgym.envs.synth.llm import LLMSynthesizer, asynthesize, synthesize
-from toolgym.envs.synth.models import AgentSpec, RubricItem, SynthResult, rubric_of
+from toolgym.envs.synth.models import JUDGE, AgentSpec, SynthResult, rubric_items, rubric_of
 
-__all__ = ["AgentSpec", "FallbackSynthesizer", "LLMSynthesizer", "RubricItem", "SynthResult", "asynthesize", "rubric_of", "synthesize"]
+__all__ = ["JUDGE", "AgentSpec", "FallbackSynthesizer", "LLMSynthesizer", "SynthResult", "asynthesize", "rubric_items", "rubric_of", "synthesize"]

@@ -18,10 +18,10 @@ from toolgym.envs.digest import canonical_json
 from toolgym.envs.sim.generate import ValueGenerator
 from toolgym.envs.sim.schema_sim import call_seed
 from toolgym.envs.sim.spec import CompiledTool, SimTool, compile_tool
-from toolgym.envs.synth.models import AgentSpec, RubricItem
+from toolgym.envs.synth.models import AgentSpec, rubric_items
 from toolgym.envs.types import Expected, GoldAction, JsonDict, Task, ToolSpec
 
-Plan = tuple[str, list[GoldAction], list[RubricItem], JsonDict, list[str]]
+Plan = tuple[str, list[GoldAction], list[JsonDict], JsonDict, list[str]]
 """instruction, gold actions, rubric, initial entities, expected outputs."""
 
 
@@ -74,7 +74,7 @@ class FallbackSynthesizer:
             gold_actions=gold,
             gold_answer=" ".join(["Done.", *outputs]),
             expected=Expected(outputs=outputs),
-            metadata={"agent": agent.name, "rubric": [r.model_dump() for r in rubric],
+            metadata={"agent": agent.name, "rubric": rubric,
                       "synth": {"source": "fallback", "seed": self.seed}},
         )
 
@@ -103,8 +103,8 @@ def _seeded_entity(tool: CompiledTool, rng: random.Random) -> tuple[Any, JsonDic
     return ident, {**(record if isinstance(record, dict) else {}), tool.id_field or "id": ident}
 
 
-def _rubric(*criteria: str) -> list[RubricItem]:
-    return [RubricItem(id=f"c{i}", criterion=c) for i, c in enumerate(criteria, start=1)]
+def _rubric(*criteria: str) -> list[JsonDict]:
+    return rubric_items(*criteria)
 
 
 def _described(args: JsonDict) -> str:

@@ -22,7 +22,7 @@ from toolgym.envs.sim.llm_sim import run_sync
 from toolgym.envs.sim.schema_sim import call_seed
 from toolgym.envs.sim.spec import CompiledTool, SimTool
 from toolgym.envs.synth.fallback import FallbackSynthesizer, compile_all
-from toolgym.envs.synth.models import AgentSpec, RubricItem, SynthResult
+from toolgym.envs.synth.models import AgentSpec, SynthResult, rubric_items
 from toolgym.envs.tools import ArgumentError
 from toolgym.envs.types import AssistantMessage, GoldAction, SystemMessage, Task, ToolSpec, UserMessage
 from toolgym.errors import did_you_mean
@@ -108,11 +108,10 @@ class LLMSynthesizer:
         return [by_agent[i % len(agents)][i // len(agents)] for i in range(n)]
 
     def _task(self, agent: AgentSpec, index: int, draft: _DraftTask) -> Task:
-        rubric = [RubricItem(id=f"c{i}", criterion=c) for i, c in enumerate(draft.rubric, start=1)]
         return Task(
             id=f"synth-{self.seed}-{agent.name}-{index}", instruction=draft.instruction, system_prompt=agent.system_prompt,
             tools=list(agent.tools), gold_actions=draft.gold_actions,
-            metadata={"agent": agent.name, "rubric": [r.model_dump() for r in rubric], "synth": {"source": "llm", "seed": self.seed}},
+            metadata={"agent": agent.name, "rubric": rubric_items(*draft.rubric), "synth": {"source": "llm", "seed": self.seed}},
         )
 
     async def _ask(self, prompts: list[str], checks: list[Callable[[Any], T]], label: str) -> list[T | None]:

@@ -1,12 +1,15 @@
 """Plain data of task synthesis: agents (a system prompt and a tool subset) and rubric items.
 
-Rubric items are stored in ``Task.metadata["rubric"]`` as dicts, so that ``toolgym.rubrics``
-can read them without this package and tasks stay plain JSONL.
+A synthesized task's own rubric items are stored in ``Task.metadata["rubric"]`` as plain dicts
+in the rubric file's ``Criterion`` form (a task-specific criterion judged by the critic named
+``judge``), so tasks stay plain JSONL and ``toolgym.rubrics`` adds them to the rubric a task
+is scored with (``toolgym.rubrics.rubric.with_task_criteria``). There is one model of a
+criterion, ``toolgym.rubrics.rubric.Criterion``; this layer only writes its dict form.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,17 +31,6 @@ class AgentSpec(BaseModel):
     """Who wrote it: the policy, or the deterministic generator."""
 
 
-class RubricItem(BaseModel):
-    """One criterion a judge checks in an episode."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(pattern=r"^[a-z0-9_\-]{1,64}$")
-    criterion: str = Field(min_length=1)
-    """What must be true, in one sentence."""
-    weight: float = Field(default=1.0, gt=0)
-
-
 class SynthResult(BaseModel):
     """Agents and tasks synthesized from one tool set."""
 
@@ -50,6 +42,18 @@ class SynthResult(BaseModel):
     """Agents and tasks that came from the deterministic generator after the policy failed."""
 
 
-def rubric_of(task: Task) -> list[RubricItem]:
-    """The rubric items of a synthesized task (empty when it has none)."""
-    return [RubricItem.model_validate(item) for item in task.metadata.get("rubric", [])]
+JUDGE = "judge"
+"""The critic that judges synthesized criteria (``LLMJudge(name="judge")``)."""
+
+
+def rubric_items(*criteria: str, weight: float = 1.0) -> list[dict[str, Any]]:
+    """Criterion dicts (ids ``c1``, ``c2``, ...) for ``Task.metadata["rubric"]``, judged by ``JUDGE``."""
+    return [
+        {"id": f"c{i}", "description": text, "kind": "core", "weight": weight, "source": {"type": "critic", "critic": JUDGE}}
+        for i, text in enumerate(criteria, start=1)
+    ]
+
+
+def rubric_of(task: Task) -> list[str]:
+    """What each synthesized criterion of ``task`` asks, in order (empty when it has none)."""
+    return [item["description"] for item in task.metadata.get("rubric", [])]
