@@ -47,7 +47,7 @@ def evaluate(expression: str) -> float:
         raise ValueError(f"not an arithmetic expression: {exc.msg}") from None
     try:
         value = _eval(tree.body)
-    except (ZeroDivisionError, OverflowError) as exc:
+    except (ZeroDivisionError, OverflowError, RecursionError) as exc:
         raise ValueError(f"math error: {exc}") from None
     if isinstance(value, complex) or not math.isfinite(value):
         raise ValueError("the result is not a finite real number")
@@ -56,7 +56,9 @@ def evaluate(expression: str) -> float:
 
 def _eval(node: ast.AST) -> Any:
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return node.value
+        # Floats, never Python ints: "9**64**..." would otherwise build integers of millions of
+        # digits and hold the event loop for seconds; a float overflows at once instead.
+        return float(node.value)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow) and abs(right) > MAX_POWER:

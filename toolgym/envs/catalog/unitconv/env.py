@@ -17,6 +17,7 @@ from toolgym.envs.catalog.unitconv.units import DIMENSIONS, PRECISION, UNITS, co
 from toolgym.envs.env import ToolEnv
 from toolgym.envs.tools import tool
 from toolgym.envs.types import Task
+from toolgym.errors import ConfigError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 MAX_SLOTS = 32
@@ -34,7 +35,22 @@ class UnitConvEnv(ToolEnv):
     system_prompt = SYSTEM_PROMPT
 
     def setup(self, task: Task) -> None:
+        """The world is the task's memory; a task whose memory is not names to numbers is refused.
+
+        Raises:
+            ConfigError: naming the bad field, before the episode starts (not an env_error later).
+        """
+        unknown = sorted(set(task.initial_state) - {"memory"})
+        if unknown:
+            raise ConfigError(f"task {task.id!r}: initial_state.{unknown[0]} is not a unitconv field; the only field is 'memory'")
         memory = task.initial_state.get("memory", {})
+        if not isinstance(memory, dict):
+            raise ConfigError(f"task {task.id!r}: initial_state.memory must map names to numbers, got {type(memory).__name__}")
+        for name, value in memory.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(
+                    f"task {task.id!r}: initial_state.memory.{name} must be a number, got {type(value).__name__} {str(value)[:40]!r}"
+                )
         self.world = {"memory": {str(k): float(v) for k, v in memory.items()}}
 
     def sample_task(self, rng: np.random.Generator) -> Task:
