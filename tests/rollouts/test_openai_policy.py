@@ -167,11 +167,11 @@ def test_timeouts_are_typed_and_retried():
 
 
 def test_endpoint_down_is_an_endpoint_error():
-    with socket.socket() as sock:  # a port nobody listens on
+    with socket.socket() as sock:  # bound but never listening: connections are refused, and no one else can take the port
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    policy = OpenAIPolicy(f"http://127.0.0.1:{port}", max_retries=1, backoff_s=0.001)
-    turn = run(policy, [request()])[0]
+        policy = OpenAIPolicy(f"http://127.0.0.1:{port}", max_retries=1, backoff_s=0.001)
+        turn = run(policy, [request()])[0]
     assert turn.error.kind == "endpoint_error" and "cannot reach" in turn.error.message
 
 

@@ -27,7 +27,12 @@ from toolgym.rubrics.gold import GoldReplayer, GoldReplayError
 
 def test_every_check_is_registered_under_its_own_name():
     assert all(fn.__name__ == name for name, fn in CHECKS.items())
-    assert len(CHECKS) == 12
+    shipped = {
+        "final_state_matches_gold", "required_outputs_present", "answer_matches", "tool_called", "tool_not_called",
+        "gold_calls_made", "called_before", "forbidden_actions", "well_formed_call_rate", "efficiency_vs_gold",
+        "tests_pass", "files_as_expected",
+    }
+    assert shipped <= set(CHECKS)  # new checks may join; none of these may disappear or be renamed
 
 
 # ---------------------------------------------------------------- final state
