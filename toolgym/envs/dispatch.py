@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from toolgym.envs import deadline
 from toolgym.envs.tools import ArgumentError, BoundTool, PolicyViolation
 from toolgym.envs.types import ToolCall, ToolError, ToolErrorKind, ToolMessage, ToolResult, ToolSpec, trusted
-from toolgym.errors import did_you_mean
+from toolgym.errors import EnvError, did_you_mean
 
 TRUNCATION_MARKER = "\n...[output truncated: {n} more characters]"
 NAME_CHARS = 80
@@ -61,6 +61,8 @@ class ToolBox:
             return bound, bound.tool.validate(call.arguments)
         except ArgumentError as exc:
             return error_result(call, "invalid_arguments", str(exc))
+        except EnvError as exc:  # the tool's own schema could not be applied (a slow pattern): not the model's fault
+            return error_result(call, "simulator_error", f"the arguments of {call.name!r} could not be checked: {exc}")
 
     def call(self, call: ToolCall) -> ToolResult:
         """Run one call synchronously. Never raises for anything the call or tool does.

@@ -23,6 +23,10 @@ NAMES = ("Ada Park", "Ben Ortiz", "Chloe Nakamura", "Dev Rao", "Eva Lind", "Fari
 STATUSES = ("active", "pending", "done", "cancelled")
 MAX_DEPTH = 6
 """Below this depth only required parts are generated, so recursive schemas terminate."""
+HARD_DEPTH = 48
+"""A schema that still requires more nesting here recurses without a base case."""
+MAX_PARTS = 20_000
+"""Most values one ``generate`` call builds (bounded time and size for any schema)."""
 
 _ENUMERATED = ("enum", "const", "examples")
 _UNSUPPORTED = ("pattern", "not", "if", "dependentRequired", "dependentSchemas", "dependencies", "contains",
@@ -72,9 +76,20 @@ class ValueGenerator:
 
     def __init__(self, root: Any):
         self.root = root if isinstance(root, dict) else {}
+        self._parts = 0
 
     def generate(self, rng: random.Random, schema: Any = None, *, name: str = "", depth: int = 0) -> Any:
-        """A value for ``schema`` (default: the root); ``name`` is the property name, a hint."""
+        """A value for ``schema`` (default: the root); ``name`` is the property name, a hint.
+
+        Raises:
+            SchemaError: the schema needs more than ``MAX_PARTS`` values or ``HARD_DEPTH`` levels.
+        """
+        if depth == 0:
+            self._parts = 0
+        self._parts += 1
+        if self._parts > MAX_PARTS or depth > HARD_DEPTH:
+            limit = f"more than {MAX_PARTS:,} values" if self._parts > MAX_PARTS else f"nesting beyond {HARD_DEPTH} levels"
+            raise SchemaError(f"the schema requires {limit} (a required part refers back to itself, or sizes are huge)")
         schema = self.resolve(self.root if schema is None else schema)
         if schema is True or not isinstance(schema, dict):
             return self._string({}, rng, name)

@@ -14,6 +14,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError as _JsonSchemaError
 from jsonschema.validators import validator_for
 
+from toolgym.envs.sim.limits import UnusableSchema, check_schema_shape, guarded
 from toolgym.errors import ConfigError
 
 JSON_TYPES = ("object", "array", "string", "integer", "number", "boolean", "null")
@@ -43,12 +44,14 @@ def compile_schema(schema: Any, *, where: str, require_object: bool = False) -> 
         schema = {}
     elif not isinstance(schema, dict):
         raise SchemaError(f"{where}: a JSON Schema must be an object (dict), got {type(schema).__name__} {schema!r:.60}")
+    check_schema_shape(schema, where)
     _check_types(schema, where, [])
     cls = validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(schema)
     except _JsonSchemaError as exc:
         raise SchemaError(f"{where}: invalid JSON Schema at '{_path(exc.path)}': {exc.message}") from None
+    cls = guarded(cls)
     if require_object and schema.get("type") != "object":
         got = schema.get("type", "no 'type'")
         raise SchemaError(
@@ -81,5 +84,8 @@ def _check_types(schema: Any, where: str, path: list[str]) -> None:
 
 def problems(validator: jsonschema.protocols.Validator, value: Any, limit: int = 3) -> list[str]:
     """Why ``value`` breaks the schema, one line per problem (empty when it fits)."""
-    errors = sorted(validator.iter_errors(value), key=lambda e: (len(e.path), _path(e.path)))
+    try:
+        errors = sorted(validator.iter_errors(value), key=lambda e: (len(e.path), _path(e.path)))
+    except UnusableSchema as exc:  # a pattern too slow to apply: the value cannot be accepted
+        return [str(exc)]
     return [f"at '{_path(e.path)}': {e.message}" for e in errors[:limit]]

@@ -156,9 +156,14 @@ class SchemaSimulator:
         validator = tool.returns_validator if schema is None else tool.returns_validator.evolve(schema=schema)
         value = None
         for _ in range(self.attempts):
-            value = tool.generator.generate(rng, schema)
-            if validator.is_valid(value):
-                return value
+            try:
+                value = tool.generator.generate(rng, schema)
+                if validator.is_valid(value):
+                    return value
+            except SimulatorError:
+                raise
+            except Exception as exc:  # the schema's fault, never the agent's: a simulator_error
+                raise SimulatorError(f"could not generate an output for {tool.name!r}: {type(exc).__name__}: {str(exc)[:200]}") from None
         bad = "; ".join(problems(validator, value))
         raise SimulatorError(f"could not generate a valid output for {tool.name!r} in {self.attempts} attempts: {bad}")
 

@@ -8,6 +8,7 @@ compiled form, with what the simulators infer from the name (verb, entity, id fi
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -157,8 +158,21 @@ def compile_tool(tool: SimTool) -> CompiledTool:
     where = f"return schema of {name!r}"
     returns_validator = compile_schema(returns, where=where)
     check_generable(returns, where=where)
+    generator = ValueGenerator(returns)
+    _try_generate(generator, where)
     id_field = _find(returns.get("properties", {}), _id_candidates(entity)) if isinstance(returns, dict) else None
     return CompiledTool(
         tool=tool, kind=kind, entity=entity, id_arg=id_arg, id_field=id_field, returns=returns,
-        params_validator=params_validator, returns_validator=returns_validator, generator=ValueGenerator(returns),
+        params_validator=params_validator, returns_validator=returns_validator, generator=generator,
     )
+
+
+def _try_generate(generator: ValueGenerator, where: str) -> None:
+    """Refuse, at import, a return schema no value can be generated for in bounded time."""
+    for seed in range(3):
+        try:
+            generator.generate(random.Random(seed))
+        except SchemaError as exc:
+            raise SchemaError(f"{where}: no value can be generated: {exc}") from None
+        except Exception as exc:  # overflow, recursion...: the schema is unusable, say which and why
+            raise SchemaError(f"{where}: no value can be generated ({type(exc).__name__}: {str(exc)[:200]})") from None
