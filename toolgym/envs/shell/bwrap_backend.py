@@ -150,7 +150,7 @@ def import_script(workspace: str, size: int) -> str:
     """
     ws = _quote(workspace)
     return (
-        f"chmod -R u+rwX {ws} 2>/dev/null; find {ws} -mindepth 1 -delete; "
+        f"find {ws} -mindepth 1 -delete 2>/dev/null || {{ chmod -R u+rwX {ws}; find {ws} -mindepth 1 -delete; }}; "
         f"head -c {int(size)} | {{ tar -C {ws} -xf - --no-same-owner; rc=$?; cat >/dev/null; exit $rc; }}"
     )
 
