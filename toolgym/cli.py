@@ -284,6 +284,19 @@ def score_command(
         console.print(f"wrote the report to [bold]{json_out}[/]")
 
 
+@app.command("train")
+def train_command(
+    config: Path = typer.Argument(..., help="A YAML TrainConfig (see examples/configs/grpo_tiny.yaml)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in run.out_dir from its latest checkpoint."),
+    iterations: int | None = typer.Option(None, min=1, help="Override run.iterations."),
+    out: Path | None = typer.Option(None, help="Override run.out_dir."),
+) -> None:
+    """Train a policy with GRPO, PPO or the K2 loss; a progress bar and a summary line per iteration."""
+    from toolgym.trainers.cli_train import train_cli
+
+    train_cli(config, resume=resume, iterations=iterations, out=out, console=console)
+
+
 @app.command("view")
 def view_command(
     file: Path = typer.Argument(..., help="Episode file written by `toolgym rollout --out` (.jsonl or .parquet)."),

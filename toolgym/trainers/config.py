@@ -105,8 +105,9 @@ class OptimSection(_Section):
     kind: Literal["adamw", "muonclip"] = "adamw"
     lr: float = Field(default=1e-5, gt=0.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
-    qk_clip_tau: float | None = Field(default=None, gt=0.0)
-    """QK-Clip threshold on the max pre-softmax logit (muonclip only; None: off)."""
+    qk_clip_tau: float | None = Field(default=100.0, gt=0.0)
+    """QK-Clip threshold on the max pre-softmax logit, applied after every MuonClip step (None: off;
+    ignored by AdamW). K2 uses 100."""
     max_grad_norm: float = Field(default=1.0, gt=0.0)
     """Gradients are clipped to this norm."""
     skip_grad_norm: float = Field(default=1e4, gt=0.0)
@@ -265,8 +266,6 @@ def _contradictions(cfg: TrainConfig) -> list[str]:
         out.append(f"algorithm.clip_high ({a.clip_high}) is below clip_low ({a.clip_low}); DAPO's clip-higher needs clip_high >= clip_low")
     if o.minibatch_size % o.micro_batch_size:
         out.append(f"optim.minibatch_size ({o.minibatch_size}) must be a multiple of optim.micro_batch_size ({o.micro_batch_size})")
-    if o.qk_clip_tau is not None and o.kind != "muonclip":
-        out.append("optim.qk_clip_tau is set but optim.kind is 'adamw'; set optim.kind: muonclip or remove qk_clip_tau")
     if p.weight > 0 and not p.gold_tasks and not p.dataset:
         out.append("ptx.weight > 0 needs data: set ptx.gold_tasks (gold replays) or ptx.dataset (an episodes JSONL)")
     if p.gold_tasks and p.dataset:

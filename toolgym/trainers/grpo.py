@@ -25,7 +25,6 @@ Example (used by the demo and ``toolgym train``):
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -76,8 +75,8 @@ class GRPOTrainer:
         self.policy = HFPolicy(model, tokenizer, max_batch_size=64)
         self.pad_id = self.policy.pad_id
         o = config.optim
-        self.optimizer = build_optimizer(model, kind=o.kind, lr=o.lr, weight_decay=o.weight_decay)
-        self.qk_clip = _qk_clip(model, o.qk_clip_tau)
+        self.optimizer = build_optimizer(model, kind=o.kind, lr=o.lr, weight_decay=o.weight_decay,
+                                         qk_clip_tau=o.qk_clip_tau if o.kind == "muonclip" else None)
         self.ref_model = _frozen_copy(model) if config.algorithm.kl_beta > 0 else None
         self.settings = LossSettings.from_config(config)
         self.ptx_batches = _ptx_batches(ptx_rows or [], self.pad_id, config.ptx.batch_size)
@@ -213,10 +212,9 @@ class GRPOTrainer:
         self.policy.close()
 
     def _after_step(self) -> dict[str, float]:
-        if self.qk_clip is None:
-            return {}
-        report = self.qk_clip.step() if hasattr(self.qk_clip, "step") else self.qk_clip()
-        return _qk_metrics(report)
+        # MuonClip runs QK-Clip inside its step and keeps what it saw.
+        report = getattr(self.optimizer, "last_qk_report", None)
+        return report.metrics() if report is not None else {}
 
 
 def seed_everything(seed: int) -> None:
@@ -254,29 +252,13 @@ def _load_rubric(config: TrainConfig) -> Any:
 
 
 def _frozen_copy(model: Any) -> Any:
-    ref = copy.deepcopy(model)
+    from toolgym.trainers.value import detached_copy
+
+    ref = detached_copy(model)
     ref.eval()
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref
-
-
-def _qk_clip(model: Any, tau: float | None) -> Any:
-    if tau is None:
-        return None
-    from toolgym.trainers.optim import QKClip
-
-    return QKClip(model, tau=tau)
-
-
-def _qk_metrics(report: Any) -> dict[str, float]:
-    if isinstance(report, dict):
-        return {k if "/" in k else f"optim/qk_{k}": float(v) for k, v in report.items() if isinstance(v, (int, float))}
-    out = {}
-    for name, key in (("clipped_heads", m.QK_CLIPPED_HEADS), ("max_logit", m.QK_MAX_LOGIT)):
-        if hasattr(report, name):
-            out[key] = float(getattr(report, name))
-    return out
 
 
 def _ptx_batches(rows: Sequence[Any], pad_id: int, size: int) -> list[Batch]:

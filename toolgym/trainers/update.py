@@ -251,7 +251,7 @@ def ptx_backward(model: Any, batch: Batch, weight: float) -> float:
     nll = -(logp * mask).sum() / mask.sum().clamp(min=1)
     if torch.isfinite(nll):
         (weight * nll).backward()
-    return float(nll)
+    return float(nll.detach())
 
 
 def update_policy(

@@ -44,7 +44,7 @@ class ValueModel(nn.Module):
         super().__init__()
         self.kind = kind
         self.head = ValueHead(int(policy.config.hidden_size))
-        self.critic = copy.deepcopy(policy) if kind == "critic" else None
+        self.critic = detached_copy(policy) if kind == "critic" else None
 
     def values(self, policy_outputs: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Values (B, T-1) of the states in which tokens 1 .. T-1 were sampled."""
@@ -62,3 +62,12 @@ class ValueModel(nn.Module):
             if self.critic is None:
                 outputs = policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
             return self.values(outputs, input_ids, attention_mask)
+
+
+def detached_copy(model: Any) -> Any:
+    """A deep copy of ``model`` without the copied forward hooks (QK-Clip observes the original only)."""
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        module._forward_pre_hooks.clear()
+        module._forward_hooks.clear()
+    return clone
