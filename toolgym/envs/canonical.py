@@ -249,6 +249,10 @@ def dumps(value: Any, *, ascii: bool = False) -> str:
     try:  # fast path: ordinary JSON data, hashed exactly as json.dumps always did
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii, allow_nan=False, default=_fast_default)
     except (TypeError, ValueError, RecursionError):
+        text = None
+    # '{"$' can only be an object whose first key looks like a tag (quotes in strings are escaped):
+    # such data takes the walk, which wraps it, so data never reads back as a tag.
+    if text is None or '{"$' in text:
         text = json.dumps(encode(value), separators=(",", ":"), ensure_ascii=ascii, allow_nan=False)
     return text
 
