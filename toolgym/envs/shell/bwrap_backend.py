@@ -99,7 +99,8 @@ class BwrapSandbox(Sandbox):
                 preexec = self.cgroup.enter_fn()
             else:
                 preexec = rlimit_fn(self.limits)
-            self.session = BashSession(self.argv(token, fds), token, INIT, preexec=preexec, env={}, pass_fds=tuple(fds.values()))
+            members = self.cgroup.members if self.cgroup is not None else None
+            self.session = BashSession(self.argv(token, fds), token, INIT, preexec=preexec, env={}, pass_fds=tuple(fds.values()), members=members)
             await self.session.start()
         except BaseException:
             await self._close()

@@ -74,6 +74,10 @@ class SandboxCgroup:
 
         return enter
 
+    def members(self) -> list[int]:
+        """Pids of every process in the sandbox (from the pids controller)."""
+        return [int(p) for p in (self.dirs[1] / "cgroup.procs").read_text().split()]
+
     def remove(self, wait_s: float = 5.0) -> bool:
         """Delete the directories once empty (their processes take a moment to vanish)."""
         return _rmdirs(self.dirs, wait_s)

@@ -111,12 +111,8 @@ class DockerSession:
         self.lock = asyncio.Lock()
 
     async def open(self) -> None:
-        """Start bash in the container and load the helpers (the sandbox's file tools included)."""
+        """Start bash in the container and load the watchdog."""
         from toolgym.envs.shell.docker_backend import USER
-        try:  # TEMP until H5 publishes the helpers
-            from toolgym.envs.shell.session import HELPERS
-        except ImportError:
-            HELPERS = ""
 
         def attach() -> tuple[str, socket.socket]:
             api = self.client.api
@@ -129,7 +125,7 @@ class DockerSession:
         self.exec_id, self.sock = await asyncio.to_thread(attach)
         self.sock.setblocking(False)
         self.pending = b""
-        result = await self._command(_PRELUDE + HELPERS, 30.0, raw=True)
+        result = await self._command(_PRELUDE, 30.0, raw=True)
         if result.exit_code is None:
             raise SandboxError(f"the container's shell did not start: {result.stderr[:300] or result.note}")
 
@@ -140,7 +136,14 @@ class DockerSession:
                 await self.open()
             return await self._command(command, timeout_s)
 
-    async def _command(self, command: str, timeout_s: float, *, raw: bool = False) -> CommandResult:
+    async def internal(self, command: str, timeout_s: float = 120.0) -> CommandResult | None:
+        """Run one of the sandbox's own commands in the session, output uncapped; None if it failed."""
+        if self.sock is None:
+            return None
+        result = await self._command(command, timeout_s, raw=True, cap=1 << 31)
+        return result if result.exit_code == 0 else None
+
+    async def _command(self, command: str, timeout_s: float, *, raw: bool = False, cap: int | None = None) -> CommandResult:
         assert self.sock is not None
         nonce = b"__tg_end_" + secrets.token_hex(12).encode()
         body = f"eval {ansi_c_quote(command)}"
@@ -150,8 +153,8 @@ class DockerSession:
             f"{body}\n__tg_rc=$?; {'' if raw else 'kill -9 $__tg_w 2>/dev/null; '}"
             f"printf '\\n%s %s\\n' {nonce.decode()} $__tg_rc; printf '\\n%s\\n' {nonce.decode()} >&2\n"
         )
-        out = _Stream(self.cap, re.compile(b"\n" + nonce + rb" (-?\d+)\n"))
-        err = _Stream(self.cap, re.compile(b"\n" + nonce + b"\n"))
+        out = _Stream(cap or self.cap, re.compile(b"\n" + nonce + rb" (-?\d+)\n"))
+        err = _Stream(cap or self.cap, re.compile(b"\n" + nonce + b"\n"))
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         await loop.sock_sendall(self.sock, line.encode())
@@ -193,11 +196,25 @@ class DockerSession:
             self.pending = _frames(self.pending + data, {1: out.feed, 2: err.feed})
         return False
 
-    async def _restart(self, exited: bool, timeout_s: float) -> str:
-        """Replace a shell that exited or would not stop; kill whatever it left behind."""
+    async def restart(self) -> None:
+        """A fresh shell in the workspace: every process but the container's init is killed first.
+
+        Fast path (no new exec): the live shell kills the rest and ``exec``s a new bash on the same
+        socket (bash reads a socket byte by byte, so the next line reaches the new shell).
+        """
+        if self.sock is not None:
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(self.sock, b'exec {__tg_fd}>&-; __tg_killall; exec bash --noprofile --norc\n')
+            result = await self._command(_PRELUDE, 10.0, raw=True)
+            if result.exit_code == 0:
+                return
         self.detach()
         await self.exec_bytes(["bash", "-c", _KILL_ALL + '__tg_keep="1 $(cat /proc/1/task/1/children)"; __tg_killall'], check=False)
         await self.open()
+
+    async def _restart(self, exited: bool, timeout_s: float) -> str:
+        """Replace a shell that exited or would not stop; say so to the model."""
+        await self.restart()
         why = "the shell exited" if exited else f"the command ran past its {timeout_s:g} s limit and the shell did not stop"
         return f"{why}; every process was killed and a new shell started in {WORKSPACE} (variables and directory reset)"
 

@@ -27,6 +27,9 @@ from toolgym.envs.tools import tool
 from toolgym.envs.types import Task
 from toolgym.errors import ConfigError
 
+INITIAL_CACHE = 256
+"""Initial workspaces kept per env (by task id); older ones are rebuilt from files and setup."""
+
 SYSTEM_PROMPT = (
     "You are a careful assistant with a Linux shell. Your working directory is the workspace; "
     "use the tools (bash, read_file, write_file, list_dir) to do what the user asks, then answer briefly."
@@ -78,6 +81,8 @@ class ShellEnv(ToolEnv):
             result = await sb.run(command, timeout_s=max(60.0, sb.limits.command_timeout_s))
             if result.exit_code != 0:
                 raise SandboxError(f"task {task.id!r}: setup command {command!r} failed (exit {result.exit_code}): {(result.stderr or result.note)[:300]}")
+        if len(self._initial) >= INITIAL_CACHE:  # generated tasks are unlimited: keep the newest
+            self._initial.pop(next(iter(self._initial)))
         self._initial[task.id] = await sb.snapshot()
         await sb.reset_session()
 

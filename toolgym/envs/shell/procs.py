@@ -51,6 +51,16 @@ def descendants(root: int, tree: dict[int, list[int]] | None = None) -> list[tup
     return out
 
 
+def tree_of(root: int, pids: Iterable[int]) -> list[tuple[int, int, str]]:
+    """Like ``descendants`` but only among ``pids`` (e.g. a cgroup's members): no /proc scan."""
+    tree: dict[int, list[int]] = {}
+    for pid in pids:
+        ppid = _ppid(str(pid))
+        if ppid is not None:
+            tree.setdefault(ppid, []).append(pid)
+    return descendants(root, tree)
+
+
 def kill_all(pids: Iterable[int]) -> None:
     """SIGKILL each pid, ignoring those already gone."""
     for pid in pids:

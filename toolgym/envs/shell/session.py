@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from toolgym.envs.shell.procs import descendants, kill_all
+from toolgym.envs.shell.procs import descendants, kill_all, tree_of
 from toolgym.envs.shell.sandbox import CommandResult, SandboxError, _q
 
 _MAX_DISCARD = 256 * 2**20
@@ -82,12 +82,16 @@ class BashSession:
         env: Environment of the launched process.
         pass_fds: File descriptors the launched process inherits (bwrap's --ro-bind-data).
         cwd: Working directory of the launched process.
+        members: Pids of every process of the sandbox (its cgroup), so that finding them does
+            not scan all of /proc; None: walk /proc from the launched process.
     """
 
     def __init__(
         self, argv: list[str], token: str, init: str, preexec: Callable[[], None] | None = None,
         env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = (), cwd: str | None = None,
+        members: Callable[[], list[int]] | None = None,
     ):
+        self.members = members
         self.argv, self.token, self.init = argv, token, init
         self.preexec, self.env, self.pass_fds, self.cwd = preexec, env, pass_fds, cwd
         self.proc: subprocess.Popen[bytes] | None = None
@@ -124,7 +128,7 @@ class BashSession:
         result = await self.execute(self.init + "\ntrue", timeout_s)
         # Found once, before any command of the model runs: later, orphans of the model's
         # processes may also be named sh or bash, but only the loop's child is the session shell.
-        tree = descendants(self.proc.pid)
+        tree = self._tree()
         self.loop_pid = next((pid for pid, _, argv0 in tree if argv0 == "/bin/sh"), self.proc.pid)
         if result.exit_code != 0:
             detail = (result.stderr or result.note or "no output").strip()[:500]
@@ -302,7 +306,7 @@ class BashSession:
 
     def shell_pid(self) -> int | None:
         """Host pid of the current session bash: the shallowest ``bash`` of the tree, or None."""
-        return self._shell_of(descendants(self.pid))
+        return self._shell_of(self._tree())
 
     def kill_children(self) -> None:
         """SIGKILL every process of the tree except the shell and its ancestors.
@@ -315,7 +319,7 @@ class BashSession:
             time.sleep(0.002)
 
     def _kill_pass(self) -> int:
-        tree = descendants(self.pid)
+        tree = self._tree()
         shell = self._shell_of(tree)
         parents = {p: pp for p, pp, _ in tree}
         keep = {self.pid}
@@ -327,6 +331,15 @@ class BashSession:
         victims = [p for p, _, _ in tree if p not in keep]
         kill_all(victims)
         return len(victims)
+
+    def _tree(self) -> list[tuple[int, int, str]]:
+        """(pid, ppid, argv0) of every process under the launched one, parents first."""
+        if self.members is not None:
+            try:
+                return tree_of(self.pid, self.members())
+            except OSError:
+                pass
+        return descendants(self.pid)
 
     def _shell_of(self, tree: list[tuple[int, int, str]]) -> int | None:
         return next((pid for pid, ppid, argv0 in tree if ppid == self.loop_pid and argv0 == "bash"), None)
@@ -343,7 +356,7 @@ class BashSession:
         if proc is None:
             return
         if proc.poll() is None:
-            tree = [p for p, _, _ in descendants(proc.pid)]
+            tree = [p for p, _, _ in self._tree()]
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
