@@ -1,0 +1,174 @@
+"""The sandbox interface on bwrap and local: session semantics, limits, file tools, snapshots, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from toolgym.envs.shell import PathOutsideWorkspace, SandboxUnavailable, make_sandbox
+from toolgym.envs.shell.sandbox import SandboxLimits, tar_of_files
+from toolgym.errors import ConfigError
+
+LIMITS = {"command_timeout_s": 2.0, "output_bytes": 1024}
+
+
+@pytest.fixture(scope="module", params=["bwrap", "local"])
+def sb(request):
+    with pytest.warns(RuntimeWarning, match="NO isolation") if request.param == "local" else _nothing():
+        box = make_sandbox(request.param, LIMITS)
+        box.sync.start()
+    yield box
+    box.sync.close()
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_session_keeps_cwd_variables_and_jobs(sb):
+    sb.sync.reset_session()
+    assert sb.sync.run("mkdir -p sub && cd sub && Y=7; sleep 30 &").exit_code == 0
+    result = sb.sync.run("pwd; echo $Y; jobs | wc -l")
+    assert result.stdout.split() == [f"{sb.workspace}/sub", "7", "1"]  # the background job lives on
+    sb.sync.reset_session()
+    assert sb.sync.run("pwd; echo ${Y:-unset}").stdout.split() == [sb.workspace, "unset"]
+
+
+def test_stdout_stderr_and_exit_code_are_apart(sb):
+    result = sb.sync.run("echo out; echo err >&2; exit_code() { return 3; }; exit_code")
+    assert (result.stdout, result.stderr, result.exit_code) == ("out\n", "err\n", 3)
+    assert sb.sync.run("printf 'no newline'").stdout == "no newline"
+
+
+def test_syntax_error_and_exit_keep_the_sandbox_usable(sb):
+    bad = sb.sync.run("if then fi (")
+    assert bad.exit_code == 2 and "syntax error" in bad.stderr
+    sb.sync.write_file("kept.txt", "still here")
+    gone = sb.sync.run("exit 7")
+    assert gone.exit_code is None and "status 7" in gone.note and "files kept" in gone.note
+    assert sb.sync.read_file("kept.txt") == "still here"
+
+
+def test_timeout_kills_the_command_and_the_session_goes_on(sb):
+    result = sb.sync.run("sleep 30", timeout_s=0.5)
+    assert result.timed_out and result.exit_code is None and "0.5 s limit" in result.note
+    busy = sb.sync.run("while :; do :; done", timeout_s=0.5)
+    assert busy.timed_out and "new shell started" in busy.note
+    assert sb.sync.run("echo ok").stdout == "ok\n"
+
+
+def test_output_cap_marks_truncation(sb):
+    result = sb.sync.run("head -c 5000 /dev/zero | tr '\\0' a")
+    assert result.truncated and result.stdout.startswith("a" * 1024) and "truncated: 3976 more bytes" in result.stdout
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    name=st.text(string.ascii_letters + string.digits + "_-. ", min_size=1, max_size=12).filter(lambda s: s.strip(" .") and not s.startswith("-")),
+    content=st.text(max_size=200),
+)
+def test_write_then_read_round_trips(sb, name, content):
+    sb.sync.write_file(f"rt/{name}", content)
+    assert sb.sync.read_file(f"rt/{name}") == content
+    assert name in sb.sync.list_dir("rt")
+
+
+@settings(max_examples=25, deadline=None)
+@given(path=st.text(min_size=1, max_size=20))
+def test_resolve_never_leaves_the_workspace(path):
+    box = make_sandbox("bwrap")
+    try:
+        full = box.resolve(path)
+    except PathOutsideWorkspace:
+        return
+    assert full == "/workspace" or full.startswith("/workspace/")
+
+
+def test_file_tool_errors_are_clear(sb):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        sb.sync.read_file("missing.txt")
+    sb.sync.run("mkdir -p adir")
+    with pytest.raises(IsADirectoryError):
+        sb.sync.read_file("adir")
+    sb.sync.write_file("plain.txt", "x")
+    with pytest.raises(NotADirectoryError):
+        sb.sync.list_dir("plain.txt")
+    with pytest.raises(PathOutsideWorkspace, match="outside the workspace"):
+        sb.sync.write_file("../x", "x")
+    with pytest.raises(TypeError):
+        sb.sync.run(["ls"])
+    with pytest.raises(ValueError, match="empty"):
+        sb.sync.run("   ")
+
+
+def test_snapshot_restore_and_diff(sb):
+    sb.sync.import_tar(tar_of_files({"a.txt": "a\n", "d/b.txt": "b\n"}))
+    snap = sb.sync.snapshot()
+    sb.sync.run("rm a.txt; echo changed > d/b.txt; echo new > c.txt; chmod 600 d/b.txt")
+    diff = sb.sync.diff(snap)
+    assert (diff.added, diff.removed, diff.changed) == (["c.txt"], ["a.txt"], ["d/b.txt"])
+    sb.sync.restore(snap)
+    assert sb.sync.workspace_digest() == snap.digest and sb.sync.diff(snap).empty
+
+
+def test_digest_ignores_times_but_sees_modes(sb):
+    sb.sync.import_tar(tar_of_files({"x.sh": "echo hi\n"}))
+    first = sb.sync.workspace_digest()
+    sb.sync.run("touch -d 2001-01-01 x.sh")
+    assert sb.sync.workspace_digest() == first
+    sb.sync.run("chmod +x x.sh")
+    assert sb.sync.workspace_digest() != first
+
+
+def test_digest_is_the_same_on_every_backend():
+    files = {"a.txt": "a\n", "src/m.py": "print(1)\n"}
+    digests = set()
+    for backend in ("bwrap", "local"):
+        box = make_sandbox(backend)
+        with pytest.warns(RuntimeWarning) if backend == "local" else _nothing():
+            box.sync.start()
+        box.sync.import_tar(tar_of_files(files))
+        digests.add(box.sync.workspace_digest())
+        box.sync.close()
+    assert len(digests) == 1
+
+
+def test_many_sandboxes_from_one_event_loop():
+    async def main():
+        boxes = [make_sandbox("bwrap") for _ in range(12)]
+        await asyncio.gather(*(b.start() for b in boxes))
+        outs = await asyncio.gather(*(b.run(f"echo {i}") for i, b in enumerate(boxes)))
+        await asyncio.gather(*(b.close() for b in boxes))
+        return [o.stdout.strip() for o in outs]
+
+    assert asyncio.run(main()) == [str(i) for i in range(12)]
+
+
+def test_bad_backend_and_limits_say_what_to_do(monkeypatch):
+    with pytest.raises(ConfigError, match="Did you mean 'bwrap'"):
+        make_sandbox("bwarp")
+    with pytest.raises(ConfigError, match="memory_mb"):
+        make_sandbox("bwrap", {"memory_mbs": 10})
+    with pytest.raises(ConfigError, match="command_timeout_s"):
+        make_sandbox("bwrap", {"command_timeout_s": -1})
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(SandboxUnavailable, match="apt-get install -y bubblewrap"):
+        make_sandbox("bwrap")
+
+
+def test_closed_sandbox_refuses_and_close_is_idempotent():
+    box = make_sandbox("bwrap", SandboxLimits(command_timeout_s=1))
+    box.sync.start()
+    box.sync.close()
+    box.sync.close()
+    with pytest.raises(Exception, match="closed"):
+        box.sync.run("true")
