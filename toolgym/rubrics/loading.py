@@ -77,6 +77,8 @@ def rubric_from_dict(data: Any, origin: str = "<rubric>") -> Rubric:
         raise RubricError(f"{origin}: a rubric is a mapping with 'name' and 'criteria', got {type(data).__name__}")
     if safejson.depth_of(data, 64) > 64:
         raise RubricError(f"{origin}: the rubric nests deeper than 64 levels; a rubric needs a few levels only")
+    for loc, value in _non_finite(data, ()):  # before validation: its own messages would hide the cause
+        raise RubricError(f"{origin}: {_where(loc, data)}: {value} is not a finite number; write a finite value")
     try:
         rubric = Rubric.model_validate(data)
     except ValidationError as exc:
@@ -128,6 +130,8 @@ def _message(err: dict[str, Any]) -> str:
         return f"unknown field (got {err.get('input')!r}); check the spelling against the rubric model"
     if err["type"] == "missing":
         return "required field is missing"
+    if err["type"] == "finite_number":
+        return f"{err.get('input')!r} is not a finite number; write a finite value"
     if err["type"] == "union_tag_invalid":
         return f"{msg}; write source: {{type: check, check: NAME}} or {{type: critic, critic: NAME}}"
     return msg

@@ -36,7 +36,9 @@ _ID = r"^[a-z][a-z0-9_]{0,63}$"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No NaN or infinity anywhere in a rubric ("1e400" in a file included): a gold episode
+    # would silently score 0.0. Refused at load, naming the field.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Scale(_Model):

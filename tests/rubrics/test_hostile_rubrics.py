@@ -1,0 +1,75 @@
+"""Hostile rubric files and judge answers: refused at load naming the field, or unscorable with a reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toolgym.rubrics import RubricError, load_rubric, rubric_from_dict
+from toolgym.rubrics.critics.parse import parse_pointwise
+
+BASE = {
+    "name": "demo",
+    "criteria": [
+        {"id": "state", "description": "d", "weight": 2, "source": {"type": "check", "check": "final_state_matches_gold"}},
+        {"id": "tone", "description": "d", "scale": {"low": 1, "high": 5}, "source": {"type": "critic", "critic": "judge"}},
+    ],
+    "penalties": [{"id": "long", "kind": "token_budget", "limit": 100, "per_unit": 0.01}],
+}
+# (path into BASE, field name the message must show)
+SPOTS = [
+    (("criteria", 0, "weight"), "criteria[0] (id 'state').weight"),
+    (("criteria", 1, "scale", "high"), "criteria[1] (id 'tone').scale.high"),
+    (("penalties", 0, "per_unit"), "penalties[0] (id 'long').per_unit"),
+    (("penalties", 0, "limit"), "penalties[0] (id 'long').limit"),
+]
+NON_FINITE = st.sampled_from([".inf", "-.inf", ".nan", "1e400", "-1e999"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(spot=st.sampled_from(SPOTS), token=NON_FINITE)
+def test_non_finite_numbers_are_refused_at_load_naming_the_field(tmp_path_factory, spot, token):
+    (path, label), text = spot, yaml.safe_dump(BASE)
+    data = yaml.safe_load(text)
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = "__X__"
+    file = tmp_path_factory.mktemp("r") / "rubric.yaml"
+    file.write_text(yaml.safe_dump(data).replace("__X__", token))
+    with pytest.raises(RubricError) as err:
+        load_rubric(file)
+    assert label in str(err.value) and str(file) in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000, '{"name": ' + "9" * 6000 + "}", '{"name": NaN}'])
+def test_hostile_json_rubric_files_are_rubric_errors(tmp_path, text):
+    file = tmp_path / "r.json"
+    file.write_text(text)
+    with pytest.raises(RubricError, match="r.json"):
+        load_rubric(file)
+
+
+def test_deep_yaml_is_a_rubric_error(tmp_path):
+    file = tmp_path / "r.yaml"
+    file.write_text("a: " + "[" * 3000 + "]" * 3000)
+    with pytest.raises(RubricError, match="r.yaml"):
+        load_rubric(file)
+
+
+def test_a_finite_rubric_still_loads():
+    assert rubric_from_dict(json.loads(json.dumps(BASE))).name == "demo"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.booleans(), st.text(max_size=5), st.none(), st.lists(st.integers(), max_size=2), st.just({"v": 1})))
+def test_judge_scores_that_are_not_numbers_are_unscorable_with_a_reason(score):
+    criteria = rubric_from_dict(BASE).criteria
+    verdicts = parse_pointwise(json.dumps({"criteria": [{"id": "tone", "score": score}, {"id": "state", "score": 1}]}), criteria)
+    tone = verdicts["tone"]
+    assert tone.unscorable is not None and "must be a JSON number" in tone.unscorable.message
+    assert verdicts["state"].unscorable is None
