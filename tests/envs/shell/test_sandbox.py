@@ -172,3 +172,34 @@ def test_closed_sandbox_refuses_and_close_is_idempotent():
     box.sync.close()
     with pytest.raises(Exception, match="closed"):
         box.sync.run("true")
+
+
+def test_rlimit_fallback_when_cgroups_are_not_used():
+    from toolgym.envs.shell.bwrap_backend import BwrapSandbox
+
+    box = BwrapSandbox(SandboxLimits(memory_mb=128, pids=32, command_timeout_s=3), use_cgroups=False)
+    box.sync.start()
+    try:
+        assert box.cgroup is None
+        bomb = box.sync.run("python3 -c \"a = bytearray(1 << 30); print('allocated')\"")
+        assert bomb.exit_code != 0 and "MemoryError" in bomb.stderr
+        assert box.sync.run("ulimit -u").stdout.strip() == "32"
+    finally:
+        box.sync.close()
+
+
+def test_cgroup_limits_are_written_and_removed():
+    from toolgym.envs.shell.bwrap_backend import BwrapSandbox
+    from toolgym.envs.shell.cgroups import cgroups_writable
+
+    if not cgroups_writable():
+        pytest.skip("cgroup v1 is not writable here (the rlimit fallback is tested above)")
+    box = BwrapSandbox(SandboxLimits(memory_mb=96, pids=40, cpu_quota=0.5))
+    box.sync.start()
+    memory, pids, cpu = box.cgroup.dirs
+    assert (memory / "memory.limit_in_bytes").read_text().strip() == str(96 * 2**20)
+    assert (pids / "pids.max").read_text().strip() == "40"
+    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    assert box.session.pid in box.cgroup.members()
+    box.sync.close()
+    assert not any(d.exists() for d in box.cgroup.dirs)
