@@ -194,6 +194,23 @@ def test_openai_policy_through_serve_is_token_faithful(model_dir):
                 assert row.input_ids[:start] == ep.turns[index].prompt_token_ids
 
 
+def test_completions_api_with_a_chat_renderer_extends_the_ids_client_side(model_dir):
+    from toolgym.rollouts.chat import ChatRenderer
+    from toolgym.rollouts.openai_policy import OpenAIPolicy
+    from toolgym.rollouts.serve import serve_in_thread
+
+    local = make_policy(model_dir, "kimi_compact")
+    expected = run_episodes(chatty_env, local, tasks=tasks(2), seed=9, sampling=SAMPLING)
+    renderer = ChatRenderer(local.tokenizer, end_ids=local.end_ids)
+    with serve_in_thread(local, max_batch=8) as url:
+        client = OpenAIPolicy(url, api="completions", prompt_renderer=renderer, max_retries=0)
+        served = run_episodes(chatty_env, client, tasks=tasks(2), seed=9, sampling=SAMPLING)
+    local.close()
+    for ep, ref in zip(served, expected, strict=True):
+        assert ep.metrics[TOKEN_FORKS] == 0
+        assert [r.input_ids for r in episode_to_rows(ep)] == [r.input_ids for r in episode_to_rows(ref)]
+
+
 def test_serve_rejects_prefix_ids_outside_the_vocabulary(model_dir):
     import httpx
 
