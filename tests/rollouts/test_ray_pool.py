@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 import toolgym
 from toolgym.envs.catalog.unitconv.env import UnitConvEnv
+from toolgym.envs.tools import tool
 from toolgym.errors import ConfigError
 from toolgym.rollouts import ChaosPolicy, ScriptedPolicy, run_episodes, sample_tasks
-from toolgym.rollouts.env_actor import EnvActor
+from toolgym.rollouts.env_actor import EnvActor, unpack_messages
 from toolgym.rollouts.pool import LocalEnvPool
 
 ray = pytest.importorskip("ray")
@@ -130,6 +131,38 @@ def test_env_actor_isolates_a_broken_item_and_serializes_one_env():
         assert (await actor.stats())["live"] == 2
         await actor.close_many([(1, True), (2, False)])
         assert (await actor.stats())["live"] == 0
+
+    asyncio.run(go())
+
+
+class ThreadedEnv(UnitConvEnv):
+    """Its tool has a deadline, so the toolbox runs it in a thread: the step suspends."""
+
+    @tool(timeout_s=5)
+    def slow_echo(self, text: str, pause_s: float) -> str:
+        """Wait, then echo.
+
+        Args:
+            text: What to echo.
+            pause_s: Seconds to wait first.
+        """
+        time.sleep(pause_s)
+        return text
+
+
+def test_env_actor_steps_that_suspend_do_not_hold_up_the_others():
+    def call(text, pause):
+        return '<tool_call>{"name": "slow_echo", "arguments": {"text": "' + text + '", "pause_s": ' + str(pause) + "}}</tool_call>"
+
+    async def go():
+        actor = EnvActor(ThreadedEnv, gc_policy="default")
+        await actor.reset_many([(k, k, None) for k in range(4)])
+        started = time.perf_counter()
+        replies = await actor.step_many([(0, call("a", 0.3)), (1, call("b", 0.3)), (2, "no call, an answer"), (3, call("d", 0.3))])
+        elapsed = time.perf_counter() - started
+        echoed = [unpack_messages(r[1])[-1].content for r in replies]
+        assert [echoed[0], echoed[1], echoed[3]] == ["a", "b", "d"] and replies[2][6] is not None
+        assert elapsed < 0.8, elapsed  # the three threaded tools overlapped instead of 0.9 s in a row
 
     asyncio.run(go())
 

@@ -21,11 +21,22 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from toolgym.envs.env import EnvSnapshot, ToolEnv
-from toolgym.envs.types import Message, Observation, StopReason, Task
+from toolgym.envs.types import (
+    AssistantMessage,
+    Message,
+    Observation,
+    StopReason,
+    SystemMessage,
+    Task,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
+    trusted,
+)
 from toolgym.errors import UnknownEnvError
 
 Reply = Any
@@ -98,8 +109,29 @@ class EnvActor:
         stop_reason, final_answer)``: where the step's messages begin and what they are, so the
         caller can mirror the conversation (a tuple, because ~10^5 of them cross a second).
         """
-        results = await asyncio.gather(*(self._step(key, action) for key, action in items), return_exceptions=True)
-        return list(results)
+        out: list[Reply] = []
+        waiting: list[tuple[int, asyncio.Task[Any]]] = []
+        for key, action in items:
+            coro = self._step(key, action)
+            try:
+                # Most steps never suspend (sync tools run inline): run them here, skipping the
+                # cost of a Task each; a step that does suspend (a threaded or async tool)
+                # continues in a Task of its own, so it holds up no other env.
+                first = coro.send(None)
+            except StopIteration as done:
+                out.append(done.value)
+                continue
+            except Exception as exc:
+                out.append(exc)
+                continue
+            out.append(None)
+            waiting.append((len(out) - 1, asyncio.ensure_future(_resume(coro, first))))
+        for slot, task in waiting:
+            try:
+                out[slot] = await task
+            except Exception as exc:
+                out[slot] = exc
+        return out
 
     async def digest_many(self, keys: Sequence[int]) -> list[Reply]:
         """``state_digest()`` of each env."""
@@ -163,7 +195,71 @@ class EnvActor:
             astep = getattr(env, "astep", None)
             obs, reward, terminated, truncated, info = await astep(action) if astep is not None else env.step(action)
             del obs  # the caller rebuilds it from the new messages
-            return (start, base.messages[start:], reward, terminated, truncated, info, base.stop_reason, base.final_answer)  # type: ignore[attr-defined]
+            # "results" repeats the tool messages as models: the costliest part to pickle, and unused
+            lean = {k: v for k, v in info.items() if k != "results"}
+            new = pack_messages(base.messages[start:])  # type: ignore[attr-defined]
+            return (start, new, reward, terminated, truncated, lean, base.stop_reason, base.final_answer)  # type: ignore[attr-defined]
+
+
+async def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
+    """Finish a coroutine that was started by hand and suspended on ``pending``.
+
+    This is what an asyncio Task does for the coroutine it drives: wait for the future it
+    yielded (None means "just yield once"), then resume it; its ``await`` reads the result.
+    """
+    while True:
+        if pending is None:
+            await asyncio.sleep(0)
+        else:
+            pending._asyncio_future_blocking = False
+            try:
+                await pending
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # this step itself was cancelled
+                    coro.close()
+                    raise
+            except Exception:  # the coroutine reads the outcome itself when resumed
+                pass
+        try:
+            pending = coro.send(None)
+        except StopIteration as done:
+            return done.value
+
+
+_KINDS: tuple[type[Any], ...] = (SystemMessage, UserMessage, AssistantMessage, ToolMessage)
+_KIND_OF = {cls: i for i, cls in enumerate(_KINDS)}
+
+
+def pack_messages(messages: Sequence[Message]) -> list[Any]:
+    """Messages as ``(kind, fields)`` pairs: pickling plain dicts costs a fraction of pickling
+    pydantic models, and ``unpack_messages`` rebuilds them without re-validation (the env
+    built them). Message types the codec does not know travel as they are."""
+    out: list[Any] = []
+    for m in messages:
+        kind = _KIND_OF.get(type(m))
+        if kind is None:
+            out.append(m)
+            continue
+        fields = m.__dict__
+        if kind == 2 and fields["tool_calls"]:
+            fields = {**fields, "tool_calls": [c.__dict__ for c in fields["tool_calls"]]}
+        out.append((kind, fields))
+    return out
+
+
+def unpack_messages(packed: Sequence[Any]) -> list[Message]:
+    """The inverse of ``pack_messages``."""
+    out: list[Message] = []
+    for item in packed:
+        if not isinstance(item, tuple):
+            out.append(item)
+            continue
+        kind, fields = item
+        if kind == 2 and fields["tool_calls"]:
+            fields = {**fields, "tool_calls": [trusted(ToolCall, c) for c in fields["tool_calls"]]}
+        out.append(trusted(_KINDS[kind], fields))
+    return out
 
 
 def _mirror_of(env: ToolEnv) -> tuple[list[Message], Task | None, StopReason | None, str]:

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from toolgym.envs.env import EnvSnapshot, ToolEnv
 from toolgym.envs.types import Message, Observation, StopReason, Task
 from toolgym.errors import ConfigError, EnvError, ToolgymError
-from toolgym.rollouts.env_actor import EnvActor, observation_of
+from toolgym.rollouts.env_actor import EnvActor, observation_of, unpack_messages
 from toolgym.rollouts.pool import StepOut
 
 
@@ -243,7 +243,8 @@ class RayEnvPool:
         return obs, info
 
     async def step(self, env: RemoteEnv, action: str) -> StepOut:
-        start, new, reward, terminated, truncated, info, stop, final = await self._call(env, "step_many", (env.key, action))
+        start, packed, reward, terminated, truncated, info, stop, final = await self._call(env, "step_many", (env.key, action))
+        new = unpack_messages(packed)
         env.messages[start:] = new
         env.stop_reason, env.final_answer = stop, final
         return observation_of(new), reward, terminated, truncated, info
