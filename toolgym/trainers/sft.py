@@ -1,0 +1,216 @@
+"""Supervised fine-tuning (and pretraining) of a causal LM on toolgym conversations.
+
+A conversation becomes one token row: the chat template's text cut at turn boundaries, each
+piece tokenized on its own, with loss mask 1 on what the assistant wrote (its text and the
+``<|im_end|>`` that closes its turn) and 0 on everything the environment wrote (system
+prompt, tool declarations, user turns, tool results, the assistant-turn opener). That is the
+same split an RL row has: sampled tokens trained on, observation tokens only read.
+
+``train_rows`` is a plain loop: shuffled batches, right padding, AdamW, gradient clipping,
+and, for MoE models, the router load-balancing loss when the config defines one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from toolgym.envs.types import Message, ToolSpec
+from toolgym.errors import ConfigError
+
+
+@dataclass
+class SFTRow:
+    """One training sequence: token ids and a loss mask of the same length."""
+
+    ids: list[int]
+    mask: list[int]
+    """1 where the token is trained on (assistant output), 0 where it is only context."""
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.mask):
+            raise ValueError(f"ids ({len(self.ids)}) and mask ({len(self.mask)}) differ in length")
+
+
+def conversation_row(tokenizer: Any, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *, all_tokens: bool = False) -> SFTRow:
+    """The token row of a finished conversation (see the module docstring).
+
+    Args:
+        tokenizer: A tokenizer whose chat template puts nothing between turns that depends on
+            what follows (true of both shipped templates).
+        messages: The conversation; assistant turns are rendered from their ``raw`` text.
+        tools: The tools the conversation offered.
+        all_tokens: Mask 1 on every token (plain language-model pretraining).
+    """
+    from toolgym.rollouts.chat import to_chat_dicts, tool_dicts
+
+    chat, specs = to_chat_dicts(messages), tool_dicts(tools) or None
+    ids: list[int] = []
+    mask: list[int] = []
+    done = ""  # text already turned into ids
+
+    def add(text: str, trained: bool) -> None:
+        piece = tokenizer.encode(text, add_special_tokens=False) if text else []
+        ids.extend(piece)
+        mask.extend([1 if (trained or all_tokens) else 0] * len(piece))
+
+    for k, message in enumerate(chat):
+        if message["role"] != "assistant":
+            continue
+        prompt = tokenizer.apply_chat_template(chat[:k], tools=specs, add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template(chat[: k + 1], tools=specs, tokenize=False)
+        if not (prompt.startswith(done) and full.startswith(prompt)):
+            raise ConfigError("the chat template renders earlier turns differently once later turns exist; it cannot make SFT rows")
+        add(prompt[len(done) :], False)
+        add(full[len(prompt) :], True)
+        done = full
+    rest = tokenizer.apply_chat_template(chat, tools=specs, tokenize=False)
+    add(rest[len(done) :], False)
+    return SFTRow(ids, mask)
+
+
+@dataclass
+class SFTConfig:
+    """Settings of ``train_rows``."""
+
+    lr: float = 3e-3
+    batch_size: int = 16
+    epochs: float = 1.0
+    """Passes over the rows (fractions allowed); ``time_budget_s`` may stop earlier."""
+    time_budget_s: float | None = None
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    max_len: int = 512
+    """Rows are cut to this many tokens."""
+    aux_loss_weight: float = 0.0
+    """Weight of the MoE router load-balancing loss (0: off)."""
+    seed: int = 0
+    log_every: int = 50
+
+
+@dataclass
+class SFTResult:
+    """What a run did: steps, tokens, time and the loss curve (mean loss per logged window)."""
+
+    steps: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float:
+        return self.losses[-1] if self.losses else math.nan
+
+
+def _batch(rows: Sequence[SFTRow], pad_id: int, max_len: int) -> tuple[Any, Any, Any]:
+    """Right-padded (B, T) ids, attention mask and labels (-100 where not trained)."""
+    import torch
+
+    width = min(max_len, max(len(r.ids) for r in rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)  # (B, T)
+    for b, row in enumerate(rows):
+        n = min(width, len(row.ids))
+        ids[b, :n] = torch.tensor(row.ids[:n])
+        attention[b, :n] = 1
+        trained = torch.tensor(row.mask[:n], dtype=torch.bool)
+        labels[b, :n] = torch.where(trained, ids[b, :n], torch.full_like(ids[b, :n], -100))
+    return ids, attention, labels
+
+
+def masked_lm_loss(model: Any, ids: Any, attention: Any, labels: Any, aux_loss_weight: float = 0.0) -> tuple[Any, int]:
+    """Mean next-token cross-entropy over labelled positions, plus the weighted router loss.
+
+    Returns:
+        (loss, number of labelled tokens).
+    """
+    import torch
+
+    want_aux = aux_loss_weight > 0 and hasattr(model.config, "output_router_logits")
+    out = model(input_ids=ids, attention_mask=attention, output_router_logits=True) if want_aux else model(input_ids=ids, attention_mask=attention)
+    logits = out.logits[:, :-1, :].float()  # (B, T-1, V): position t predicts token t+1
+    target = labels[:, 1:]  # (B, T-1)
+    count = int((target != -100).sum())
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+    aux = getattr(out, "aux_loss", None)
+    if want_aux and aux is not None:
+        loss = loss + aux_loss_weight * aux
+    return loss, count
+
+
+def train_rows(model: Any, rows: Sequence[SFTRow], config: SFTConfig, *, pad_id: int, log: Any = None) -> SFTResult:
+    """Train ``model`` in place on ``rows``; return the loss curve and counts.
+
+    Args:
+        model: A transformers causal LM (switched to train mode, then back to eval).
+        rows: Token rows (``conversation_row``).
+        config: Learning rate, batch size, epochs, time budget...
+        pad_id: Padding token id.
+        log: Called as ``log(step, loss)`` every ``config.log_every`` steps (None: silent).
+    """
+    import torch
+
+    if not rows:
+        raise ConfigError("train_rows got no rows; generate some conversations first")
+    if config.batch_size < 1 or config.lr <= 0:
+        raise ConfigError(f"batch_size must be >= 1 and lr > 0, got {config.batch_size} and {config.lr}")
+    rng = random.Random(config.seed)
+    total_steps = max(1, math.ceil(len(rows) * config.epochs / config.batch_size))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
+    result, window, start = SFTResult(), [], time.perf_counter()
+    order: list[int] = []
+    model.train()
+    try:
+        for step in range(total_steps):
+            elapsed = time.perf_counter() - start
+            if config.time_budget_s is not None and elapsed > config.time_budget_s:
+                break
+            # Progress is the larger of steps and time used, so a time-capped run still decays its rate.
+            progress = max(step / total_steps, elapsed / config.time_budget_s if config.time_budget_s else 0.0)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * _lr_factor(step, config.warmup_steps, progress)
+            while len(order) < config.batch_size:
+                fresh = list(range(len(rows)))
+                rng.shuffle(fresh)
+                order.extend(fresh)
+            picked, order = order[: config.batch_size], order[config.batch_size :]
+            ids, attention, labels = _batch([rows[i] for i in picked], pad_id, config.max_len)
+            loss, count = masked_lm_loss(model, ids, attention, labels, config.aux_loss_weight)
+            if not torch.isfinite(loss):
+                optimizer.zero_grad(set_to_none=True)  # skip the step, counted as a nan in the curve
+                window.append(math.nan)
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            result.steps += 1
+            result.tokens += int(attention.sum())
+            result.trained_tokens += count
+            window.append(float(loss.detach()))
+            if len(window) >= config.log_every:
+                result.losses.append(sum(window) / len(window))
+                window = []
+                if log is not None:
+                    log(step + 1, result.losses[-1])
+        if window:
+            result.losses.append(sum(window) / len(window))
+    finally:
+        model.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _lr_factor(step: int, warmup: int, progress: float) -> float:
+    """Linear warmup over ``warmup`` steps, then cosine decay to 10% of the peak as progress goes 0 -> 1."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
