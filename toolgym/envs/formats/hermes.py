@@ -82,7 +82,9 @@ class HermesFormat:
 
     def render_turn(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]] = ()) -> str:
         blocks = [f"{OPEN}\n{dumps_inside({'name': c.name, 'arguments': c.arguments}, (OPEN, CLOSE))}\n{CLOSE}" for c in calls]
-        blocks += [f'{OPEN}\n{{"name": {dumps_inside(name, (OPEN, CLOSE))}, "arguments": {raw_text(raw)}}}\n{CLOSE}' for name, raw in unreadable]
+        # Unreadable arguments travel as a JSON string: parse() fails to read them as an object
+        # again, and no raw text can close the tag or smuggle in a second "arguments" key.
+        blocks += [f"{OPEN}\n{dumps_inside({'name': name, 'arguments': raw_text(raw) or '?'}, (OPEN, CLOSE))}\n{CLOSE}" for name, raw in unreadable]
         return "\n".join(([content] if content else []) + blocks)
 
     def render_tools(self, tools: list[ToolSpec]) -> str:
