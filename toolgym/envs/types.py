@@ -187,7 +187,8 @@ class Limits(_Model):
     max_output_chars: int = Field(default=4000, ge=64)
     """Longer tool outputs are cut and marked."""
     tool_timeout_s: float = Field(default=10.0, gt=0)
-    """Deadline of one async tool call."""
+    """Deadline of one tool call (a tool's own ``timeout_s`` overrides it). Sync tools are
+    interrupted at it too (``toolgym.envs.deadline``)."""
 
 
 class GoldAction(_Model):
