@@ -38,7 +38,7 @@ def test_unknown_env_is_a_clean_error():
 def test_demo_runs_every_shipped_env_and_a_tiny_model():
     import toolgym
 
-    result = runner.invoke(app, ["demo", "--episodes", "20"])
+    result = runner.invoke(app, ["demo", "--quick", "--episodes", "20"])
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if "│" in line]
     shipped = [e.removeprefix("toolgym/") for e in toolgym.envs.registered() if e.startswith("toolgym/")]

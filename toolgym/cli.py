@@ -202,11 +202,22 @@ def rollout_command(
 
 
 @app.command("demo")
-def demo_command(episodes: int = typer.Option(300, min=1, help="Tasks per run (the model run uses at most 16).")) -> None:
-    """The main job on embedded defaults: gold replays on every shipped environment, a
-    deliberately bad policy, and a tiny random MoE model acting through the same loop, all
-    scored with the environments' verifiable rubrics."""
-    console.rule("[bold]toolgym demo")
+def demo_command(
+    episodes: int = typer.Option(300, min=1, help="--quick: tasks per run (the model run uses at most 16)."),
+    quick: bool = typer.Option(False, "--quick", help="Only the table of gold replays, a chaos policy and a random tiny model on every env."),
+    seed: int = typer.Option(0, help="Seed of SFT order, RL tasks and sampling (held-out tasks stay fixed)."),
+    out: Path | None = typer.Option(None, help="Also write the recipe's results as JSON to this file."),
+) -> None:
+    """The main job: SFT then GRPO of the shipped tiny MoE base on UnitConv tasks, held-out
+    success printed before SFT, after SFT and after RL (toolgym.trainers.demo). With --quick:
+    gold replays on every shipped environment, a deliberately bad policy and a tiny random MoE
+    model acting through the same loop, scored with the environments' verifiable rubrics."""
+    if not quick:
+        from toolgym.trainers.demo import main as recipe
+
+        recipe(seed=seed, out=out, console=console)
+        return
+    console.rule("[bold]toolgym demo --quick")
     envs_command()
     shipped = sorted(e for e in toolgym.envs.registered() if e.startswith("toolgym/"))
     runs = [rollout(e, PolicyKind.scripted, episodes, score=True, show_table=False) for e in shipped]
