@@ -77,13 +77,18 @@ class Fuzzer:
         return value if isinstance(value, dict) else {}
 
     def call(self, hostile: bool = True) -> ToolCall:
-        spec = self.rng.choice(self.specs)
-        args = dict(self.rng.choice(self.valid[spec.name]))
+        gold = self.env.task.gold_actions if self.env.task is not None else []
+        if gold and self.rng.random() < 0.5:  # the task's own gold calls reach the tools' success paths
+            action = self.rng.choice(gold)
+            name, args = action.name, dict(action.arguments)
+        else:
+            spec = self.rng.choice(self.specs)
+            name, args = spec.name, dict(self.rng.choice(self.valid[spec.name]))
         if hostile and self.rng.random() < 0.9:
             keys = list(args) or ["value"]
             for _ in range(self.rng.randint(1, 2)):
                 args[self.rng.choice(keys + ["extra_arg"])] = self.rng.choice(HOSTILE)
-        return ToolCall(id=f"f{self.rng.getrandbits(16)}", name=spec.name, arguments=args)
+        return ToolCall(id=f"f{self.rng.getrandbits(16)}", name=name, arguments=args)
 
     def action(self) -> tuple[str, Any]:
         """(kind, action) for one step."""
@@ -136,7 +141,7 @@ def fuzz(env_id: str, calls: int, episode_len: int, seed: int) -> dict[str, Any]
     errors: Counter[str] = Counter()
     examples: list[str] = []
     stats = {"oversize": 0, "slow": 0, "rollback_checked": 0, "rollback_broken": 0, "digest_exceptions": 0, "episodes": 0}
-    longest_obs, slowest = 0, 0.0
+    longest_obs, slowest, slowest_action = 0, 0.0, ""
     started = time.perf_counter()
     for step in range(calls):
         if step % episode_len == 0 or env.stop_reason is not None:
@@ -156,7 +161,8 @@ def fuzz(env_id: str, calls: int, episode_len: int, seed: int) -> dict[str, Any]
                 examples.append(f"{kind}: {repr(action)[:200]} -> {traceback.format_exc(limit=3)[-600:]}")
             continue
         took = time.perf_counter() - t0
-        slowest = max(slowest, took)
+        if took > slowest:
+            slowest, slowest_action = took, f"{kind}: {repr(action)[:300]}"
         if took > TOOL_TIMEOUT_S * max(1, info["tool_calls"]) + MARGIN_S:
             stats["slow"] += 1
         for message in obs.messages:
@@ -175,7 +181,7 @@ def fuzz(env_id: str, calls: int, episode_len: int, seed: int) -> dict[str, Any]
     return {
         "env_id": env_id, "calls": calls, "exceptions": sum(exceptions.values()), "exception_types": dict(exceptions),
         "examples": examples, "oversize_observations": stats["oversize"], "longest_observation_chars": longest_obs,
-        "slow_steps": stats["slow"], "slowest_step_s": round(slowest, 4), "failed_calls_checked_for_rollback": stats["rollback_checked"],
+        "slow_steps": stats["slow"], "slowest_step_s": round(slowest, 4), "slowest_action": slowest_action, "failed_calls_checked_for_rollback": stats["rollback_checked"],
         "failed_calls_that_changed_the_world": stats["rollback_broken"], "episodes": stats["episodes"],
         "action_kinds": dict(kinds), "call_outcomes": dict(errors), "seconds": round(elapsed, 1), "steps_per_s": round(calls / elapsed),
     }
