@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+
+import cloudpickle
 import pytest
 
+from toolgym.envs.catalog.unitconv.env import UnitConvEnv
+from toolgym.envs.tools import tool
 from toolgym.rollouts import ScriptedPolicy, run_episodes, sample_tasks
 
 ray = pytest.importorskip("ray")
@@ -60,3 +67,25 @@ def test_when_every_actor_is_gone_episodes_fail_typed_instead_of_hanging(ray_loc
     failed = [e for e in eps if e.failure is not None]
     assert failed and all(e.failure.kind == "EnvActorDied" and e.failure.attempts == 2 for e in failed)
     assert len(eps) == 40
+
+
+class SegfaultEnv(UnitConvEnv):
+    """A tool that kills its own process the way a crashing C extension would."""
+
+    @tool
+    def crash(self) -> str:
+        """Crash the hosting process."""
+        os.kill(os.getpid(), signal.SIGSEGV)
+        return "unreachable"
+
+
+def test_a_segfaulting_tool_is_a_typed_env_failure_after_its_retries(ray_local):
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
+    crash = '<tool_call>{"name": "crash", "arguments": {}}</tool_call>'
+    with RayEnvPool(actors=1, num_cpus=0.5, max_replacements=3) as pool:
+        eps = run_episodes(SegfaultEnv, ScriptedPolicy({}, default=[crash]), n=1, pool=pool, env_retries=1)
+        deaths = pool.deaths
+    assert deaths >= 1  # the second death is seen when the next episode would need the slot
+    (ep,) = eps
+    assert ep.failure is not None and ep.failure.boundary == "env" and ep.failure.kind == "EnvActorDied"
+    assert ep.failure.attempts == 2 and not ep.scorable
