@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium
 import numpy as np
+from pydantic import ValidationError
 
 from toolgym.envs.digest import digest
 from toolgym.envs.dispatch import ToolBox, cap, error_result, to_message
@@ -178,7 +179,12 @@ class ToolEnv(gymnasium.Env):
         if task is None:
             task = self.sample_task(self.np_random)
         elif not isinstance(task, Task):
-            task = Task.model_validate(task)
+            try:
+                task = Task.model_validate(task)
+            except ValidationError as exc:
+                first = exc.errors(include_url=False)[0]
+                field = ".".join(str(p) for p in first["loc"]) or "(task)"
+                raise ConfigError(f"options['task'] is not a valid task: field '{field}': {first['msg']}") from None
         self.task = task
         self.setup(task)
         toolbox = ToolBox(
