@@ -183,6 +183,9 @@ def rollout_command(
     rubric: str | None = typer.Option(None, help="Score with this rubric (a .yaml/.json file, catalog name or env id); implies --score."),
     out: Path | None = typer.Option(None, help="Save episodes to this .jsonl or .parquet file (written before scoring)."),
     imports: list[str] = typer.Option([], "--import", help="Import this module first (it registers your envs); repeatable."),
+    pool: str = typer.Option("local", help="Where the envs live: local (this process) or ray (env actors)."),
+    actors: int = typer.Option(2, min=1, help="--pool ray: env actors to start (1 CPU each)."),
+    ray_address: str | None = typer.Option(None, help="--pool ray: join this Ray cluster (host:port or auto) instead of starting one."),
 ) -> None:
     """Run episodes of ENV_ID and print a summary (episodes/s, stop reasons, error counts).
 
@@ -197,7 +200,7 @@ def rollout_command(
     rollout(
         env_id, policy, episodes, concurrency=concurrency, seed=seed, tool_format=tool_format, group_size=group_size,
         model=model, base_url=base_url, max_new_tokens=max_new_tokens, temperature=temperature, score=score,
-        rubric=rubric, out=out,
+        rubric=rubric, out=out, pool=pool, actors=actors, ray_address=ray_address,
     )
 
 

@@ -243,3 +243,41 @@ def test_ray_pool_equals_local_pool_with_a_seeded_tiny_model(pool):
     assert logprobs(remote) == pytest.approx(logprobs(local), abs=1e-4)
     assert remote == local
     assert all(t["token_ids"] for e in remote for t in e["turns"])  # token ids really compared
+
+
+def test_in_flight_calls_per_actor_stay_bounded(ray_local, monkeypatch):
+    from toolgym.rollouts import ray_pool
+
+    live, peak = [0], [0]
+    real = ray_pool._as_future
+
+    def counted(ref):
+        fut = real(ref)
+        live[0] += 1
+        peak[0] = max(peak[0], live[0])
+        fut.add_done_callback(lambda _: live.__setitem__(0, live[0] - 1))
+        return fut
+
+    monkeypatch.setattr(ray_pool, "_as_future", counted)
+    tasks = sample_tasks(UNITCONV, n=40, seed=4)
+    with RayEnvPool(actors=1, num_cpus=0.25, max_inflight=1, max_batch=3) as p:
+        eps = run_episodes(UNITCONV, ScriptedPolicy.gold(tasks), tasks=tasks, pool=p)
+    assert peak[0] == 1  # 40 episodes, batches of 3 at most, yet never two calls at once
+    assert all(e.reached_expected_state for e in eps)
+
+
+@pytest.mark.parametrize("env_id", ["toolgym/retail-v0", "toolgym/banking-v0"])
+def test_api_domains_run_the_same_on_actors(pool, env_id):
+    tasks = sample_tasks(env_id, n=6, seed=2)
+    local = run_episodes(env_id, ScriptedPolicy.gold(tasks), tasks=tasks)
+    remote = run_episodes(env_id, ScriptedPolicy.gold(tasks), tasks=tasks, pool=pool)
+    assert comparable(remote) == comparable(local)
+
+
+def test_cli_rollout_on_ray_refuses_a_dead_address():
+    from typer.testing import CliRunner
+
+    from toolgym.cli import app
+
+    result = CliRunner().invoke(app, ["rollout", "toolgym/unitconv-v0", "--episodes", "2", "--pool", "ray", "--ray-address", "127.0.0.1:1"])
+    assert result.exit_code == 2 and "no Ray cluster answers" in result.output
