@@ -10,9 +10,11 @@ run to ``max_turns`` with user turns and parse-error tool turns between the mode
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import toolgym
-from toolgym.envs.types import UserMessage
+from toolgym.envs.types import AssistantMessage, ToolMessage, UserMessage
 from toolgym.rollouts import run_episodes, sample_tasks
 from toolgym.rollouts.hf_model import load_model_and_tokenizer
 from toolgym.rollouts.hf_policy import HFPolicy
@@ -90,6 +92,50 @@ class Drifting:
             return r.model_copy(update={"prefix_token_ids": r.prefix_token_ids[:-2] + [r.prefix_token_ids[-1]]})
 
         return await self.inner.generate([corrupt(r) for r in requests])
+
+
+pieces = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6) | st.sampled_from(["\n", "<tool_call>", "</tool_response>", "<|im_end|>", " 42", "{"])
+texts = st.lists(pieces, max_size=6).map("".join)
+observations = st.lists(
+    st.one_of(
+        st.builds(lambda c: ToolMessage(tool_call_id="c", name="f", content=c), texts),
+        st.builds(lambda c: UserMessage(content=c), texts),
+    ),
+    min_size=1, max_size=3,
+)
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=texts, new=observations, ended=st.booleans())
+def test_extended_prompt_decodes_to_the_template_rendering(model_dir, template, raw, new, ended):
+    # For any assistant text and any tool/user messages after it, the prefix ids plus the
+    # observation ids decode to exactly what the template renders for the whole conversation.
+    from toolgym.rollouts.chat import ChatRenderer
+
+    tokenizer = _tokenizer(model_dir, template)
+    renderer = ChatRenderer(tokenizer)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    opening = [UserMessage(content="Convert 3 m to ft.")]
+    prefix = renderer.token_ids(opening) + tokenizer.encode(raw, add_special_tokens=False) + ([end] if ended else [])
+    conversation = [*opening, AssistantMessage(content=raw, raw=raw), *new]
+    ids = renderer.prompt_ids(conversation, prefix_ids=prefix, prefix_messages=2)
+    assert ids[: len(prefix)] == prefix
+    assert tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False) == renderer.text(conversation)
+
+
+_TOKENIZERS: dict[tuple[str, str], object] = {}
+
+
+def _tokenizer(model_dir, template):
+    from transformers import AutoTokenizer
+
+    key = (str(model_dir), template)
+    if key not in _TOKENIZERS:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer.chat_template = chat_template(template)
+        _TOKENIZERS[key] = tokenizer
+    return _TOKENIZERS[key]
 
 
 def test_rows_are_the_generated_ids_turn_by_turn(run):
