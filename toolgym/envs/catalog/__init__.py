@@ -23,6 +23,11 @@ def register_catalog() -> None:
         description="Executive assistant: meetings, invitations, free/busy, email drafts and sending; policy enforced.",
     )
     register(
+        "toolgym/shell-v0",
+        "toolgym.envs.catalog.shell.env:ShellTaskEnv",
+        description="Real shell tasks in a sandbox (backend='bwrap'|'docker'|'local'): files, logs, CSV, git, permissions, archives, tests.",
+    )
+    register(
         "toolgym/banking-v0",
         "toolgym.envs.catalog.banking.env:BankingEnv",
         description="Bank support: accounts, transfers, payees, cards, limits and disputes; policy enforced.",

@@ -67,6 +67,7 @@ class DockerSandbox(Sandbox):
         self.image = image
         self.env = {"HOME": "/tmp", "LANG": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin", **(env or {})}
         self.container: Any = None
+        self.tether: Any = None
         self.session: DockerSession | None = None
 
     @classmethod
@@ -95,9 +96,13 @@ class DockerSandbox(Sandbox):
     def _create_container(self) -> Any:
         lim = self.limits
         size = f"size={lim.workspace_mb}m"
+        client = docker_client()
         try:
-            return docker_client().containers.run(
-                self.image, ["sleep", "infinity"], detach=True, init=True,  # docker-init reaps orphans
+            container = client.containers.create(
+                # The main process waits on stdin, which this process holds through an attach
+                # socket (the tether): if this process dies, even by SIGKILL, the socket closes,
+                # the keeper exits and auto_remove deletes the container. No leak after a crash.
+                self.image, ["head", "-c1"], stdin_open=True, auto_remove=True, init=True,  # docker-init reaps orphans
                 network_mode="none", read_only=True, user=USER, working_dir=WORKSPACE,
                 tmpfs={WORKSPACE: f"{size},exec,uid=1000,gid=1000,mode=0755", "/tmp": f"{size},exec,mode=1777"},  # exec: ./script.sh
                 mem_limit=f"{lim.memory_mb}m", memswap_limit=f"{lim.memory_mb}m", pids_limit=lim.pids,
@@ -105,7 +110,14 @@ class DockerSandbox(Sandbox):
                 ipc_mode="private", hostname="sandbox", environment=self.env, labels={LABEL: "1"},
             )
         except Exception as exc:
+            raise SandboxError(f"could not create a container of {self.image!r}: {str(exc)[:300]}") from exc
+        try:
+            self.tether = client.api.attach_socket(container.id, params={"stdin": 1, "stream": 1})
+            container.start()
+        except Exception as exc:
+            _remove(container)
             raise SandboxError(f"could not start a container of {self.image!r}: {str(exc)[:300]}") from exc
+        return container
 
     async def _run(self, command: str, timeout_s: float) -> CommandResult:
         return await self._session().run(command, timeout_s)
@@ -141,12 +153,14 @@ class DockerSandbox(Sandbox):
         return self.session
 
     async def _close(self) -> None:
-        session, container = self.session, self.container
-        self.session = self.container = None
+        session, container, tether = self.session, self.container, self.tether
+        self.session = self.container = self.tether = None
         if session is not None:
             session.detach()
         if container is not None:
             await asyncio.to_thread(_remove, container)
+        if tether is not None:
+            tether.close()
 
 
 def _remove(container: Any) -> None:
@@ -155,7 +169,10 @@ def _remove(container: Any) -> None:
     try:
         container.remove(force=True, v=True)
     except docker.errors.NotFound:
-        pass  # already gone (removed by hand or by the daemon)
+        pass  # already gone (removed by hand, or by auto_remove)
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: auto_remove is already removing it
+            raise
 
 
 def live_containers() -> list[Any]:

@@ -170,6 +170,8 @@ class DockerSession:
                 result.note = f"the command ran past its {timeout_s:g} s limit; it and every process it started were killed"
             return result
         result.timed_out = not eof
+        if raw:  # the sandbox's own command failed: the caller decides (never a restart loop)
+            return result
         if eof and self.exec_id is not None:  # `exit N`: report N
             exec_id = self.exec_id
             info = await asyncio.to_thread(self.client.api.exec_inspect, exec_id)
@@ -196,13 +198,13 @@ class DockerSession:
             self.pending = _frames(self.pending + data, {1: out.feed, 2: err.feed})
         return False
 
-    async def restart(self) -> None:
+    async def restart(self, fast: bool = True) -> None:
         """A fresh shell in the workspace: every process but the container's init is killed first.
 
         Fast path (no new exec): the live shell kills the rest and ``exec``s a new bash on the same
         socket (bash reads a socket byte by byte, so the next line reaches the new shell).
         """
-        if self.sock is not None:
+        if fast and self.sock is not None:
             loop = asyncio.get_running_loop()
             await loop.sock_sendall(self.sock, b'exec {__tg_fd}>&-; __tg_killall; exec bash --noprofile --norc\n')
             result = await self._command(_PRELUDE, 10.0, raw=True)
@@ -214,7 +216,7 @@ class DockerSession:
 
     async def _restart(self, exited: bool, timeout_s: float) -> str:
         """Replace a shell that exited or would not stop; say so to the model."""
-        await self.restart()
+        await self.restart(fast=False)
         why = "the shell exited" if exited else f"the command ran past its {timeout_s:g} s limit and the shell did not stop"
         return f"{why}; every process was killed and a new shell started in {WORKSPACE} (variables and directory reset)"
 

@@ -1,0 +1,1 @@
+"""Shell tasks with verifiable outcomes, run in real sandboxes (``toolgym/shell-v0``)."""
