@@ -83,6 +83,8 @@ class EpisodeState:
     final_digest: str | None = None
     outgrown: bool = False
     reward: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """What the env reported for the episode record (``info["episode_metadata"]``, e.g. a shell report)."""
 
 
 class _Run:
@@ -167,6 +169,7 @@ class _Run:
             except Exception as exc:  # name the turn and the input: the model's input should never crash an env
                 raise StepFailed(len(turns) + 1, out.text, exc) from exc
             state.final_digest = info.get("state_digest")
+            state.metadata.update(info.get("episode_metadata") or {})
             turns.append(
                 TurnRecord(
                     text=out.text, prompt_token_ids=out.prompt_token_ids, token_ids=out.token_ids,
@@ -192,7 +195,7 @@ class _Run:
             final_answer=base.final_answer, final_state_digest=state.final_digest or await self.pool.digest(state.env), failure=failure,
             metrics={"turns": float(len(turns)), "tool_calls": float(sum(t.tool_calls for t in turns)),
                      "bad_calls": float(sum(sum(t.errors.values()) for t in turns)), **token_metrics(turns)},
-            wall_s=time.perf_counter() - state.started, group=state.group,
+            wall_s=time.perf_counter() - state.started, group=state.group, metadata=state.metadata,
         )
 
 
