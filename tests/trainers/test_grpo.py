@@ -13,6 +13,7 @@ from toolgym.rubrics import FunctionCritic, rubric_from_dict  # noqa: E402
 from toolgym.trainers import metrics as m  # noqa: E402
 from toolgym.trainers.config import TrainConfig  # noqa: E402
 from toolgym.trainers.experience import BUDGET_STOP, collect  # noqa: E402
+from toolgym.trainers.metrics import read_metrics  # noqa: E402
 from toolgym.trainers.run import build_trainer, load_policy, train  # noqa: E402
 
 RUBRIC = rubric_from_dict({
@@ -45,9 +46,9 @@ def trainer_for(cfg: TrainConfig, critic=digit_share):
     return build_trainer(cfg, model, tokenizer, rubric=RUBRIC, critics=[FunctionCritic("digits", critic)])
 
 
-@pytest.mark.parametrize("loss", ["grpo", "k2"])
-def test_iteration_updates_the_policy(loss):
-    trainer = trainer_for(config(algorithm={"loss": loss}))
+@pytest.mark.parametrize(("loss", "optim"), [("grpo", "adamw"), ("k2", "muonclip")])
+def test_iteration_updates_the_policy(loss, optim):
+    trainer = trainer_for(config(algorithm={"loss": loss}, optim={"kind": optim, "qk_clip_tau": 0.05}))
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     row = trainer.iteration()
     trainer.close()
@@ -57,6 +58,8 @@ def test_iteration_updates_the_policy(loss):
     changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])]
     assert any("mlp.gate.weight" in n for n in changed)
     assert {m.TIME_PREFIX + k for k in ("generation_s", "env_s", "scoring_s", "update_s")} <= set(row)
+    if optim == "muonclip":  # a tau this low clips heads on the first step, and the report reaches the metrics
+        assert row[m.QK_CLIPPED_HEADS] > 0 and row[m.QK_MAX_LOGIT] > 0.05
 
 
 def test_unscorable_episodes_are_dropped_and_counted_never_zero():
@@ -107,7 +110,11 @@ def test_resume_after_a_kill_reproduces_the_next_iteration(tmp_path):
     def cfg(out, iterations):
         return config(run={"iterations": iterations, "out_dir": str(out), "checkpoint_every": 1})
 
-    straight = train(cfg(tmp_path / "a", 3), **kwargs).history
+    first = train(cfg(tmp_path / "a", 3).model_copy(update={"run": cfg(tmp_path / "a", 3).run.model_copy(
+        update={"tensorboard": True, "plots": True})}), **kwargs)
+    straight = first.history
+    assert first.plot is not None and first.plot.is_file() and any((tmp_path / "a" / "tb").iterdir())
+    assert (tmp_path / "a" / "config.yaml").is_file() and len(read_metrics(tmp_path / "a" / "metrics.jsonl")) == 3
     train(cfg(tmp_path / "b", 2), **kwargs)  # "killed" after two iterations
     resumed = train(cfg(tmp_path / "b", 3), resume=True, **kwargs).history
     assert len(resumed) == 1

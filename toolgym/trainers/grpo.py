@@ -120,10 +120,9 @@ class GRPOTrainer:
         """Episodes of ``tasks`` (``group_size`` siblings each, adjacent) sampled from the policy."""
         r = self.config.rollout
         sampling = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=temperature, top_p=r.top_p)
-        self.model.eval()
-        with torch.no_grad():
-            return run_episodes(self.env, self.policy, tasks=list(tasks), group_size=group_size, seed=seed,
-                                sampling=sampling, concurrency=r.concurrency)
+        self.model.eval()  # generation runs under inference_mode on the policy's own thread
+        return run_episodes(self.env, self.policy, tasks=list(tasks), group_size=group_size, seed=seed,
+                            sampling=sampling, concurrency=r.concurrency)
 
     def score(self, episodes: Sequence[Any]) -> list:
         """One rubric ``Score`` per episode (unscorable episodes get unscorable scores)."""
