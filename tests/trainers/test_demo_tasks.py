@@ -1,0 +1,47 @@
+"""Demo task set: disjoint splits, compact prompts, gold solvable, partial credit in between."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toolgym.envs.formats import get_format
+from toolgym.envs.types import ToolCall
+from toolgym.rollouts import ScriptedPolicy, run_episodes
+from toolgym.rubrics.scoring import score_episodes_sync
+from toolgym.trainers.demo_tasks import DEMO_FAMILY, demo_env, demo_rubric, demo_split
+
+
+def test_heldout_split_is_large_and_disjoint_from_training():
+    heldout = demo_split("heldout", 200)
+    train = demo_split("train", 800)
+    assert len(heldout) == 200 and len({t.id for t in heldout}) == 200
+    assert not {t.instruction for t in heldout} & {t.instruction for t in train}
+    assert not {t.metadata["seed"] for t in heldout} & {t.metadata["seed"] for t in train}
+    assert all(t.metadata["family"] == DEMO_FAMILY and t.tools == ["convert", "store"] for t in heldout)
+
+
+def test_gold_scores_full_marks_and_silence_scores_zero():
+    tasks = demo_split("train", 6)
+    gold = run_episodes(demo_env(), ScriptedPolicy.gold(tasks, "kimi_k2"), tasks=tasks)
+    silent = run_episodes(demo_env(), ScriptedPolicy({}, default=["I cannot."]), tasks=tasks)
+    scores = score_episodes_sync(gold + silent, demo_rubric())
+    assert [s.total for s in scores] == [1.0] * 6 + [0.0] * 6
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 50), st.sampled_from(["convert_only", "wrong_store", "no_answer"]))
+def test_partial_solutions_get_partial_credit(index, mistake):
+    task = demo_split("train", 51)[index]
+    fmt = get_format("kimi_k2")
+    convert, store = task.gold_actions
+    turns = [fmt.render_turn("", [ToolCall(id="functions.convert:0", name="convert", arguments=convert.arguments)])]
+    if mistake == "wrong_store":
+        wrong = {**store.arguments, "value": store.arguments["value"] + 1.0}
+        turns.append(fmt.render_turn("", [ToolCall(id="functions.store:1", name="store", arguments=wrong)]))
+    elif mistake == "no_answer":
+        turns.append(fmt.render_turn("", [ToolCall(id="functions.store:1", name="store", arguments=store.arguments)]))
+    turns.append("Done." if mistake != "convert_only" else task.gold_answer)
+    episode = run_episodes(demo_env(), ScriptedPolicy({task.id: turns}), tasks=[task])[0]
+    total = score_episodes_sync([episode], demo_rubric())[0].total
+    assert total is not None and 0.0 < total < 1.0, (mistake, total)
