@@ -193,6 +193,7 @@ class Sandbox(abc.ABC):
             PathOutsideWorkspace: the path, or a symlink on it, leaves the workspace.
             FileNotFoundError / IsADirectoryError: as the names say (messages for the model).
         """
+        await self._ensure_started()  # the workspace path is known once started (local)
         full = self.resolve(path)
         cap = min(max_bytes or self.limits.output_bytes, self.limits.output_bytes)
         body = f'[ -e "$p" ] || {{ echo tg:missing >&2; exit 4; }}; [ -d "$p" ] && {{ echo tg:isdir >&2; exit 5; }}; head -c {int(cap)} -- "$p"'
@@ -202,6 +203,7 @@ class Sandbox(abc.ABC):
         """Create or overwrite a workspace file (parents created). Returns the bytes written."""
         if not isinstance(content, str):
             raise TypeError(f"content must be a string, got {type(content).__name__}")
+        await self._ensure_started()
         full = self.resolve(path)
         data = content.encode("utf-8", "surrogateescape")
         body = (
@@ -213,6 +215,7 @@ class Sandbox(abc.ABC):
 
     async def list_dir(self, path: str = ".") -> list[str]:
         """Names in a workspace directory, sorted; directories end with ``/``."""
+        await self._ensure_started()
         full = self.resolve(path)
         body = (
             '[ -e "$p" ] || { echo tg:missing >&2; exit 4; }; [ -d "$p" ] || { echo tg:notdir >&2; exit 7; }; cd -- "$p" && '
@@ -270,6 +273,12 @@ class Sandbox(abc.ABC):
         return diff_manifests(before, await self.manifest())
 
     # ------------------------------------------------------------------ plumbing
+
+    async def _ensure_started(self) -> None:
+        if self.closed:
+            raise SandboxError(f"{type(self).__name__} is closed; make a new sandbox")
+        if not self.started:
+            await self.start()
 
     async def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         if self.closed:

@@ -157,15 +157,14 @@ class BashSession:
             out, _ = await self._exchange(b"", [self._respawn], None, 10.0)
             if out is None:
                 raise SandboxError("the sandbox shell did not restart")
-            self._pending_init = True
-        await self.execute("true", 10.0)
+            self._pending_init = True  # the next command runs init first, in the same round trip
 
     async def _execute(self, script: str, timeout_s: float, cap: int | None, stdin_data: bytes, on_timeout: Callable[[], Any] | None) -> CommandResult:
         if self.proc is None or self.proc.poll() is not None:
             raise SandboxError(f"the sandbox process has exited (status {self.proc.returncode if self.proc else None})")
-        if self._pending_init:  # the loop restarted bash after the last command
+        if self._pending_init:  # the loop restarted bash: run init in front of this command
             self._pending_init = False
-            await self._execute(self.init + "\ntrue", 10.0, None, b"", None)
+            script = f"{self.init}\n{script}"
         nonce = secrets.token_hex(12)
         line = f"{{ {script}\n}}; __tg_rc=$?; printf '%s %d\\n' {nonce} $__tg_rc; printf '%s\\n' {nonce} >&2\n"
         start = time.monotonic()
