@@ -131,7 +131,7 @@ def _gold_or_generated(env: ToolEnv, task: Task, seed: int) -> list[ToolCall]:
     from toolgym.envs.sim.generate import ValueGenerator  # lazy: sim builds on this module's package
 
     rng = random.Random(seed)
-    calls = []
+    calls: list[ToolCall] = []
     for spec in env.toolbox.specs():
         for _ in range(VALID_CALLS_PER_TOOL):
             try:
