@@ -140,6 +140,7 @@ def test_trl_grpo_trainer_runs_on_toolgym_rows(tmp_path):
     assert log["num_tokens"] == sum(map(len, out["prompt_ids"])) + sum(sum(m) for m in out["env_mask"])
     assert log["rewards/rubric_reward/mean"] == pytest.approx(sum(out[REWARD_COLUMN]) / len(out[REWARD_COLUMN]))
     assert rollout.stats["episodes"] == 4
+    assert log["toolgym/forks"] == 0.0 and log["toolgym/no_row"] == 0.0 and "toolgym/unscorable" in log
 
 
 def test_trl_grpo_trainer_runs_with_the_environment_factory(tmp_path):

@@ -230,7 +230,9 @@ class ToolgymRollout:
     the sampled ids (``env_mask`` 1, behaviour log-probs) and the environment's ids between
     turns (``env_mask`` 0). Turns after a fork (``toolgym.rollouts.rows``) are left out and
     counted in ``stats["forks"]``; an episode with no row (its first turn failed) gets a single
-    masked token and the reward None.
+    masked token and the reward None. Per call, the rates of forks, row-less and unscorable
+    episodes are logged with TRL's metrics as ``toolgym/forks``, ``toolgym/no_row`` and
+    ``toolgym/unscorable``.
 
     Args:
         env: A registered env id or a callable returning a fresh ``ToolEnv``.
@@ -284,9 +286,21 @@ class ToolgymRollout:
         finally:
             replay.close()
         out: dict[str, list[Any]] = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "env_mask": [], REWARD_COLUMN: []}
+        before = dict(self.stats)
         for episode, score in zip(episodes, scores, strict=True):
             self._add(out, episode, score.total, policy)
+        self._log(trainer, {k: (self.stats[k] - before[k]) / len(episodes) for k in ("forks", "no_row", "unscorable")})
         return out
+
+    @staticmethod
+    def _log(trainer: Any, values: dict[str, float]) -> None:
+        """Per-episode rates next to TRL's own metrics (``toolgym/forks``...), when the trainer keeps them."""
+        metrics = getattr(trainer, "_metrics", None)  # TRL's per-mode metric lists, averaged at each log step
+        if not isinstance(metrics, dict):
+            return
+        mode = "train" if trainer.model.training else "eval"
+        for key, value in values.items():
+            metrics[mode][f"toolgym/{key}"].append(float(value))
 
     def close(self) -> None:
         """Stop the policy's worker thread."""
