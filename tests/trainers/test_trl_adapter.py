@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 import toolgym
+import toolgym.envs.registry
 from toolgym.envs.types import UserMessage
 from toolgym.errors import ConfigError
 from toolgym.rollouts import sample_tasks
@@ -47,6 +48,19 @@ def test_environment_methods_are_the_tools_with_schemas_trl_can_read():
         assert set(schema["parameters"]["properties"]) == set(spec.function.parameters["properties"])
         assert set(schema["parameters"].get("required", [])) == set(spec.function.parameters.get("required", []))
     assert get_json_schema(env.convert)["function"]["parameters"]["properties"]["value"]["type"] == "number"
+
+
+@pytest.mark.parametrize("env_id", sorted(e for e in toolgym.envs.registry.registered() if e.startswith("toolgym/")))
+def test_every_registered_env_gives_tool_methods_with_valid_schemas(env_id):
+    from transformers.utils import get_json_schema
+
+    cls = environment_class(env_id)
+    env = cls()
+    names = [n for n, _ in inspect.getmembers(cls, predicate=inspect.isfunction) if not n.startswith("_") and n not in ("reset", "get_reward")]
+    assert names
+    for name in names:
+        schema = get_json_schema(getattr(env, name))["function"]
+        assert schema["name"] == name and schema["description"]
 
 
 def test_reset_opens_the_task_and_get_reward_is_the_rubric():
