@@ -167,16 +167,20 @@ class DockerSession:
             result.exit_code = int(out.match.group(1))
             if duration >= timeout_s and not raw:
                 result.exit_code, result.timed_out = None, True
-                result.note = f"the command ran past its {timeout_s:g} s limit; it and every process it started were killed"
+                result.note = f"the command ran past its {timeout_s:g} s limit; its processes (background jobs included) were killed"
             return result
         result.timed_out = not eof
         if raw:  # the sandbox's own command failed: the caller decides (never a restart loop)
             return result
-        if eof and self.exec_id is not None:  # `exit N`: report N
-            exec_id = self.exec_id
-            info = await asyncio.to_thread(self.client.api.exec_inspect, exec_id)
-            result.exit_code = info.get("ExitCode") if not info.get("Running") else None
-        result.note = await self._restart(eof, timeout_s)
+        status = None
+        if eof and self.exec_id is not None:  # `exit N`: say N
+            info = await asyncio.to_thread(self.client.api.exec_inspect, self.exec_id)
+            status = None if info.get("Running") else info.get("ExitCode")
+        await self.restart(fast=False)
+        why = f"exited with status {status}" if status is not None else "exited"
+        if not eof:
+            why = f"did not stop after its {timeout_s:g} s limit, so every process was killed"
+        result.note = f"the shell {why}; a new shell started in {WORKSPACE} (files kept; variables, cwd and jobs reset)"
         return result
 
     async def _read_until_markers(self, out: _Stream, err: _Stream, deadline: float) -> bool:
@@ -213,12 +217,6 @@ class DockerSession:
         self.detach()
         await self.exec_bytes(["bash", "-c", _KILL_ALL + '__tg_keep="1 $(cat /proc/1/task/1/children)"; __tg_killall'], check=False)
         await self.open()
-
-    async def _restart(self, exited: bool, timeout_s: float) -> str:
-        """Replace a shell that exited or would not stop; say so to the model."""
-        await self.restart(fast=False)
-        why = "the shell exited" if exited else f"the command ran past its {timeout_s:g} s limit and the shell did not stop"
-        return f"{why}; every process was killed and a new shell started in {WORKSPACE} (variables and directory reset)"
 
     async def exec_bytes(self, cmd: list[str], stdin: bytes | None = None, *, check: bool = True) -> bytes:
         """Run ``cmd`` in a separate exec (not the session) and return its stdout.
