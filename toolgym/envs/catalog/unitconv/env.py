@@ -6,6 +6,7 @@ results to be stored under given names, so a correct episode ends in a known mem
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -67,6 +68,8 @@ class UnitConvEnv(ToolEnv):
             from_unit: Unit of ``value``, for example "mi", "kg", "C", "km/h".
             to_unit: Unit to express the quantity in.
         """
+        if not math.isfinite(value):  # NaN or infinity has no unit and no JSON form
+            raise ValueError(f"value must be a finite number, got {value}")
         return {"value": convert_value(value, from_unit, to_unit), "unit": to_unit}
 
     @tool
