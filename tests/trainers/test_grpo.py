@@ -94,8 +94,9 @@ def test_token_budget_cuts_rows_and_penalizes():
         assert s.episode.metadata["budget_stop"] == BUDGET_STOP and s.rows[-1].truncated
 
 
-def test_ppo_with_value_head_and_ptx():
-    cfg = config(algorithm={"name": "ppo", "value_model": "head", "group_size": 1},
+@pytest.mark.parametrize("value_model", ["head", "critic"])
+def test_ppo_with_a_value_model_and_ptx(value_model):
+    cfg = config(algorithm={"name": "ppo", "value_model": value_model, "group_size": 1},
                  ptx={"weight": 0.5, "gold_tasks": 2, "batch_size": 2})
     trainer = trainer_for(cfg)
     row = trainer.iteration()

@@ -130,3 +130,17 @@ def test_cli_reports_config_errors_with_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["train", str(bad)])
     assert result.exit_code == 2
     assert "value_model is required for PPO" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [({"tool_format": "kimi_k3"}, "Did you mean 'kimi_k2'"), ({"id": "toolgym/unitconv-v9"}, "unitconv-v0"),
+     ({"rubric": "unitcon"}, "no catalog rubric named 'unitcon'")],
+)
+def test_env_and_rubric_errors_come_before_the_model_loads(tmp_path, monkeypatch, env, needle):
+    pytest.importorskip("torch")
+    from toolgym.trainers import run
+
+    monkeypatch.setattr(run, "load_policy", lambda cfg: pytest.fail("the model was loaded before the config was checked"))
+    with pytest.raises(ConfigError, match=needle):
+        run.train(TrainConfig.from_dict({"env": env, "run": {"out_dir": str(tmp_path / "r")}}))

@@ -51,6 +51,9 @@ class EnvSection(_Section):
 
     id: str = "toolgym/unitconv-v0"
     """A registered environment id."""
+    tool_format: str | None = None
+    """How the env parses tool calls ("hermes", "kimi_k2", ...): must match the model's chat template
+    (None: the env's default)."""
     rubric: str | None = None
     """A rubric file (YAML/JSON) or a catalog rubric name; default: the env's catalog rubric."""
     verifiable_only: bool = True

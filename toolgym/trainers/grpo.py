@@ -67,8 +67,8 @@ class GRPOTrainer:
         from toolgym.trainers.optim import build_optimizer
 
         self.config, self.model, self.tokenizer = config, model, tokenizer
-        self.env: EnvSource = env if env is not None else config.env.id
-        self.rubric = rubric if rubric is not None else _load_rubric(config)
+        self.env: EnvSource = env if env is not None else env_source(config)
+        self.rubric = rubric if rubric is not None else load_rubric_for(config)
         self.critics = critics
         self.task_source: TaskSource = tasks or (lambda first, n: sample_tasks(self.env, n=n, seed=config.env.task_seed + first))
         self.heldout = list(heldout) if heldout is not None else None
@@ -235,7 +235,23 @@ def _reward_metrics(collected: Collected) -> dict[str, float]:
             m.SCORE_MEAN: sum(s.score for s in items) / len(items)}
 
 
-def _load_rubric(config: TrainConfig) -> Any:
+def env_source(config: TrainConfig) -> EnvSource:
+    """The env id, or a factory when a tool format is configured."""
+    env_id, tool_format = config.env.id, config.env.tool_format
+    if tool_format is None:
+        return env_id
+    from toolgym.envs.registry import make
+
+    make(env_id, tool_format=tool_format).close()  # fail now on an unknown id or format
+
+    def factory() -> Any:
+        return make(env_id, tool_format=tool_format)
+
+    factory.__name__ = env_id
+    return factory
+
+
+def load_rubric_for(config: TrainConfig) -> Any:
     from pathlib import Path
 
     from toolgym.rubrics import load_rubric, rubric_for

@@ -137,8 +137,13 @@ def train(config: TrainConfig, *, resume: bool = False, on_iteration: OnIteratio
     import torch
 
     from toolgym.trainers.checkpoint import load_checkpoint, save_checkpoint
+    from toolgym.trainers.grpo import env_source, load_rubric_for
 
     out, found = prepare_out_dir(config, resume)  # before any model work
+    if "env" not in trainer_kwargs:
+        env_source(config)  # an unknown env id or tool format fails here
+    if "rubric" not in trainer_kwargs:
+        trainer_kwargs["rubric"] = load_rubric_for(config)
     if config.run.torch_threads:
         torch.set_num_threads(config.run.torch_threads)
     model, tokenizer = load_policy(config)
