@@ -26,7 +26,9 @@ def counts() -> dict[str, int]:
     return {
         "processes": len(descendants(os.getpid())),
         "zombies": zombies_of(os.getpid()),
-        "mounts": len(Path("/proc/self/mountinfo").read_text().splitlines()),
+        # Other jobs (dockerd) mount and unmount on this host meanwhile: count the mounts a
+        # sandbox could have leaked into the host namespace (bwrap's or ours by name).
+        "mounts": sum(("bwrap" in line or "toolgym" in line) for line in Path("/proc/self/mountinfo").read_text().splitlines()),
         "cgroups": len([d for d in live_dirs() if d.name.startswith(f"{os.getpid()}-")]),
         "tempdirs": len([p for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("toolgym-local-")]),
     }

@@ -203,3 +203,21 @@ def test_cgroup_limits_are_written_and_removed():
     assert box.session.pid in box.cgroup.members()
     box.sync.close()
     assert not any(d.exists() for d in box.cgroup.dirs)
+
+
+def test_a_broken_archive_is_refused_and_never_run_as_commands(sb):
+    from toolgym.envs.shell import SandboxError
+
+    sb.sync.import_tar(tar_of_files({"keep.txt": "k"}))
+    with pytest.raises(SandboxError, match="could not import"):
+        sb.sync.import_tar(b"not a tar archive " * 50 + b"\ntouch INJECTED\n")
+    after = sb.sync.run("ls -A; echo next")
+    assert "INJECTED" not in after.stdout and after.stdout.endswith("next\n") and after.note == ""
+
+
+def test_repeated_session_resets_are_cheap_and_safe(sb):
+    for _ in range(5):
+        sb.sync.reset_session()
+    sb.sync.run("Z=1; sleep 30 &")
+    sb.sync.reset_session()
+    assert sb.sync.run("echo ${Z:-unset}; jobs | wc -l").stdout.split() == ["unset", "0"]

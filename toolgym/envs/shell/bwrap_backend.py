@@ -146,13 +146,14 @@ class BwrapSandbox(Sandbox):
 def import_script(workspace: str, size: int) -> str:
     """Bash that empties ``workspace`` and unpacks the next ``size`` bytes of stdin into it.
 
-    ``head -c`` reads exactly ``size`` bytes; ``cat`` drains whatever tar left unread, so a
-    broken archive can never leave bytes behind to be read as the next command.
+    ``head -c`` reads exactly ``size`` bytes; the ``read`` loop (a builtin: no process) drains
+    whatever tar left unread, so a broken archive can never leave bytes behind to be read as
+    the next command.
     """
     ws = _quote(workspace)
     return (
         f"find {ws} -mindepth 1 -delete 2>/dev/null || {{ chmod -R u+rwX {ws}; find {ws} -mindepth 1 -delete; }}; "
-        f"head -c {int(size)} | {{ tar -C {ws} -xf - --no-same-owner; rc=$?; cat >/dev/null; exit $rc; }}"
+        f"head -c {int(size)} | {{ tar -C {ws} -xf - --no-same-owner; rc=$?; while IFS= read -r -d '' _; do :; done; exit $rc; }}"
     )
 
 

@@ -152,6 +152,8 @@ class BashSession:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
+            if self._pending_init:  # nothing ran since the last restart: the shell is fresh already
+                return
             self.kill_children()
             self.kill_shell()
             out, _ = await self._exchange(b"", [self._respawn], None, 10.0)
@@ -361,8 +363,13 @@ class BashSession:
             except (ProcessLookupError, PermissionError):
                 pass
             kill_all(tree)
+        loop = asyncio.get_running_loop()
         for pipe in (proc.stdin, proc.stdout, proc.stderr):
             if pipe is not None:
+                # Unregister before closing: a closed fd left in the selector could later
+                # alias a new sandbox's pipe with the same number.
+                loop.remove_reader(pipe.fileno())
+                loop.remove_writer(pipe.fileno())
                 pipe.close()
         deadline = time.monotonic() + 10
         while proc.poll() is None and time.monotonic() < deadline:
