@@ -54,29 +54,57 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def lockstep(pool: Any, tasks: list, rounds: int) -> dict[str, float]:
-    """Every env replays its gold tool calls, one step per env per tick; timings per step."""
-    scripts = [gold_script(t)[:-1] for t in tasks]  # tool-call turns only (the answer hashes the world)
-    envs = [await pool.acquire() for _ in tasks]
+async def reset_all(pool: Any, envs: list, tasks: list) -> None:
+    await asyncio.gather(*(pool.reset(env, seed=i, options={"task": t}) for i, (env, t) in enumerate(zip(envs, tasks, strict=True))))
+
+
+async def step_all(pool: Any, envs: list, scripts: list[list[str]]) -> dict[str, Any]:
+    """Lockstep ticks: every env with a k-th tool call steps once in tick k; timings per step."""
     latencies: list[float] = []
-    step_s, steps = 0.0, 0
+    step_s, cpu_s, steps = 0.0, 0.0, 0
 
     async def timed(env: Any, text: str) -> float:
         t0 = time.perf_counter()
         await pool.step(env, text)
         return time.perf_counter() - t0
 
+    for k in range(max(map(len, scripts))):
+        live = [(env, s[k]) for env, s in zip(envs, scripts, strict=True) if k < len(s)]
+        t0, c0 = time.perf_counter(), time.process_time()
+        latencies += await asyncio.gather(*(timed(env, text) for env, text in live))
+        step_s += time.perf_counter() - t0
+        cpu_s += time.process_time() - c0
+        steps += len(live)
+    return {"steps": steps, "wall_s": step_s, "caller_cpu_s": cpu_s, "latencies": latencies}
+
+
+def lockstep(pool: Any, tasks: list, rounds: int, actor_cpu: Any = lambda: 0.0) -> dict[str, float]:
+    """Each round resets every env to its task, then replays the gold tool calls (the answer,
+    which hashes the world, is left out). ``actor_cpu`` reads the hosts' CPU seconds."""
+    scripts = [gold_script(t)[:-1] for t in tasks]
+    envs = asyncio.run(_acquire(pool, len(tasks)))
+    total: dict[str, Any] = {"steps": 0, "wall_s": 0.0, "caller_cpu_s": 0.0, "latencies": [], "actor_cpu_s": 0.0}
     for _ in range(rounds):
-        await asyncio.gather(*(pool.reset(env, seed=i, options={"task": t}) for i, (env, t) in enumerate(zip(envs, tasks, strict=True))))
-        for k in range(max(map(len, scripts))):
-            live = [(env, s[k]) for env, s in zip(envs, scripts, strict=True) if k < len(s)]
-            t0 = time.perf_counter()
-            latencies += await asyncio.gather(*(timed(env, text) for env, text in live))
-            step_s += time.perf_counter() - t0
-            steps += len(live)
-    for env in envs:
-        await pool.release(env)
-    return {"steps": steps, "steps_per_s": steps / step_s, "p50_ms": 1e3 * percentile(latencies, 0.5), "p99_ms": 1e3 * percentile(latencies, 0.99)}
+        asyncio.run(reset_all(pool, envs, tasks))
+        before = actor_cpu()
+        out = asyncio.run(step_all(pool, envs, scripts))
+        total["actor_cpu_s"] += actor_cpu() - before
+        for key in ("steps", "wall_s", "caller_cpu_s", "latencies"):
+            total[key] += out[key]
+    asyncio.run(_release(pool, envs))
+    lat, steps = total.pop("latencies"), total["steps"]
+    cpu = total["caller_cpu_s"] + total["actor_cpu_s"]
+    return {**total, "steps_per_s": steps / total["wall_s"], "p50_ms": 1e3 * percentile(lat, 0.5), "p99_ms": 1e3 * percentile(lat, 0.99),
+            "cpu_us_per_step": 1e6 * cpu / steps, "caller_cpu_us_per_step": 1e6 * total["caller_cpu_s"] / steps,
+            "actor_cpu_us_per_step": 1e6 * total["actor_cpu_s"] / steps}
+
+
+async def _acquire(pool: Any, n: int) -> list[Any]:
+    return [await pool.acquire() for _ in range(n)]
+
+
+async def _release(pool: Any, envs: list) -> None:
+    await asyncio.gather(*(pool.release(env) for env in envs))  # concurrent, so batched per actor
 
 
 def part_a_local(tasks: list, rounds: int) -> dict[str, float]:
@@ -84,26 +112,23 @@ def part_a_local(tasks: list, rounds: int) -> dict[str, float]:
     pool.bind(UNITCONV, lambda: make(UNITCONV))
     before = rss_bytes()
     with deferred_gc():
-        # build and reset all envs first so the RSS growth is the envs' worlds
-        asyncio.run(_warm(pool, tasks))
+        asyncio.run(_warm(pool, tasks))  # build and reset all envs first: the RSS growth is theirs
         grown = rss_bytes() - before
-        out = asyncio.run(lockstep(pool, tasks, rounds))
+        out = lockstep(pool, tasks, rounds)
     return {**out, "bytes_per_env": grown / len(tasks)}
 
 
 async def _warm(pool: Any, tasks: list) -> None:
-    envs = [await pool.acquire() for _ in tasks]
-    for i, (env, t) in enumerate(zip(envs, tasks, strict=True)):
-        await pool.reset(env, seed=i, options={"task": t})
-    for env in envs:
-        await pool.release(env)
+    envs = await _acquire(pool, len(tasks))
+    await reset_all(pool, envs, tasks)
+    await _release(pool, envs)
 
 
 def part_a_ray(pool: RayEnvPool, tasks: list, rounds: int) -> dict[str, float]:
     before = sum(s["rss"] for s in pool.actor_stats())
     asyncio.run(_warm(pool, tasks))
     grown = sum(s["rss"] for s in pool.actor_stats()) - before
-    out = asyncio.run(lockstep(pool, tasks, rounds))
+    out = lockstep(pool, tasks, rounds, actor_cpu=lambda: sum(s["cpu_s"] for s in pool.actor_stats()))
     return {**out, "bytes_per_env": grown / len(tasks)}
 
 
@@ -185,6 +210,8 @@ def show(console: Console, r: dict[str, Any]) -> None:
     a, ra, raw = r["a_local"], r["a_ray"], r["a_ray_actors_only"]
     table.add_row("(a) tool-call steps/s", f"{a['steps_per_s']:,.0f}", f"{ra['steps_per_s']:,.0f} (actors only: {raw['steps_per_s']:,.0f})")
     table.add_row("(a) step latency p50 / p99 ms", f"{a['p50_ms']:.1f} / {a['p99_ms']:.1f}", f"{ra['p50_ms']:.1f} / {ra['p99_ms']:.1f}")
+    table.add_row("(a) CPU µs per step (caller + actors)", f"{a['cpu_us_per_step']:.0f}",
+                  f"{ra['cpu_us_per_step']:.0f} ({ra['caller_cpu_us_per_step']:.0f} + {ra['actor_cpu_us_per_step']:.0f})")
     table.add_row("(a) memory per env KiB", f"{a['bytes_per_env'] / 1024:.1f}", f"{ra['bytes_per_env'] / 1024:.1f}")
     table.add_row("(b) instant policy turns/s", f"{r['b_local']['turns_per_s']:,.0f}", f"{r['b_ray']['turns_per_s']:,.0f}")
     table.add_row("(c) 1,000 gold episodes/s", f"{r['c_local']['episodes_per_s']:,.0f}", f"{r['c_ray']['episodes_per_s']:,.0f}")

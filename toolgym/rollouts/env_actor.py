@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -78,8 +79,8 @@ class EnvActor:
         return {"pid": os.getpid(), "env_class": type(env).__name__}
 
     async def stats(self) -> dict[str, Any]:
-        """Live and idle env counts and the resident memory of this process (bytes)."""
-        return {"live": len(self._envs), "idle": len(self._free), "rss": _rss_bytes(), "pid": os.getpid()}
+        """Live and idle env counts, resident memory (bytes) and CPU seconds of this process."""
+        return {"live": len(self._envs), "idle": len(self._free), "rss": _rss_bytes(), "pid": os.getpid(), "cpu_s": time.process_time()}
 
     async def collect(self) -> int:
         """Run one full cyclic collection (the deferred policy's catch-up)."""
@@ -88,7 +89,10 @@ class EnvActor:
     # ------------------------------------------------------------------ batched env calls
 
     async def reset_many(self, items: Sequence[tuple[int, int | None, dict[str, Any] | None]]) -> list[Reply]:
-        """``(key, seed, options)`` each -> ``(observation, info, task)`` or the exception."""
+        """``(key, seed, options)`` each -> ``(packed messages, tools, info, task)`` or the exception.
+
+        ``task`` is None when the caller passed the task in ``options`` (it has it already).
+        """
         out: list[Reply] = []
         for key, seed, options in items:
             try:
@@ -97,7 +101,8 @@ class EnvActor:
                     env = self._free.pop() if self._free else self._factory()
                     self._envs[key] = env
                 obs, info = env.reset(seed=seed, options=options)
-                out.append((obs, info, env.unwrapped.task))  # type: ignore[attr-defined]
+                given = isinstance((options or {}).get("task"), Task)
+                out.append((pack_messages(obs.messages), obs.tools, info, None if given else env.unwrapped.task))  # type: ignore[attr-defined]
             except Exception as exc:  # the caller's episode fails with it; the others go on
                 out.append(exc)
         return out
@@ -269,7 +274,7 @@ def _mirror_of(env: ToolEnv) -> tuple[list[Message], Task | None, StopReason | N
 
 def observation_of(messages: list[Message]) -> Observation:
     """The observation a step returned, rebuilt on the caller's side from its new messages."""
-    return Observation(messages=messages)
+    return trusted(Observation, {"messages": messages, "tools": []})  # messages the env built: no re-validation
 
 
 def _rss_bytes() -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
@@ -238,9 +239,11 @@ class RayEnvPool:
         return RemoteEnv(next(self._keys), slot, self._generation[slot])
 
     async def reset(self, env: RemoteEnv, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Observation, dict[str, Any]]:
-        obs, info, task = await self._call(env, "reset_many", (env.key, seed, options))
-        env.messages, env.task, env.stop_reason, env.final_answer = list(obs.messages), task, None, ""
-        return obs, info
+        packed, tools, info, task = await self._call(env, "reset_many", (env.key, seed, options))
+        messages = unpack_messages(packed)
+        env.messages, env.stop_reason, env.final_answer = list(messages), None, ""
+        env.task = task if task is not None else (options or {})["task"]
+        return Observation(messages=messages, tools=tools), info
 
     async def step(self, env: RemoteEnv, action: str) -> StepOut:
         start, packed, reward, terminated, truncated, info, stop, final = await self._call(env, "step_many", (env.key, action))
@@ -375,11 +378,18 @@ def _check_resources(cfg: RayPoolConfig) -> None:
     """Refuse a pool the cluster cannot place (its actors would wait forever)."""
     import ray
 
-    free = ray.available_resources()
-    total = ray.cluster_resources()
     wants = {"CPU": cfg.actors * cfg.num_cpus, **{k: cfg.actors * v for k, v in cfg.resources.items()}}
     if cfg.memory is not None:
         wants["memory"] = cfg.actors * cfg.memory
+    total = ray.cluster_resources()
+    # Actors killed a moment ago (a previous pool) hand their resources back asynchronously.
+    deadline = time.monotonic() + min(cfg.ready_timeout_s, 10.0)
+    while True:
+        free = ray.available_resources()
+        short = [name for name, need in wants.items() if need > free.get(name, 0.0) + 1e-9]
+        if not short or time.monotonic() > deadline or any(wants[n] > total.get(n, 0.0) + 1e-9 for n in short):
+            break
+        time.sleep(0.2)
     for name, need in wants.items():
         if need > free.get(name, 0.0) + 1e-9:
             per = {"CPU": cfg.num_cpus, "memory": cfg.memory}.get(name, cfg.resources.get(name))
