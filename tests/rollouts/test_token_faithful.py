@@ -9,6 +9,9 @@ run to ``max_turns`` with user turns and parse-error tool turns between the mode
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +23,8 @@ from toolgym.rollouts.hf_model import load_model_and_tokenizer
 from toolgym.rollouts.hf_policy import HFPolicy
 from toolgym.rollouts.policy import SamplingParams
 from toolgym.rollouts.rows import TOKEN_FORKS, TOKEN_TURNS_WITHOUT_IDS, collate, episode_to_rows, turn_continuity
-from toolgym.trainers.models import cached_tiny_model, chat_template
+from toolgym.trainers.models import cached_tiny_model, chat_template, model_config
+from toolgym.trainers.models.tokenizer import train_compact_tokenizer
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -49,9 +53,36 @@ def model_dir():
     return cached_tiny_model("kimi")
 
 
+@functools.cache
+def compact_tokenizer():
+    """The compact Kimi-style template's own tokenizer (atomic digits and markers), trained once."""
+    return train_compact_tokenizer()
+
+
+def load(model_dir, template: str):
+    """A tiny random Kimi-shaped MoE and the tokenizer that ships with the template.
+
+    Hermes: the cached tiny model. Compact Kimi: a model of the same shape built on the
+    compact tokenizer (seeded weights, never saved).
+    """
+    if template == "hermes":
+        model, tokenizer = load_model_and_tokenizer(model_dir)
+        tokenizer.chat_template = chat_template(template)
+        return model, tokenizer
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = copy.deepcopy(compact_tokenizer())
+    pad, end = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    config = model_config("kimi", vocab_size=len(tokenizer), pad_token_id=pad, eos_token_id=[end, pad])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    model.generation_config.eos_token_id = [end, pad]
+    return model, tokenizer
+
+
 def make_policy(model_dir, template: str) -> HFPolicy:
-    model, tokenizer = load_model_and_tokenizer(model_dir)
-    tokenizer.chat_template = chat_template(template)
+    model, tokenizer = load(model_dir, template)
     bias = torch.zeros(model.config.vocab_size)  # (V,)
     bias[tokenizer.convert_tokens_to_ids("<|im_end|>")] = END_BIAS
     model.get_output_embeddings().register_forward_hook(lambda _m, _i, out: out + bias)
@@ -96,6 +127,7 @@ class Drifting:
 
 pieces = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6) | st.sampled_from(["\n", "<tool_call>", "</tool_response>", "<|im_end|>", " 42", "{"])
 texts = st.lists(pieces, max_size=6).map("".join)
+sampled_texts = texts.filter(lambda t: "<|im_end|>" not in t)  # sampling stops at the end-of-turn token
 observations = st.lists(
     st.one_of(
         st.builds(lambda c: ToolMessage(tool_call_id="c", name="f", content=c), texts),
@@ -107,7 +139,7 @@ observations = st.lists(
 
 @pytest.mark.parametrize("template", TEMPLATES)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(raw=texts, new=observations, ended=st.booleans())
+@given(raw=sampled_texts, new=observations, ended=st.booleans())
 def test_extended_prompt_decodes_to_the_template_rendering(model_dir, template, raw, new, ended):
     # For any assistant text and any tool/user messages after it, the prefix ids plus the
     # observation ids decode to exactly what the template renders for the whole conversation.
@@ -132,9 +164,11 @@ def _tokenizer(model_dir, template):
 
     key = (str(model_dir), template)
     if key not in _TOKENIZERS:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        tokenizer.chat_template = chat_template(template)
-        _TOKENIZERS[key] = tokenizer
+        if template == "hermes":
+            _TOKENIZERS[key] = AutoTokenizer.from_pretrained(model_dir)
+        else:
+            _TOKENIZERS[key] = compact_tokenizer()
+        assert _TOKENIZERS[key].chat_template == chat_template(template)
     return _TOKENIZERS[key]
 
 
