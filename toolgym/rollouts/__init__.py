@@ -1,9 +1,11 @@
 """How an episode is produced: policies, the batched episode loop, and episode storage."""
 
 from toolgym.rollouts.batcher import RequestBatcher
-from toolgym.rollouts.episode import Episode, Failure, TurnRecord
+from toolgym.rollouts.episode import Episode, Failure, Segment, TurnRecord
 from toolgym.rollouts.loop import arun_episodes, derive_seed, run_episodes, sample_tasks
+from toolgym.rollouts.partial import PartialRollouts
 from toolgym.rollouts.policy import Policy, PolicyError, PolicyRequest, PolicyTurn, SamplingParams
+from toolgym.rollouts.pool import EnvPool, LocalEnvPool, make_pool
 from toolgym.rollouts.rows import TokenRow, collate, episode_to_rows, episodes_to_rows
 from toolgym.rollouts.scripted import ChaosPolicy, ScriptedPolicy, gold_script
 from toolgym.rollouts.storage import load_episodes, save_episodes
@@ -12,6 +14,8 @@ _LAZY = {  # these import torch, transformers or httpx when first used
     "HFPolicy": "toolgym.rollouts.hf_policy",
     "OpenAIPolicy": "toolgym.rollouts.openai_policy",
     "serve": "toolgym.rollouts.serve",
+    "RayEnvPool": "toolgym.rollouts.ray_pool",  # imports ray
+    "RayPoolConfig": "toolgym.rollouts.ray_pool",
 }
 
 
@@ -24,7 +28,8 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
 
 
 __all__ = [
-    "HFPolicy", "OpenAIPolicy", "serve",
+    "HFPolicy", "OpenAIPolicy", "serve", "RayEnvPool", "RayPoolConfig",
+    "EnvPool", "LocalEnvPool", "PartialRollouts", "Segment", "make_pool",
     "ChaosPolicy", "Episode", "Failure", "Policy", "PolicyError", "PolicyRequest", "PolicyTurn",
     "RequestBatcher", "SamplingParams", "ScriptedPolicy", "TokenRow", "TurnRecord", "arun_episodes", "collate",
     "derive_seed", "episode_to_rows", "episodes_to_rows",
