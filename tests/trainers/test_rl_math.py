@@ -13,6 +13,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from toolgym.trainers.rl import (  # noqa: E402
     aggregate,
+    clip_fraction,
     clipped_surrogate,
     gae,
     group_advantages,
@@ -117,6 +118,17 @@ def test_clipped_surrogate_by_hand():
     torch.testing.assert_close(pos, torch.tensor([[-1.28 * 2, -0.6 * 2, -2.0, 0.0]]))  # A>0: only the top clips
     neg = clipped_surrogate(new, old, torch.tensor([-1.0]), mask, eps_low=0.2, eps_high=0.28)
     torch.testing.assert_close(neg, torch.tensor([[2.0, 0.8, 1.0, 0.0]]))  # A<0: only the bottom clips
+    assert float(clip_fraction(new, old, torch.tensor([2.0]), mask, eps_low=0.2, eps_high=0.28)) == pytest.approx(1 / 3)
+    assert float(clip_fraction(new, old, torch.tensor([-1.0]), mask, eps_low=0.2, eps_high=0.28)) == pytest.approx(1 / 3)
+
+
+def test_math_modules_import_without_torch_or_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys, toolgym.trainers.rl, toolgym.trainers.moe, toolgym.trainers.optim; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
 @FAST

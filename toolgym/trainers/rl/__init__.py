@@ -10,6 +10,7 @@ from toolgym.trainers.rl.logprobs import token_entropy, token_logprobs
 from toolgym.trainers.rl.losses import (
     Aggregation,
     aggregate,
+    clip_fraction,
     clipped_surrogate,
     group_mean,
     k2_squared_loss,
@@ -20,6 +21,7 @@ from toolgym.trainers.rl.losses import (
 __all__ = [
     "Aggregation",
     "aggregate",
+    "clip_fraction",
     "clipped_surrogate",
     "gae",
     "group_advantages",

@@ -72,6 +72,32 @@ def clipped_surrogate(
     return torch.where(mask.bool(), -torch.minimum(unclipped, clipped), torch.zeros_like(logp))
 
 
+def clip_fraction(
+    logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *, eps_low: float = 0.2,
+    eps_high: float | None = None,
+) -> Tensor:
+    """Fraction of masked tokens whose clipped term is the active one (their gradient is zero).
+
+    A token counts when its ratio left the clip range on the side its advantage pushes:
+    ``ρ > 1 + eps_high`` with ``A > 0``, or ``ρ < 1 - eps_low`` with ``A < 0``.
+
+    Example:
+        >>> import torch
+        >>> lp, old = torch.log(torch.tensor([[0.5, 0.5]])), torch.log(torch.tensor([[0.25, 0.5]]))
+        >>> float(clip_fraction(lp, old, torch.tensor([1.0]), torch.ones(1, 2)))
+        0.5
+    """
+    import torch
+
+    eps_high = eps_low if eps_high is None else eps_high
+    with torch.no_grad():
+        ratio = _masked_log_ratio(logp, old_logp, mask).exp()  # (B, T)
+        adv = advantages[:, None] if advantages.ndim == 1 else advantages
+        active = ((ratio > 1 + eps_high) & (adv > 0)) | ((ratio < 1 - eps_low) & (adv < 0))  # (B, T)
+        keep = mask.bool()
+        return (active & keep).sum() / keep.sum().clamp(min=1)
+
+
 def aggregate(
     per_token: Tensor, mask: Tensor, mode: Aggregation = "token", *, constant: float | None = None,
     num_tokens: float | None = None, num_sequences: float | None = None,
