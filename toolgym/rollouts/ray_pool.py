@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
-import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from toolgym.envs.env import EnvSnapshot, ToolEnv
 from toolgym.envs.types import Message, Observation, StopReason, Task
-from toolgym.errors import ConfigError, EnvError, ToolgymError
+from toolgym.errors import ConfigError, EnvError
 from toolgym.rollouts.env_actor import EnvActor, observation_of, unpack_messages
 from toolgym.rollouts.pool import StepOut
+from toolgym.rollouts.ray_cluster import check_resources, connect, wait_ready
 
 
 class EnvActorDied(EnvError):
@@ -195,13 +193,13 @@ class RayEnvPool:
         if self._actors:
             self.shutdown()
         self.env_id, self._factory = env_id, factory
-        _connect(self.cfg)
-        _check_resources(self.cfg)
+        connect(self.cfg)
+        check_resources(self.cfg)
         self._actors = [self._new_actor() for _ in range(self.cfg.actors)]
         self._generation = [0] * self.cfg.actors
         self._replacements = [0] * self.cfg.actors
         self._load = [0] * self.cfg.actors
-        _wait_ready(self._actors, self.cfg, env_id)
+        wait_ready(self._actors, self.cfg, env_id)
 
     def shutdown(self) -> None:
         """Kill the actors (their envs go with them)."""
@@ -339,79 +337,3 @@ class RayEnvPool:
                 self._actors[slot] = None
                 return
             self._actors[slot] = actor
-
-
-def _connect(cfg: RayPoolConfig) -> None:
-    """Join ``cfg.address`` (checked to answer first) or start Ray locally, once per process."""
-    import ray
-
-    if cfg.address not in (None, "auto"):
-        _check_address(cfg.address)
-    if ray.is_initialized():
-        return
-    if cfg.address is None:
-        ray.init(include_dashboard=False, runtime_env=cfg.runtime_env, log_to_driver=False)
-        return
-    try:
-        ray.init(address=cfg.address, runtime_env=cfg.runtime_env, log_to_driver=False)
-    except (ConnectionError, RuntimeError, TimeoutError) as exc:
-        raise ConfigError(f"could not join the Ray cluster at {cfg.address!r}: {exc}. Is `ray start --head` running there?") from None
-
-
-def _check_address(address: str, timeout_s: float = 3.0) -> None:
-    """Fail fast when nothing listens at the address (ray.init would retry for minutes)."""
-    parsed = urlparse(address if "://" in address else f"ray://{address}")
-    host, port = parsed.hostname, parsed.port
-    if not host or not port:
-        raise ConfigError(f"ray address {address!r} must look like 'host:port', 'ray://host:port' or 'auto'")
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return
-    except OSError as exc:
-        raise ConfigError(
-            f"no Ray cluster answers at {address!r} ({exc.strerror or exc}). Start one with `ray start --head` "
-            "(it prints the address), or leave --ray-address out to start Ray on this machine."
-        ) from None
-
-
-def _check_resources(cfg: RayPoolConfig) -> None:
-    """Refuse a pool the cluster cannot place (its actors would wait forever)."""
-    import ray
-
-    wants = {"CPU": cfg.actors * cfg.num_cpus, **{k: cfg.actors * v for k, v in cfg.resources.items()}}
-    if cfg.memory is not None:
-        wants["memory"] = cfg.actors * cfg.memory
-    total = ray.cluster_resources()
-    # Actors killed a moment ago (a previous pool) hand their resources back asynchronously.
-    deadline = time.monotonic() + min(cfg.ready_timeout_s, 10.0)
-    while True:
-        free = ray.available_resources()
-        short = [name for name, need in wants.items() if need > free.get(name, 0.0) + 1e-9]
-        if not short or time.monotonic() > deadline or any(wants[n] > total.get(n, 0.0) + 1e-9 for n in short):
-            break
-        time.sleep(0.2)
-    for name, need in wants.items():
-        if need > free.get(name, 0.0) + 1e-9:
-            per = {"CPU": cfg.num_cpus, "memory": cfg.memory}.get(name, cfg.resources.get(name))
-            raise ConfigError(
-                f"the pool asks {need:g} {name} ({cfg.actors} actors x {per:g}) but the Ray cluster has "
-                f"{free.get(name, 0.0):g} free of {total.get(name, 0.0):g}. Use fewer actors (--actors) or "
-                f"less per actor (RayPoolConfig.num_cpus / memory / resources)."
-            )
-
-
-def _wait_ready(actors: list[Any], cfg: RayPoolConfig, env_id: str) -> None:
-    """Every actor builds one env within the deadline, or the pool is refused with the reason."""
-    import ray
-
-    try:
-        ray.get([a.ready.remote() for a in actors], timeout=cfg.ready_timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        raise ConfigError(f"the env actors did not start within {cfg.ready_timeout_s:g}s (RayPoolConfig.ready_timeout_s)") from None
-    except ray.exceptions.RayTaskError as exc:
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, ToolgymError):
-            raise ConfigError(f"env actors cannot build {env_id!r}: {cause}") from None
-        raise ConfigError(f"env actors cannot build {env_id!r}: {type(cause or exc).__name__}: {cause or exc}") from None
