@@ -14,8 +14,9 @@ conversation, would have given:
   render of the conversation so far;
 * forks: turns whose prompt did not extend the previous turn (0 expected).
 
-The default policy is a random-weight tiny MoE: its output is arbitrary byte soup, a worst
-case for re-tokenization. A trained model writes text closer to the tokenizer's corpus, so
+The default policy is a random-weight tiny Kimi-shaped MoE, on each template's own tokenizer
+(Hermes: the tiny models' BPE; compact Kimi: the compact tokenizer with atomic digits and
+markers). Its output is arbitrary token soup, a worst case for re-tokenization. A trained model writes text closer to the tokenizer's corpus, so
 its mismatch rate is lower; pass ``--model DIR`` to measure one.
 
     python benchmarks/token_faithful.py
@@ -42,7 +43,8 @@ from toolgym.rollouts.hf_model import load_model_and_tokenizer
 from toolgym.rollouts.hf_policy import HFPolicy
 from toolgym.rollouts.policy import SamplingParams
 from toolgym.rollouts.rows import TOKEN_FORKS
-from toolgym.trainers.models import cached_tiny_model, chat_template
+from toolgym.trainers.models import cached_tiny_model, chat_template, model_config
+from toolgym.trainers.models.tokenizer import train_compact_tokenizer
 
 RESULTS = Path(__file__).parent / "results" / "token_faithful.json"
 
@@ -54,10 +56,29 @@ def chatty_env() -> Any:
     return env
 
 
-def measure(model_dir: Path, template: str, episodes: int, turns: int, max_new_tokens: int) -> dict[str, Any]:
+def load(model_dir: Path | None, template: str) -> tuple[Any, Any]:
+    """A model folder with the template set, or the random tiny Kimi-shaped MoE on the template's own tokenizer."""
+    if model_dir is not None:
+        model, tokenizer = load_model_and_tokenizer(model_dir)
+        tokenizer.chat_template = chat_template(template)
+        return model, tokenizer
+    if template == "hermes":
+        return load_model_and_tokenizer(cached_tiny_model("kimi"))
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = train_compact_tokenizer()
+    pad, end = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    torch.manual_seed(0)
+    config = model_config("kimi", vocab_size=len(tokenizer), pad_token_id=pad, eos_token_id=[end, pad])
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    model.generation_config.eos_token_id = [end, pad]
+    return model, tokenizer
+
+
+def measure(model_dir: Path | None, template: str, episodes: int, turns: int, max_new_tokens: int) -> dict[str, Any]:
     """Play the episodes on one template and compare faithful prompts with full re-renders."""
-    model, tokenizer = load_model_and_tokenizer(model_dir)
-    tokenizer.chat_template = chat_template(template)
+    model, tokenizer = load(model_dir, template)
     policy = HFPolicy(model, tokenizer)
     tasks = [t.model_copy(update={"limits": t.limits.model_copy(update={"max_turns": turns})}) for t in sample_tasks("toolgym/unitconv-v0", episodes)]
     played = run_episodes(chatty_env, policy, tasks=tasks, seed=1, sampling=SamplingParams(max_new_tokens=max_new_tokens))
@@ -95,14 +116,14 @@ def measure(model_dir: Path, template: str, episodes: int, turns: int, max_new_t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="model folder (default: the random tiny Kimi-shaped MoE)")
+    parser.add_argument("--model", type=Path, default=None, help="model folder, rendered with each template (default: random tiny MoEs)")
     parser.add_argument("--episodes", type=int, default=24)
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     args = parser.parse_args()
-    model_dir = args.model or cached_tiny_model("kimi")
-    rows = [measure(model_dir, t, args.episodes, args.turns, args.max_new_tokens) for t in ("hermes", "kimi_compact")]
-    table = Table(title=f"Token-faithful prompts vs full re-render ({model_dir.name})")
+    name = args.model.name if args.model else "random tiny Kimi-shaped MoE, each template on its own tokenizer"
+    rows = [measure(args.model, t, args.episodes, args.turns, args.max_new_tokens) for t in ("hermes", "kimi_compact")]
+    table = Table(title=f"Token-faithful prompts vs full re-render ({name})")
     for column in ("template", "turns", "turn text re-tokenizes differently", "re-rendered prompt differs",
                    "suffix ms/turn", "full render ms/turn", "mean prompt tokens", "forks"):
         table.add_column(column, justify="right")
@@ -112,7 +133,7 @@ def main() -> None:
                       f"{r['mean_prompt_tokens']:.0f}", str(r["forks"]))
     Console(width=160).print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"model": str(model_dir.name), "episodes": args.episodes, "turns": args.turns, "max_new_tokens": args.max_new_tokens,
+    meta = {"model": name, "episodes": args.episodes, "turns": args.turns, "max_new_tokens": args.max_new_tokens,
             "machine": platform.platform(), "python": platform.python_version()}
     RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {RESULTS}")
