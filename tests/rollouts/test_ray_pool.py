@@ -180,6 +180,8 @@ def test_unreachable_address_is_refused_fast():
 def test_more_cpus_than_the_cluster_has_is_refused(ray_local):
     with pytest.raises(ConfigError, match=r"asks 64 CPU \(8 actors x 8\).*--actors"):
         RayEnvPool(actors=8, num_cpus=8).bind(UNITCONV, lambda: toolgym.make(UNITCONV))
+    with pytest.raises(ConfigError, match=r"asks 2 sandbox_host \(2 actors x 1\) but the Ray cluster has 0 free of 0"):
+        RayEnvPool(actors=2, num_cpus=0.1, resources={"sandbox_host": 1}).bind(UNITCONV, lambda: toolgym.make(UNITCONV))
 
 
 def test_bad_pool_field_is_named():
