@@ -148,8 +148,19 @@ ATTEMPTS: dict[str, tuple[str, object]] = {
     "device_files": ("mknod ./mem c 1 1 2>&1; cat /dev/mem /dev/sda /dev/vda 2>&1 | head -c 10; ls /dev", lambda r, h: _no_disks(r)),
     "nested_userns": ("unshare -Ur id", lambda r, h: _denied(r)),
     "symlink_bash": ("ln -sf / rootlink; cat rootlink/etc/shadow; echo x > rootlink/usr/owned", lambda r, h: _denied(r)),
+    "kill_everything": ("kill -9 -1; kill -9 1; sleep 0.2", lambda r, h: None),
     "chroot_escape": ("python3 -c \"import os; os.chroot('/workspace')\"", lambda r, h: _denied(r)),
 }
+
+
+KNOWN_GAPS = {
+    ("docker", "kill_everything"): (
+        "docker backend: `kill -9 -1` as the sandbox user kills the container's keeper process, so the "
+        "container stops and the sandbox is lost (bwrap runs its shell loop as the namespace's pid 1, "
+        "which signals from inside cannot kill)"
+    ),
+}
+"""Attempts a backend does not contain yet: reported as xfail with the reason, not hidden."""
 
 
 def _denied(r) -> None:
@@ -179,6 +190,8 @@ def _no_disks(r) -> None:
 
 @pytest.mark.parametrize("name", sorted(ATTEMPTS))
 def test_attempt_is_contained(box, host, name):
+    if (box.backend, name) in KNOWN_GAPS:
+        pytest.xfail(KNOWN_GAPS[box.backend, name])
     command, check = ATTEMPTS[name]
     port = host.tcp.getsockname()[1]
     command = command.format(marker=host.marker, dir=host.dir, tcp_port=port, udp_port=host.udp.getsockname()[1], unix=host.unix_path, sleeper=host.sleeper.pid)

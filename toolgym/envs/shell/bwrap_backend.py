@@ -9,6 +9,9 @@ What one sandbox is:
 * fresh user, pid, ipc, uts, net and cgroup namespaces (no network at all), nested user
   namespaces disabled, all capabilities dropped, uid 1000, an empty environment with PATH and
   HOME set, ``--new-session`` (no TIOCSTI into a terminal) and ``--die-with-parent``;
+* ``--as-pid-1``: the small ``sh`` loop that keeps the bash session alive is the namespace's
+  init, which the kernel shields from signals sent inside the namespace, so ``kill -9 -1``
+  ends the model's processes but never the sandbox (the loop also reaps orphans);
 * memory, pids and CPU limits from a per-sandbox cgroup (``toolgym.envs.shell.cgroups``),
   or per-process rlimits where cgroups are not writable.
 """
@@ -62,7 +65,7 @@ class BwrapSandbox(Sandbox):
         args = [
             require_program("bwrap", INSTALL),
             "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-            "--clearenv", "--cap-drop", "ALL", "--uid", str(UID), "--gid", str(UID), "--hostname", "sandbox",
+            "--as-pid-1", "--clearenv", "--cap-drop", "ALL", "--uid", str(UID), "--gid", str(UID), "--hostname", "sandbox",
             "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
             "--symlink", "usr/lib", "/lib",
         ]

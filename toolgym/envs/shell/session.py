@@ -168,7 +168,7 @@ class BashSession:
             self._pending_init = False
             script = f"{self.init}\n{script}"
         nonce = secrets.token_hex(12)
-        line = f"{{ {script}\n}}; __tg_rc=$?; printf '%s %d\\n' {nonce} $__tg_rc; printf '%s\\n' {nonce} >&2\n"
+        line = f"{{ {script}\n}}; __tg_rc=$?; builtin printf '%s %d\\n' {nonce} $__tg_rc; builtin printf '%s\\n' {nonce} >&2\n"
         start = time.monotonic()
         markers = [nonce.encode(), self._respawn]
         out, err = await self._exchange(line.encode() + stdin_data, markers, cap, timeout_s)
