@@ -48,6 +48,7 @@ class ShellEnv(ToolEnv):
     """
 
     system_prompt = SYSTEM_PROMPT
+    atomic_calls = False  # the world is a sandbox: saving it per call would tar the workspace each time
 
     def __init__(self, *, backend: str = "bwrap", limits: SandboxLimits | dict[str, Any] | None = None,
                  sandbox_options: dict[str, Any] | None = None, pool: Any = None, **kwargs: Any):
