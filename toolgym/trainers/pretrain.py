@@ -111,8 +111,28 @@ def pretrain(out_dir: str | os.PathLike[str], config: PretrainConfig | None = No
         "tokens_per_epoch": sum(len(r.ids) for r in rows), "steps": result.steps, "tokens_seen": result.tokens,
         "train_seconds": round(result.seconds, 1), "data_seconds": round(data_s, 1), "final_loss": result.final_loss,
         "loss_curve": result.losses, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
+        "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
     }
     (out / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     log(f"saved {params} parameters to {out}; {result.steps} steps in {result.seconds:.0f}s, final loss {result.final_loss:.3f}")
     return result
+
+
+def heldout_lm_loss(model_dir: str | os.PathLike[str], n_per_domain: int = 8, max_len: int = 256) -> float:
+    """Mean next-token loss of a saved model on gold conversations it was not trained on.
+
+    The conversations come from seeds 900,000 and up: above the default pretraining seeds,
+    below the demo splits, and without the demo family.
+    """
+    import torch
+
+    from toolgym.rollouts.hf_model import load_model_and_tokenizer
+    from toolgym.trainers.gold_episodes import DOMAINS
+    from toolgym.trainers.sft import _batch, masked_lm_loss
+
+    model, tokenizer = load_model_and_tokenizer(model_dir)
+    rows = pretraining_rows(tokenizer, dict.fromkeys(DOMAINS, n_per_domain), max_len, seed=900_000)
+    ids, attention, labels = _batch(rows, tokenizer.pad_token_id, max_len)
+    with torch.no_grad():
+        loss, _ = masked_lm_loss(model, ids, attention, labels)
+    return float(loss)
