@@ -221,3 +221,18 @@ def test_repeated_session_resets_are_cheap_and_safe(sb):
     sb.sync.run("Z=1; sleep 30 &")
     sb.sync.reset_session()
     assert sb.sync.run("echo ${Z:-unset}; jobs | wc -l").stdout.split() == ["unset", "0"]
+
+
+def test_a_sandbox_that_cannot_start_says_why_and_leaves_nothing(monkeypatch):
+    import os
+
+    from toolgym.envs.shell import SandboxError
+    from toolgym.envs.shell.bwrap_backend import BwrapSandbox
+    from toolgym.envs.shell.cgroups import live_dirs
+
+    real = BwrapSandbox.argv
+    monkeypatch.setattr(BwrapSandbox, "argv", lambda self, token, fds: [real(self, token, fds)[0], "--bogus-flag", *real(self, token, fds)[1:]])
+    box = BwrapSandbox()
+    with pytest.raises(SandboxError, match="Unknown option --bogus-flag"):
+        box.sync.start()
+    assert not [d for d in live_dirs() if d.name.startswith(f"{os.getpid()}-")]

@@ -163,7 +163,7 @@ class BashSession:
 
     async def _execute(self, script: str, timeout_s: float, cap: int | None, stdin_data: bytes, on_timeout: Callable[[], Any] | None) -> CommandResult:
         if self.proc is None or self.proc.poll() is not None:
-            raise SandboxError(f"the sandbox process has exited (status {self.proc.returncode if self.proc else None})")
+            raise SandboxError(f"the sandbox process has exited (status {self.proc.returncode if self.proc else None}){self._last_words()}")
         if self._pending_init:  # the loop restarted bash: run init in front of this command
             self._pending_init = False
             script = f"{self.init}\n{script}"
@@ -205,6 +205,14 @@ class BashSession:
             stdout=_text(so, "stdout"), stderr=_text(se, "stderr"), exit_code=exit_code, timed_out=timed_out,
             truncated=dropped > 0, duration_s=round(time.monotonic() - start, 6), note=note,
         )
+
+    def _last_words(self) -> str:
+        """What a dead launcher wrote to stderr (e.g. bwrap's own error), for the error message."""
+        try:
+            said = os.read(self.proc.stderr.fileno(), 4096).decode(errors="replace").strip()  # type: ignore[union-attr]
+        except (OSError, ValueError, AttributeError):
+            return ""
+        return f": {said[-500:]}" if said else ""
 
     def init_cwd(self) -> str:
         """Where a restarted shell starts (for notes)."""
@@ -269,7 +277,11 @@ class BashSession:
         if not chunk:  # EOF: the whole sandbox is gone
             asyncio.get_running_loop().remove_reader(fd)
             if waiter is not None and not waiter.done():
-                waiter.set_exception(SandboxError(f"the sandbox process exited unexpectedly (status {self.proc.poll() if self.proc else None})"))
+                said = b"".join(bytes(st.kept) + st.pending for st in self._streams.values()).decode(errors="replace").strip()
+                waiter.set_exception(SandboxError(
+                    f"the sandbox process exited unexpectedly (status {self.proc.poll() if self.proc else None})"
+                    + (f": {said[-500:]}" if said else "")
+                ))
             return
         if fd in self._found:
             return
