@@ -249,6 +249,8 @@ def test_policy_without_ids_gives_no_rows_and_counts_the_turns():
 
 
 def test_openai_policy_through_serve_is_token_faithful(model_dir):
+    import httpx
+
     from toolgym.rollouts.openai_policy import OpenAIPolicy
     from toolgym.rollouts.serve import serve_in_thread
 
@@ -257,9 +259,11 @@ def test_openai_policy_through_serve_is_token_faithful(model_dir):
     with serve_in_thread(local, max_batch=8) as url:
         client = OpenAIPolicy(url, max_retries=0)
         served = run_episodes(chatty_env, client, tasks=tasks(2), seed=5, sampling=SAMPLING)
+        counts = httpx.get(f"{url}/health").json()["chat_prompts"]
         # A server that ignores the prefix re-renders; every turn that no longer extends is a counted fork.
         rerendered = run_episodes(chatty_env, Stripped(client), tasks=tasks(2), seed=5, sampling=SAMPLING)
     local.close()
+    assert counts == {"extended": 4, "rendered": 2}  # 2 episodes x 3 turns: the first of each is rendered
     for ep, ref in zip(served, expected, strict=True):
         assert [(t.prompt_token_ids, t.token_ids) for t in ep.turns] == [(t.prompt_token_ids, t.token_ids) for t in ref.turns]
         assert [r.input_ids for r in episode_to_rows(ep)] == [r.input_ids for r in episode_to_rows(ref)]

@@ -10,7 +10,8 @@ answer does not depend on what it was batched with. Endpoints:
   toolgym's ``prompt_prefix_token_ids`` extension continues from those ids and tokenizes only
   the new messages (``ChatRenderer.prompt_ids``), so multi-turn prompts stay token-faithful.
 * ``POST /v1/completions``: the prompt is text or a list of token ids.
-* ``GET /v1/models``, ``GET /health`` (with batch counters).
+* ``GET /v1/models``, ``GET /health`` (with batch counters, and how many chat prompts were
+  extended from a client's prefix ids or rendered in full).
 
 Both generation endpoints return log-probs when asked (``logprobs``), and vLLM's extensions
 ``return_token_ids`` and ``return_tokens_as_token_ids`` (see ``toolgym.rollouts.openai_schema``).
@@ -174,6 +175,7 @@ def create_app(policy: HFPolicy, *, model_name: str = "toolgym-local", max_batch
 
     app = FastAPI(title="toolgym serve", lifespan=lifespan)
     app.state.batcher = batcher
+    prompts = {"extended": 0, "rendered": 0}  # chat prompts built from a client's prefix ids vs rendered in full
 
     def error(status: int, message: str, code: str | None = None) -> JSONResponse:
         kind = "invalid_request_error" if status < 500 else "server_error"
@@ -189,7 +191,7 @@ def create_app(policy: HFPolicy, *, model_name: str = "toolgym-local", max_batch
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "batches": batcher.batches, "jobs": batcher.jobs}
+        return {"status": "ok", "batches": batcher.batches, "jobs": batcher.jobs, "chat_prompts": dict(prompts)}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -205,6 +207,7 @@ def create_app(policy: HFPolicy, *, model_name: str = "toolgym-local", max_batch
             prompt = policy.renderer.prompt_ids(messages, tools, prefix_ids=prefix, prefix_messages=body.prompt_prefix_messages)
         except Exception as exc:  # the template rejected this conversation: the client's input
             raise BadRequest(f"the chat template cannot render these messages: {type(exc).__name__}: {exc}") from None
+        prompts["extended" if prefix and prompt[: len(prefix)] == prefix else "rendered"] += 1
         result = await batcher.submit(_job(prompt, body, body.max_completion_tokens or body.max_tokens))
         if isinstance(result, PolicyError):
             return _failure(error, result)
