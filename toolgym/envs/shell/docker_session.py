@@ -122,8 +122,9 @@ class DockerSession:
             )["Id"]
             return exec_id, api.exec_start(exec_id, socket=True)._sock
 
-        self.exec_id, self.sock = await asyncio.to_thread(attach)
-        self.sock.setblocking(False)
+        self.exec_id, sock = await asyncio.to_thread(attach)
+        sock.setblocking(False)
+        self.sock = sock
         self.pending = b""
         result = await self._command(_PRELUDE, 30.0, raw=True)
         if result.exit_code is None:

@@ -251,14 +251,15 @@ def dedupe_keep_order(rng: random.Random) -> ShellDraft:
 
 def json_active_users(rng: random.Random) -> ShellDraft:
     """Select from a JSON array with jq (or Python)."""
-    users = [{"name": n, "active": rng.random() < 0.5, "age": rng.randint(18, 80)} for n in pick(rng, NAMES, 8)]
-    users[0]["active"] = True
+    names = pick(rng, NAMES, 8)
+    active = [i == 0 or rng.random() < 0.5 for i in range(len(names))]  # at least one active user
+    users = [{"name": n, "active": a, "age": rng.randint(18, 80)} for n, a in zip(names, active, strict=True)]
     d = ShellDraft(
         category="text", files={"users.json": json.dumps(users, indent=2) + "\n"},
         instruction="Write active.txt with the names of the active users in users.json, sorted A-Z, one per line.",
     )
     d.bash("jq -r '.[] | select(.active) | .name' users.json | LC_ALL=C sort > active.txt")
-    d.expected_files = {"active.txt": lines(sorted(u["name"] for u in users if u["active"]))}
+    d.expected_files = {"active.txt": lines(sorted(n for n, a in zip(names, active, strict=True) if a))}
     return d
 
 
