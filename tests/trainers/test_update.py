@@ -73,8 +73,8 @@ def test_accumulation_1x8_equals_8x1(models, loss):
         assert torch.allclose(g, pieces[name], atol=1e-5 * max(scale, 1.0), rtol=1e-4), name
 
 
-@settings(max_examples=4, deadline=None)
-@given(micro=st.sampled_from([1, 2, 3, 4, 8]), seed=st.integers(0, 10_000), kl=st.sampled_from([0.0, 0.1]))
+@settings(max_examples=3, deadline=None)
+@given(micro=st.sampled_from([2, 3, 5]), seed=st.integers(0, 10_000), kl=st.sampled_from([0.0, 0.1]))
 def test_accumulation_invariant_for_any_split(models, micro, seed, kl):
     model = models["qwen3"]
     batch = synthetic_batch(model, seed=seed, per_token_adv=True)
