@@ -53,7 +53,8 @@ def test_measured_logits_are_the_attention_kernels_logits(kind):
         keys = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
         logits = (query.float() @ keys.float().transpose(-1, -2)) * scaling  # (B, H, T, T)
         steps = logits.shape[-1]
-        allowed = torch.ones(steps, steps, dtype=torch.bool).tril() & pad_mask.bool()[:, None, None, :]
+        real = pad_mask.bool()
+        allowed = torch.ones(steps, steps, dtype=torch.bool).tril() & real[:, None, None, :] & real[:, None, :, None]
         seen[module.layer_idx] = logits.masked_fill(~allowed, float("-inf")).amax(dim=(0, 2, 3))
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
 

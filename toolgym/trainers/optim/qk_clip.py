@@ -120,11 +120,12 @@ def _mla_qk(module: Any, x: Tensor, cos_sin: tuple[Tensor, Tensor]) -> tuple[Ten
 
 
 def head_max_logits(module: Any, hidden_states: Tensor, position_embeddings: tuple[Tensor, Tensor],
-                    attention_mask: Tensor | None) -> Tensor:
+                    attention_mask: Tensor | None, query_mask: Tensor | None = None) -> Tensor:
     """``(H,)`` largest pre-softmax logit of each head of one attention module on one input.
 
     Computed in float32, one head at a time (peak memory ``B·T·T`` floats), over the pairs the
-    forward's mask lets attend.
+    forward's ``attention_mask`` lets attend, and only for queries where the ``(B, T)``
+    ``query_mask`` is 1: a padding position's query attends too, but its output is thrown away.
     """
     import torch
 
@@ -132,6 +133,8 @@ def head_max_logits(module: Any, hidden_states: Tensor, position_embeddings: tup
         qk = _mla_qk if hasattr(module, "kv_b_proj") else _mha_qk
         q, k = qk(module, hidden_states, position_embeddings)
         valid = _valid_pairs(attention_mask, q.shape[2], q.device)  # (B|1, 1, T, T)
+        if query_mask is not None and query_mask.shape == q.shape[:1] + q.shape[2:3]:
+            valid = valid & query_mask.bool().to(q.device)[:, None, :, None]  # (B, 1, T, T)
         out = []
         for h in range(q.shape[1]):
             logits = (q[:, h].float() @ k[:, h].float().transpose(-1, -2)) * module.scaling  # (B, T, T)
@@ -186,6 +189,7 @@ class QKClip:
         self.tau = float(tau)
         self.timing: Timing = timing
         self._batches: list[tuple[Any, Any]] = []
+        self._query_mask: Tensor | None = None  # the (B, T) attention mask of the forward in progress
         self.mode: Mode = "observe"
         self._observed: dict[int, Tensor] = {}
         self._report: QKClipReport | None = None
@@ -196,9 +200,11 @@ class QKClip:
         self._hooks.append(model.register_forward_pre_hook(self._keep_batch, with_kwargs=True))
 
     def _keep_batch(self, _model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Remember a training forward's batch, for the remeasure timing."""
+        """Note the forward's padding mask; remember a training forward's batch, for the remeasure timing."""
         import torch
 
+        mask = kwargs.get("attention_mask")
+        self._query_mask = mask if mask is not None and mask.ndim == 2 else None
         if self.timing == "remeasure" and self.mode == "observe" and torch.is_grad_enabled():
             ids = kwargs["input_ids"] if kwargs.get("input_ids") is not None else (args[0] if args else None)
             if ids is None:
@@ -215,7 +221,8 @@ class QKClip:
             if cache is not None and cache.get_seq_length(module.layer_idx) > 0:
                 return  # decoding with earlier tokens cached: not a whole-batch measurement
             hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            found = head_max_logits(module, hidden, kwargs["position_embeddings"], kwargs.get("attention_mask"))
+            found = head_max_logits(module, hidden, kwargs["position_embeddings"], kwargs.get("attention_mask"),
+                                    self._query_mask)
             if self.mode != "clip":
                 seen = self._observed.get(index)
                 self._observed[index] = found if seen is None else torch.maximum(seen, found)
