@@ -12,11 +12,8 @@ from hypothesis import strategies as st
 
 import toolgym
 from toolgym.envs.catalog.unitconv.env import UnitConvEnv
-from toolgym.envs.tools import tool
 from toolgym.errors import ConfigError
 from toolgym.rollouts import ChaosPolicy, ScriptedPolicy, run_episodes, sample_tasks
-from toolgym.rollouts.env_actor import EnvActor, unpack_messages
-from toolgym.rollouts.pool import LocalEnvPool
 
 ray = pytest.importorskip("ray")
 from toolgym.rollouts.ray_pool import EnvCallTimeout, RayEnvPool, RayPoolConfig  # noqa: E402
@@ -114,59 +111,6 @@ def test_one_tick_of_episodes_is_one_actor_call_per_actor(pool):
     assert len(calls) < steps / 8, (len(calls), steps)  # 64 episodes share a tick: batches, not single steps
 
 
-# ------------------------------------------------------------------ EnvActor in-process (no Ray)
-
-
-def test_env_actor_isolates_a_broken_item_and_serializes_one_env():
-    async def go():
-        actor = EnvActor(lambda: toolgym.make(UNITCONV), gc_policy="default")
-        await actor.ready()
-        await actor.reset_many([(1, 0, None), (2, 1, None)])
-        call = '<tool_call>{"name": "store", "arguments": {"name": "k", "value": 1}}</tool_call>'
-        replies = await actor.step_many([(1, call), (7, call), (2, call)])
-        assert isinstance(replies[1], KeyError) and not isinstance(replies[0], Exception) and not isinstance(replies[2], Exception)
-        # two batches touching env 1 at once: its steps run one after the other, in arrival order
-        first, second = await asyncio.gather(actor.step_many([(1, call)]), actor.step_many([(1, call)]))
-        assert second[0][0] == first[0][0] + len(first[0][1])
-        assert (await actor.stats())["live"] == 2
-        await actor.close_many([(1, True), (2, False)])
-        assert (await actor.stats())["live"] == 0
-
-    asyncio.run(go())
-
-
-class ThreadedEnv(UnitConvEnv):
-    """Its tool has a deadline, so the toolbox runs it in a thread: the step suspends."""
-
-    @tool(timeout_s=5)
-    def slow_echo(self, text: str, pause_s: float) -> str:
-        """Wait, then echo.
-
-        Args:
-            text: What to echo.
-            pause_s: Seconds to wait first.
-        """
-        time.sleep(pause_s)
-        return text
-
-
-def test_env_actor_steps_that_suspend_do_not_hold_up_the_others():
-    def call(text, pause):
-        return '<tool_call>{"name": "slow_echo", "arguments": {"text": "' + text + '", "pause_s": ' + str(pause) + "}}</tool_call>"
-
-    async def go():
-        actor = EnvActor(ThreadedEnv, gc_policy="default")
-        await actor.reset_many([(k, k, None) for k in range(4)])
-        started = time.perf_counter()
-        replies = await actor.step_many([(0, call("a", 0.3)), (1, call("b", 0.3)), (2, "no call, an answer"), (3, call("d", 0.3))])
-        elapsed = time.perf_counter() - started
-        echoed = [unpack_messages(r[1])[-1].content for r in replies]
-        assert [echoed[0], echoed[1], echoed[3]] == ["a", "b", "d"] and replies[2][6] is not None
-        assert elapsed < 0.8, elapsed  # the three threaded tools overlapped instead of 0.9 s in a row
-
-    asyncio.run(go())
-
-
 # ------------------------------------------------------------------ bad input, before any work
 
 
@@ -219,14 +163,6 @@ def test_a_call_past_its_deadline_is_a_typed_env_failure(ray_local):
     assert [e.failure.kind for e in eps] == ["EnvCallTimeout", "EnvCallTimeout"]
     assert all(e.failure.boundary == "env" and not e.scorable for e in eps)
     assert issubclass(EnvCallTimeout, toolgym.errors.EnvError)
-
-
-def test_local_pool_reuses_envs_without_changing_episodes():
-    tasks = sample_tasks(UNITCONV, n=6, seed=1)
-    shared = LocalEnvPool()
-    first = run_episodes(UNITCONV, ScriptedPolicy.gold(tasks), tasks=tasks, pool=shared, concurrency=2)
-    again = run_episodes(UNITCONV, ScriptedPolicy.gold(tasks), tasks=tasks, pool=shared, concurrency=5)
-    assert comparable(first) == comparable(again)
 
 
 def test_ray_pool_equals_local_pool_with_a_seeded_tiny_model(pool):
