@@ -224,14 +224,19 @@ def test_repeated_session_resets_are_cheap_and_safe(sb):
 
 
 def test_a_sandbox_that_cannot_start_says_why_and_leaves_nothing(monkeypatch):
+    import os
+
     from toolgym.envs.shell import SandboxError
     from toolgym.envs.shell.bwrap_backend import BwrapSandbox
     from toolgym.envs.shell.cgroups import live_dirs
 
     real = BwrapSandbox.argv
     monkeypatch.setattr(BwrapSandbox, "argv", lambda self, token, fds: [real(self, token, fds)[0], "--bogus-flag", *real(self, token, fds)[1:]])
-    before = set(live_dirs())
+    def ours() -> set:  # other processes on this host make and remove their own
+        return {d for d in live_dirs() if d.name.startswith(f"{os.getpid()}-")}
+
+    before = ours()
     box = BwrapSandbox()
     with pytest.raises(SandboxError, match="Unknown option --bogus-flag"):
         box.sync.start()
-    assert set(live_dirs()) <= before
+    assert ours() <= before
