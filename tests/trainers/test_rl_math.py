@@ -296,6 +296,30 @@ def test_gae_lambda_one_gamma_one_is_reward_to_go_minus_value(data):
     torch.testing.assert_close(adv, torch.where(mask, to_go - values, 0.0), atol=1e-3, rtol=1e-4)
 
 
+@FAST
+@given(st.data(), st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+def test_gae_skips_environment_tokens_instead_of_stepping_through_them(data, gamma, lam):
+    t = data.draw(st.integers(1, 6))
+    rewards = torch.tensor([data.draw(st.lists(reward, min_size=t, max_size=t))])
+    values = torch.tensor([data.draw(st.lists(reward, min_size=t, max_size=t))])
+    boot, term = torch.tensor([data.draw(reward)]), torch.tensor([data.draw(st.booleans())])
+    dense, _ = gae(rewards, values, torch.ones(1, t), bootstrap=boot, terminated=term, gamma=gamma, lam=lam)
+    # the same steps with environment tokens (mask 0, any value) interleaved: identical advantages on the steps
+    gaps = data.draw(st.lists(st.integers(0, 2), min_size=t + 1, max_size=t + 1))
+    cols, mask = [], []
+    for i in range(t + 1):
+        cols += [None] * gaps[i]
+        mask += [0] * gaps[i]
+        if i < t:
+            cols.append(i)
+            mask.append(1)
+    junk = 123.0
+    r2 = torch.tensor([[0.0 if c is None else float(rewards[0, c]) for c in cols]])
+    v2 = torch.tensor([[junk if c is None else float(values[0, c]) for c in cols]])
+    sparse, _ = gae(r2, v2, torch.tensor([mask]), bootstrap=boot, terminated=term, gamma=gamma, lam=lam)
+    torch.testing.assert_close(sparse[torch.tensor([mask]).bool()], dense[0])
+
+
 def test_gae_rejects_rewards_on_environment_tokens():
     with pytest.raises(ValueError, match="rewards must sit on policy tokens"):
         gae(torch.tensor([[0.0, 1.0]]), torch.zeros(1, 2), torch.tensor([[1, 0]]),
