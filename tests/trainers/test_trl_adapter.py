@@ -20,6 +20,7 @@ from toolgym.rubrics import rubric_for, score_episodes_sync
 from toolgym.trainers.trl_adapter import (
     REWARD_COLUMN,
     ToolgymRollout,
+    answer_reward,
     environment_class,
     rubric_reward,
     trl_dataset,
@@ -80,6 +81,24 @@ def test_reset_opens_the_task_and_get_reward_is_the_rubric():
     assert env.convert(value=1.0, from_unit="parsec", to_unit="C").startswith("Error")
     env.reset(**rows[1])
     assert env._episode().turns == []
+
+
+def test_answer_reward_scores_the_final_answer_from_the_completion():
+    task = sample_tasks(ENV, 1, seed=5)[0]
+    (row,) = trl_dataset(ENV, [task], seed=5, for_environment=True)
+    blind, seeing = environment_class(ENV)(), environment_class(ENV, answer_reward=True)()
+    assert not hasattr(seeing, "get_reward")  # else TRL would add the answer-blind score as a reward column
+    for env in (blind, seeing):
+        env.reset(**row)
+        for action in task.gold_actions:
+            getattr(env, action.name)(**action.arguments)
+    calls = {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "store", "arguments": {}}}]}
+    answered = [calls, {"role": "tool", "name": "store", "content": "ok"}, {"role": "assistant", "content": task.gold_answer}]
+    (with_answer,) = answer_reward([answered], environments=[seeing])
+    (still_calling,) = answer_reward([[calls]], environments=[seeing])
+    assert with_answer > blind.get_reward() == still_calling
+    with pytest.raises(ConfigError, match="environment_factory"):
+        answer_reward([answered])
 
 
 def test_tool_names_that_clash_with_trl_methods_are_refused():

@@ -7,8 +7,9 @@ Two ways in, matching TRL 1.16's two extension points:
   Google docstrings (TRL turns them into tool schemas); ``reset(**row)`` starts the row's task
   and returns its opening request; ``get_reward()`` scores the episode with the env's rubric.
   TRL runs the tool loop and builds the token sequences itself. TRL never shows the
-  environment the model's final answer, so rubric criteria that read the answer see an empty
-  one; criteria on the world state and the tool calls score as usual.
+  environment the model's final answer, so ``get_reward`` scores answer criteria as missing;
+  ``environment_class(env, answer_reward=True)`` with ``reward_funcs=answer_reward`` scores
+  the answer too, reading it from the completion.
 * ``ToolgymRollout`` is a ``rollout_func``: toolgym runs whole episodes (its parser, its
   errors, its users) with the trainer's current weights, and returns each episode's token row
   (``toolgym.rollouts.rows``) as ``prompt_ids`` / ``completion_ids`` / ``logprobs`` /
@@ -124,16 +125,16 @@ class TRLEnvironment:
         users = [m for m in obs.messages if isinstance(m, UserMessage)]
         return users[-1].content if users else None
 
-    def get_reward(self) -> float | None:
+    def _score(self, final_answer: str = "") -> float | None:
         """The rubric's total for the episode so far; None when it cannot be scored (never a silent 0)."""
         if self._task is None:
             return None
         if self._replay is None:  # checks that replay the gold actions need an env of the same kind
             self._replay = self._factory()
-        (score,) = score_episodes_sync([self._episode()], self._rubric, env=self._replay)
+        (score,) = score_episodes_sync([self._episode(final_answer)], self._rubric, env=self._replay)
         return score.total
 
-    def _episode(self) -> Episode:
+    def _episode(self, final_answer: str = "") -> Episode:
         """The calls made since ``reset`` as a toolgym ``Episode`` (one turn per call)."""
         base = self._env.unwrapped
         assert self._task is not None
@@ -141,7 +142,7 @@ class TRLEnvironment:
             id=f"{self._task.id}/trl", env_id=self._env_id, task=self._task, seed=self._seed,
             tools=list(self._tools), messages=list(base.messages), turns=list(self._turns),  # type: ignore[attr-defined]
             stop_reason=base.stop_reason or StopReason.ANSWERED,  # type: ignore[attr-defined]
-            final_state_digest=base.state_digest(),  # type: ignore[attr-defined]
+            final_answer=final_answer, final_state_digest=base.state_digest(),  # type: ignore[attr-defined]
         )
 
     def _call(self, name: str, arguments: dict[str, Any]) -> str:
@@ -156,13 +157,43 @@ class TRLEnvironment:
         return "\n".join(m.content for m in obs.messages if hasattr(m, "content"))
 
 
-def environment_class(env: EnvSource, *, rubric: Rubric | None = None, probe_seed: int = 0) -> type[TRLEnvironment]:
+def _get_reward(self: TRLEnvironment) -> float | None:
+    """The rubric's total for the episode (its final answer unseen); None when it cannot be scored."""
+    return self._score()
+
+
+def answer_reward(completions: Sequence[Any], environments: Sequence[TRLEnvironment] | None = None, **kwargs: Any) -> list[float | None]:
+    """TRL reward function for classes built with ``environment_class(env, answer_reward=True)``.
+
+    Scores each environment's episode with the model's final answer: the content of the
+    completion's last assistant message, when that message calls no tool.
+    """
+    if environments is None:
+        raise ConfigError("answer_reward reads TRL's environments; pass environment_factory=environment_class(env, answer_reward=True)")
+    return [env._score(_final_answer(c)) for env, c in zip(environments, completions, strict=True)]
+
+
+def _final_answer(completion: Any) -> str:
+    if isinstance(completion, str):
+        return completion
+    last = next((m for m in reversed(completion or []) if isinstance(m, dict) and m.get("role") == "assistant"), None)
+    if last is None or last.get("tool_calls"):
+        return ""
+    return str(last.get("content") or "")
+
+
+def environment_class(
+    env: EnvSource, *, rubric: Rubric | None = None, probe_seed: int = 0, answer_reward: bool = False
+) -> type[TRLEnvironment]:
     """A class for ``GRPOTrainer(environment_factory=cls)`` whose public methods are ``env``'s tools.
 
     Args:
         env: A registered env id or a callable returning a fresh ``ToolEnv``.
-        rubric: Scores episodes in ``get_reward`` (default: the catalog rubric, verifiable part).
+        rubric: Scores episodes (default: the catalog rubric, verifiable part).
         probe_seed: Reset seed of the env instance whose tools become the methods.
+        answer_reward: Leave ``get_reward`` out (TRL never shows an environment the final
+            answer, so answer criteria score as missing there) and score with the
+            ``answer_reward`` reward function instead, which reads the answer from the completion.
 
     Raises:
         ConfigError: A tool name clashes with ``reset``/``get_reward`` after mapping to an identifier.
@@ -172,6 +203,8 @@ def environment_class(env: EnvSource, *, rubric: Rubric | None = None, probe_see
     obs, _ = probe.reset(seed=probe_seed)
     probe.close()
     namespace: dict[str, Any] = {"_factory": staticmethod(factory), "_env_id": env_id, "_rubric": rubric or rubric_for(env_id).verifiable()}
+    if not answer_reward:
+        namespace["get_reward"] = _get_reward
     for spec in obs.tools:
         method_name = "".join(c if c.isalnum() or c == "_" else "_" for c in spec.name)
         if method_name in _RESERVED or method_name in namespace or method_name.startswith("_"):
