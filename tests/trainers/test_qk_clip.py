@@ -25,13 +25,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny(kind: str):
+def tiny(kind: str, **overrides):
     from transformers import AutoModelForCausalLM
 
     from toolgym.trainers.models import model_config
 
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(model_config(kind, "tiny", vocab_size=300))
+    return AutoModelForCausalLM.from_config(model_config(kind, "tiny", vocab_size=300, **overrides))
 
 
 def batch(seed: int = 0):
@@ -98,6 +98,17 @@ def test_mla_clip_scales_only_the_hot_heads_specific_rows():
     for name in ("kv_a_proj_with_mqa.weight", "q_a_proj.weight", "o_proj.weight"):  # the shared rotary key lives in kv_a
         assert torch.equal(dict(attn.named_parameters())[name], weights[name]), name
     assert len(hot) == 2 and report.clipped_heads == hot_anywhere  # every layer's hot heads, layer 0's two among them
+
+
+def test_mla_without_query_low_rank_clips_q_proj():
+    model = tiny("kimi", q_lora_rank=None)  # DeepSeek-V2-Lite style: one q_proj, no q_a/q_b
+    ids, mask = batch()
+    qk = QKClip(model, tau=1.0)
+    before = qk.measure(ids, mask)
+    qk.tau = tau = max(before[0]) * 0.5
+    report = qk.clip_on(ids, mask)
+    assert report.clipped_heads > 0
+    assert max(max(v) for v in qk.measure(ids, mask).values()) <= tau * FLOAT_SLACK
 
 
 def test_qwen3_q_k_rows_cannot_clip_so_the_norm_weights_do():

@@ -75,6 +75,8 @@ def test_group_advantages_rejects_bad_shapes():
         group_advantages(torch.zeros(4))
     with pytest.raises(ValueError, match="at least 2 siblings"):
         group_advantages(torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="drop unscorable episodes"):
+        group_advantages(torch.tensor([[1.0, float("nan")]]))
 
 
 # ---------------------------------------------------------------- log-probs

@@ -37,6 +37,8 @@ def group_advantages(rewards: Tensor, *, scale_by_std: bool = True, eps: float =
     ndim("rewards", rewards, 2, "(G, K): groups by siblings")
     if rewards.shape[1] < 2:
         raise ValueError(f"group advantages need at least 2 siblings per group, got K={rewards.shape[1]}")
+    if not bool(rewards.isfinite().all()):
+        raise ValueError("rewards must be finite; drop unscorable episodes (and groups left with < 2) before advantages")
     r = rewards.float()  # (G, K)
     centered = r - r.mean(dim=1, keepdim=True)  # (G, K)
     if not scale_by_std:
