@@ -67,6 +67,11 @@ def pss_of(pids: list[int]) -> int:
     return total
 
 
+def own_cgroups() -> list[Path]:
+    """Sandbox cgroup directories of this process (other jobs on the host have their own)."""
+    return [d for d in live_dirs() if d.name.startswith(f"{os.getpid()}-")]
+
+
 def docker_reason() -> str | None:
     """Why docker rows are skipped, or None when they can run."""
     try:
@@ -130,7 +135,7 @@ async def _ask_all(boxes: list[Any]) -> int:
 
 def measure_concurrent(backend: str, n: int, wave: int) -> dict[str, Any]:
     """Start ``n`` sandboxes, ask each a command at once, close them, count what is left."""
-    before_cg = len(live_dirs())
+    before_cg = len(own_cgroups())
     t0 = time.perf_counter()
     boxes = run_sync(_start_many(backend, n, wave))
     started_s = time.perf_counter() - t0
@@ -144,7 +149,7 @@ def measure_concurrent(backend: str, n: int, wave: int) -> dict[str, Any]:
     return {
         "backend": backend, "live": n, "answered": answered, "start_all_s": started_s, "ask_all_s": ask_s,
         "pss_total_mb": pss / 2**20, "processes_left": len(descendants(os.getpid())),
-        "cgroups_left": len(live_dirs()) - before_cg,
+        "cgroups_left": len(own_cgroups()) - before_cg,
     }
 
 
