@@ -146,7 +146,8 @@ def part_a_raw(pool: RayEnvPool, tasks: list, rounds: int) -> dict[str, float]:
         for k in range(max(map(len, scripts))):
             batches = [[(keys[i], scripts[i][k]) for i in shard if k < len(scripts[i])] for shard in shards]
             t0 = time.perf_counter()
-            ray.get([actor.step_many.remote(b) for actor, b in zip(actors, batches, strict=True)])
+            size = pool.cfg.max_batch  # the pool's batch size: replies stay inline
+            ray.get([actor.step_many.remote(b[j : j + size]) for actor, b in zip(actors, batches, strict=True) for j in range(0, len(b), size)])
             step_s += time.perf_counter() - t0
             steps += sum(map(len, batches))
     ray.get([actor.close_many.remote([(keys[i], False) for i in shard]) for actor, shard in zip(actors, shards, strict=True)])
