@@ -42,6 +42,8 @@ class PretrainConfig:
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(lr=3e-3, batch_size=16, epochs=3.0, max_len=256, warmup_steps=50, log_every=50))
     seed: int = 0
     threads: int = 2
+    init_from: str | None = None
+    """A saved base to continue training (its tokenizer is kept); None: start from random weights."""
 
 
 def base_checkpoint() -> Path:
@@ -95,11 +97,19 @@ def pretrain(out_dir: str | os.PathLike[str], config: PretrainConfig | None = No
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     started = time.perf_counter()
-    tokenizer = train_compact_tokenizer(config.vocab_size, config.tokenizer_tasks, seed=config.seed)
+    previous: dict[str, Any] = {}
+    if config.init_from:
+        from toolgym.rollouts.hf_model import load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(config.init_from)
+        record_file = Path(config.init_from) / "pretrain.json"
+        previous = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
+    else:
+        tokenizer = train_compact_tokenizer(config.vocab_size, config.tokenizer_tasks, seed=config.seed)
+        model = build_base_model(tokenizer, config.model_overrides, config.seed)
     rows = pretraining_rows(tokenizer, config.seeds_per_domain, config.sft.max_len, config.seed)
     data_s = time.perf_counter() - started
     log(f"data: {len(rows)} conversations, {sum(len(r.ids) for r in rows)} tokens, built in {data_s:.0f}s")
-    model = build_base_model(tokenizer, config.model_overrides, config.seed)
     result = train_rows(model, rows, config.sft, pad_id=tokenizer.pad_token_id, log=lambda s, loss: log(f"step {s}: loss {loss:.3f}"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,6 +122,8 @@ def pretrain(out_dir: str | os.PathLike[str], config: PretrainConfig | None = No
         "train_seconds": round(result.seconds, 1), "data_seconds": round(data_s, 1), "final_loss": result.final_loss,
         "loss_curve": result.losses, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+        "previous_runs": [*previous.get("previous_runs", []), _summary(previous)] if previous else [],
+        "total_steps": result.steps + sum(r["steps"] for r in [*previous.get("previous_runs", []), _summary(previous)] if previous),
     }
     (out / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     log(f"saved {params} parameters to {out}; {result.steps} steps in {result.seconds:.0f}s, final loss {result.final_loss:.3f}")
@@ -136,3 +148,9 @@ def heldout_lm_loss(model_dir: str | os.PathLike[str], n_per_domain: int = 8, ma
     with torch.no_grad():
         loss, _ = masked_lm_loss(model, ids, attention, labels)
     return float(loss)
+
+
+def _summary(record: dict[str, Any]) -> dict[str, Any]:
+    """The part of an earlier run's record kept when training continues from it."""
+    keys = ("config", "steps", "tokens_seen", "train_seconds", "final_loss", "loss_curve", "load_average_at_end")
+    return {k: record[k] for k in keys if k in record}
