@@ -137,7 +137,7 @@ class BwrapSandbox(Sandbox):
     async def _close(self) -> None:
         if self.session is not None:
             await self.session.stop()
-        if self.cgroup is not None and not self.cgroup.remove():
+        if self.cgroup is not None and not await self.cgroup.aremove():
             raise SandboxError(f"cgroup {self.cgroup.name} still has processes after close")
 
     def _session(self) -> BashSession:

@@ -9,6 +9,7 @@ process that died without closing its sandboxes.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import resource
@@ -81,6 +82,15 @@ class SandboxCgroup:
     def remove(self, wait_s: float = 5.0) -> bool:
         """Delete the directories once empty (their processes take a moment to vanish)."""
         return _rmdirs(self.dirs, wait_s)
+
+    async def aremove(self, wait_s: float = 5.0) -> bool:
+        """``remove`` that waits with ``asyncio.sleep``, so the runtime loop serves other sandboxes meanwhile."""
+        deadline = time.monotonic() + wait_s
+        while not _rmdirs(self.dirs, 0.0):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
 
 def _rmdirs(dirs: list[Path], wait_s: float) -> bool:
