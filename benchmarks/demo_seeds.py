@@ -29,17 +29,27 @@ from toolgym.trainers.demo import DemoConfig, run_demo
 OUT = Path(__file__).parent / "results" / "demo_seeds.json"
 
 
+def _one_seed(seed: int, threads: int) -> dict:
+    result = run_demo(DemoConfig(seed=seed, threads=threads), log=lambda line: print(f"[seed {seed}] {line}", flush=True))
+    return asdict(result)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per seed (1 is faster on a crowded machine)")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, each in its own process")
     args = parser.parse_args()
     console = Console()
-    runs = []
-    for seed in args.seeds:
-        console.rule(f"seed {seed}")
-        result = run_demo(DemoConfig(seed=seed), log=console.print)
-        runs.append(asdict(result))
+    if args.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = list(pool.map(_one_seed, args.seeds, [args.threads] * len(args.seeds)))
+    else:
+        runs = [_one_seed(seed, args.threads) for seed in args.seeds]
     gains = [r["stages"]["after_rl"]["success"] - r["stages"]["after_sft"]["success"] for r in runs]
     table = Table(title="toolgym demo: held-out success (greedy) per seed")
     for col in ("seed", "before SFT", "after SFT", "after RL", "RL gain", "minutes"):

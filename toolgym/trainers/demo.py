@@ -152,14 +152,14 @@ def save_result(result: DemoResult, path: str | Path) -> Path:
     return out
 
 
-def main(*, seed: int = 0, out: str | Path | None = None, console: Any = None) -> DemoResult:
+def main(*, seed: int = 0, out: str | Path | None = None, console: Any = None, threads: int = 2) -> DemoResult:
     """``toolgym demo``: run the recipe with its defaults and print the three held-out rates."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
     console.rule("[bold]toolgym demo: pretrained base -> SFT -> GRPO on UnitConv convert-and-store")
-    result = run_demo(DemoConfig(seed=seed), log=console.print)
+    result = run_demo(DemoConfig(seed=seed, threads=threads), log=console.print)
     table = Table(title=f"held-out success, {result.config['heldout_tasks']} tasks never trained on (greedy)")
     for col in ("stage", "success", "mean rubric score"):
         table.add_column(col, justify="left" if col == "stage" else "right")
