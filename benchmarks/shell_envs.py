@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import time
@@ -177,6 +178,8 @@ def main() -> None:
     parser.add_argument("--docker-concurrent", type=int, default=50)
     parser.add_argument("--wave", type=int, default=50, help="sandboxes started together")
     args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 3 pipes per live sandbox
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     warnings.simplefilter("ignore", RuntimeWarning)  # the local backend's loud warning, once per start
     logging.getLogger("toolgym.envs.shell.local_backend").setLevel(logging.ERROR)
 

@@ -14,6 +14,7 @@ the markers, so endless output costs no memory. Commands never read the session'
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import secrets
 import signal
@@ -121,7 +122,8 @@ class BashSession:
                 pass_fds=self.pass_fds, cwd=self.cwd,
             )
         except OSError as exc:
-            raise SandboxError(f"could not launch {self.argv[0]!r}: {exc}") from exc
+            hint = " (each live sandbox holds 3 pipes: raise the open-files limit, e.g. `ulimit -n 65536`)" if exc.errno == errno.EMFILE else ""
+            raise SandboxError(f"could not launch {self.argv[0]!r}: {exc}{hint}") from exc
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             assert pipe is not None
             os.set_blocking(pipe.fileno(), False)
