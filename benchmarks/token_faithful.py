@@ -21,6 +21,7 @@ its mismatch rate is lower; pass ``--model DIR`` to measure one.
 
     python benchmarks/token_faithful.py
     python benchmarks/token_faithful.py --episodes 8 --turns 3   # a quick run
+    python benchmarks/token_faithful.py --model toolgym/trainers/checkpoints/tiny-base --templates kimi_compact
 """
 
 from __future__ import annotations
@@ -117,12 +118,13 @@ def measure(model_dir: Path | None, template: str, episodes: int, turns: int, ma
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="model folder, rendered with each template (default: random tiny MoEs)")
+    parser.add_argument("--templates", nargs="+", default=["hermes", "kimi_compact"], choices=["hermes", "kimi_compact"])
     parser.add_argument("--episodes", type=int, default=24)
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     args = parser.parse_args()
     name = args.model.name if args.model else "random tiny Kimi-shaped MoE, each template on its own tokenizer"
-    rows = [measure(args.model, t, args.episodes, args.turns, args.max_new_tokens) for t in ("hermes", "kimi_compact")]
+    rows = [measure(args.model, t, args.episodes, args.turns, args.max_new_tokens) for t in args.templates]
     table = Table(title=f"Token-faithful prompts vs full re-render ({name})")
     for column in ("template", "turns", "turn text re-tokenizes differently", "re-rendered prompt differs",
                    "suffix ms/turn", "full render ms/turn", "mean prompt tokens", "forks"):
@@ -132,11 +134,12 @@ def main() -> None:
                       f"{r['rerendered_prompt_differs']:.0%}", f"{r['suffix_ms']:.2f}", f"{r['full_render_ms']:.2f}",
                       f"{r['mean_prompt_tokens']:.0f}", str(r["forks"]))
     Console(width=160).print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results = RESULTS if args.model is None else RESULTS.with_name(f"token_faithful_{args.model.name}.json")
+    results.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model": name, "episodes": args.episodes, "turns": args.turns, "max_new_tokens": args.max_new_tokens,
             "machine": platform.platform(), "python": platform.python_version()}
-    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    results.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":
