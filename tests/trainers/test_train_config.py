@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolgym.errors import ConfigError
+from toolgym.errors import ConfigError, ToolgymError
 from toolgym.trainers.config import TrainConfig
 
 
@@ -142,5 +142,5 @@ def test_env_and_rubric_errors_come_before_the_model_loads(tmp_path, monkeypatch
     from toolgym.trainers import run
 
     monkeypatch.setattr(run, "load_policy", lambda cfg: pytest.fail("the model was loaded before the config was checked"))
-    with pytest.raises(ConfigError, match=needle):
+    with pytest.raises(ToolgymError, match=needle):  # ConfigError or UnknownEnvError
         run.train(TrainConfig.from_dict({"env": env, "run": {"out_dir": str(tmp_path / "r")}}))

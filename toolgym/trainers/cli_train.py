@@ -42,7 +42,7 @@ def train_cli(config_path: Path, *, resume: bool, iterations: int | None, out: P
     """Load, override, validate, then train with a rich progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from toolgym.trainers.run import train
+    from toolgym.trainers.run import preflight, train
 
     cfg = TrainConfig.from_yaml(config_path)
     overrides: dict[str, Any] = {}
@@ -52,6 +52,7 @@ def train_cli(config_path: Path, *, resume: bool, iterations: int | None, out: P
         overrides["out_dir"] = str(out)
     if overrides:
         cfg = TrainConfig.from_dict({**cfg.model_dump(mode="json"), "run": {**cfg.run.model_dump(mode="json"), **overrides}})
+    preflight(cfg, resume)  # config errors before the progress bar and the model
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task(f"{cfg.algorithm.name}/{cfg.algorithm.loss} on {cfg.env.id}", total=cfg.run.iterations)

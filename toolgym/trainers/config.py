@@ -296,3 +296,35 @@ def _describe(error: dict) -> str:
         return str(error["msg"]).removeprefix("Value error, ")
     field = ".".join(str(p) for p in error["loc"])
     return f"{field}: {error['msg']} (got {error.get('input')!r})"
+
+
+def env_source(config: TrainConfig) -> Any:
+    """The env id, or a factory when a tool format is configured."""
+    from toolgym.envs.registry import make
+
+    env_id, tool_format = config.env.id, config.env.tool_format
+    if tool_format is None:
+        make(env_id).close()  # fail now, with suggestions, on an unknown id
+        return env_id
+    make(env_id, tool_format=tool_format).close()  # fail now on an unknown id or format
+
+    def factory() -> Any:
+        return make(env_id, tool_format=tool_format)
+
+    factory.__name__ = env_id
+    return factory
+
+
+def load_rubric_for(config: TrainConfig) -> Any:
+    """The run's rubric: ``env.rubric`` (a file or a catalog name) or the env's catalog rubric."""
+    from toolgym.rubrics import load_rubric, rubric_for
+    from toolgym.rubrics.catalog import catalog_rubric_by_name
+
+    name = config.env.rubric
+    if name is None:
+        rubric = rubric_for(config.env.id)
+    elif Path(name).suffix in (".yaml", ".yml", ".json"):
+        rubric = load_rubric(Path(name))
+    else:
+        rubric = catalog_rubric_by_name(name)
+    return rubric.verifiable() if config.env.verifiable_only else rubric

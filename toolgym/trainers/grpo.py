@@ -37,7 +37,7 @@ from toolgym.rollouts.loop import EnvSource, derive_seed, run_episodes, sample_t
 from toolgym.rollouts.policy import SamplingParams
 from toolgym.trainers import metrics as m
 from toolgym.trainers import rl
-from toolgym.trainers.config import TrainConfig
+from toolgym.trainers.config import TrainConfig, env_source, load_rubric_for
 from toolgym.trainers.experience import Collected, Scored, collect
 from toolgym.trainers.update import Batch, LossSettings, make_batch, update_policy
 
@@ -233,38 +233,6 @@ def _reward_metrics(collected: Collected) -> dict[str, float]:
     rewards = torch.tensor([s.reward for s in items])
     return {m.REWARD_MEAN: float(rewards.mean()), m.REWARD_STD: float(rewards.std(unbiased=False)),
             m.SCORE_MEAN: sum(s.score for s in items) / len(items)}
-
-
-def env_source(config: TrainConfig) -> EnvSource:
-    """The env id, or a factory when a tool format is configured."""
-    env_id, tool_format = config.env.id, config.env.tool_format
-    if tool_format is None:
-        return env_id
-    from toolgym.envs.registry import make
-
-    make(env_id, tool_format=tool_format).close()  # fail now on an unknown id or format
-
-    def factory() -> Any:
-        return make(env_id, tool_format=tool_format)
-
-    factory.__name__ = env_id
-    return factory
-
-
-def load_rubric_for(config: TrainConfig) -> Any:
-    from pathlib import Path
-
-    from toolgym.rubrics import load_rubric, rubric_for
-    from toolgym.rubrics.catalog import catalog_rubric_by_name
-
-    name = config.env.rubric
-    if name is None:
-        rubric = rubric_for(config.env.id)
-    elif Path(name).suffix in (".yaml", ".yml", ".json"):
-        rubric = load_rubric(Path(name))
-    else:
-        rubric = catalog_rubric_by_name(name)
-    return rubric.verifiable() if config.env.verifiable_only else rubric
 
 
 def _frozen_copy(model: Any) -> Any:

@@ -127,8 +127,24 @@ def prepare_out_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | Non
         check_compatible(found, config)
         return out, found
     if found is not None or (out / "metrics.jsonl").exists():
-        raise ConfigError(f"run.out_dir {str(out)!r} already holds a run; pass --resume to continue it or choose another run.out_dir")
+        raise ConfigError(f"run.out_dir {str(out)!r} already holds a run; pass --resume to continue it from its latest checkpoint, or delete the folder, or choose another run.out_dir")
     return out, None
+
+
+def preflight(config: TrainConfig, resume: bool, trainer_kwargs: dict[str, Any] | None = None) -> tuple[Path, Path | None]:
+    """Every check that needs no model: run folder and resume checkpoint, env id and tool format, rubric.
+
+    Fills ``trainer_kwargs["rubric"]`` with the loaded rubric when one was not given.
+    """
+    from toolgym.trainers.config import env_source, load_rubric_for
+
+    kwargs = trainer_kwargs if trainer_kwargs is not None else {}
+    located = prepare_out_dir(config, resume)
+    if "env" not in kwargs:
+        env_source(config)  # an unknown env id or tool format fails here
+    if "rubric" not in kwargs:
+        kwargs["rubric"] = load_rubric_for(config)
+    return located
 
 
 def train(config: TrainConfig, *, resume: bool = False, on_iteration: OnIteration | None = None,
@@ -137,13 +153,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_iteration: OnIteratio
     import torch
 
     from toolgym.trainers.checkpoint import load_checkpoint, save_checkpoint
-    from toolgym.trainers.grpo import env_source, load_rubric_for
-
-    out, found = prepare_out_dir(config, resume)  # before any model work
-    if "env" not in trainer_kwargs:
-        env_source(config)  # an unknown env id or tool format fails here
-    if "rubric" not in trainer_kwargs:
-        trainer_kwargs["rubric"] = load_rubric_for(config)
+    out, found = preflight(config, resume, trainer_kwargs)
     if config.run.torch_threads:
         torch.set_num_threads(config.run.torch_threads)
     model, tokenizer = load_policy(config)
