@@ -52,7 +52,7 @@ def assert_same_episodes(a, b):
     """Same everything (tokens included); log-probs to float noise, since batches can differ in shape."""
     skip = {"wall_s": True, "turns": {"__all__": {"env_s", "policy_s", "logprobs"}}}
     assert [e.model_dump(exclude=skip) for e in a] == [e.model_dump(exclude=skip) for e in b]
-    pairs = [(x, y) for ea, eb in zip(a, b) for ta, tb in zip(ea.turns, eb.turns) for x, y in zip(ta.logprobs, tb.logprobs)]
+    pairs = [(x, y) for ea, eb in zip(a, b, strict=True) for ta, tb in zip(ea.turns, eb.turns, strict=True) for x, y in zip(ta.logprobs, tb.logprobs, strict=True)]
     assert pairs and max(abs(x - y) for x, y in pairs) < 1e-4
 
 
@@ -61,13 +61,18 @@ def test_hf_policy_drives_the_loop_end_to_end(local, local_episodes):
     end = set(local.end_ids)
     assert all(e.failure is None and e.stop_reason in (StopReason.ANSWERED, StopReason.MAX_TURNS) for e in local_episodes)
     for episode in local_episodes:
-        for turn in episode.turns:
+        for k, turn in enumerate(episode.turns):
             assert len(turn.token_ids) == len(turn.logprobs) > 0 and all(lp <= 0 for lp in turn.logprobs)
             body = turn.token_ids[:-1] if turn.token_ids[-1] in end else turn.token_ids
             assert turn.text == local.tokenizer.decode(body, skip_special_tokens=False)
-            # The prompt is exactly the conversation the policy was shown, rendered by the template.
+            # The first prompt is the opening rendered by the template; later prompts extend the
+            # previous turn's prompt and sampled ids (tests/rollouts/test_token_faithful.py).
             seen = episode.messages[: turn.observation_start - 1]
-            assert turn.prompt_token_ids == local.renderer.token_ids(seen, episode.tools)
+            if k == 0:
+                assert turn.prompt_token_ids == local.renderer.token_ids(seen, episode.tools)
+            else:
+                before = episode.turns[k - 1].prompt_token_ids + episode.turns[k - 1].token_ids
+                assert turn.prompt_token_ids[: len(before)] == before
             # Malformed calls are data: every parse problem became a counted error observation.
             assert turn.errors.get("parse_error", 0) == len(hermes.parse(turn.text).errors)
     assert sum(e.error_counts().get("parse_error", 0) for e in local_episodes) > 0
