@@ -12,7 +12,7 @@ from toolgym.envs.checker import check_env
 from toolgym.envs.shell import SandboxError
 from toolgym.envs.shell.env import ShellEnv
 from toolgym.envs.shell.pool import SandboxPool
-from toolgym.envs.types import GoldAction, Task
+from toolgym.envs.types import GoldAction, StopReason, Task
 from toolgym.errors import ConfigError
 
 TASK = Task(
@@ -163,3 +163,18 @@ def test_warm_pool_hands_out_ready_wiped_sandboxes():
     finally:
         run_sync(pool.close())
     assert pool.ready == 0
+
+
+def test_a_sandbox_that_died_is_replaced_at_the_next_reset():
+    env = ShellEnv(tasks=[TASK])
+    env.reset(seed=0)
+    first = env.state_digest()
+    dead = env.sandbox
+    dead.session.proc.kill()  # as if the kernel had killed the whole sandbox
+    dead.session.proc.wait()
+    with pytest.raises(SandboxError):  # infrastructure: the episode fails, it is not the model's turn
+        env.step(call("bash", command="echo hi"))
+    assert env.stop_reason is StopReason.ENV_ERROR
+    env.reset(seed=0)
+    assert env.sandbox is not dead and env.state_digest() == first
+    env.close()

@@ -118,6 +118,11 @@ class BwrapSandbox(Sandbox):
         script = f"eval {_quote(command)} </dev/null"
         return await self._session().execute(script, timeout_s, cap=self.limits.output_bytes)
 
+    @property
+    def alive(self) -> bool:
+        proc = self.session.proc if self.session is not None else None
+        return super().alive and proc is not None and proc.poll() is None
+
     async def _reset_session(self) -> None:
         await self._session().restart_shell()
 

@@ -17,15 +17,18 @@ fresh shell.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from toolgym.envs.env import ToolEnv
 from toolgym.envs.shell.runtime import run_sync
 from toolgym.envs.shell.sandbox import CommandResult, Sandbox, SandboxError, SandboxLimits, make_sandbox, tar_of_files
 from toolgym.envs.shell.workspace import WorkspaceSnapshot
 from toolgym.envs.tools import tool
-from toolgym.envs.types import Task
+from toolgym.envs.types import StopReason, Task
 from toolgym.errors import ConfigError
+
+T = TypeVar("T")
 
 INITIAL_CACHE = 256
 """Initial workspaces kept per env (by task id); older ones are rebuilt from files and setup."""
@@ -131,7 +134,7 @@ class ShellEnv(ToolEnv):
         timeout = sb.limits.command_timeout_s
         if self.task is not None:  # finish before the tool deadline, so the model sees why
             timeout = min(timeout, max(0.5, self.task.limits.tool_timeout_s * 0.9))
-        return _report(await sb.run(command, timeout_s=timeout))
+        return _report(await self._guard(sb.run(command, timeout_s=timeout)))
 
     @tool
     async def read_file(self, path: str) -> str:
@@ -140,7 +143,7 @@ class ShellEnv(ToolEnv):
         Args:
             path: Path relative to the workspace (or absolute under /workspace).
         """
-        return await self._require().read_file(path)
+        return await self._guard(self._require().read_file(path))
 
     @tool
     async def write_file(self, path: str, content: str) -> str:
@@ -150,7 +153,7 @@ class ShellEnv(ToolEnv):
             path: Path relative to the workspace.
             content: The complete new content of the file.
         """
-        n = await self._require().write_file(path, content)
+        n = await self._guard(self._require().write_file(path, content))
         return f"wrote {n} bytes to {path}"
 
     @tool
@@ -160,9 +163,17 @@ class ShellEnv(ToolEnv):
         Args:
             path: Directory relative to the workspace ("." for the workspace itself).
         """
-        return await self._require().list_dir(path)
+        return await self._guard(self._require().list_dir(path))
 
     # ------------------------------------------------------------------ sandbox
+
+    async def _guard(self, op: Awaitable[T]) -> T:
+        """Await a sandbox operation; a broken sandbox ends the episode as infrastructure (env_error)."""
+        try:
+            return await op
+        except SandboxError:
+            self._stop = StopReason.ENV_ERROR  # not the model's fault: the rollout records a Failure
+            raise
 
     def _require(self) -> Sandbox:
         if self.sandbox is None:
@@ -170,6 +181,10 @@ class ShellEnv(ToolEnv):
         return self.sandbox
 
     async def _asandbox(self) -> Sandbox:
+        if self.sandbox is not None and not self.sandbox.closed and not self.sandbox.alive:
+            # It died on its own (keeper OOM-killed, daemon gone): a new episode gets a new one.
+            await self.sandbox.close()
+            self._initial.clear()
         if self.sandbox is None or self.sandbox.closed:
             if self.pool is not None:
                 self.sandbox = await self.pool.acquire()

@@ -48,6 +48,11 @@ class LocalSandbox(Sandbox):
     async def _run(self, command: str, timeout_s: float) -> CommandResult:
         return await self._session().execute(f"eval {_q(command)} </dev/null", timeout_s, cap=self.limits.output_bytes)
 
+    @property
+    def alive(self) -> bool:
+        proc = self.session.proc if self.session is not None else None
+        return super().alive and proc is not None and proc.poll() is None
+
     async def _reset_session(self) -> None:
         await self._session().restart_shell()
 

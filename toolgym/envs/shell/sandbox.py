@@ -121,6 +121,11 @@ class Sandbox(abc.ABC):
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def alive(self) -> bool:
+        """False once the sandbox has died on its own (e.g. its keeper was OOM-killed). Backends refine it."""
+        return self.started and not self.closed
+
     async def start(self) -> Sandbox:
         """Start the sandbox (no-op when already started). Returns the sandbox."""
         if self.closed:
