@@ -38,11 +38,12 @@ class DemoConfig:
     """Model folder to start from (None: the shipped base checkpoint)."""
     sft_tasks: int = 600
     heldout_tasks: int = 200
-    sft: SFTConfig = field(default_factory=lambda: SFTConfig(lr=1e-3, batch_size=16, epochs=1.0, warmup_steps=10, log_every=10))
-    rl_iterations: int = 8
-    rl_tasks_per_iteration: int = 16
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(lr=2e-3, batch_size=16, epochs=2.0, warmup_steps=10, log_every=15))
+    rl_iterations: int = 6
+    rl_tasks_per_iteration: int = 8
     group_size: int = 8
-    rl_lr: float = 2e-4
+    rl_lr: float = 3e-4
+    rl_minibatch: int = 16
     temperature: float = 1.0
     max_new_tokens: int = 48
     threads: int = 2
@@ -70,7 +71,7 @@ def _rl_config(cfg: DemoConfig, heldout_n: int) -> Any:
     return TrainConfig.from_dict({
         "env": {"id": DEMO_ENV, "heldout_tasks": heldout_n, "success_threshold": 1.0},
         "algorithm": {"name": "grpo", "loss": "grpo", "group_size": cfg.group_size},
-        "optim": {"kind": "adamw", "lr": cfg.rl_lr, "minibatch_size": 32, "micro_batch_size": 32},
+        "optim": {"kind": "adamw", "lr": cfg.rl_lr, "minibatch_size": cfg.rl_minibatch, "micro_batch_size": cfg.rl_minibatch},
         "rollout": {"tasks_per_iteration": cfg.rl_tasks_per_iteration, "max_new_tokens": cfg.max_new_tokens,
                     "temperature": cfg.temperature},
         "run": {"iterations": cfg.rl_iterations, "seed": cfg.seed, "tensorboard": False, "plots": False},
