@@ -9,10 +9,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from toolgym.rollouts.rows import TokenRow  # noqa: E402
 from toolgym.rubrics import FunctionCritic, rubric_from_dict  # noqa: E402
 from toolgym.trainers import metrics as m  # noqa: E402
 from toolgym.trainers.config import TrainConfig  # noqa: E402
-from toolgym.trainers.experience import BUDGET_STOP, collect  # noqa: E402
+from toolgym.trainers.experience import BUDGET_STOP, Collected, Scored, collect  # noqa: E402
 from toolgym.trainers.metrics import read_metrics  # noqa: E402
 from toolgym.trainers.run import build_trainer, load_policy, train  # noqa: E402
 
@@ -96,13 +97,24 @@ def test_token_budget_cuts_rows_and_penalizes():
 
 @pytest.mark.parametrize("value_model", ["head", "critic"])
 def test_ppo_with_a_value_model_and_ptx(value_model):
-    cfg = config(algorithm={"name": "ppo", "value_model": value_model, "group_size": 1},
+    cfg = config(algorithm={"name": "ppo", "value_model": value_model, "group_size": 1, "gamma": 0.5, "lam": 1.0},
                  ptx={"weight": 0.5, "gold_tasks": 2, "batch_size": 2})
     trainer = trainer_for(cfg)
     row = trainer.iteration()
-    trainer.close()
     assert row[m.STEPS] >= 1 and math.isfinite(row[m.VALUE_LOSS]) and math.isfinite(row[m.PTX_LOSS])
     assert row[m.PTX_LOSS] > 0
+    # GAE: a terminated row ends at value 0, a truncated one bootstraps from the state after it.
+    with torch.no_grad():
+        trainer.value.head.proj.weight.zero_()
+        trainer.value.head.proj.bias.fill_(1.0)  # V = 1 everywhere
+    rows = [TokenRow(episode_id=str(t), input_ids=[5, 6, 7, 8], loss_mask=[0, 1, 1, 1], behaviour_logprobs=[0, -1, -1, -1],
+                     prompt_len=1, turn_spans=[(1, 4)], turn_indices=[0], ends_episode=True, terminated=t, truncated=not t)
+             for t in (True, False)]
+    batch, _ = trainer.build_batch(Collected(groups=[[Scored(episode=None, score=0.5, reward=0.5, rows=[r])] for r in rows]))
+    trainer.close()
+    # last token: terminated R = 0.5 + 0.5 * 0; truncated R = 0.5 + 0.5 * V(after) = 1.0
+    assert batch.returns[0, -1].item() == pytest.approx(0.5) and batch.returns[1, -1].item() == pytest.approx(1.0)
+    assert batch.returns[0, 2].item() == pytest.approx(0.25)  # one step earlier, discounted by gamma
 
 
 def test_resume_after_a_kill_reproduces_the_next_iteration(tmp_path):

@@ -50,13 +50,14 @@ class PPOTrainer(GRPOTrainer):
             return None, counts
         batch = make_batch(rows, self.pad_id, advantages=[0.0] * len(rows), rewards=rewards)
         self.model.eval()
-        values = self.value.predict(self.model, batch.input_ids, batch.attention_mask)  # (B, T-1)
+        full = self.value.predict(self.model, batch.input_ids, batch.attention_mask)  # (B, T)
+        values = full[:, :-1]  # (B, T-1): the state in which each token 1 .. T-1 was sampled
         mask = batch.loss_mask[:, 1:]  # (B, T-1)
         # A row's reward only counts on the row that ends its episode; earlier fork rows bootstrap.
         ends = torch.tensor([r.ends_episode for r in rows])
         reward = torch.where(ends, batch.rewards, torch.zeros_like(batch.rewards))  # (B,)
         terminated = torch.tensor([r.terminated for r in rows])  # (B,)
-        bootstrap = _last_values(values, batch.attention_mask[:, 1:])  # (B,)
+        bootstrap = _last_values(full, batch.attention_mask)  # (B,) the state after the row
         adv, returns = rl.gae(rl.terminal_rewards(reward, mask), values, mask, bootstrap=bootstrap,
                               terminated=terminated, gamma=a.gamma, lam=a.lam)  # (B, T-1) each
         adv = rl.masked_whiten(adv, mask)

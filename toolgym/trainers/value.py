@@ -48,20 +48,27 @@ class ValueModel(nn.Module):
 
     def values(self, policy_outputs: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Values (B, T-1) of the states in which tokens 1 .. T-1 were sampled."""
+        return self._all(policy_outputs, input_ids, attention_mask)[:, :-1]
+
+    def predict(self, policy: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Values (B, T) of the state after every position, without gradients (GAE at collection time).
+
+        Position ``t``'s value is that of the state after token ``t``: ``[:, :-1]`` lines up with
+        the sampled tokens 1 .. T-1, and the last real position is the state after the row.
+        """
+        with torch.no_grad():
+            outputs = None
+            if self.critic is None:
+                outputs = policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+            return self._all(outputs, input_ids, attention_mask)
+
+    def _all(self, policy_outputs: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.critic is None:
             hidden = policy_outputs.hidden_states[-1]  # (B, T, H)
         else:
             out = self.critic(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
             hidden = out.hidden_states[-1]  # (B, T, H)
-        return self.head(hidden[:, :-1])  # (B, T-1)
-
-    def predict(self, policy: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Values (B, T-1) without gradients, for GAE at collection time."""
-        with torch.no_grad():
-            outputs = None
-            if self.critic is None:
-                outputs = policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
-            return self.values(outputs, input_ids, attention_mask)
+        return self.head(hidden)  # (B, T)
 
 
 def detached_copy(model: Any) -> Any:
