@@ -16,14 +16,15 @@ from enum import Enum
 from pathlib import Path
 
 import typer
-from typer.core import TyperGroup
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 import toolgym
 from toolgym import metrics
 from toolgym.errors import ToolgymError
+
 
 class _Commands(TyperGroup):
     """Every command's user errors (``ToolgymError``) print ``error: ...`` and exit 2, never a traceback."""

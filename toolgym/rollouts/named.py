@@ -13,6 +13,7 @@ from toolgym.envs.types import Task
 from toolgym.errors import ConfigError, did_you_mean
 from toolgym.policy import Policy
 
+
 @dataclass
 class PolicyOptions:
     """What a named policy may need."""

@@ -110,8 +110,8 @@ def agreement(scores: Sequence[Score], outcome: str, criterion: str, threshold: 
     labels = [outcome_of(s, outcome, threshold) for s in scores]
     values = _values(scores, criterion)
     sources = [c.source for s in scores for c in s.criteria if c.id == criterion]
-    unscorable = sum(1 for s, y in zip(scores, labels) if y is not None and any(c.id == criterion and c.unscorable for c in s.criteria))
-    pairs = [(y, v) for y, v in zip(labels, values) if y is not None and v is not None]
+    unscorable = sum(1 for s, y in zip(scores, labels, strict=True) if y is not None and any(c.id == criterion and c.unscorable for c in s.criteria))
+    pairs = [(y, v) for y, v in zip(labels, values, strict=True) if y is not None and v is not None]
     result = CriterionAgreement(criterion=criterion, source=sources[0] if sources else "?", n=len(pairs), unscorable=unscorable)
     if not pairs:
         return result
@@ -167,8 +167,8 @@ def fit_weights(scores: Sequence[Score], outcome: str, criteria: Sequence[str], 
     fit = WeightFit(
         method=method,
         criteria=list(criteria),
-        weights=dict(zip(criteria, weights.tolist())),
-        coefficients=dict(zip(criteria, coef.tolist())),
+        weights=dict(zip(criteria, weights.tolist(), strict=True)),
+        coefficients=dict(zip(criteria, coef.tolist(), strict=True)),
         n=len(y),
         auc=roc_auc((y > 0.5).tolist(), (x @ weights).tolist()),
     )
@@ -213,7 +213,7 @@ def calibrate(
         criteria = critic or list(seen)
     labels = [outcome_of(s, outcome, threshold) for s in scores]
     known = [y for y in labels if y is not None]
-    totals = [(y, s.total) for y, s in zip(labels, scores) if y is not None and s.total is not None]
+    totals = [(y, s.total) for y, s in zip(labels, scores, strict=True) if y is not None and s.total is not None]
     return CalibrationReport(
         outcome=outcome,
         threshold=threshold,

@@ -68,7 +68,7 @@ def value_matches(actual: Any, expected: Any, mode: MatchMode = "subset") -> boo
         return (
             isinstance(actual, list)
             and len(actual) == len(expected)
-            and all(value_matches(a, e, mode) for a, e in zip(actual, expected))
+            and all(value_matches(a, e, mode) for a, e in zip(actual, expected, strict=True))
         )
     if _is_number(expected) and _is_number(actual):
         # JSON does not keep 3 and 3.0 apart, so neither do we.

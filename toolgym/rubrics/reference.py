@@ -32,7 +32,7 @@ def attribute_docs(model: type[BaseModel]) -> dict[str, str]:
         return {}
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
-    for node, after in zip(body, body[1:]):
+    for node, after in zip(body, body[1:], strict=False):
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
                 docs[node.target.id] = " ".join(inspect.cleandoc(after.value.value).split("\n\n")[0].split())

@@ -91,7 +91,7 @@ def score_file(
     scores: list[Score | None] = [None] * len(episodes)
     for chosen, idx in by_rubric.values():
         batch = score_episodes_sync([episodes[i] for i in idx], chosen, critics=critics, skip_missing_critics=skip_missing_critics)
-        for i, s in zip(idx, batch):
+        for i, s in zip(idx, batch, strict=True):
             scores[i] = s
     done = [s for s in scores if s is not None]
     return ScoreReport(

@@ -80,7 +80,7 @@ async def _score_by_rubric(episodes: Sequence[Episode], rubrics: list[Rubric], *
         groups.setdefault(r.model_dump_json(), (r, []))[1].append(i)
     out: list[Score | None] = [None] * len(episodes)
     for r, idx in groups.values():
-        for i, s in zip(idx, await score_episodes([episodes[i] for i in idx], r, **kwargs)):
+        for i, s in zip(idx, await score_episodes([episodes[i] for i in idx], r, **kwargs), strict=True):
             out[i] = s
     return [s for s in out if s is not None]
 
@@ -151,8 +151,8 @@ async def _run_critic(
             key = (episodes[i].group or f"#{i}",) if critic.group_wise else tuple(c.id for c in wanted[i])
             batches[key].append(i)
     outcomes = await asyncio.gather(*(_judge_batch(critic, rubric, [episodes[i] for i in idx], wanted[idx[0]]) for idx in batches.values()))
-    for idx, batch_results in zip(batches.values(), outcomes):
-        for i, result in zip(idx, batch_results):
+    for idx, batch_results in zip(batches.values(), outcomes, strict=True):
+        for i, result in zip(idx, batch_results, strict=True):
             costs[i].append(result.cost)
             for c in wanted[i]:
                 results[i][c.id] = _critic_entry(c, result.judgements.get(c.id), result.cost.latency_s, critic.name)

@@ -95,11 +95,11 @@ class LLMSynthesizer:
     async def tasks(self, compiled: dict[str, CompiledTool], agents: Sequence[AgentSpec], n: int) -> list[Task]:
         """``n`` tasks, agents in turn; an agent whose reply is invalid gets fallback tasks."""
         counts = [len(range(i, n, len(agents))) for i in range(len(agents))]
-        prompts = [_task_prompt(agent, compiled, k) for agent, k in zip(agents, counts)]
-        checks = [_tasks_check(agent, compiled, k) for agent, k in zip(agents, counts)]
+        prompts = [_task_prompt(agent, compiled, k) for agent, k in zip(agents, counts, strict=True)]
+        checks = [_tasks_check(agent, compiled, k) for agent, k in zip(agents, counts, strict=True)]
         drafts = await self._ask(prompts, checks, "tasks")
         by_agent: list[list[Task]] = []
-        for agent, k, valid in zip(agents, counts, drafts):
+        for agent, k, valid in zip(agents, counts, drafts, strict=True):
             if valid is None:
                 self.fallbacks += k
                 by_agent.append([self.fallback.task(compiled, agent, j) for j in range(k)])
@@ -132,7 +132,7 @@ class LLMSynthesizer:
                 turns = await self.policy.generate(requests)
             except Exception as exc:  # policies should not raise; if one does, every request of the round failed
                 turns = [PolicyTurn(finish_reason="error", error=PolicyError(kind="model_error", message=str(exc)[:200])) for _ in order]
-            for i, turn in zip(order, turns):
+            for i, turn in zip(order, turns, strict=True):
                 try:
                     if turn.error is not None:
                         raise ValueError(f"policy error ({turn.error.kind})")

@@ -133,7 +133,7 @@ class PairwiseCritic:
     def _rank(self, c: Criterion, n: int, pairs: list[tuple[int, int]], asked: Sequence[Asked]) -> list[Judgement]:
         outcomes: list[tuple[int, int, str]] = []
         failures: list[Counter[str]] = [Counter() for _ in range(n)]
-        for (a, b), result in zip(pairs, asked):
+        for (a, b), result in zip(pairs, asked, strict=True):
             verdict = result.value.get(c.id) if result.value is not None else result.failure
             if isinstance(verdict, PairItem):
                 outcomes.append((a, b, verdict.winner))
@@ -160,7 +160,7 @@ def _split_costs(n: int, pairs: list[tuple[int, int]], asked: Sequence[Asked], n
     """Each comparison's calls go to its first episode and its tokens half to each, so the
     group's sums are exact; latency is the time each episode's comparisons took."""
     costs = [ComponentCost(name=f"critic:{name}") for _ in range(n)]
-    for (a, b), result in zip(pairs, asked):
+    for (a, b), result in zip(pairs, asked, strict=True):
         c = result.cost
         costs[a].calls += c.calls
         costs[a].cache_hits += c.cache_hits
