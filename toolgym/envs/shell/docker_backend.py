@@ -103,7 +103,9 @@ class DockerSandbox(Sandbox):
                 # socket (the tether): if this process dies, even by SIGKILL, the socket closes,
                 # the keeper exits and auto_remove deletes the container. No leak after a crash.
                 self.image, ["head", "-c1"], stdin_open=True, auto_remove=True, init=True,  # docker-init reaps orphans
-                network_mode="none", read_only=True, user=USER, working_dir=WORKSPACE,
+                # The keeper runs as root without capabilities: the sandbox user (uid 1000, every
+                # exec) cannot signal it, so even `kill -9 -1` inside leaves the container up.
+                network_mode="none", read_only=True, working_dir=WORKSPACE,
                 tmpfs={WORKSPACE: f"{size},exec,uid=1000,gid=1000,mode=0755", "/tmp": f"{size},exec,mode=1777"},  # exec: ./script.sh
                 mem_limit=f"{lim.memory_mb}m", memswap_limit=f"{lim.memory_mb}m", pids_limit=lim.pids,
                 nano_cpus=int(lim.cpu_quota * 1e9), cap_drop=["ALL"], security_opt=["no-new-privileges"],

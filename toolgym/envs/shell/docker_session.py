@@ -6,9 +6,12 @@ itself (so ``cd`` and variables persist) with stdin from ``/dev/null``, then a l
 per-session random marker and the exit status on stdout, and the marker alone on stderr. The
 reader demultiplexes Docker's stream frames and stops when both markers have arrived.
 
-Timeouts. Before each command the shell forks a watchdog that waits (a ``read -t`` on a private
-FIFO: no process is forked when the deadline comes, so a fork bomb cannot starve it) and then
-SIGKILLs every process in the container except init, the keeper process and the shell. That
+Timeouts. Each shell starts one watchdog (a bash function in the background) that reads a
+private FIFO: the shell writes ``arm <seconds>`` before a command and ``off`` after it, then
+waits for the watchdog's ``ok`` on a second FIFO (so a kill in progress never reaches the next
+command); all builtins, so no process is forked per command. When ``off`` does not come in time (``read -t``)
+the watchdog SIGKILLs every process in the container but init, the keeper, the shell and
+itself, with the ``kill`` builtin only, so a fork bomb holding every pid cannot starve it. That
 kills the command's whole process tree, its background jobs and any orphans, and the shell
 goes on with its directory and variables. If the shell itself is the culprit (a builtin
 ``while :; do :; done``), the host side restarts the session after a grace period and says so.
@@ -45,11 +48,42 @@ __tg_killall() {
   done
 }
 """
-_PRELUDE = _KILL_ALL + r"""
-__tg_watch() { read -t "$1" -u "$__tg_fd"; __tg_killall; }
-__tg_keep="1 $(cat /proc/1/task/1/children 2>/dev/null) $$"
+# The container's keeper is init's first child (it was started with the container; orphans
+# reparented to init come after it). Only init and the keeper survive a kill-all: an orphaned
+# watchdog of a dead shell must not.
+_KEEPER = "read -r __tg_keeper _ < /proc/1/task/1/children\n"
+_PRELUDE = _KILL_ALL + _KEEPER + r"""
+__tg_watchdog() {
+  local cmd t
+  while read -r -u "$__tg_fd" cmd t; do
+    [ "$cmd" = arm ] || continue
+    if ! read -r -t "$t" -u "$__tg_fd" cmd t; then
+      __tg_killall
+      read -r -u "$__tg_fd" cmd t
+    fi
+    printf 'ok\n' >&"$__tg_ack"
+  done
+}
+__tg_start_watchdog() {
+  # A new watchdog must not inherit an old one's unread "arm" or "ok": drain both FIFOs first.
+  while read -r -t 0.001 -u "$__tg_fd" _; do :; done
+  while read -r -t 0.001 -u "$__tg_ack" _; do :; done
+  __tg_watchdog >/dev/null 2>&1 & __tg_wd=$!
+  disown $__tg_wd
+}
+__tg_disarm() {
+  if kill -0 "$__tg_wd" 2>/dev/null; then
+    printf 'off\n' >&"$__tg_fd"
+    # Wait until the watchdog has finished any kill, so it cannot hit the next command.
+    read -r -t 5 -u "$__tg_ack" _ && return
+    kill -9 "$__tg_wd" 2>/dev/null
+  fi
+  __tg_start_watchdog  # the command killed it (e.g. kill -9 -1)
+}
 __tg_fifo=/tmp/.tg_fifo_$$
-mkfifo "$__tg_fifo" && exec {__tg_fd}<>"$__tg_fifo" && rm -f "$__tg_fifo"
+mkfifo "$__tg_fifo" "$__tg_fifo.ack" && exec {__tg_fd}<>"$__tg_fifo" {__tg_ack}<>"$__tg_fifo.ack" && rm -f "$__tg_fifo" "$__tg_fifo.ack"
+__tg_keep="1 $__tg_keeper $$"
+__tg_start_watchdog
 cd /workspace
 """
 
@@ -65,6 +99,9 @@ def ansi_c_quote(text: str) -> str:
     """
     data = text.encode("utf-8", "surrogateescape")
     return "$'" + "".join(chr(b) if b in _PLAIN else f"\\x{b:02x}" for b in data) + "'"
+
+
+_DISARM = "__tg_disarm; "
 
 
 class _Stream:
@@ -122,7 +159,10 @@ class DockerSession:
             )["Id"]
             return exec_id, api.exec_start(exec_id, socket=True)._sock
 
-        self.exec_id, sock = await asyncio.to_thread(attach)
+        try:
+            self.exec_id, sock = await asyncio.to_thread(attach)
+        except Exception as exc:  # the container is gone or dockerd failed: infrastructure
+            raise SandboxError(f"could not attach a shell to the container: {str(exc)[:300]}") from exc
         sock.setblocking(False)
         self.sock = sock
         self.pending = b""
@@ -148,10 +188,10 @@ class DockerSession:
         assert self.sock is not None
         nonce = b"__tg_end_" + secrets.token_hex(12).encode()
         body = f"eval {ansi_c_quote(command)}"
-        if not raw:  # the watchdog guards model commands; the prelude needs none
-            body = f"__tg_watch {timeout_s:.3f} & __tg_w=$!; disown $__tg_w; {body} </dev/null"
+        if not raw:  # the watchdog guards model commands; the sandbox's own need none
+            body = f"printf 'arm %s\\n' {timeout_s:.3f} >&$__tg_fd; {body} </dev/null"
         line = (
-            f"{body}\n__tg_rc=$?; {'' if raw else 'kill -9 $__tg_w 2>/dev/null; '}"
+            f"{body}\n__tg_rc=$?; {'' if raw else _DISARM}"
             f"printf '\\n%s %s\\n' {nonce.decode()} $__tg_rc; printf '\\n%s\\n' {nonce.decode()} >&2\n"
         )
         out = _Stream(cap or self.cap, re.compile(b"\n" + nonce + rb" (-?\d+)\n"))
@@ -211,12 +251,12 @@ class DockerSession:
         """
         if fast and self.sock is not None:
             loop = asyncio.get_running_loop()
-            await loop.sock_sendall(self.sock, b'exec {__tg_fd}>&-; __tg_killall; exec bash --noprofile --norc\n')
+            await loop.sock_sendall(self.sock, b'kill -9 $__tg_wd; __tg_killall; exec {__tg_fd}>&- {__tg_ack}>&-; exec bash --noprofile --norc\n')
             result = await self._command(_PRELUDE, 10.0, raw=True)
             if result.exit_code == 0:
                 return
         self.detach()
-        await self.exec_bytes(["bash", "-c", _KILL_ALL + '__tg_keep="1 $(cat /proc/1/task/1/children)"; __tg_killall'], check=False)
+        await self.exec_bytes(["bash", "-c", _KILL_ALL + _KEEPER + '__tg_keep="1 $__tg_keeper"; __tg_killall'], check=False)
         await self.open()
 
     async def exec_bytes(self, cmd: list[str], stdin: bytes | None = None, *, check: bool = True) -> bytes:
