@@ -144,3 +144,11 @@ def test_env_and_rubric_errors_come_before_the_model_loads(tmp_path, monkeypatch
     monkeypatch.setattr(run, "load_policy", lambda cfg: pytest.fail("the model was loaded before the config was checked"))
     with pytest.raises(ToolgymError, match=needle):  # ConfigError or UnknownEnvError
         run.train(TrainConfig.from_dict({"env": env, "run": {"out_dir": str(tmp_path / "r")}}))
+
+
+def test_the_shipped_base_checkpoint_loads_and_its_template_renders_tool_calls():
+    pytest.importorskip("transformers")
+    from toolgym.trainers.run import load_policy
+
+    model, tokenizer = load_policy(TrainConfig.from_dict({"model": {"tiny": "base"}, "env": {"tool_format": "kimi_k2"}}))
+    assert model.config.model_type == "deepseek_v3" and tokenizer.chat_template

@@ -38,8 +38,9 @@ class ModelSection(_Section):
 
     path: str | None = None
     """A local model folder (``save_pretrained`` output with a tool-capable chat template)."""
-    tiny: Literal["kimi", "qwen3"] | None = "kimi"
-    """Build (and cache) a tiny MoE of this kind when ``path`` is not set."""
+    tiny: Literal["kimi", "qwen3", "base"] | None = "kimi"
+    """When ``path`` is not set: "kimi"/"qwen3" build (and cache) a randomly initialised tiny MoE;
+    "base" is the shipped pretrained tiny base (compact Kimi-K2 template: use ``env.tool_format: kimi_k2``)."""
     seed: int = 0
     """Weight seed of the tiny model."""
     dtype: Literal["float32", "bfloat16"] = "float32"

@@ -78,6 +78,10 @@ def load_policy(config: TrainConfig) -> tuple[Any, Any]:
 
     if config.model.path is not None:
         folder = check_model_dir(config.model.path)
+    elif config.model.tiny == "base":
+        from toolgym.trainers.pretrain import base_checkpoint
+
+        folder = check_model_dir(base_checkpoint())
     else:
         folder = cached_tiny_model(config.model.tiny or "kimi", seed=config.model.seed)
     tokenizer = AutoTokenizer.from_pretrained(folder)
