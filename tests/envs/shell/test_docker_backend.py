@@ -79,6 +79,14 @@ def test_a_stuck_shell_or_exit_is_replaced_with_a_note(sb):
     assert sb.sync.run("echo alive").stdout == "alive\n"
 
 
+def test_kill_everything_inside_keeps_the_container_and_files(sb):
+    sb.sync.write_file("kept.txt", "still here")
+    result = sb.sync.run("sleep 30 & kill -9 -1; kill -9 1; sleep 0.2")
+    assert "not permitted" in result.stderr  # init is out of reach
+    assert sb.sync.run("cat kept.txt; echo; ps -e -o comm= | grep -c sleep").stdout.split() == ["still", "here", "0"]
+    assert sb.sync.run("sleep 5", timeout_s=0.5).timed_out  # a new watchdog guards the next command
+
+
 def test_output_is_capped_with_a_marker(sb):
     result = sb.sync.run("yes | head -c 100000")
     assert result.truncated and len(result.stdout) < 1200 and "truncated" in result.stdout
@@ -162,3 +170,12 @@ def test_a_killed_owner_leaves_no_container():
     while any(c.id == cid for c in containers()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(c.id == cid for c in containers())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="make sandbox-deps runs as root")
+def test_sandbox_deps_is_idempotent_and_fast_when_done():
+    started = time.monotonic()
+    out = subprocess.run(["bash", "scripts/sandbox_deps.sh"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all present" in out.stdout and "already answering" in out.stdout and "already built" in out.stdout
+    assert time.monotonic() - started < 10
