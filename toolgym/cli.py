@@ -108,7 +108,7 @@ def rollout(
     from toolgym.rollouts.pool import make_pool
 
     factory = lambda: toolgym.make(env_id, tool_format=tool_format)  # noqa: E731
-    factory.__name__ = env_id  # type: ignore[attr-defined]
+    factory.__name__ = env_id
     tasks = sample_tasks(factory, episodes, seed)
     model_dir = _tiny_model_dir(model) if policy is PolicyKind.hf and model in TINY_MODELS else model
     agent = make_policy(policy.value, PolicyOptions(tasks=tasks, tool_format=tool_format, model=model_dir, base_url=base_url))

@@ -106,6 +106,8 @@ def load_entry(env_id: str) -> Callable[..., Any]:
     from gymnasium.envs.registration import load_env_creator
 
     entry = gymnasium.spec(env_id).entry_point
+    if entry is None:
+        raise ConfigError(f"{env_id!r} is registered without an entry point")
     return entry if callable(entry) else load_env_creator(entry)
 
 

@@ -1,5 +1,7 @@
 """How an episode is produced: policies, the batched episode loop, and episode storage."""
 
+from typing import Any
+
 from toolgym.rollouts.batcher import RequestBatcher
 from toolgym.rollouts.episode import Episode, Failure, Segment, TurnRecord
 from toolgym.rollouts.loop import arun_episodes, derive_seed, run_episodes, sample_tasks
@@ -19,7 +21,7 @@ _LAZY = {  # these import torch, transformers or httpx when first used
 }
 
 
-def __getattr__(name: str):  # type: ignore[no-untyped-def]
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 

@@ -67,6 +67,7 @@ def load_model_and_tokenizer(path: str | os.PathLike[str], *, device: str = "cpu
             f"the tokenizer in {str(folder)!r} has no chat template (expected chat_template.jinja or a "
             "'chat_template' entry in tokenizer_config.json); a policy needs one to render conversations"
         )
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+    model = model.to(device)  # type: ignore[arg-type]  # transformers' stub types .to's self argument oddly
     model.eval()
     return model, tokenizer

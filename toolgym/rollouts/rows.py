@@ -83,7 +83,7 @@ class TokenRow(BaseModel):
 
 def _usable(turn: TurnRecord) -> bool:
     ids, logprobs = turn.token_ids, turn.logprobs
-    return bool(turn.prompt_token_ids) and bool(ids) and logprobs is not None and len(logprobs) == len(ids)
+    return bool(turn.prompt_token_ids) and ids is not None and len(ids) > 0 and logprobs is not None and len(logprobs) == len(ids)
 
 
 def _extends(turn: TurnRecord, previous: TurnRecord) -> bool:

@@ -98,7 +98,7 @@ def _parquet_records(path: Path) -> list[Any]:
     return decode_rows(table.to_pylist(), table.schema, Episode)
 
 
-def _pyarrow():  # type: ignore[no-untyped-def]
+def _pyarrow() -> tuple[Any, Any]:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -54,7 +54,7 @@ def compose(
             return base.model_copy(update={"unscorable": reason})
         mean = 1.0  # a rubric of gates only: passing them all is full marks
     else:
-        mean = sum(c.weight * c.value for c in usable) / sum(c.weight for c in usable)  # type: ignore[operator]
+        mean = sum(c.weight * (c.value or 0.0) for c in usable) / sum(c.weight for c in usable)  # value is set: filtered above
     penalty = sum(p.amount for p in penalties)
     total = min(1.0, max(0.0, mean - penalty))
     return base.model_copy(update={"total": total, "weighted": mean, "penalty": penalty})

@@ -124,7 +124,7 @@ def _where(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
     return "".join(parts) or "(top level)"
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: Any) -> str:  # a pydantic ErrorDetails
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         return f"unknown field (got {err.get('input')!r}); check the spelling against the rubric model"

@@ -123,11 +123,11 @@ def summarize_criteria(scores: Sequence[Score], rubrics: Sequence[Rubric]) -> li
                 st["gate_failures"] += c.gate is not None and c.value < c.gate
     out = []
     for r in rubrics:
-        for c in r.criteria:
-            st = stats.get((r.name, c.id)) or _empty_stats()
+        for rc in r.criteria:
+            st = stats.get((r.name, rc.id)) or _empty_stats()
             out.append(
                 CriterionSummary(
-                    rubric=r.name, id=c.id, kind=c.kind, source=c.source.label, weight=c.weight, gate=c.gate,
+                    rubric=r.name, id=rc.id, kind=rc.kind, source=rc.source.label, weight=rc.weight, gate=rc.gate,
                     applicable=st["applicable"], skipped=st["skipped"], scored=st["scored"], unscorable=st["unscorable"],
                     gate_failures=st["gate_failures"], mean=st["sum"] / st["scored"] if st["scored"] else None,
                 )

@@ -125,7 +125,9 @@ class Score(_Model):
 
     def without_timing(self) -> dict:
         """The score as a dict without timing fields: equal for equal judgements."""
-        return _drop_timing(self.model_dump(mode="json"))
+        dumped = _drop_timing(self.model_dump(mode="json"))
+        assert isinstance(dumped, dict)  # a model dumps to a dict; _drop_timing keeps the shape
+        return dumped
 
     def fingerprint(self) -> str:
         """Hash of ``without_timing()``: two scorings that agree on everything but time agree here."""

@@ -54,7 +54,7 @@ _RESERVED = {"reset", "get_reward"}
 def _python_type(schema: dict[str, Any]) -> tuple[Any, bool]:
     """The Python type of a JSON-schema property and whether it accepts null."""
     kinds = [schema] + [s for s in schema.get("anyOf", []) if isinstance(s, dict)]
-    names = [k.get("type") for k in kinds if isinstance(k.get("type"), str)]
+    names: list[str] = [k["type"] for k in kinds if isinstance(k.get("type"), str)]
     nullable = "null" in names
     concrete = [n for n in names if n != "null"]
     return _JSON_TYPES.get(concrete[0], str) if concrete else str, nullable

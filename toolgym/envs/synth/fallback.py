@@ -134,7 +134,7 @@ def _plan_read(tool: CompiledTool, rng: random.Random) -> Plan:
 
 def _plan_update(tool: CompiledTool, rng: random.Random) -> Plan:
     ident, record = _seeded_entity(tool, rng)
-    args = _arguments(tool, rng, {tool.id_arg: ident})  # type: ignore[dict-key]
+    args = _arguments(tool, rng, {tool.id_arg: ident})  # type: ignore[dict-item]  # update plans only exist for tools with an id argument
     changes = {k: v for k, v in args.items() if k != tool.id_arg}
     noun = tool.entity.replace("_", " ")
     return (f"Please update {noun} {ident}: set {_described(changes)}.", [GoldAction(name=tool.name, arguments=args)],

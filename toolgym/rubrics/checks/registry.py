@@ -56,7 +56,7 @@ def params_model(name: str) -> type[BaseModel]:
     for p in inspect.signature(fn).parameters.values():
         if p.kind is p.KEYWORD_ONLY:
             fields[p.name] = (hints[p.name], ... if p.default is p.empty else p.default)
-    return create_model(f"{name}_params", __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True), **fields)  # type: ignore[call-overload]
+    return create_model(f"{name}_params", __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True), **fields)
 
 
 def get_check(name: str) -> CheckFn:

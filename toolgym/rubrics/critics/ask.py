@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ async def ask(policy: Policy, budget: JudgeBudget, question: Question[T], *, cri
         tag = f"{critic}: attempt {attempt + 1}/{attempts}"
         request = PolicyRequest(episode_id=f"{question.request_id}-{attempt}", messages=question.messages, seed=seed + attempt, sampling=sampling)
         try:
-            turns = await budget.run(lambda request=request: policy.generate([request]))
+            turns = await budget.run(functools.partial(policy.generate, [request]))
         except TimeoutError:
             cost.calls += 1
             failure = Unscorable(kind="judge_timeout", message=f"{tag}: no answer within {budget.deadline_s:g} s")

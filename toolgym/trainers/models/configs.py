@@ -100,8 +100,8 @@ def model_config(
     """
     from transformers import DeepseekV3Config, Qwen3MoeConfig
 
-    fields = {**shape(kind, size), **overrides}
-    common = {
+    fields: dict[str, Any] = {**shape(kind, size), **overrides}
+    common: dict[str, Any] = {
         "vocab_size": vocab_size, "pad_token_id": pad_token_id, "eos_token_id": eos_token_id,
         "bos_token_id": None, "output_router_logits": False,
     }
