@@ -16,14 +16,15 @@ from tests.envs.shell.conftest import present_backends
 from toolgym.envs import check_env
 from toolgym.envs.api.splits import build_split, split_lines
 from toolgym.envs.catalog.shell.draft import CATEGORIES
-from toolgym.envs.catalog.shell.env import ShellTaskEnv, report_passes
-from toolgym.envs.catalog.shell.report import unittest_counts
+from toolgym.envs.catalog.shell.env import ShellTaskEnv
+from toolgym.envs.catalog.shell.report import outcome_passes, summary_counts
 from toolgym.envs.catalog.shell.tasks import EVAL_SIZE, FAMILIES, generate_task
 from toolgym.envs.taskfile import load_tasks
 from toolgym.envs.types import ToolCall
 from toolgym.rollouts import run_episodes
 from toolgym.rollouts.scripted import ScriptedPolicy
 from toolgym.rubrics.catalog import rubric_for
+from toolgym.rubrics.checks.shell import ShellReport
 from toolgym.rubrics.scoring import score_episodes_sync
 
 ENV_ID = "toolgym/shell-v0"
@@ -67,6 +68,7 @@ def test_gold_replays_pass_on_the_whole_catalog(backend):
     assert not failed
     for task, episode in zip(EVAL, episodes, strict=True):  # the report reached the episode record
         shell = episode.metadata["shell"]
+        ShellReport.model_validate(shell)  # the contract of the shell checks
         assert (shell["files"] is not None) == bool(task.metadata.get("expected_files"))
         assert (shell["tests"] is not None) == bool(task.metadata.get("check"))
     scores = score_episodes_sync(episodes, rubric_for(ENV_ID))
@@ -87,11 +89,11 @@ def test_a_wrong_file_after_the_gold_replay_fails_the_task():
             env.reset(options={"task": task})
             for i, gold in enumerate(task.gold_actions):
                 env.step(env.format.render_turn("", [ToolCall(id=f"g{i}", name=gold.name, arguments=gold.arguments)]))
-            assert report_passes(task, env.measure(), task.gold_answer or "")
+            assert outcome_passes(task, env.measure(), task.gold_answer or "")
             path, want = next((p, w) for p, w in sorted(task.metadata["expected_files"].items()))
             spoil = f"rm -f {path}" if want is not None else f"mkdir -p $(dirname {path}) && echo x > {path}"
             assert env.sandbox.sync.run(f"cd {env.sandbox.workspace} && {spoil}").exit_code == 0
-            assert not report_passes(task, env.measure(), task.gold_answer or ""), task.metadata["family"]
+            assert not outcome_passes(task, env.measure(), task.gold_answer or ""), task.metadata["family"]
     finally:
         env.close()
 
@@ -107,10 +109,10 @@ def test_unknown_backend_names_the_choices():
 
 
 @given(st.integers(0, 50), st.integers(0, 50), st.integers(0, 50))
-def test_unittest_summaries_are_counted(ok, failures, errors):
+def test_test_summaries_are_counted(ok, failures, errors):
     total = ok + failures + errors
     tail = "OK" if failures + errors == 0 else "FAILED (" + ", ".join(
         f"{k}={v}" for k, v in (("failures", failures), ("errors", errors)) if v) + ")"
     text = f"....\n{'-' * 70}\nRan {total} test{'s' if total != 1 else ''} in 0.004s\n\n{tail}\n"
-    assert unittest_counts(text) == {"passed": ok, "failed": failures, "errors": errors}
-    assert unittest_counts("no summary here") is None
+    assert summary_counts(text) == {"passed": ok, "failed": failures, "errors": errors}
+    assert summary_counts("no summary here") == {"passed": 0, "failed": 0, "errors": 0}

@@ -18,13 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.envs.catalog.shell.report import measure
+from toolgym.envs.catalog.shell.report import ShellOutcome, measure, outcome_passes
 from toolgym.envs.catalog.shell.tasks import generate_task
 from toolgym.envs.shell.env import ShellEnv
 from toolgym.envs.shell.runtime import run_sync
 from toolgym.envs.types import Task
-from toolgym.rubrics.checks.shell import ShellReport
-from toolgym.rubrics.matchers import value_matches
 
 HERE = Path(__file__).parent
 
@@ -42,7 +40,7 @@ class ShellTaskEnv(ShellEnv):
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self.report: ShellReport | None = None
+        self.report: ShellOutcome | None = None
 
     def sample_task(self, rng: np.random.Generator) -> Task:
         if self.tasks:
@@ -53,7 +51,7 @@ class ShellTaskEnv(ShellEnv):
         self.report = None
         return super().reset(seed=seed, options=options)
 
-    def measure(self) -> ShellReport:
+    def measure(self) -> ShellOutcome:
         """Measure the workspace against the current task now (also done when an episode ends)."""
         assert self.task is not None
         self.report = run_sync(measure(self._require(), self.task))
@@ -64,23 +62,10 @@ class ShellTaskEnv(ShellEnv):
         if self.task is None:
             return 0.0
         report = self.measure()
-        return float(report_passes(self.task, report, self.final_answer))
+        return float(outcome_passes(self.task, report, self.final_answer))
 
     def _finish_step(self, *args: Any, **kwargs: Any) -> Any:
         obs, reward, terminated, truncated, info = super()._finish_step(*args, **kwargs)
         if (terminated or truncated) and self.report is not None:
-            info["episode_metadata"] = {"shell": self.report.model_dump(mode="json")}
+            info["episode_metadata"] = {"shell": self.report.as_metadata()}
         return obs, reward, terminated, truncated, info
-
-
-def report_passes(task: Task, report: ShellReport, final_answer: str) -> bool:
-    """Whether ``report`` and the final answer meet everything ``task`` expects."""
-    expected: dict[str, Any] = task.metadata.get("expected_files") or {}
-    files = report.files or {}
-    for path, want in expected.items():
-        got = files.get(path)
-        if (want is None) != (got is None) or (want is not None and not value_matches(got, want, "exact")):
-            return False
-    if task.metadata.get("check") and (report.tests is None or report.tests.fraction() != 1.0):
-        return False
-    return all(out in final_answer for out in task.expected.outputs)

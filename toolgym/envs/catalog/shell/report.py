@@ -1,7 +1,8 @@
 """What a shell episode achieved, measured in its sandbox after the episode.
 
-The result is a ``ShellReport`` (``toolgym.rubrics.checks.shell``), the contract the
-``files_as_expected`` and ``tests_pass`` checks read from ``episode.metadata["shell"]``:
+``ShellOutcome.as_metadata()`` has the shape of ``toolgym.rubrics.checks.shell.ShellReport``,
+the contract the ``files_as_expected`` and ``tests_pass`` checks read from
+``episode.metadata["shell"]`` (built here from plain data: ``envs`` does not import ``rubrics``):
 
 * ``files``: the final text of every file in ``task.metadata["expected_files"]`` (None when
   missing);
@@ -13,11 +14,11 @@ The result is a ``ShellReport`` (``toolgym.rubrics.checks.shell``), the contract
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from toolgym.envs.shell.sandbox import PathOutsideWorkspace, Sandbox
 from toolgym.envs.types import Task
-from toolgym.rubrics.checks.shell import ShellReport, TestReport, report_from_output
 
 CHECK_TIMEOUT_S = 60.0
 """Wall-clock limit of a task's check command."""
@@ -26,28 +27,58 @@ MAX_FILE_BYTES = 1 << 20
 
 _RAN = re.compile(r"^Ran (\d+) tests? in ", re.MULTILINE)
 _FAILED = re.compile(r"^FAILED \(([^)]*)\)", re.MULTILINE)
+_PYTEST = re.compile(r"(\d+) (passed|failed|errors?)\b")
 
 
-def unittest_counts(output: str) -> dict[str, int] | None:
-    """Passed/failed/errors from a unittest summary ("Ran 3 tests ... FAILED (failures=1)"), or None.
+@dataclass
+class CheckRun:
+    """Outcome of a task's check command (the fields of ``TestReport``)."""
 
-    >>> unittest_counts("Ran 3 tests in 0.001s\\n\\nFAILED (failures=1, errors=1)")
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    exit_code: int | None = None
+
+    def ok(self) -> bool:
+        """Every counted test passed, or, with none counted, the command exited 0."""
+        total = self.passed + self.failed + self.errors
+        return self.passed == total if total else self.exit_code == 0
+
+
+@dataclass
+class ShellOutcome:
+    """The measured end of an episode: expected files' text and the check's run."""
+
+    files: dict[str, str | None] | None = None
+    tests: CheckRun | None = None
+
+    def as_metadata(self) -> dict[str, Any]:
+        """``episode.metadata["shell"]`` (validated by ``ShellReport`` on the rubric side)."""
+        return {"files": self.files, "tests": asdict(self.tests) if self.tests is not None else None}
+
+
+def summary_counts(output: str) -> dict[str, int]:
+    """Passed/failed/errors from a unittest ("Ran 3 tests ... FAILED (failures=1)") or pytest summary.
+
+    >>> summary_counts("Ran 3 tests in 0.001s\\n\\nFAILED (failures=1, errors=1)")
     {'passed': 1, 'failed': 1, 'errors': 1}
+    >>> summary_counts("==== 2 passed, 1 failed in 0.1s ====")
+    {'passed': 2, 'failed': 1, 'errors': 0}
     """
+    counts = {"passed": 0, "failed": 0, "errors": 0}
     ran = _RAN.search(output)
     if ran is None:
-        return None
-    failed = errors = 0
+        for number, word in _PYTEST.findall(output):
+            counts["errors" if word.startswith("error") else word] += int(number)
+        return counts
     summary = _FAILED.search(output)
     if summary is not None:
         for part in summary.group(1).split(","):
             key, _, value = part.strip().partition("=")
-            if key == "failures":
-                failed = int(value)
-            elif key == "errors":
-                errors = int(value)
-    total = int(ran.group(1))
-    return {"passed": max(0, total - failed - errors), "failed": failed, "errors": errors}
+            if key in ("failures", "errors"):
+                counts["failed" if key == "failures" else "errors"] = int(value)
+    counts["passed"] = max(0, int(ran.group(1)) - counts["failed"] - counts["errors"])
+    return counts
 
 
 async def read_expected(sandbox: Sandbox, paths: list[str]) -> dict[str, str | None]:
@@ -61,22 +92,31 @@ async def read_expected(sandbox: Sandbox, paths: list[str]) -> dict[str, str | N
     return out
 
 
-async def run_check(sandbox: Sandbox, check: str) -> TestReport:
+async def run_check(sandbox: Sandbox, check: str) -> CheckRun:
     """Run a task's check command in a fresh shell at the workspace; count what it reports."""
     await sandbox.reset_session()
     result = await sandbox.run(f"( {check} )", timeout_s=CHECK_TIMEOUT_S)
-    text = f"{result.stdout}\n{result.stderr}"
-    counts = unittest_counts(text)
-    if counts is None:
-        counted = report_from_output(text)
-        counts = {"passed": counted.passed, "failed": counted.failed, "errors": counted.errors}
-    return TestReport(exit_code=result.exit_code, **counts)
+    return CheckRun(exit_code=result.exit_code, **summary_counts(f"{result.stdout}\n{result.stderr}"))
 
 
-async def measure(sandbox: Sandbox, task: Task) -> ShellReport:
-    """The ``ShellReport`` of the sandbox's workspace for ``task``."""
+async def measure(sandbox: Sandbox, task: Task) -> ShellOutcome:
+    """The ``ShellOutcome`` of the sandbox's workspace for ``task``."""
     expected: dict[str, Any] = task.metadata.get("expected_files") or {}
     check = task.metadata.get("check")
     files = await read_expected(sandbox, sorted(expected)) if expected else None
     tests = await run_check(sandbox, check) if check else None
-    return ShellReport(files=files, tests=tests)
+    return ShellOutcome(files=files, tests=tests)
+
+
+def outcome_passes(task: Task, outcome: ShellOutcome, final_answer: str) -> bool:
+    """Whether the outcome and the final answer meet everything ``task`` expects.
+
+    Expected files are exact texts or None ("must not exist"), as the catalog writes them.
+    """
+    expected: dict[str, Any] = task.metadata.get("expected_files") or {}
+    files = outcome.files or {}
+    if any(files.get(path) != want for path, want in expected.items()):
+        return False
+    if task.metadata.get("check") and (outcome.tests is None or not outcome.tests.ok()):
+        return False
+    return all(out in final_answer for out in task.expected.outputs)
