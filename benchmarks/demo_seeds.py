@@ -24,13 +24,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from toolgym.trainers.demo import DemoConfig, run_demo
+from toolgym.trainers.demo import DemoConfig, evaluate_base, run_demo
 
 OUT = Path(__file__).parent / "results" / "demo_seeds.json"
 
 
-def _one_seed(seed: int, threads: int) -> dict:
-    result = run_demo(DemoConfig(seed=seed, threads=threads), log=lambda line: print(f"[seed {seed}] {line}", flush=True))
+def _one_seed(seed: int, threads: int, base_stage: dict) -> dict:
+    result = run_demo(DemoConfig(seed=seed, threads=threads, base_stage=base_stage), log=lambda line: print(f"[seed {seed}] {line}", flush=True))
     return asdict(result)
 
 
@@ -42,14 +42,16 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, each in its own process")
     args = parser.parse_args()
     console = Console()
+    # The base's greedy held-out result is the same for every seed: measure it once.
+    base_stage = evaluate_base(DemoConfig(threads=args.threads), log=console.print)
     if args.jobs > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            runs = list(pool.map(_one_seed, args.seeds, [args.threads] * len(args.seeds)))
+            runs = list(pool.map(_one_seed, args.seeds, [args.threads] * len(args.seeds), [base_stage] * len(args.seeds)))
     else:
-        runs = [_one_seed(seed, args.threads) for seed in args.seeds]
+        runs = [_one_seed(seed, args.threads, base_stage) for seed in args.seeds]
     gains = [r["stages"]["after_rl"]["success"] - r["stages"]["after_sft"]["success"] for r in runs]
     table = Table(title="toolgym demo: held-out success (greedy) per seed")
     for col in ("seed", "before SFT", "after SFT", "after RL", "RL gain", "minutes"):

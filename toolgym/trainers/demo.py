@@ -36,10 +36,10 @@ class DemoConfig:
     """Seeds SFT batch order, RL task order and sampling (the held-out tasks stay the same)."""
     base: str | None = None
     """Model folder to start from (None: the shipped base checkpoint)."""
-    sft_tasks: int = 600
+    sft_tasks: int = 640
     heldout_tasks: int = 200
     sft: SFTConfig = field(default_factory=lambda: SFTConfig(lr=2e-3, batch_size=16, epochs=2.0, warmup_steps=10, log_every=15))
-    rl_iterations: int = 6
+    rl_iterations: int = 5
     rl_tasks_per_iteration: int = 8
     group_size: int = 8
     rl_lr: float = 3e-4
@@ -47,6 +47,9 @@ class DemoConfig:
     temperature: float = 1.0
     max_new_tokens: int = 48
     threads: int = 2
+    base_stage: dict[str, float] | None = None
+    """Held-out result of the base, measured earlier with the same base and held-out tasks (greedy,
+    so identical for every seed); None measures it. ``benchmarks/demo_seeds.py`` shares one."""
 
 
 @dataclass
@@ -106,7 +109,11 @@ def run_demo(cfg: DemoConfig | None = None, *, log: Callable[[str], None] = prin
     trainer = GRPOTrainer(_rl_config(cfg, len(heldout)), model, tokenizer, env=demo_env(), rubric=demo_rubric(),
                           tasks=lambda first, n: [rl_tasks[(first + k) % len(rl_tasks)] for k in range(n)], heldout=heldout)
     try:
-        _stage(result, "before_sft", trainer, log)
+        if cfg.base_stage is None:
+            _stage(result, "before_sft", trainer, log)
+        else:
+            result.stages["before_sft"] = dict(cfg.base_stage)
+            log(f"before_sft: held-out success {cfg.base_stage['success']:.1%} (measured once for every seed)")
         env, fmt = demo_env()(), _kimi()
         convs = [replay_gold(env, t, fmt) for t in sft_tasks]
         rows = [conversation_row(tokenizer, c.messages, c.tools) for c in convs]
@@ -128,6 +135,26 @@ def run_demo(cfg: DemoConfig | None = None, *, log: Callable[[str], None] = prin
         trainer.close()
     result.seconds["total"] = time.perf_counter() - clock
     return result
+
+
+def evaluate_base(cfg: DemoConfig | None = None, *, log: Callable[[str], None] = print) -> dict[str, float]:
+    """Greedy held-out success and score of the base model alone (the demo's first stage)."""
+    import torch
+
+    from toolgym.trainers.demo_tasks import demo_env, demo_rubric, demo_split
+    from toolgym.trainers.grpo import GRPOTrainer
+
+    cfg = cfg or DemoConfig()
+    torch.set_num_threads(cfg.threads)
+    model, tokenizer = load_base(cfg.base)
+    heldout = demo_split("heldout", cfg.heldout_tasks)
+    trainer = GRPOTrainer(_rl_config(cfg, len(heldout)), model, tokenizer, env=demo_env(), rubric=demo_rubric(), heldout=heldout)
+    result = DemoResult(config=asdict(cfg))
+    try:
+        _stage(result, "before_sft", trainer, log)
+    finally:
+        trainer.close()
+    return {**result.stages["before_sft"], "seconds": result.seconds["eval_before_sft"]}
 
 
 def _kimi() -> Any:
