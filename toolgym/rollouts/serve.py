@@ -1,8 +1,15 @@
-"""``toolgym serve``: an OpenAI-compatible HTTP server for a local model, batching requests.
+"""``toolgym serve``: an OpenAI-compatible HTTP server for a local model, batching requests continuously.
 
-Concurrent requests are collected for a few milliseconds (or until ``max_batch`` are waiting)
-and decoded together by ``HFPolicy.generate_ids``. Each request keeps its own seed, so its
-answer does not depend on what it was batched with. Endpoints:
+Requests join and leave the running batch between decode steps (``toolgym.rollouts.scheduler``):
+a short request that arrives while a long one decodes is admitted at the next step and answered
+as soon as it ends, so its latency does not depend on the long one's length. Each request keeps
+its own seed, so its answer does not depend on what it was batched with.
+
+Every malformed request gets a 4xx with an OpenAI-style error body (``serve_input``): bad or
+hostile JSON, wrong types, oversized bodies (413), non-JSON content types (415). ``max_tokens``
+above the server's limit (``max_tokens_limit``, default the model's context) is refused with a
+400 naming the limit; a request within the limit whose prompt leaves less room stops at the
+context with ``finish_reason="length"``. Endpoints:
 
 * ``POST /v1/chat/completions``: messages and tools are rendered with the model's chat
   template. The answer's ``content`` is the raw generated text (tool calls stay as text, like
@@ -42,6 +49,7 @@ from toolgym.envs.types import (
     ToolSpec,
     UserMessage,
 )
+from toolgym.errors import ConfigError
 from toolgym.rollouts.generation import Generated, GenerationJob
 from toolgym.rollouts.hf_policy import HFPolicy
 from toolgym.rollouts.openai_schema import (
@@ -62,63 +70,15 @@ from toolgym.rollouts.openai_schema import (
     WireTool,
 )
 from toolgym.rollouts.policy import PolicyError, SamplingParams
+from toolgym.rollouts.scheduler import Scheduler
+from toolgym.rollouts.serve_input import MAX_BODY_BYTES, BadRequest, read_request
 
 DEFAULT_MAX_TOKENS = 256
-"""Generation budget of a request that names none."""
-
-
-class BadRequest(ValueError):
-    """A request the server cannot serve (answered with HTTP 400)."""
-
-    def __init__(self, message: str, code: str | None = None):
-        super().__init__(message)
-        self.code = code
-
-
-class Batcher:
-    """Collects generation jobs for up to ``wait_s`` and runs them as one batch.
-
-    Args:
-        policy: The local policy that decodes.
-        max_batch: Most jobs per batch.
-        wait_s: How long the first job of a batch waits for company.
-    """
-
-    def __init__(self, policy: HFPolicy, max_batch: int = 32, wait_s: float = 0.005):
-        self.policy, self.max_batch, self.wait_s = policy, max_batch, wait_s
-        self.batches = 0
-        self.jobs = 0
-        self._queue: asyncio.Queue[tuple[GenerationJob, asyncio.Future[Generated | PolicyError]]] | None = None
-
-    async def submit(self, job: GenerationJob) -> Generated | PolicyError:
-        """The result of one job, decoded together with whatever else is waiting."""
-        if self._queue is None:
-            raise RuntimeError("Batcher.run() is not running; start it before submitting jobs")
-        future: asyncio.Future[Generated | PolicyError] = asyncio.get_running_loop().create_future()
-        await self._queue.put((job, future))
-        return await future
-
-    async def run(self) -> None:
-        """Serve batches until cancelled."""
-        self._queue = asyncio.Queue()
-        while True:
-            batch = [await self._queue.get()]
-            deadline = asyncio.get_running_loop().time() + self.wait_s
-            while len(batch) < self.max_batch:
-                remaining = deadline - asyncio.get_running_loop().time()
-                try:
-                    batch.append(self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining))
-                except (TimeoutError, asyncio.QueueEmpty):
-                    break
-            self.batches += 1
-            self.jobs += len(batch)
-            try:
-                results = await self.policy.generate_ids([job for job, _ in batch])
-            except Exception as exc:  # keep serving: fail this batch's requests, not the server
-                results = [PolicyError(kind="model_error", message=f"{type(exc).__name__}: {exc}"[:500])] * len(batch)
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+"""Generation budget of a request that names none (at most the server's ``max_tokens`` limit)."""
+MAX_STOP_STRINGS = 32
+"""Most stop strings per request (each is searched for after every sampled token)."""
+MAX_STOP_CHARS = 1000
+"""Longest stop string."""
 
 
 # --------------------------------------------------------------------------- wire -> toolgym
@@ -156,72 +116,98 @@ def wire_tools(tools: list[WireTool] | None) -> list[ToolSpec]:
 # --------------------------------------------------------------------------- the app
 
 
-def create_app(policy: HFPolicy, *, model_name: str = "toolgym-local", max_batch: int = 32, wait_ms: float = 5.0) -> Any:
-    """The FastAPI application serving ``policy`` (see the module docstring for endpoints)."""
+def create_app(
+    policy: HFPolicy, *, model_name: str = "toolgym-local", max_batch: int = 32, wait_ms: float = 5.0,
+    max_tokens_limit: int | None = None, max_body_bytes: int = MAX_BODY_BYTES, continuous: bool = True,
+) -> Any:
+    """The FastAPI application serving ``policy`` (see the module docstring for endpoints).
+
+    Args:
+        policy: The local model.
+        model_name: Name reported by ``/v1/models``.
+        max_batch: Most requests decoded together.
+        wait_ms: How long the first request to reach an idle server waits for company.
+        max_tokens_limit: Largest ``max_tokens`` a request may ask for (default: the model's
+            context); a request asking for more gets a 400 naming the limit.
+        max_body_bytes: Largest request body (413 above it).
+        continuous: Continuous batching (default); False runs each batch to completion first.
+    """
     from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
+    limit = int(max_tokens_limit or policy.max_context)
+    if limit < 1 or max_batch < 1:
+        raise ConfigError(f"max_tokens_limit and max_batch must be >= 1, got {limit} and {max_batch}")
     policy.max_batch_size = max_batch
-    batcher = Batcher(policy, max_batch=max_batch, wait_s=wait_ms / 1000)
+    scheduler = Scheduler(policy, max_batch=max_batch, wait_s=wait_ms / 1000, continuous=continuous)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
-        task = asyncio.create_task(batcher.run())
+        task = asyncio.create_task(scheduler.run())
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
     app = FastAPI(title="toolgym serve", lifespan=lifespan)
-    app.state.batcher = batcher
+    app.state.scheduler = scheduler
     prompts = {"extended": 0, "rendered": 0}  # chat prompts built from a client's prefix ids vs rendered in full
 
     def error(status: int, message: str, code: str | None = None) -> JSONResponse:
         kind = "invalid_request_error" if status < 500 else "server_error"
         return JSONResponse(ErrorResponse(error=ErrorBody(message=message, type=kind, code=code)).model_dump(), status_code=status)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error(400, f"invalid request: {exc.errors()[:3]}")
-
     @app.exception_handler(BadRequest)
     async def bad(_: Request, exc: BadRequest) -> JSONResponse:
-        return error(400, str(exc), exc.code)
+        return error(exc.status, str(exc), exc.code)
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, exc: Exception) -> JSONResponse:  # a server bug: still an OpenAI-style body
+        return error(500, f"internal error: {type(exc).__name__}: {exc}"[:500])
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "batches": batcher.batches, "jobs": batcher.jobs, "chat_prompts": dict(prompts)}
+        return {
+            "status": "ok", "batches": scheduler.batches, "jobs": scheduler.jobs, "steps": scheduler.steps,
+            "running": scheduler.running, "waiting": scheduler.waiting, "chat_prompts": dict(prompts),
+        }
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "toolgym"}]}
 
-    @app.post("/v1/chat/completions")
-    async def chat(body: ChatCompletionRequest) -> Any:
+    # Plain Starlette routes: the handlers read and validate the raw body themselves (serve_input).
+    async def chat(request: Request) -> Any:
+        body = await read_request(request, ChatCompletionRequest, max_body_bytes)
         _check_plain(body.stream, body.n)
-        messages, tools = wire_messages(body.messages), wire_tools(body.tools)
+        try:
+            messages, tools = wire_messages(body.messages), wire_tools(body.tools)
+        except ValueError as exc:  # pydantic refused a converted message or tool: the client's input
+            raise BadRequest(f"messages/tools: {_short(exc)}") from None
         prefix = _prompt_ids(policy, body.prompt_prefix_token_ids, "prompt_prefix_token_ids") if body.prompt_prefix_token_ids else None
         try:
             # With a prefix, only the new messages are tokenized: the model's earlier output keeps its ids.
             prompt = policy.renderer.prompt_ids(messages, tools, prefix_ids=prefix, prefix_messages=body.prompt_prefix_messages)
         except Exception as exc:  # the template rejected this conversation: the client's input
-            raise BadRequest(f"the chat template cannot render these messages: {type(exc).__name__}: {exc}") from None
+            raise BadRequest(f"the chat template cannot render these messages: {type(exc).__name__}: {_short(exc)}") from None
+        job = _job(prompt, body, body.max_completion_tokens or body.max_tokens, limit)
         prompts["extended" if prefix and prompt[: len(prefix)] == prefix else "rendered"] += 1
-        result = await batcher.submit(_job(prompt, body, body.max_completion_tokens or body.max_tokens))
+        result = await scheduler.submit(job)
         if isinstance(result, PolicyError):
             return _failure(error, result)
-        return _chat_response(policy, model_name, body, prompt, result).model_dump(exclude_none=True)
+        return JSONResponse(_chat_response(policy, model_name, body, prompt, result).model_dump(exclude_none=True))
 
-    @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> Any:
+    async def completions(request: Request) -> Any:
+        body = await read_request(request, CompletionRequest, max_body_bytes)
         _check_plain(body.stream, body.n)
         prompt = _prompt_ids(policy, body.prompt)
-        result = await batcher.submit(_job(prompt, body, body.max_tokens))
+        result = await scheduler.submit(_job(prompt, body, body.max_tokens, limit))
         if isinstance(result, PolicyError):
             return _failure(error, result)
-        return _completion_response(policy, model_name, body, prompt, result).model_dump(exclude_none=True)
+        return JSONResponse(_completion_response(policy, model_name, body, prompt, result).model_dump(exclude_none=True))
 
+    app.add_route("/v1/chat/completions", chat, methods=["POST"])
+    app.add_route("/v1/completions", completions, methods=["POST"])
     return app
 
 
@@ -234,7 +220,10 @@ def _check_plain(stream: bool, n: int) -> None:
 
 def _prompt_ids(policy: HFPolicy, prompt: str | list[int], field: str = "prompt") -> list[int]:
     if isinstance(prompt, str):
-        return list(policy.tokenizer.encode(prompt, add_special_tokens=False))
+        try:
+            return list(policy.tokenizer.encode(prompt, add_special_tokens=False))
+        except Exception as exc:  # text the tokenizer cannot take is the client's input
+            raise BadRequest(f"{field}: the tokenizer cannot encode this text: {type(exc).__name__}") from None
     vocab = len(policy.tokenizer)
     bad = [t for t in prompt if not 0 <= t < vocab]
     if bad or not prompt:
@@ -242,14 +231,26 @@ def _prompt_ids(policy: HFPolicy, prompt: str | list[int], field: str = "prompt"
     return list(prompt)
 
 
-def _job(prompt: list[int], body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None) -> GenerationJob:
+def _job(prompt: list[int], body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None, limit: int) -> GenerationJob:
     if not prompt:
         raise BadRequest("the prompt is empty")
-    sampling = SamplingParams(
-        max_new_tokens=max_tokens or DEFAULT_MAX_TOKENS, temperature=body.temperature, top_p=body.top_p, stop=body.stop_list()
-    )
+    if max_tokens is not None and max_tokens > limit:
+        raise BadRequest(f"max_tokens={max_tokens} is over this server's limit of {limit}; ask for at most {limit}", "max_tokens_too_large")
+    stop = body.stop_list()
+    if len(stop) > MAX_STOP_STRINGS or any(not 0 < len(s) <= MAX_STOP_CHARS for s in stop):
+        raise BadRequest(f"stop takes at most {MAX_STOP_STRINGS} non-empty strings of at most {MAX_STOP_CHARS} characters")
+    # Temperatures below 1e-5 are greedy (as in vLLM): dividing logits by them overflows float32.
+    temperature = 0.0 if body.temperature < 1e-5 else body.temperature
+    # The nucleus always keeps the top token; a top_p that rounds to 0 in float32 would keep none.
+    top_p = max(body.top_p, 1e-6)
+    sampling = SamplingParams(max_new_tokens=max_tokens or min(DEFAULT_MAX_TOKENS, limit), temperature=temperature, top_p=top_p, stop=stop)
     seed = body.seed if body.seed is not None else random.getrandbits(63)
     return GenerationJob(prompt_ids=prompt, seed=seed, sampling=sampling)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def _failure(error: Any, result: PolicyError) -> Any:
@@ -307,6 +308,7 @@ def _completion_response(policy: HFPolicy, model: str, body: CompletionRequest, 
 def serve(
     model_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000, max_batch: int = 32, *,
     wait_ms: float = 5.0, device: str = "cpu", dtype: str = "float32", log_level: str = "info",
+    max_tokens_limit: int | None = None, continuous: bool = True,
 ) -> None:
     """Load the model in ``model_dir`` and serve it until interrupted (blocking).
 
@@ -317,22 +319,27 @@ def serve(
 
     policy = HFPolicy.from_pretrained(model_dir, device=device, dtype=dtype, max_batch_size=max_batch)
     name = os.path.basename(os.path.normpath(str(model_dir))) or "toolgym-local"
-    app = create_app(policy, model_name=name, max_batch=max_batch, wait_ms=wait_ms)
+    app = create_app(
+        policy, model_name=name, max_batch=max_batch, wait_ms=wait_ms, max_tokens_limit=max_tokens_limit, continuous=continuous
+    )
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
 @contextlib.contextmanager
-def serve_in_thread(policy: HFPolicy, *, host: str = "127.0.0.1", port: int = 0, max_batch: int = 32, wait_ms: float = 5.0) -> Iterator[str]:
+def serve_in_thread(
+    policy: HFPolicy, *, host: str = "127.0.0.1", port: int = 0, max_batch: int = 32, wait_ms: float = 5.0, **app_options: Any
+) -> Iterator[str]:
     """Serve ``policy`` from a background thread; yields the base URL (``http://host:port``).
 
-    Port 0 picks a free port. The server stops when the block exits.
+    Port 0 picks a free port. The server stops when the block exits. ``app_options`` go to
+    ``create_app`` (``max_tokens_limit``, ``max_body_bytes``, ``continuous``).
     """
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    app = create_app(policy, max_batch=max_batch, wait_ms=wait_ms)
+    app = create_app(policy, max_batch=max_batch, wait_ms=wait_ms, **app_options)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="toolgym-serve")
     thread.start()
