@@ -1,9 +1,10 @@
 """The persistent bash session of a Docker sandbox, spoken over an attached exec's socket.
 
-Protocol. Every command goes to bash as one line: the command base64-encoded (so no quoting,
-heredoc or syntax error of the model's can desynchronise the session), ``eval``-ed in the shell
-itself (so ``cd`` and variables persist) with stdin from ``/dev/null``, then a line carrying a
-per-session random marker and the exit status on stdout, and the marker alone on stderr. The
+Protocol. Every command goes to bash as one line: the command as a ``$'...'`` word with every
+byte but plain ones escaped (so no quoting, newline, heredoc or syntax error of the model's can
+desynchronise the session, and nothing is forked to decode it), ``eval``-ed in the shell itself
+(so ``cd`` and variables persist) with stdin from ``/dev/null``, then a line carrying a random
+per-command marker and the exit status on stdout, and the marker alone on stderr. The
 reader demultiplexes Docker's stream frames and stops when both markers have arrived.
 
 Timeouts. Each shell starts one watchdog (a bash function in the background) that reads a
