@@ -3,7 +3,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.toolgym-installed
 
-.PHONY: install demo test bench lint clean sandbox-deps
+.PHONY: install demo demo-quick test bench lint typecheck clean sandbox-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,7 +17,11 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/toolgym demo
 
-test: install
+demo-quick: install
+	$(VENV)/bin/toolgym demo --quick
+
+# Lint and types first (seconds), then the suite; the shell tests need bwrap and dockerd (sandbox-deps).
+test: install sandbox-deps lint typecheck
 	$(PY) -m pytest -q
 
 bench: install
@@ -28,7 +32,10 @@ sandbox-deps:
 	bash scripts/sandbox_deps.sh
 
 lint: install
-	$(PY) -m ruff check toolgym tests examples benchmarks
+	$(PY) -m ruff check toolgym tests examples benchmarks scripts
+
+typecheck: install
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info
