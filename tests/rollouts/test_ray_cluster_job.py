@@ -57,13 +57,18 @@ def stop_group(head: subprocess.Popen) -> None:
 def head_node():
     """A Ray head node in its own process group and temp dir; stopped (that group only) after."""
     gcs, dashboard = free_port(), free_port()
+    # Every fixed default port gets a free one, so a Ray instance already on this machine (the
+    # session's ray.init, another job) cannot keep this head's agents from starting.
+    ports = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
+        "node-manager-port", "object-manager-port", "ray-client-server-port")]
     temp = tempfile.mkdtemp(prefix="tgray")  # short: Ray's socket paths must fit in 107 bytes
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     # Ray 2.60 clusters require a token: give this head (and the job clients) their own.
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=true"],
+         "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=true", *ports],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
@@ -81,11 +86,14 @@ def test_example_job_succeeds_on_a_local_head_node(head_node, tmp_path):
     shutil.copy(EXAMPLE, work / EXAMPLE.name)
     out = tmp_path / "episodes.jsonl"
     job_id = f"toolgym-test-{os.getpid()}"
-    submit = subprocess.run(
-        [RAY, "job", "submit", "--address", address, "--submission-id", job_id, "--working-dir", str(work), "--",
-         sys.executable, EXAMPLE.name, "--episodes", "60", "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=240,
-    )
+    command = [RAY, "job", "submit", "--address", address, "--submission-id", job_id, "--working-dir", str(work), "--",
+               sys.executable, EXAMPLE.name, "--episodes", "60", "--out", str(out)]
+    deadline = time.monotonic() + 90
+    while True:  # the dashboard answers before the node's job agent is up: retry that, nothing else
+        submit = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+        if "No available agent to submit job" not in submit.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     status = subprocess.run([RAY, "job", "status", "--address", address, job_id], env=env, capture_output=True, text=True, timeout=60)
     assert "succeeded" in (status.stdout + status.stderr).lower(), submit.stdout[-3000:] + submit.stderr[-3000:]
     summary = json.loads([line for line in submit.stdout.splitlines() if line.startswith('{"episodes"')][-1])
