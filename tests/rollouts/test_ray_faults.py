@@ -14,7 +14,7 @@ from toolgym.envs.tools import tool
 from toolgym.rollouts import ScriptedPolicy, run_episodes, sample_tasks
 
 ray = pytest.importorskip("ray")
-from toolgym.rollouts.ray_pool import RayEnvPool  # noqa: E402
+from toolgym.rollouts.ray_pool import RayEnvPool
 
 UNITCONV = "toolgym/unitconv-v0"
 

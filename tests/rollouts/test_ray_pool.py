@@ -16,7 +16,7 @@ from toolgym.errors import ConfigError
 from toolgym.rollouts import ChaosPolicy, ScriptedPolicy, run_episodes, sample_tasks
 
 ray = pytest.importorskip("ray")
-from toolgym.rollouts.ray_pool import EnvCallTimeout, RayEnvPool, RayPoolConfig  # noqa: E402
+from toolgym.rollouts.ray_pool import EnvCallTimeout, RayEnvPool, RayPoolConfig
 
 UNITCONV = "toolgym/unitconv-v0"
 
