@@ -204,9 +204,9 @@ def test_in_flight_calls_per_actor_stay_bounded(ray_local, monkeypatch):
     assert all(e.reached_expected_state for e in eps)
 
 
-@pytest.mark.parametrize("env_id", ["toolgym/retail-v0", "toolgym/banking-v0"])
-def test_api_domains_run_the_same_on_actors(pool, env_id):
-    tasks = sample_tasks(env_id, n=6, seed=2)
+@pytest.mark.parametrize("env_id", ["toolgym/retail-v0", "toolgym/banking-v0", "toolgym/shell-v0"])
+def test_api_and_shell_envs_run_the_same_on_actors(pool, env_id):
+    tasks = sample_tasks(env_id, n=4, seed=2)
     local = run_episodes(env_id, ScriptedPolicy.gold(tasks), tasks=tasks)
     remote = run_episodes(env_id, ScriptedPolicy.gold(tasks), tasks=tasks, pool=pool)
     assert comparable(remote) == comparable(local)
