@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from toolgym.aio import loop_needed, run_sync
 from toolgym.envs import deadline
 from toolgym.envs.tools import ArgumentError, BoundTool, PolicyViolation
 from toolgym.envs.types import ToolCall, ToolError, ToolErrorKind, ToolMessage, ToolResult, ToolSpec, trusted
@@ -65,11 +66,21 @@ class ToolBox:
             return error_result(call, "simulator_error", f"the arguments of {call.name!r} could not be checked: {exc}")
 
     def call(self, call: ToolCall) -> ToolResult:
-        """Run one call synchronously. Never raises for anything the call or tool does.
+        """``acall`` from sync code (see ``toolgym.aio.run_sync``: a pure-Python tool needs no event loop).
+
+        Raises:
+            deadline.PoolSaturated: every worker thread is stuck in an earlier call
+                (an ``EnvError``: infrastructure, never charged to the model).
+        """
+        return run_sync(self.acall(call))
+
+    async def acall(self, call: ToolCall) -> ToolResult:
+        """Run one call. Never raises for anything the call or tool does.
 
         Every call has a deadline (the tool's ``timeout_s``, else the episode's): async tools
-        run under ``wait_for``, sync tools with ``timeout_s`` on a worker thread, other sync
-        tools in this thread; sync tools are interrupted at the deadline (``deadline.WATCHDOG``).
+        run under ``wait_for``; sync tools with ``timeout_s`` on a worker thread, so an event
+        loop waits for at most the deadline (plus ``GRACE_S``); other sync tools in this
+        thread. Sync tools are interrupted at the deadline (``deadline.WATCHDOG``).
 
         Raises:
             deadline.PoolSaturated: every worker thread is stuck in an earlier call
@@ -84,39 +95,17 @@ class ToolBox:
         saved = self.atomic[0]() if self.atomic is not None else _NOTHING
         try:
             if tool.is_async:
-                output = _run_coroutine(bound.call(**kwargs), timeout)
-            elif tool.timeout_s is not None:
-                output = deadline.WORKERS.submit(bound.call, kwargs, timeout).result(timeout=timeout + GRACE_S)
-            else:
-                output = deadline.WATCHDOG.run(bound.call, kwargs, timeout)
-        except deadline.PoolSaturated:
-            raise
-        except Exception as exc:  # the tool's own failure is information for the model
-            self._roll_back(saved)
-            return _failed(call, exc, timeout)
-        return _ok(call, output)
-
-    async def acall(self, call: ToolCall) -> ToolResult:
-        """``call`` inside an event loop: a sync tool with ``timeout_s`` runs on a worker thread,
-        so the loop waits for at most its deadline (plus ``GRACE_S``)."""
-        prepared = self._prepare(call)
-        if isinstance(prepared, ToolResult):
-            return prepared
-        bound, kwargs = prepared
-        tool = bound.tool
-        timeout = tool.timeout_s or self.default_timeout_s
-        saved = self.atomic[0]() if self.atomic is not None else _NOTHING
-        try:
-            if tool.is_async:
+                await loop_needed()
                 output = await asyncio.wait_for(bound.call(**kwargs), timeout)
             elif tool.timeout_s is not None:
+                await loop_needed()
                 future = deadline.WORKERS.submit(bound.call, kwargs, timeout)
                 output = await asyncio.wait_for(asyncio.wrap_future(future), timeout + GRACE_S)
             else:
                 output = deadline.WATCHDOG.run(bound.call, kwargs, timeout)
         except deadline.PoolSaturated:
             raise
-        except Exception as exc:
+        except Exception as exc:  # the tool's own failure is information for the model
             self._roll_back(saved)
             return _failed(call, exc, timeout)
         return _ok(call, output)
@@ -149,16 +138,6 @@ def _exception_text(exc: BaseException, limit: int = 2000) -> str:
 
 def _ok(call: ToolCall, output: Any) -> ToolResult:
     return trusted(ToolResult, {"call_id": call.id, "name": call.name, "output": output, "error": None, "truncated": False})
-
-
-def _run_coroutine(coro: Any, timeout: float) -> Any:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(asyncio.wait_for(coro, timeout))
-    # Called from inside a running loop (a sync step in async code): use a private loop in a thread.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, asyncio.wait_for(coro, timeout)).result()
 
 
 def error_result(call: ToolCall, kind: ToolErrorKind, message: str) -> ToolResult:
