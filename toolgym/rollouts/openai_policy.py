@@ -3,7 +3,10 @@
 Each request becomes one HTTP call, sent concurrently up to ``max_concurrency``. Refusals
 (429), server errors (5xx), dropped connections and timeouts are retried with exponential
 backoff; whatever still fails becomes a ``PolicyTurn`` with a typed ``error`` (never an
-exception), so one bad request ends only its own episode.
+exception), so one bad request ends only its own episode. Requests are isolated: an answer
+that cannot be read (not JSON, hostile JSON, the wrong shape, a body that cannot be decoded)
+is a ``bad_response`` for its own request only, and anything unforeseen in one request's
+path is an ``endpoint_error`` for that request, never an exception that fails its batch.
 
 What is read from an answer:
 
@@ -117,7 +120,7 @@ class OpenAIPolicy:
         async with httpx.AsyncClient(
             base_url=self.base_url, headers=self.headers, timeout=self.timeout_s, limits=limits, transport=self.transport
         ) as client:
-            return list(await asyncio.gather(*(self._one(client, gate, r) for r in requests)))
+            return list(await asyncio.gather(*(self._isolated(client, gate, r) for r in requests)))
 
     def _gate(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -126,6 +129,13 @@ class OpenAIPolicy:
         return self._gates[loop]
 
     # ------------------------------------------------------------------ one request
+
+    async def _isolated(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, request: PolicyRequest) -> PolicyTurn:
+        """``_one``, with anything unforeseen (a transport bug, say) failing only this request."""
+        try:
+            return await self._one(client, gate, request)
+        except Exception as exc:  # one request's failure must not reach asyncio.gather and sink its batch
+            return _failed("endpoint_error", f"request to {self.base_url} failed: {type(exc).__name__}: {_short(exc)}")
 
     async def _one(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, request: PolicyRequest) -> PolicyTurn:
         try:
@@ -140,6 +150,8 @@ class OpenAIPolicy:
             return self._read_chat(data) if self.api == "chat" else self._read_completion(data, sent_ids)
         except (ValidationError, ValueError, TypeError) as exc:
             return _failed("bad_response", f"unreadable answer from {self.base_url}{path}: {_short(exc)}")
+        except Exception as exc:  # any other shape this reader did not foresee is still this answer's fault
+            return _failed("bad_response", f"unreadable answer from {self.base_url}{path}: {type(exc).__name__}: {_short(exc)}")
 
     def _body(self, request: PolicyRequest) -> tuple[str, dict[str, Any], list[int] | None]:
         s = request.sampling
@@ -192,6 +204,11 @@ class OpenAIPolicy:
                 continue
             except httpx.TransportError as exc:
                 error = PolicyError(kind="endpoint_error", message=f"cannot reach {self.base_url}{path}: {_short(exc)}")
+                continue
+            except httpx.DecodingError as exc:  # the body cannot be decoded (a broken gzip stream...): unreadable
+                return PolicyError(kind="bad_response", message=f"answer from {self.base_url}{path} cannot be decoded: {_short(exc)}")
+            except httpx.HTTPError as exc:  # e.g. too many redirects
+                error = PolicyError(kind="endpoint_error", message=f"request to {self.base_url}{path} failed: {_short(exc)}")
                 continue
             if response.status_code == 429 or response.status_code >= 500:
                 error = _http_error(response, f"{self.base_url}{path}")
