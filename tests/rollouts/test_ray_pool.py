@@ -219,3 +219,22 @@ def test_cli_rollout_on_ray_refuses_a_dead_address():
 
     result = CliRunner().invoke(app, ["rollout", "toolgym/unitconv-v0", "--episodes", "2", "--pool", "ray", "--ray-address", "127.0.0.1:1"])
     assert result.exit_code == 2 and "no Ray cluster answers" in result.output
+
+
+def test_a_payload_that_does_not_pickle_fails_its_episode_not_the_actor(pool):
+    import threading
+
+    pool.bind(UNITCONV, lambda: toolgym.make(UNITCONV))  # a no-op when an earlier test bound it
+
+    async def go():
+        env = await pool.acquire()
+        with pytest.raises(toolgym.errors.EnvError, match="failed: TypeError: Could not serialize"):
+            await pool.reset(env, seed=0, options={"lock": threading.Lock()})  # no pickle for locks
+        await pool.discard(env)
+        again = await pool.acquire()
+        obs, _ = await pool.reset(again, seed=0)  # same actor, still serving
+        await pool.release(again)
+        return obs
+
+    assert asyncio.run(go()).messages
+    assert pool.deaths == 0

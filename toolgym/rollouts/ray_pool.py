@@ -135,9 +135,14 @@ class _Lane:
             except TimeoutError:
                 _fail(futures, EnvCallTimeout(f"actor call {method} did not answer within {self.cfg.call_timeout_s:g}s"))
                 return
-            except Exception as exc:  # RayActorError and kin: the actor is gone
-                self.dead = exc
-                _fail(futures, EnvActorDied(f"{type(exc).__name__}: {str(exc)[:300]}"))
+            except Exception as exc:
+                from ray.exceptions import RayActorError
+
+                if isinstance(exc, RayActorError):  # died, OOM-killed, unreachable: the actor is gone
+                    self.dead = exc
+                    _fail(futures, EnvActorDied(f"{type(exc).__name__}: {str(exc)[:300]}"))
+                else:  # e.g. a payload that does not pickle: these episodes fail, the actor stays
+                    _fail(futures, EnvError(f"actor call {method} failed: {type(exc).__name__}: {str(exc)[:300]}"))
                 return
             for fut, reply in zip(futures, replies, strict=True):
                 if fut.done():
