@@ -255,12 +255,15 @@ def serve_command(
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
     max_batch: int = typer.Option(32, min=1, help="Most requests decoded together in one batch."),
+    max_tokens_limit: int | None = typer.Option(
+        None, min=1, help="Largest max_tokens a request may ask for; more gets a 400 naming the limit (default: the model's context)."
+    ),
 ) -> None:
-    """Serve a local model over an OpenAI-compatible HTTP API, batching concurrent requests."""
+    """Serve a local model over an OpenAI-compatible HTTP API, batching concurrent requests continuously."""
     from toolgym.rollouts.serve import serve
 
     try:
-        serve(model_dir, host=host, port=port, max_batch=max_batch)
+        serve(model_dir, host=host, port=port, max_batch=max_batch, max_tokens_limit=max_tokens_limit)
     except ToolgymError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
