@@ -79,7 +79,7 @@ def test_doing_nothing_passes_no_task():
     episodes = run_episodes(lambda: make(), ScriptedPolicy({}, default=["Done, all good."]), tasks=ONE_PER_FAMILY, concurrency=4)
     assert [e.reward for e in episodes] == [0.0] * len(episodes)
     scores = score_episodes_sync(episodes, rubric_for(ENV_ID))
-    assert all(s.total is not None and s.total < 0.7 for s in scores)
+    assert [s.total for s in scores] == [0.0] * len(scores)  # the outcome gates hold nothing back
 
 
 def test_a_wrong_file_after_the_gold_replay_fails_the_task():
