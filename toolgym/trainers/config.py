@@ -292,7 +292,7 @@ def _check_unknown(model: type[BaseModel], data: dict, where: str) -> None:
             _check_unknown(annotation, value, f"{where}: {key}")
 
 
-def _describe(error: dict) -> str:
+def _describe(error: Any) -> str:
     if not error["loc"]:  # a whole-config contradiction: its message names the fields itself
         return str(error["msg"]).removeprefix("Value error, ")
     field = ".".join(str(p) for p in error["loc"])

@@ -46,13 +46,21 @@ def check_tool_template(tokenizer: Any, where: str) -> None:
     A probe conversation (one tool, one structured call, its result) is rendered; the tool's
     name must appear in the declaration and the call, and the result text must appear.
     """
-    from toolgym.envs.types import AssistantMessage, SystemMessage, ToolCall, ToolMessage, ToolSpec, UserMessage
+    from toolgym.envs.types import (
+        AssistantMessage,
+        Message,
+        SystemMessage,
+        ToolCall,
+        ToolMessage,
+        ToolSpec,
+        UserMessage,
+    )
     from toolgym.rollouts.chat import to_chat_dicts, tool_dicts
 
     spec = ToolSpec.model_validate({"type": "function", "function": {
         "name": "probe_lookup", "description": "Look something up.",
         "parameters": {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]}}})
-    messages = [SystemMessage(content="s"), UserMessage(content="u"),
+    messages: list[Message] = [SystemMessage(content="s"), UserMessage(content="u"),
                 AssistantMessage(content="", tool_calls=[ToolCall(id="c0", name="probe_lookup", arguments={"key": "k"})]),
                 ToolMessage(tool_call_id="c0", name="probe_lookup", content="probe-result-77")]
     fix = ("give the model folder a chat template that renders `tools`, assistant `tool_calls` and `tool` messages "
@@ -86,7 +94,8 @@ def load_policy(config: TrainConfig) -> tuple[Any, Any]:
         folder = cached_tiny_model(config.model.tiny or "kimi", seed=config.model.seed)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     check_tool_template(tokenizer, str(folder))
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, config.model.dtype)).to(config.model.device)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, config.model.dtype))
+    model.to(config.model.device)  # type: ignore[arg-type]  # transformers types .to() as a decorator wrapper
     return model, tokenizer
 
 

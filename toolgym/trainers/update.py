@@ -35,7 +35,7 @@ _log = logging.getLogger(__name__)
 ValueFn = Callable[[Any, "Batch"], torch.Tensor]
 """``(policy_outputs, batch) -> values (B, T-1)``: the value function used by PPO."""
 
-_AGGREGATION = {"grpo": "sequence", "dapo": "token", "dr_grpo": "constant"}
+_AGGREGATION: dict[str, rl.Aggregation] = {"grpo": "sequence", "dapo": "token", "dr_grpo": "constant"}
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Batch:
     def select(self, index: torch.Tensor) -> Batch:
         """The rows at ``index``, trimmed to their longest real length."""
         width = int(self.attention_mask[index].sum(dim=1).max())
-        out = {}
+        out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if value is None:
@@ -206,7 +206,7 @@ def micro_loss(model: Any, micro: Batch, s: LossSettings, share: Share, *, ref_m
         kl = rl.aggregate(rl.kl_k3(logp, ref_logp), mask, "token", num_tokens=share.tokens)
         total = total + s.kl_beta * kl
         stats[m.KL] = float(kl.detach())
-    router_logits = getattr(outputs, "router_logits", None)
+    router_logits: Sequence[torch.Tensor] = getattr(outputs, "router_logits", None) or ()
     spec = router_spec(model) if router_logits else None
     if s.aux_weight > 0 and spec is not None:
         aux = load_balancing_loss(router_logits, spec, mask=micro.attention_mask)
