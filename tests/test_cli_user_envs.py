@@ -8,6 +8,7 @@ import sys
 import textwrap
 import warnings
 
+import pytest
 from typer.testing import CliRunner
 
 import toolgym
@@ -113,9 +114,10 @@ def test_reregistration_warns_and_spec_is_set():
         unregister("tests/twice-v0")
 
 
-def test_view_filters_and_pages(tmp_path):
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_view_filters_and_pages(tmp_path, suffix):
     eps = run_episodes("toolgym/unitconv-v0", ChaosPolicy(), n=12)
-    path = save_episodes(eps, tmp_path / "e.parquet")
+    path = save_episodes(eps, tmp_path / f"e{suffix}")
     with_errors = sum(1 for e in eps if e.error_counts())
     result = runner.invoke(app, ["view", str(path), "--errors", "--page-size", "2", "--score"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
