@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +69,7 @@ class DecodeEngine:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def step(self, admit: Sequence[tuple[int, GenerationJob]], drop: set[int] = frozenset()) -> list[tuple[int, Generated]]:  # type: ignore[assignment]
+    def step(self, admit: Sequence[tuple[int, GenerationJob]], drop: Collection[int] = ()) -> list[tuple[int, Generated]]:
         """Admit ``admit``, drop rows whose key is in ``drop``, decode one token for every row.
 
         Returns:
