@@ -65,23 +65,40 @@ def loop_needed() -> Generator[Any, None, None]:
         yield _LOOP_NEEDED
 
 
+def sync_inside_loop() -> bool:
+    """True while ``run_sync`` drives a coroutine from sync code called inside a running loop.
+
+    Its waits would then finish on a private loop in another thread; code bound to the
+    caller's loop (a batching policy) checks this and refuses with a helpful message instead.
+    """
+    if not _DRIVING.active:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion from sync code and return its value (or raise its exception).
 
     Finishes without an event loop when the coroutine never suspends; otherwise see the module
     docstring. The coroutine is always closed when this returns.
     """
-    was = _DRIVING.active
-    _DRIVING.active = True
+    driving = _DRIVING
+    was = driving.active
+    driving.active = True
     try:
         yielded = coro.send(None)
     except StopIteration as done:
+        driving.active = was
         return done.value  # type: ignore[no-any-return]
     except BaseException:
+        driving.active = was
         coro.close()
         raise
-    finally:
-        _DRIVING.active = was
+    driving.active = was
     return _finish_on_loop(coro, yielded)
 
 

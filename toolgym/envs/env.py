@@ -24,6 +24,7 @@ import gymnasium
 import numpy as np
 from pydantic import ValidationError
 
+from toolgym.aio import run_sync
 from toolgym.envs.digest import digest
 from toolgym.envs.dispatch import ToolBox, cap, error_result, to_message
 from toolgym.envs.formats import ParsedTurn, get_format
@@ -141,22 +142,27 @@ class ToolEnv(gymnasium.Env):
         return [self]
 
     def on_answer(self, content: str) -> tuple[list[Message], StopReason | None]:
+        """The assistant answered without calling tools: ``aon_answer`` from sync code.
+
+        A subclass may override this sync hook instead of ``aon_answer``; both steps honour it.
+        """
+        return run_sync(self._answer(content))
+
+    async def aon_answer(self, content: str) -> tuple[list[Message], StopReason | None]:
         """The assistant answered without calling tools. Default: the episode ends.
 
         With a simulated ``user``, the user replies (new messages, no stop reason) or stops.
         """
-        if self.user is not None:
-            reply = self.user.reply(self.task, self.messages, content)
-            return reply.as_messages(), reply.stop
-        return [], StopReason.ANSWERED
+        if type(self).on_answer is not ToolEnv.on_answer:  # a subclass wrote the sync hook
+            return self.on_answer(content)
+        return await self._answer(content)
 
-    async def aon_answer(self, content: str) -> tuple[list[Message], StopReason | None]:
-        """``on_answer`` for ``astep``: a user that talks through a policy is awaited here."""
-        # A subclass that overrides on_answer keeps its own behaviour in astep too.
-        if self.user is not None and type(self).on_answer is ToolEnv.on_answer:
+    async def _answer(self, content: str) -> tuple[list[Message], StopReason | None]:
+        # The default behaviour, apart from the override check (so super().on_answer() cannot recurse).
+        if self.user is not None:
             reply = await self.user.areply(self.task, self.messages, content)
             return reply.as_messages(), reply.stop
-        return self.on_answer(content)
+        return [], StopReason.ANSWERED
 
     def outcome_reward(self) -> float:
         """Reward given when the episode ends: 1.0 when the task's expected state digest and
@@ -205,15 +211,17 @@ class ToolEnv(gymnasium.Env):
         return obs, {"task_id": task.id}
 
     def step(self, action: str | ParsedTurn | AssistantMessage) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
-        turn, assistant = self._begin_step(action)
-        call = self.toolbox.call
-        results = [call(c) if r is None else r for c, r in self._admit(turn.tool_calls)]
-        return self._finish_step(turn, assistant, results)
+        """``astep`` from sync code (no event loop unless a tool or user really waits)."""
+        return run_sync(self.astep(action))
 
     async def astep(self, action: str | ParsedTurn | AssistantMessage) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
-        """``step`` for environments with async tools (deadlines enforced by the event loop)."""
+        """Apply one assistant turn: run its tool calls (within budgets and deadlines), or hand
+        a tool-free answer to ``aon_answer``; return the gymnasium 5-tuple."""
         turn, assistant = self._begin_step(action)
-        results = [await self.toolbox.acall(c) if r is None else r for c, r in self._admit(turn.tool_calls)]
+        acall = self.toolbox.acall
+        results: list[ToolResult] = []
+        for call, refused in self._admit(turn.tool_calls):  # a plain loop: an async comprehension costs a coroutine
+            results.append(await acall(call) if refused is None else refused)
         reply = await self.aon_answer(turn.content) if self._is_answer(turn) else None
         return self._finish_step(turn, assistant, results, reply)
 
@@ -334,9 +342,9 @@ class ToolEnv(gymnasium.Env):
                 kind = results[i].error.kind  # type: ignore[union-attr]
                 errors[kind] = errors.get(kind, 0) + 1
             new.append(message)
-        if self._is_answer(turn):
+        if reply is not None:  # astep found the turn an answer and asked aon_answer
             self._final_answer = turn.content
-            replies, stop = reply if reply is not None else self.on_answer(turn.content)
+            replies, stop = reply
             new.extend(replies)
             self._stop = stop
         if self._stop is None and self._turns >= limits.max_turns:

@@ -115,9 +115,12 @@ class SimulatedUser(Protocol):
     """Replies to an assistant answer, given the task and the conversation (answer included)."""
 
     def reply(self, task: Task, messages: Sequence[Message], answer: str) -> UserReply:
-        """The user's reply, for ``ToolEnv.step``."""
+        """``areply`` from sync code: a thin edge, ``return toolgym.aio.run_sync(self.areply(...))``."""
         ...
 
     async def areply(self, task: Task, messages: Sequence[Message], answer: str) -> UserReply:
-        """The user's reply, for ``ToolEnv.astep``."""
+        """The user's reply (the one implementation; both ``ToolEnv.step`` and ``astep`` await it).
+
+        Code that waits on asyncio (a policy, I/O) first awaits ``toolgym.aio.loop_needed()``.
+        """
         ...

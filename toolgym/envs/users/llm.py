@@ -12,10 +12,10 @@ so ``step`` refuses with a message that says to use ``astep``.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from toolgym.aio import loop_needed, run_sync, sync_inside_loop
 from toolgym.envs.digest import digest
 from toolgym.envs.types import AssistantMessage, Message, StopReason, SystemMessage, Task, UserMessage
 from toolgym.envs.users.base import UserReply, UserScript, UserSimulationError, load_script, user_turns
@@ -62,6 +62,12 @@ class LLMUser:
             episode_id=f"user/{task.id}", task_id=task.id, messages=self.prompt(task, script, messages),
             seed=int(digest([self.seed, task.id, len(messages), answer])[:15], 16), sampling=self.sampling,
         )
+        if sync_inside_loop():
+            raise UserSimulationError(
+                "an LLMUser cannot answer inside env.step() while an event loop is running (its policy may be "
+                "bound to that loop); call `await env.astep(...)` instead"
+            )
+        await loop_needed()
         try:
             (turn,) = await self.policy.generate([request])
         except Exception as exc:  # policies should not raise; if one does, it is still infrastructure
@@ -72,14 +78,7 @@ class LLMUser:
 
     def reply(self, task: Task, messages: Sequence[Message], answer: str) -> UserReply:
         """``areply`` from sync code; refused inside a running event loop (use ``astep``)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.areply(task, messages, answer))
-        raise UserSimulationError(
-            "an LLMUser cannot answer inside env.step() while an event loop is running (its policy may be "
-            "bound to that loop); call `await env.astep(...)` instead"
-        )
+        return run_sync(self.areply(task, messages, answer))
 
     def prompt(self, task: Task, script: UserScript, messages: Sequence[Message]) -> list[Any]:
         """The conversation from the user's side: the user's turns become the policy's own."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from toolgym.aio import run_sync
 from toolgym.envs.types import Message, StopReason, Task
 from toolgym.envs.users.base import Fact, UserReply, UserScript, load_script, user_turns
 
@@ -41,7 +42,11 @@ class ScriptedUser:
         self.default = default
 
     def reply(self, task: Task, messages: Sequence[Message], answer: str) -> UserReply:
-        """Apply the rules in the module docstring."""
+        """``areply`` from sync code."""
+        return run_sync(self.areply(task, messages, answer))
+
+    async def areply(self, task: Task, messages: Sequence[Message], answer: str) -> UserReply:
+        """Apply the rules in the module docstring (they never wait)."""
         script = load_script(task, self.default)
         text = answer.lower()
         said = user_turns(messages)
@@ -59,10 +64,6 @@ class ScriptedUser:
         if not hidden and not done_when:
             return UserReply(message=THANKS, stop=StopReason.USER_STOP)
         return UserReply(message=NOTHING_TO_ADD)
-
-    async def areply(self, task: Task, messages: Sequence[Message], answer: str) -> UserReply:
-        """Same as ``reply`` (rules need no waiting)."""
-        return self.reply(task, messages, answer)
 
 
 def _asked_for(hidden: list[Fact], text: str) -> list[Fact]:
