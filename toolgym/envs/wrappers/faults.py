@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import time
 from collections import Counter
 from typing import Any, Literal
 
 import gymnasium
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from toolgym.aio import loop_needed, run_sync
 from toolgym.envs.dispatch import ToolBox, error_result, render_output
 from toolgym.envs.sim.schema_sim import call_seed
 from toolgym.envs.types import ToolCall, ToolResult
@@ -117,17 +117,11 @@ class FaultyToolBox(ToolBox):
         events, self.events = self.events, []
         return events
 
-    def call(self, call: ToolCall) -> ToolResult:
-        kind, latency, rng = self._decide(call)
-        if latency:
-            time.sleep(latency)
-        if kind in _REFUSALS:
-            return self._refuse(call, kind, latency)  # type: ignore[arg-type]
-        return self._damage(call, self.inner.call(call), kind, latency, rng)
-
     async def acall(self, call: ToolCall) -> ToolResult:
+        """The inner box's call with this call's faults (``call`` is the inherited sync edge)."""
         kind, latency, rng = self._decide(call)
         if latency:
+            await loop_needed()
             await asyncio.sleep(latency)
         if kind in _REFUSALS:
             return self._refuse(call, kind, latency)  # type: ignore[arg-type]
@@ -225,14 +219,11 @@ class FaultInjection(gymnasium.Wrapper):
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        box = self._installed()
-        box.begin_turn(len(self.env.unwrapped.messages))  # restored with the world, unlike a counter here
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        info["faults"] = [e.model_dump() for e in box.drain()]
-        return obs, reward, terminated, truncated, info
+        """``astep`` from sync code."""
+        return run_sync(self.astep(action))
 
     async def astep(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        """``step`` for event loops (latency is awaited, not slept)."""
+        """Step the wrapped env with this turn's faults; ``info["faults"]`` lists them."""
         box = self._installed()
         box.begin_turn(len(self.env.unwrapped.messages))  # restored with the world, unlike a counter here
         obs, reward, terminated, truncated, info = await self.env.astep(action)  # type: ignore[attr-defined]
