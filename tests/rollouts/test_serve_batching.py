@@ -146,3 +146,15 @@ def test_over_http_a_short_request_finishes_while_a_long_one_runs(endless):
         long.join(timeout=120)
     assert short["usage"]["completion_tokens"] == 4 and still_running
     assert answers["long"]["usage"]["completion_tokens"] == 120
+
+
+def test_a_client_that_hangs_up_frees_its_row(endless):
+    # OpenAIPolicy retries after its timeout: the abandoned request must not keep decoding for nobody.
+    with serve_in_thread(endless, max_batch=8, wait_ms=0) as url, httpx.Client(base_url=url, timeout=60) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/completions", json={"prompt": "three miles", "max_tokens": 3000, "seed": 1}, timeout=0.5)
+        deadline = time.monotonic() + 30
+        while client.get("/health").json()["running"]:
+            assert time.monotonic() < deadline, "the abandoned request is still decoding"
+            time.sleep(0.02)
+        assert client.get("/health").json()["steps"] < 3000

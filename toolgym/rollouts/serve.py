@@ -75,6 +75,8 @@ from toolgym.rollouts.serve_input import MAX_BODY_BYTES, BadRequest, read_reques
 
 DEFAULT_MAX_TOKENS = 256
 """Generation budget of a request that names none (at most the server's ``max_tokens`` limit)."""
+DISCONNECT_POLL_S = 0.1
+"""How often a waiting request checks whether its client is still connected."""
 MAX_STOP_STRINGS = 32
 """Most stop strings per request (each is searched for after every sampled token)."""
 MAX_STOP_CHARS = 1000
@@ -192,7 +194,7 @@ def create_app(
             raise BadRequest(f"the chat template cannot render these messages: {type(exc).__name__}: {_short(exc)}") from None
         job = _job(prompt, body, body.max_completion_tokens or body.max_tokens, limit)
         prompts["extended" if prefix and prompt[: len(prefix)] == prefix else "rendered"] += 1
-        result = await scheduler.submit(job)
+        result = await _submit_watching(scheduler, job, request)
         if isinstance(result, PolicyError):
             return _failure(error, result)
         return JSONResponse(_chat_response(policy, model_name, body, prompt, result).model_dump(exclude_none=True))
@@ -201,7 +203,7 @@ def create_app(
         body = await read_request(request, CompletionRequest, max_body_bytes)
         _check_plain(body.stream, body.n)
         prompt = _prompt_ids(policy, body.prompt)
-        result = await scheduler.submit(_job(prompt, body, body.max_tokens, limit))
+        result = await _submit_watching(scheduler, _job(prompt, body, body.max_tokens, limit), request)
         if isinstance(result, PolicyError):
             return _failure(error, result)
         return JSONResponse(_completion_response(policy, model_name, body, prompt, result).model_dump(exclude_none=True))
@@ -209,6 +211,17 @@ def create_app(
     app.add_route("/v1/chat/completions", chat, methods=["POST"])
     app.add_route("/v1/completions", completions, methods=["POST"])
     return app
+
+
+async def _submit_watching(scheduler: Scheduler, job: GenerationJob, request: Any) -> Generated | PolicyError:
+    """The job's result; a client that disconnects first frees the job's row (no tokens for nobody)."""
+    task = asyncio.ensure_future(scheduler.submit(job))
+    while not task.done():
+        await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if not task.done() and await request.is_disconnected():
+            task.cancel()
+            return PolicyError(kind="endpoint_error", message="the client closed the connection")
+    return task.result()
 
 
 def _check_plain(stream: bool, n: int) -> None:
