@@ -41,17 +41,19 @@ class SimulatedApiError(ToolgymError):
 class Simulator(Protocol):
     """Computes tool outputs from schemas, arguments and the simulated state.
 
-    ``simulate`` and ``asimulate`` give the same result; environments call ``asimulate`` from
-    ``astep`` and ``simulate`` from ``step``. ``is_async`` says which one is native (an async
-    simulator's sync path runs its coroutine on a private event loop).
+    ``asimulate`` is the one implementation; ``simulate`` is its sync edge
+    (``return toolgym.aio.run_sync(self.asimulate(...))``). ``is_async`` says whether it really
+    waits (a policy): such simulators run as async tools; the others as sync tools under the
+    watchdog, with no event loop. Code that waits on asyncio first awaits
+    ``toolgym.aio.loop_needed()``.
     """
 
     is_async: bool
 
     def simulate(self, tool: CompiledTool, arguments: dict[str, Any], state: SimState) -> Any:
-        """The tool's output; may update ``state``. Raises ``SimulatorError`` on broken output."""
+        """``asimulate`` from sync code."""
         ...
 
     async def asimulate(self, tool: CompiledTool, arguments: dict[str, Any], state: SimState) -> Any:
-        """``simulate`` for event loops."""
+        """The tool's output; may update ``state``. Raises ``SimulatorError`` on broken output."""
         ...

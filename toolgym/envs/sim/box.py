@@ -132,10 +132,8 @@ class BackendToolBox(ToolBox):
         self.failures = 0
         """Backend failures seen by this box (one episode: environments rebuild it on reset)."""
 
-    def call(self, call: ToolCall) -> ToolResult:
-        return self._settle(call, super().call(call))
-
     async def acall(self, call: ToolCall) -> ToolResult:
+        """The call, with backend failures settled (``call`` is the inherited sync edge)."""
         return self._settle(call, await super().acall(call))
 
     def _settle(self, call: ToolCall, result: ToolResult) -> ToolResult:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from toolgym.aio import run_sync
 from toolgym.envs.env import ToolEnv
 from toolgym.envs.sim.base import BackendError, Simulator
 from toolgym.envs.sim.box import BackendToolBox, acatch_backend, catch_backend, schema_tool, tool_owner
@@ -121,14 +122,6 @@ class SimulatedToolEnv(ToolEnv):
     # ------------------------------------------------------------------ simulation
 
     def _make_tool(self, compiled: CompiledTool) -> Tool:
-        def run(**arguments: Any) -> Any:
-            try:
-                output = self.simulator.simulate(compiled, arguments, self.world)
-            except Exception as exc:
-                self._log_error(compiled, arguments, exc)
-                raise
-            return self._log(compiled, arguments, output)
-
         async def arun(**arguments: Any) -> Any:
             try:
                 output = await self.simulator.asimulate(compiled, arguments, self.world)
@@ -139,6 +132,11 @@ class SimulatedToolEnv(ToolEnv):
 
         if self.simulator.is_async:
             return schema_tool(compiled.tool.spec, acatch_backend(arun), is_async=True, timeout_s=self.simulator_timeout_s)
+
+        # A simulator that never waits runs as a sync tool (deadline by the watchdog, no event loop).
+        def run(**arguments: Any) -> Any:
+            return run_sync(arun(**arguments))
+
         return schema_tool(compiled.tool.spec, catch_backend(run), timeout_s=self.simulator_timeout_s)
 
     def _log(self, compiled: CompiledTool, arguments: dict[str, Any], output: Any) -> Any:

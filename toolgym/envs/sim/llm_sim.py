@@ -12,16 +12,14 @@ cache a path to keep it across runs.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import copy
 import json
 import re
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolgym.aio import loop_needed, run_sync
 from toolgym.envs import safejson
 from toolgym.envs.digest import canonical_json, digest
 from toolgym.envs.sim.base import SimulatedApiError, SimulatorError
@@ -134,7 +132,7 @@ class LLMSimulator:
         return answer["output"]
 
     def simulate(self, tool: CompiledTool, arguments: dict[str, Any], state: SimState) -> Any:
-        """``asimulate`` from sync code (on a private event loop; in a thread if one is running)."""
+        """``asimulate`` from sync code (``toolgym.aio.run_sync``: on an event loop only on a cache miss)."""
         return run_sync(self.asimulate(tool, arguments, state))
 
     async def _ask(self, tool: CompiledTool, arguments: dict[str, Any], state: SimState, key: str) -> dict[str, Any]:
@@ -143,6 +141,7 @@ class LLMSimulator:
         for attempt in range(self.attempts):
             request = PolicyRequest(episode_id=f"simulator/{key[:16]}", messages=messages, seed=call_seed(key, attempt) >> 1, sampling=self.sampling)
             self.stats.policy_calls += 1
+            await loop_needed()
             try:
                 (turn,) = await self.policy.generate([request])
             except Exception as exc:  # policies should not raise; if one does, it is still infrastructure
@@ -192,13 +191,3 @@ def read_answer(text: str, tool: CompiledTool) -> tuple[dict[str, Any] | None, s
     if bad:
         return None, "the output breaks the return schema: " + "; ".join(bad)
     return {"output": value["output"]}, ""
-
-
-def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine to completion from sync code, even when an event loop is running here."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()

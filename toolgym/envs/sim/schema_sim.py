@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from toolgym.aio import run_sync
 from toolgym.envs.canonical import seed_from
 from toolgym.envs.digest import canonical_json, digest
 from toolgym.envs.sim.base import SimulatorError
@@ -62,6 +63,10 @@ class SchemaSimulator:
         }
 
     def simulate(self, tool: CompiledTool, arguments: dict[str, Any], state: SimState) -> Any:
+        """``asimulate`` from sync code (it never waits, so no event loop is involved)."""
+        return run_sync(self.asimulate(tool, arguments, state))
+
+    async def asimulate(self, tool: CompiledTool, arguments: dict[str, Any], state: SimState) -> Any:
         """The tool's output; entity tools update ``state.entities``. See the module docstring."""
         rng = random.Random(call_seed(state.seed, tool.name, arguments, len(state.log)))
         # Work on a scratch copy so that a failed call (API error or broken output) changes nothing.
@@ -74,10 +79,6 @@ class SchemaSimulator:
             raise SimulatorError(f"simulated output of {tool.name!r} breaks its return schema: " + "; ".join(bad))
         state.entities, state.memo = scratch.entities, scratch.memo
         return clone(output)
-
-    async def asimulate(self, tool: CompiledTool, arguments: dict[str, Any], state: SimState) -> Any:
-        """Same as ``simulate`` (the schema simulator never waits)."""
-        return self.simulate(tool, arguments, state)
 
     # ------------------------------------------------------------------ kinds
 

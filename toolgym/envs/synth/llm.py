@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from toolgym.aio import loop_needed, run_sync
 from toolgym.envs.digest import canonical_json
 from toolgym.envs.sim.box import schema_tool
-from toolgym.envs.sim.llm_sim import run_sync
 from toolgym.envs.sim.schema_sim import call_seed
 from toolgym.envs.sim.spec import CompiledTool, SimTool
 from toolgym.envs.synth.fallback import FallbackSynthesizer, compile_all
@@ -128,6 +128,7 @@ class LLMSynthesizer:
                 break
             order = sorted(convo)
             requests = [PolicyRequest(episode_id=f"synth/{label}/{i}", messages=convo[i], seed=call_seed(self.seed, label, i, attempt) >> 1, sampling=self.sampling) for i in order]
+            await loop_needed()
             try:
                 turns = await self.policy.generate(requests)
             except Exception as exc:  # policies should not raise; if one does, every request of the round failed
