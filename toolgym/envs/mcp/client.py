@@ -3,9 +3,10 @@
 ``ToolEnv.step`` is synchronous and the MCP SDK is async, and an SDK session must be entered
 and left in one task. So each client owns a background thread running a private event loop;
 one long-lived task on it holds the stdio transport and the ``ClientSession`` open, and every
-request (list, call) is submitted to that loop. Sync callers wait on the request's future with
-a deadline; async callers (``astep``) await it through ``asyncio.wrap_future``, so both work
-from any thread or loop.
+request (list, call) is submitted to that loop (a background loop kept on purpose, like the
+shell runtime's: the session must outlive single calls). Callers await the request's future
+through ``asyncio.wrap_future`` with a deadline; sync callers go through ``toolgym.aio.run_sync``,
+so both work from any thread or loop.
 
 A server that exits is noticed on the next request (the SDK reports the closed connection);
 that request, and every one after, fails at once with a fatal ``MCPServerError`` (no hang):
@@ -24,6 +25,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from toolgym.aio import loop_needed, run_sync
 from toolgym.envs.mcp.convert import mcp_output, mcp_tool_to_sim
 from toolgym.envs.mcp.errors import MCPServerError, MCPToolError
 from toolgym.envs.sim.spec import SimTool
@@ -170,7 +172,8 @@ class MCPClient:
         Raises:
             SchemaError: a tool's input schema does not compile (named).
         """
-        result = self._wait(self._request(lambda s: s.list_tools(), self.config.request_timeout_s), self.config.request_timeout_s)
+        timeout = self.config.request_timeout_s
+        result = run_sync(self._await(self._request(lambda s: s.list_tools(), timeout), timeout))
         tools = []
         for raw in result.tools:
             wire = raw.model_dump(by_alias=True, exclude_none=True, mode="json")
@@ -180,19 +183,17 @@ class MCPClient:
         return tools
 
     def call_tool(self, name: str, arguments: dict[str, Any], timeout_s: float | None = None) -> Any:
-        """Call a tool and wait (sync). Returns its output; raises ``MCPToolError``/``MCPServerError``."""
-        timeout = timeout_s or self.config.request_timeout_s
-        return mcp_output(self._wait(self._request(lambda s: s.call_tool(self.names.get(name, name), arguments), timeout), timeout), name)
+        """``acall_tool`` from sync code."""
+        return run_sync(self.acall_tool(name, arguments, timeout_s))
 
     async def acall_tool(self, name: str, arguments: dict[str, Any], timeout_s: float | None = None) -> Any:
-        """``call_tool`` for event loops (the caller's deadline, if any, also cancels the request)."""
+        """Call a tool and return its output; raises ``MCPToolError``/``MCPServerError``.
+
+        The request runs on the client's own loop under ``timeout_s`` (default: the config's).
+        """
         timeout = timeout_s or self.config.request_timeout_s
         future = self._request(lambda s: s.call_tool(self.names.get(name, name), arguments), timeout)
-        try:
-            result = await asyncio.wrap_future(future)
-        except Exception as exc:
-            raise self._explain(exc, timeout) from None
-        return mcp_output(result, name)
+        return mcp_output(await self._await(future, timeout), name)
 
     def _request(self, make: Any, timeout: float) -> concurrent.futures.Future[Any]:
         if self._dead is not None or self._loop is None or self._session is None:
@@ -203,9 +204,11 @@ class MCPClient:
         session = self._session
         return asyncio.run_coroutine_threadsafe(asyncio.wait_for(make(session), timeout), self._loop)
 
-    def _wait(self, future: concurrent.futures.Future[Any], timeout: float) -> Any:
+    async def _await(self, future: concurrent.futures.Future[Any], timeout: float) -> Any:
+        """The result of a request on the client's loop, awaited from any thread or loop."""
+        await loop_needed()
         try:
-            return future.result(timeout=timeout + 1.0)  # the loop-side wait_for fires first
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout + 1.0)  # the loop-side wait_for fires first
         except Exception as exc:
             future.cancel()
             raise self._explain(exc, timeout) from None
