@@ -263,7 +263,7 @@ class ToolEnv(gymnasium.Env):
         self.messages = list(snap.messages)
         self._turns, self._tool_calls, self._stop = snap.turns, snap.tool_calls, snap.stop_reason
         self._final_answer = snap.final_answer
-        self.np_random.bit_generator.state = copy.deepcopy(snap.rng_state)
+        self.np_random.bit_generator.state = snap.rng_state  # the setter reads the values; it keeps no reference
         self._end_digest = None
         self._closed = False
 

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel
 
 from toolgym.envs.api.binding import ModelBinding, StateBinding
+from toolgym.envs.api.cow import world_digest
 from toolgym.envs.api.domain import Domain
 from toolgym.envs.env import ToolEnv
 from toolgym.envs.taskfile import load_tasks
@@ -71,6 +73,12 @@ class ApiEnv(ToolEnv):
 
     def load_world(self, state: Any) -> None:
         self.binding.load(self.api, state)
+
+    def state_digest(self) -> str:
+        # A copy-on-write world re-encodes only the entities its episode touched (same digest).
+        state = self.world_state()
+        fast = world_digest(state) if isinstance(state, BaseModel) else None
+        return fast if fast is not None else super().state_digest()
 
     def sample_task(self, rng: np.random.Generator) -> Task:
         generate = type(self).task_generator

@@ -1,0 +1,275 @@
+"""Copy-on-write worlds: restore in microseconds, hash only what changed.
+
+A ``StateModel`` world keeps its entities in dict fields (``orders``, ``users``, ...). A copy of
+such a world (``copy.deepcopy``, which ``snapshot`` and ``restore`` use) does not copy those
+entities: each dict field becomes a ``CowDict`` that shares them with the world it was copied
+from, and copies an entity (a validated round trip, as a whole-world copy did) the first
+time anyone takes it out of the dict. Episodes touch a few entities of a world, so a restore
+builds a handful of objects instead of hundreds, which is also what the cyclic collector no
+longer has to traverse.
+
+Invariants that make the sharing safe:
+
+- A shared ("frozen") entity is never handed out: ``[]``, ``get``, ``values``, ``items``,
+  ``pop``, ``setdefault``, iteration-based copies (``dict(d)``, ``{**d}``, ``d | e``) all go
+  through ``__getitem__``, which swaps in a private copy first.
+- Which entries are frozen is decided by identity: an entry is frozen only while it *is* the
+  object recorded when the dict was built from a snapshot. Anything put in by any other path
+  counts as private, so a copy of the world copies it.
+- Frozen entities keep their canonical JSON text in a cache shared by every world copied
+  from the same snapshot: ``state_digest`` re-encodes only the private (touched) entities and
+  splices the rest. The text is byte-identical to ``toolgym.envs.canonical.digest`` of the
+  world; whatever could differ (tags, non-finite floats, custom serializers, subclasses)
+  takes the plain path instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import types
+import typing
+from collections.abc import ItemsView, Iterator, ValuesView
+from typing import Any
+
+from pydantic import BaseModel
+
+_MISSING: Any = object()
+
+
+def _private_copy(entity: Any) -> Any:
+    """A copy of one entity that no other world shares (validated round trip for models)."""
+    if isinstance(entity, BaseModel):
+        return type(entity).model_validate(entity.model_dump())
+    return copy.deepcopy(entity)
+
+
+class CowDict(dict):  # type: ignore[type-arg]
+    """A dict of entities shared with a snapshot until first taken out (see the module doc).
+
+    Behaves as a plain ``dict`` for every read and write; only the moment an entity is copied
+    differs. Pickles as a plain dict of private copies.
+    """
+
+    __slots__ = ("_frozen", "_texts")
+
+    def __init__(self, frozen: dict[Any, Any], texts: dict[Any, str]):
+        super().__init__(frozen)
+        self._frozen = frozen  # key -> the shared entity (never mutated; shared by the lineage)
+        self._texts = texts  # key -> canonical JSON of _frozen[key] (filled lazily)
+
+    # ------------------------------------------------------------------ copy on take-out
+
+    def __getitem__(self, key: Any) -> Any:
+        value = dict.__getitem__(self, key)
+        if value is self._frozen.get(key, _MISSING):
+            value = _private_copy(value)
+            dict.__setitem__(self, key, value)
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if dict.__contains__(self, key) else default
+
+    def values(self) -> Any:  # type: ignore[override]
+        # Lazy views: a search that stops at the first match copies only what it looked at.
+        return ValuesView(self)
+
+    def items(self) -> Any:  # type: ignore[override]
+        return ItemsView(self)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        if dict.__contains__(self, key):
+            self[key]
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple[Any, Any]:
+        if dict.__len__(self):
+            self[next(reversed(dict.keys(self)))]
+        return dict.popitem(self)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if dict.__contains__(self, key):
+            return self[key]
+        dict.__setitem__(self, key, default)
+        return default
+
+    def __iter__(self) -> Iterator[Any]:
+        # Overriding iteration turns off CPython's dict-merge fast path, so dict(d), {**d}
+        # and e.update(d) read entries through __getitem__ (private copies), never the frozen ones.
+        return iter(dict.keys(self))
+
+    def copy(self) -> dict[Any, Any]:
+        return dict(self.items())
+
+    def __or__(self, other: Any) -> Any:
+        return dict(self.items()) | other
+
+    def __ror__(self, other: Any) -> Any:
+        return other | dict(self.items())
+
+    def __reduce__(self) -> Any:
+        return (dict, (dict(self.items()),))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CowDict:
+        return self.fork()
+
+    # ------------------------------------------------------------------ forking
+
+    def fork(self) -> CowDict:
+        """A new dict that shares every entry with this one; touched entries are copied now.
+
+        Entries still frozen here are shared again (they are never mutated); private ones
+        may change later, so the fork gets its own copy, and the two dicts share it frozen.
+        An untouched dict (a snapshot's) hands its frozen entries and their cached text to
+        the fork as they are, so every restore of one snapshot reuses the same text.
+        """
+        frozen_before = self._frozen
+        if dict.__len__(self) == len(frozen_before) and all(
+            value is frozen_before.get(key, _MISSING) for key, value in dict.items(self)
+        ):
+            return CowDict(frozen_before, self._texts)
+        frozen, texts, old_texts = {}, {}, self._texts
+        for key, value in dict.items(self):
+            if value is frozen_before.get(key, _MISSING):
+                frozen[key] = value
+                if key in old_texts:
+                    texts[key] = old_texts[key]
+            else:
+                frozen[key] = _private_copy(value)
+        return CowDict(frozen, texts)
+
+    @classmethod
+    def of(cls, entries: dict[Any, Any]) -> CowDict:
+        """A copy-on-write copy of a plain dict of entities (each copied once, now)."""
+        return cls({k: _private_copy(v) for k, v in entries.items()}, {})
+
+    # ------------------------------------------------------------------ hashing
+
+    def canonical_text(self, entity_type: type) -> str | None:
+        """Canonical JSON of this dict as the world's serializer writes it, or None.
+
+        None when a key is not text or an entry is not exactly ``entity_type`` (a subclass
+        serializes differently nested than on its own).
+        """
+        keys = list(dict.keys(self))
+        if not all(type(k) is str for k in keys):
+            return None
+        parts = []
+        frozen, texts = self._frozen, self._texts
+        for key in sorted(keys):
+            value = dict.__getitem__(self, key)
+            if type(value) is not entity_type:
+                return None
+            shared = value is frozen.get(key, _MISSING)
+            text = texts.get(key) if shared else None
+            if text is None:
+                text = _json(value.model_dump(mode="json"))
+                if shared:
+                    texts[key] = text
+            parts.append(f"{_json(key)}:{text}")
+        return "{" + ",".join(parts) + "}"
+
+
+def _json(value: Any) -> str:
+    # The options of toolgym.envs.canonical.dumps' plain path, so spliced text is identical.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- worlds
+
+
+def entity_fields(model: type[BaseModel]) -> dict[str, type]:
+    """Fields of ``model`` annotated ``dict[str, E]`` with ``E`` a pydantic model: name -> E.
+
+    These become ``CowDict``s in copies. Empty when the model serializes itself in a custom
+    way (then a spliced digest could differ from the canonical one).
+    """
+    cached = _ENTITY_FIELDS.get(model)
+    if cached is None:
+        cached = _ENTITY_FIELDS[model] = _find_entity_fields(model)
+    return cached
+
+
+_ENTITY_FIELDS: dict[type, dict[str, type]] = {}
+
+
+def _plain_serializer(model: type[BaseModel]) -> bool:
+    decorators = model.__pydantic_decorators__
+    return not (
+        decorators.model_serializers
+        or decorators.field_serializers
+        or decorators.computed_fields
+        or model.model_config.get("serialize_by_alias")
+        or any(f.exclude for f in model.model_fields.values())
+    )
+
+
+def _find_entity_fields(model: type[BaseModel]) -> dict[str, type]:
+    if not _plain_serializer(model):
+        return {}
+    found = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if typing.get_origin(annotation) is not dict or isinstance(annotation, types.UnionType):
+            continue
+        key, value = typing.get_args(annotation)
+        if key is str and isinstance(value, type) and issubclass(value, BaseModel) and _plain_serializer(value):
+            found[name] = value
+    return found
+
+
+def fork_world(model: BaseModel) -> BaseModel:
+    """A copy of a world whose entity dicts are copy-on-write (see the module doc).
+
+    A model without entity dicts is copied by a validated round trip through plain data.
+    """
+    cls = type(model)
+    fields = entity_fields(cls)
+    state = dict(model.__dict__)
+    if not any(type(state.get(name)) in (dict, CowDict) for name in fields):
+        return cls.model_validate(model.model_dump())
+    for name, value in state.items():
+        if name in fields and type(value) is CowDict:
+            state[name] = value.fork()
+        elif name in fields and type(value) is dict:
+            state[name] = CowDict.of(value)
+        elif type(value) not in _ATOMS:
+            state[name] = copy.deepcopy(value)  # session, lists...: nested models copy as above
+    new = cls.__new__(cls)
+    # The low-level setattr pydantic's own __copy__ uses: no validation, no hooks.
+    object.__setattr__(new, "__dict__", state)
+    object.__setattr__(new, "__pydantic_fields_set__", set(model.__pydantic_fields_set__))
+    object.__setattr__(new, "__pydantic_extra__", copy.deepcopy(model.__pydantic_extra__))
+    object.__setattr__(new, "__pydantic_private__", copy.deepcopy(getattr(model, "__pydantic_private__", None)))
+    return new
+
+
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def world_digest(model: BaseModel) -> str | None:
+    """``toolgym.envs.canonical.digest(model)``, reusing cached text of untouched entities.
+
+    None when this world cannot be spliced exactly (no copy-on-write fields, a custom
+    serializer, text that the canonical encoder would tag): the caller hashes it plainly.
+    """
+    fields = entity_fields(type(model))
+    cows = {name: v for name in fields if type(v := model.__dict__.get(name)) is CowDict}
+    if not cows:
+        return None
+    pieces: dict[str, str] = {}
+    for name, value in cows.items():
+        text = value.canonical_text(fields[name])
+        if text is None:
+            return None
+        pieces[name] = text
+    try:
+        rest = model.model_dump(mode="json", exclude=set(cows))
+        pieces.update({k: _json(v) for k, v in rest.items()})
+        text = "{" + ",".join(f"{_json(k)}:{pieces[k]}" for k in sorted(pieces)) + "}"
+    except (TypeError, ValueError):
+        return None
+    if '{"$' in text:  # the canonical encoder would wrap or tag something: let it
+        return None
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
