@@ -258,13 +258,10 @@ def world_digest(model: BaseModel) -> str | None:
     cows = {name: v for name in fields if type(v := model.__dict__.get(name)) is CowDict}
     if not cows:
         return None
-    pieces: dict[str, str] = {}
-    for name, value in cows.items():
-        text = value.canonical_text(fields[name])
-        if text is None:
+    try:  # non-finite floats or odd values: the canonical encoder decides how to say them
+        pieces = {name: value.canonical_text(fields[name]) for name, value in cows.items()}
+        if any(piece is None for piece in pieces.values()):
             return None
-        pieces[name] = text
-    try:
         rest = model.model_dump(mode="json", exclude=set(cows))
         pieces.update({k: _json(v) for k, v in rest.items()})
         text = "{" + ",".join(f"{_json(k)}:{pieces[k]}" for k in sorted(pieces)) + "}"
