@@ -45,11 +45,11 @@ def test_chat_endpoint_matches_the_local_policy_token_for_token(local, url):
     requests = make_requests(6)
     direct = asyncio.run(local.generate(requests))
     remote = asyncio.run(OpenAIPolicy(url).generate(requests))
-    for d, r in zip(direct, remote):
+    for d, r in zip(direct, remote, strict=True):
         assert r.error is None
         assert (r.text, r.token_ids, r.prompt_token_ids, r.finish_reason) == (d.text, d.token_ids, d.prompt_token_ids, d.finish_reason)
         # The server may batch differently than the local call did: same tokens, log-probs to float noise.
-        assert max(abs(x - y) for x, y in zip(r.logprobs, d.logprobs)) < 1e-4
+        assert max(abs(x - y) for x, y in zip(r.logprobs, d.logprobs, strict=True)) < 1e-4
 
 
 def test_completions_endpoint_matches_too(local, url):
@@ -57,7 +57,7 @@ def test_completions_endpoint_matches_too(local, url):
     direct = asyncio.run(local.generate(requests))
     remote = asyncio.run(OpenAIPolicy(url, api="completions", prompt_renderer=ChatRenderer(local.tokenizer)).generate(requests))
     assert [(r.token_ids, r.text) for r in remote] == [(d.token_ids, d.text) for d in direct]
-    assert all(max(abs(x - y) for x, y in zip(r.logprobs, d.logprobs)) < 1e-4 for r, d in zip(remote, direct))
+    assert all(max(abs(x - y) for x, y in zip(r.logprobs, d.logprobs, strict=True)) < 1e-4 for r, d in zip(remote, direct, strict=True))
 
 
 def test_concurrent_requests_are_batched(url):

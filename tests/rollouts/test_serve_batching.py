@@ -12,6 +12,8 @@ import time
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("torch")
 pytest.importorskip("fastapi")
@@ -95,23 +97,42 @@ def test_tokens_under_continuous_batching_equal_the_tokens_alone(local):
     ]
     alone = [asyncio.run(local.generate_ids([j]))[0] for _, j in arrivals]
 
-    async def together():
-        scheduler = Scheduler(local, max_batch=4, wait_s=0)
-        runner = asyncio.create_task(scheduler.run())
-        tasks = []
-        for step, j in arrivals:
-            await until(lambda step=step: scheduler.steps >= step)
-            tasks.append(asyncio.create_task(scheduler.submit(j)))
-            await asyncio.sleep(0)
-        results = await asyncio.gather(*tasks)
-        runner.cancel()
-        return results, scheduler
-
-    batched, scheduler = asyncio.run(together())
-    assert scheduler.batches > 1  # requests really joined a running batch
+    batched = asyncio.run(run_arrivals(local, arrivals, max_batch=4))
     for a, b in zip(alone, batched, strict=True):
         assert (b.token_ids, b.text, b.finish_reason) == (a.token_ids, a.text, a.finish_reason)
         assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-4
+
+
+async def run_arrivals(policy: HFPolicy, arrivals: list[tuple[int, GenerationJob]], max_batch: int) -> list:
+    """Submit each job once the scheduler has run ``step`` decode steps; the results in order."""
+    scheduler = Scheduler(policy, max_batch=max_batch, wait_s=0)
+    runner = asyncio.create_task(scheduler.run())
+    tasks = []
+    for step, j in arrivals:
+        await until(lambda step=step: scheduler.steps >= step or (scheduler.running == 0 and scheduler.waiting == 0))
+        tasks.append(asyncio.create_task(scheduler.submit(j)))
+        await asyncio.sleep(0)
+    results = await asyncio.gather(*tasks)
+    runner.cancel()
+    return results
+
+
+arrival = st.tuples(
+    st.integers(min_value=0, max_value=6),  # decode step at which the request arrives
+    st.integers(min_value=1, max_value=16),  # prompt length, in repeats of a phrase
+    st.integers(min_value=1, max_value=10),  # max_tokens
+    st.sampled_from([0.0, 0.7, 1.0, 1.3]),
+    st.sampled_from([1.0, 0.9, 0.5]),
+)
+
+
+@settings(max_examples=5, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(plan=st.lists(arrival, min_size=2, max_size=5), max_batch=st.integers(min_value=1, max_value=4))
+def test_generated_arrival_plans_give_the_tokens_each_request_gets_alone(local, plan, max_batch):
+    arrivals = [(step, job(local, words, 100 + i, n, t, p)) for i, (step, words, n, t, p) in enumerate(sorted(plan))]
+    alone = [asyncio.run(local.generate_ids([j]))[0] for _, j in arrivals]
+    batched = asyncio.run(run_arrivals(local, arrivals, max_batch))
+    assert [(b.token_ids, b.finish_reason) for b in batched] == [(a.token_ids, a.finish_reason) for a in alone]
 
 
 def test_a_failing_step_fails_the_running_requests_and_the_server_goes_on(local):
