@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from toolgym.aio import loop_needed, run_sync
 from toolgym.envs.shell.sandbox import SandboxLimits
 
 ROOT = Path("/sys/fs/cgroup")
@@ -80,15 +81,17 @@ class SandboxCgroup:
         return [int(p) for p in (self.dirs[1] / "cgroup.procs").read_text().split()]
 
     def remove(self, wait_s: float = 5.0) -> bool:
-        """Delete the directories once empty (their processes take a moment to vanish)."""
-        return _rmdirs(self.dirs, wait_s)
+        """``aremove`` from sync code."""
+        return run_sync(self.aremove(wait_s))
 
     async def aremove(self, wait_s: float = 5.0) -> bool:
-        """``remove`` that waits with ``asyncio.sleep``, so the runtime loop serves other sandboxes meanwhile."""
+        """Delete the directories once empty (their processes take a moment to vanish); waits
+        with ``asyncio.sleep``, so the runtime loop serves other sandboxes meanwhile."""
         deadline = time.monotonic() + wait_s
         while not _rmdirs(self.dirs, 0.0):
             if time.monotonic() > deadline:
                 return False
+            await loop_needed()
             await asyncio.sleep(0.01)
         return True
 
