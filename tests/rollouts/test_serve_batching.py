@@ -179,3 +179,16 @@ def test_a_client_that_hangs_up_frees_its_row(endless):
             assert time.monotonic() < deadline, "the abandoned request is still decoding"
             time.sleep(0.02)
         assert client.get("/health").json()["steps"] < 3000
+
+
+def test_stopping_the_scheduler_answers_every_job(endless):
+    async def scenario():
+        scheduler = Scheduler(endless, max_batch=1, wait_s=0)
+        runner = asyncio.create_task(scheduler.run())
+        jobs = [asyncio.create_task(scheduler.submit(job(endless, 1, seed, 500))) for seed in range(2)]
+        await until(lambda: scheduler.steps >= 2)
+        runner.cancel()  # one job running, one waiting
+        return await asyncio.wait_for(asyncio.gather(*jobs), 30)
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, PolicyError) and "stopped" in r.message for r in results)

@@ -240,7 +240,19 @@ class Scheduler:
         return await future  # a cancelled future is noticed by run() and its row dropped
 
     async def run(self) -> None:
-        """Decode until cancelled."""
+        """Decode until cancelled; jobs still running or waiting then get a ``model_error``."""
+        try:
+            await self._loop()
+        finally:  # the engine is left alone: a step may still be running on the worker thread
+            stopped = PolicyError(kind="model_error", message="the scheduler stopped")
+            futures = [*self._running.values(), *(item.future for item in self._waiting)]
+            self._running.clear()
+            self._waiting.clear()
+            for future in futures:
+                if not future.done():
+                    future.set_result(stopped)
+
+    async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self._running:

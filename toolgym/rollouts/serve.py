@@ -17,8 +17,9 @@ context with ``finish_reason="length"``. Endpoints:
   toolgym's ``prompt_prefix_token_ids`` extension continues from those ids and tokenizes only
   the new messages (``ChatRenderer.prompt_ids``), so multi-turn prompts stay token-faithful.
 * ``POST /v1/completions``: the prompt is text or a list of token ids.
-* ``GET /v1/models``, ``GET /health`` (with batch counters, and how many chat prompts were
-  extended from a client's prefix ids or rendered in full).
+* ``GET /v1/models``, ``GET /health`` (admission rounds ``batches``, ``jobs``, decode ``steps``,
+  ``running`` and ``waiting`` jobs, and how many chat prompts were extended from a client's
+  prefix ids or rendered in full).
 
 Both generation endpoints return log-probs when asked (``logprobs``), and vLLM's extensions
 ``return_token_ids`` and ``return_tokens_as_token_ids`` (see ``toolgym.rollouts.openai_schema``).
