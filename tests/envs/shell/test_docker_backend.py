@@ -23,10 +23,11 @@ pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 LIMITS = {"command_timeout_s": 2.0, "output_bytes": 1024, "memory_mb": 128, "pids": 64, "workspace_mb": 8}
 
 
-def containers() -> list:
+def containers(owner: int | None = None) -> list:
+    """This process's containers by default (other jobs may share the daemon)."""
     from toolgym.envs.shell.docker_backend import live_containers
 
-    return live_containers()
+    return live_containers(owner or os.getpid())
 
 
 @pytest.fixture(scope="module")
@@ -162,14 +163,14 @@ def test_a_killed_owner_leaves_no_container():
     proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
     try:
         cid = proc.stdout.readline().strip()
-        assert any(c.id == cid for c in containers())
+        assert [c.id for c in containers(proc.pid)] == [cid]
     finally:
         proc.kill()
         proc.wait()
     deadline = time.monotonic() + 15
-    while any(c.id == cid for c in containers()) and time.monotonic() < deadline:
+    while containers(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(c.id == cid for c in containers())
+    assert not containers(proc.pid)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="make sandbox-deps runs as root")
@@ -179,3 +180,23 @@ def test_sandbox_deps_is_idempotent_and_fast_when_done():
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all present" in out.stdout and "already answering" in out.stdout and "already built" in out.stdout
     assert time.monotonic() - started < 10
+
+
+def test_a_dead_container_is_noticed_and_replaced_at_the_next_reset():
+    from toolgym.envs.shell.env import ShellEnv
+    from toolgym.envs.types import Task
+
+    env = ShellEnv(backend="docker", tasks=[Task(id="t", instruction="x", initial_state={"files": {"a.txt": "a\n"}})])
+    try:
+        env.reset(seed=0)
+        first = env.sandbox
+        assert first.alive
+        first.container.kill()  # from outside, as an OOM kill of the keeper or a dockerd restart would
+        deadline = time.monotonic() + 10
+        while first.alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not first.alive
+        env.reset(seed=0)
+        assert env.sandbox is not first and env.sandbox.sync.read_file("a.txt") == "a\n"
+    finally:
+        env.close()

@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import os
+import select
+import socket
 from typing import Any
 
 from toolgym.envs.shell.docker_session import DockerSession
@@ -31,6 +34,8 @@ DEFAULT_IMAGE = "toolgym/shell:bookworm"
 """The base image ``make sandbox-deps`` builds (debootstrapped Debian, no registry needed)."""
 LABEL = "toolgym.sandbox"
 """Label on every container this backend starts, so leaks can be counted and cleaned."""
+OWNER = "toolgym.owner"
+"""Label holding the pid of the process that started the container."""
 USER = "1000:1000"
 """Commands run unprivileged; the workspace tmpfs is owned by this uid."""
 FIX = "run `make sandbox-deps` (as root) to install docker.io, start dockerd and build the image"
@@ -69,6 +74,22 @@ class DockerSandbox(Sandbox):
         self.container: Any = None
         self.tether: Any = None
         self.session: DockerSession | None = None
+
+    @property
+    def alive(self) -> bool:
+        """False once the container is gone (keeper OOM-killed, removed by hand, dockerd restarted).
+
+        The shell's exec stream ends when the container stops, so a readable session socket
+        that yields no byte means the container is dead; no API call is needed.
+        """
+        if not super().alive or self.session is None or self.session.sock is None:
+            return False
+        sock = self.session.sock
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return not readable or sock.recv(1, socket.MSG_PEEK) != b""
+        except (OSError, ValueError):
+            return False
 
     @classmethod
     def check_available(cls, image: str = DEFAULT_IMAGE, **_: Any) -> None:
@@ -109,7 +130,7 @@ class DockerSandbox(Sandbox):
                 tmpfs={WORKSPACE: f"{size},exec,uid=1000,gid=1000,mode=0755", "/tmp": f"{size},exec,mode=1777"},  # exec: ./script.sh
                 mem_limit=f"{lim.memory_mb}m", memswap_limit=f"{lim.memory_mb}m", pids_limit=lim.pids,
                 nano_cpus=int(lim.cpu_quota * 1e9), cap_drop=["ALL"], security_opt=["no-new-privileges"],
-                ipc_mode="private", hostname="sandbox", environment=self.env, labels={LABEL: "1"},
+                ipc_mode="private", hostname="sandbox", environment=self.env, labels={LABEL: "1", OWNER: str(os.getpid())},
             )
         except Exception as exc:
             raise SandboxError(f"could not create a container of {self.image!r}: {str(exc)[:300]}") from exc
@@ -177,6 +198,11 @@ def _remove(container: Any) -> None:
             raise
 
 
-def live_containers() -> list[Any]:
-    """Containers of this backend still present (running or not): for leak counts and cleanup."""
-    return docker_client().containers.list(all=True, filters={"label": LABEL})
+def live_containers(owner: int | None = None) -> list[Any]:
+    """Containers of this backend still present (running or not), for leak counts and cleanup.
+
+    Args:
+        owner: Only those started by this pid (other processes may share the daemon).
+    """
+    label = LABEL if owner is None else f"{OWNER}={owner}"
+    return docker_client().containers.list(all=True, filters={"label": label})

@@ -144,6 +144,7 @@ class DockerSession:
     def __init__(self, client: Any, container: Any, env: dict[str, str], output_bytes: int):
         self.client, self.container, self.env, self.cap = client, container, env, output_bytes
         self.sock: socket.socket | None = None
+        self.stream: Any = None
         self.exec_id: str | None = None
         self.pending = b""
         self.lock = asyncio.Lock()
@@ -152,16 +153,19 @@ class DockerSession:
         """Start bash in the container and load the watchdog."""
         from toolgym.envs.shell.docker_backend import USER
 
-        def attach() -> tuple[str, socket.socket]:
+        def attach() -> tuple[str, Any]:
             api = self.client.api
             exec_id = api.exec_create(
                 self.container.id, ["bash", "--noprofile", "--norc"], stdin=True, stdout=True, stderr=True,
                 tty=False, workdir=WORKSPACE, user=USER, environment=self.env,
             )["Id"]
-            return exec_id, api.exec_start(exec_id, socket=True)._sock
+            return exec_id, api.exec_start(exec_id, socket=True)
 
         try:
-            self.exec_id, sock = await asyncio.to_thread(attach)
+            self.exec_id, self.stream = await asyncio.to_thread(attach)
+            # The SDK's wrapper holds the HTTP response; were it collected, the response would
+            # close the socket under us (EBADF at a random time), so self.stream keeps it.
+            sock = self.stream._sock
         except Exception as exc:  # the container is gone or dockerd failed: infrastructure
             raise SandboxError(f"could not attach a shell to the container: {str(exc)[:300]}") from exc
         sock.setblocking(False)
@@ -272,7 +276,8 @@ class DockerSession:
 
             api = self.client.api
             exec_id = api.exec_create(self.container.id, cmd, stdin=stdin is not None, user=USER, workdir="/")["Id"]
-            sock = api.exec_start(exec_id, socket=True)._sock
+            stream = api.exec_start(exec_id, socket=True)  # kept referenced: see open()
+            sock = stream._sock
             try:
                 if stdin is not None:
                     sock.sendall(stdin)
@@ -294,7 +299,7 @@ class DockerSession:
         """Close the session's socket (bash reads EOF and exits)."""
         if self.sock is not None:
             self.sock.close()
-            self.sock = None
+            self.sock = self.stream = None
 
 
 def _read_all(sock: socket.socket) -> tuple[bytes, bytes]:
