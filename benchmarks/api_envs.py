@@ -8,29 +8,31 @@ observation. Tool-call steps are timed apart from the final answer step (which h
 state for the reward) and from the ``restore`` that rewinds each env for the next round.
 
 Times are CPU time of the worker process (``time.process_time``): on a shared machine wall
-time also counts other jobs' turns on the core. Memory is measured two ways: ``tracemalloc`` (bytes Python allocated per live env, its task
-included, after reset and again after its gold tool calls) and the growth of the process RSS
-while the envs were built, divided by their number. Each domain runs in a fresh process,
+time also counts other jobs' turns on the core. Memory is measured two ways: ``tracemalloc``
+(bytes Python allocated per live env, its task included, after reset and again after its
+gold tool calls) and the growth of the process RSS while the envs were built, divided by
+their number. Each domain runs in a fresh process,
 pinned to one core where the OS allows.
 
 Garbage collection. Ten thousand envs hold millions of GC-tracked objects, and CPython's
 cyclic collector re-traverses them as states are replaced: with the default settings it takes
 most of the time. Steps create no reference cycles (the ``cyclic garbage`` row counts what the
-collector finds), so a host can defer collection: with ``--gc deferred`` each
+collector finds), so a host can defer collection: with GC ``deferred`` each
 round runs inside ``toolgym.rollouts.gcpolicy.deferred_gc`` (the policy ``run_episodes(...,
 gc_policy="deferred")`` uses): automatic collection is off during the round and one full
-``gc.collect()`` ends it; that time is counted in the all-in rate. ``--gc frozen`` is
+``gc.collect()`` ends it; that time is counted in the all-in rate. GC ``frozen`` is
 ``deferred_gc(freeze=True)``: the survivors of each collection are frozen, so the next one
 traverses only what its round created.
 
-Worlds. ``--worlds cow`` is the library as it is: a restored world shares its entities with
+Worlds. ``cow`` is the library as it is: a restored world shares its entities with
 the snapshot and copies one when a tool first takes it out, and the final digest re-encodes
-only those (``toolgym.envs.api.cow``). ``--worlds copy`` puts back, in this process only,
+only those (``toolgym.envs.api.cow``). ``copy`` puts back, in this process only,
 what the library did before: a whole-world validated copy at every restore and a full
-re-encoding for every digest. Both in one run give the before/after on the same machine.
+re-encoding for every digest. ``--configs`` lists WORLDS:GC pairs, each run in its own
+process; the default runs the library as it was (``copy:deferred``) and as it is, in one run.
 
     python benchmarks/api_envs.py                                  # 10,000 envs per domain
-    python benchmarks/api_envs.py --gc deferred,frozen --worlds copy,cow   # before/after
+    python benchmarks/api_envs.py --configs copy:deferred,cow:frozen   # only before and after
     python benchmarks/api_envs.py --envs 500 --rounds 2 --traced 200   # a quick run
 """
 
@@ -238,22 +240,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="gold replays of every env; the median round is reported")
     parser.add_argument("--traced", type=int, default=2_000, help="envs measured with tracemalloc (slow, so a sample)")
     parser.add_argument("--domains", default=",".join(DOMAINS))
-    parser.add_argument("--gc", default="deferred,frozen", help=f"comma list of {', '.join(GC_MODES)}")
-    parser.add_argument("--worlds", default="copy,cow", help=f"comma list of {', '.join(WORLD_MODES)}")
+    parser.add_argument(
+        "--configs", default="copy:deferred,cow:deferred,cow:frozen",
+        help=f"comma list of WORLDS:GC, WORLDS one of {', '.join(WORLD_MODES)}, GC one of {', '.join(GC_MODES)}",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin each worker to one CPU core")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "api_envs.json")
     args = parser.parse_args()
-    modes, worlds = args.gc.split(","), args.worlds.split(",")
-    for name, given, known in (("--gc", modes, GC_MODES), ("--worlds", worlds, WORLD_MODES)):
-        if unknown := [m for m in given if m not in known]:
-            parser.error(f"{name}: unknown {unknown[0]!r}; choose from {', '.join(known)}")
+    configs = [tuple(c.split(":", 1)) for c in args.configs.split(",")]
+    for config in configs:
+        if len(config) != 2 or config[0] not in WORLD_MODES or config[1] not in GC_MODES:
+            parser.error(f"--configs: {':'.join(config)!r} is not WORLDS:GC, e.g. cow:frozen")
     results = []
     for env_id in args.domains.split(","):
-        for world in worlds:
-            for mode in modes:  # a fresh process each: clean RSS, no heap left by the previous run
-                with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                    job = pool.submit(measure, env_id, args.envs, args.rounds, args.traced, mode, world, not args.no_pin)
-                    results.append(job.result())
+        for world, mode in configs:  # a fresh process each: clean RSS, no heap left by the previous run
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                job = pool.submit(measure, env_id, args.envs, args.rounds, args.traced, mode, world, not args.no_pin)
+                results.append(job.result())
     cpu = platform.processor() or platform.machine()
     report(results, cpu)
     for r in results:

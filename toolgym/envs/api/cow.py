@@ -57,7 +57,7 @@ class CowDict(dict):  # type: ignore[type-arg]
     def __init__(self, frozen: dict[Any, Any], texts: dict[Any, str]):
         super().__init__(frozen)
         self._frozen = frozen  # key -> the shared entity (never mutated; shared by the lineage)
-        self._texts = texts  # key -> canonical JSON of _frozen[key] (filled lazily)
+        self._texts = texts  # key -> '"key":<canonical JSON of _frozen[key]>' (filled lazily)
 
     # ------------------------------------------------------------------ copy on take-out
 
@@ -162,18 +162,18 @@ class CowDict(dict):  # type: ignore[type-arg]
             if type(value) is not entity_type:
                 return None
             shared = value is frozen.get(key, _MISSING)
-            text = texts.get(key) if shared else None
-            if text is None:
-                text = _json(value.model_dump(mode="json"))
+            member = texts.get(key) if shared else None
+            if member is None:  # '"key":{...}', as json.dumps writes a member of a sorted dict
+                member = f"{_json(key)}:{_json(value.model_dump(mode='json'))}"
                 if shared:
-                    texts[key] = text
-            parts.append(f"{_json(key)}:{text}")
+                    texts[key] = member
+            parts.append(member)
         return "{" + ",".join(parts) + "}"
 
 
-def _json(value: Any) -> str:
-    # The options of toolgym.envs.canonical.dumps' plain path, so spliced text is identical.
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# The options of toolgym.envs.canonical.dumps' plain path (json.dumps builds this same encoder
+# per call), so spliced text is byte-identical to it.
+_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 # --------------------------------------------------------------------------- worlds
