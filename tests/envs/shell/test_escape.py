@@ -153,13 +153,8 @@ ATTEMPTS: dict[str, tuple[str, object]] = {
 }
 
 
-KNOWN_GAPS = {
-    ("docker", "kill_everything"): (
-        "docker backend: `kill -9 -1` as the sandbox user kills the container's keeper process, so the "
-        "container stops and the sandbox is lost (bwrap runs its shell loop as the namespace's pid 1, "
-        "which signals from inside cannot kill)"
-    ),
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
+"""(backend, attempt) pairs a backend is known not to contain yet, with the reason (none today)."""
 """Attempts a backend does not contain yet: reported as xfail with the reason, not hidden."""
 
 
