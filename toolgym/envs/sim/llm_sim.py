@@ -21,10 +21,10 @@ from typing import Any
 
 from toolgym.aio import loop_needed, run_sync
 from toolgym.envs import safejson
+from toolgym.envs.canonical import seed_from
 from toolgym.envs.digest import canonical_json, digest
 from toolgym.envs.sim.base import SimulatedApiError, SimulatorError
 from toolgym.envs.sim.schema import problems
-from toolgym.envs.sim.schema_sim import call_seed
 from toolgym.envs.sim.spec import CompiledTool
 from toolgym.envs.sim.state import SimState
 from toolgym.envs.types import SystemMessage, UserMessage
@@ -139,7 +139,7 @@ class LLMSimulator:
         messages: list[Any] = [SystemMessage(content=self._brief(tool, state)), UserMessage(content=canonical_json({"name": tool.name, "arguments": arguments}))]
         problem, text = "", ""
         for attempt in range(self.attempts):
-            request = PolicyRequest(episode_id=f"simulator/{key[:16]}", messages=messages, seed=call_seed(key, attempt) >> 1, sampling=self.sampling)
+            request = PolicyRequest(episode_id=f"simulator/{key[:16]}", messages=messages, seed=seed_from(key, attempt) >> 1, sampling=self.sampling)
             self.stats.policy_calls += 1
             await loop_needed()
             try:

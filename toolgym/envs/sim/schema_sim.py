@@ -37,11 +37,6 @@ def clone(value: Any) -> Any:
     return value
 
 
-def call_seed(*parts: Any) -> int:
-    """A stable 64-bit seed from JSON-able parts."""
-    return seed_from(*parts)
-
-
 class SchemaSimulator:
     """Deterministic, schema-valid, stateful simulation of tools known only by schema.
 
@@ -68,7 +63,7 @@ class SchemaSimulator:
 
     async def asimulate(self, tool: CompiledTool, arguments: dict[str, Any], state: SimState) -> Any:
         """The tool's output; entity tools update ``state.entities``. See the module docstring."""
-        rng = random.Random(call_seed(state.seed, tool.name, arguments, len(state.log)))
+        rng = random.Random(seed_from(state.seed, tool.name, arguments, len(state.log)))
         # Work on a scratch copy so that a failed call (API error or broken output) changes nothing.
         # Only the tool's own collection is ever changed in place; memo entries are only added.
         entities = {**state.entities, tool.entity: clone(state.entities.get(tool.entity, {}))}

@@ -14,9 +14,9 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from toolgym.envs.canonical import seed_from
 from toolgym.envs.digest import canonical_json
 from toolgym.envs.sim.generate import ValueGenerator
-from toolgym.envs.sim.schema_sim import call_seed
 from toolgym.envs.sim.spec import CompiledTool, SimTool, compile_tool
 from toolgym.envs.synth.models import AgentSpec, rubric_items
 from toolgym.envs.types import Expected, GoldAction, JsonDict, Task, ToolSpec
@@ -62,7 +62,7 @@ class FallbackSynthesizer:
 
     def task(self, compiled: dict[str, CompiledTool], agent: AgentSpec, index: int) -> Task:
         """Task number ``index`` for ``agent``."""
-        rng = random.Random(call_seed(self.seed, agent.name, index))
+        rng = random.Random(seed_from(self.seed, agent.name, index))
         tool = compiled[rng.choice(sorted(agent.tools))]
         instruction, gold, rubric, entities, outputs = _PLANS[tool.kind](tool, rng)
         return Task(

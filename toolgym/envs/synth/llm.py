@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from toolgym.aio import loop_needed, run_sync
+from toolgym.envs.canonical import seed_from
 from toolgym.envs.digest import canonical_json
 from toolgym.envs.sim.box import schema_tool
-from toolgym.envs.sim.schema_sim import call_seed
 from toolgym.envs.sim.spec import CompiledTool, SimTool
 from toolgym.envs.synth.fallback import FallbackSynthesizer, compile_all
 from toolgym.envs.synth.models import AgentSpec, SynthResult, rubric_items
@@ -127,7 +127,7 @@ class LLMSynthesizer:
             if not convo:
                 break
             order = sorted(convo)
-            requests = [PolicyRequest(episode_id=f"synth/{label}/{i}", messages=convo[i], seed=call_seed(self.seed, label, i, attempt) >> 1, sampling=self.sampling) for i in order]
+            requests = [PolicyRequest(episode_id=f"synth/{label}/{i}", messages=convo[i], seed=seed_from(self.seed, label, i, attempt) >> 1, sampling=self.sampling) for i in order]
             await loop_needed()
             try:
                 turns = await self.policy.generate(requests)

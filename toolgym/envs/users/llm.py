@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from toolgym.aio import loop_needed, run_sync, sync_inside_loop
-from toolgym.envs.digest import digest
+from toolgym.envs.canonical import seed_from
 from toolgym.envs.types import AssistantMessage, Message, StopReason, SystemMessage, Task, UserMessage
 from toolgym.envs.users.base import UserReply, UserScript, UserSimulationError, load_script, user_turns
 from toolgym.policy import Policy, PolicyRequest, SamplingParams
@@ -60,7 +60,7 @@ class LLMUser:
             return UserReply(message="I have to go now.", stop=StopReason.USER_STOP)
         request = PolicyRequest(
             episode_id=f"user/{task.id}", task_id=task.id, messages=self.prompt(task, script, messages),
-            seed=int(digest([self.seed, task.id, len(messages), answer])[:15], 16), sampling=self.sampling,
+            seed=seed_from(self.seed, task.id, len(messages), answer) >> 1, sampling=self.sampling,
         )
         if sync_inside_loop():
             raise UserSimulationError(

@@ -31,8 +31,8 @@ import gymnasium
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from toolgym.aio import loop_needed, run_sync
+from toolgym.envs.canonical import seed_from
 from toolgym.envs.dispatch import ToolBox, error_result, render_output
-from toolgym.envs.sim.schema_sim import call_seed
 from toolgym.envs.types import ToolCall, ToolResult
 
 FaultKind = Literal["error", "timeout", "rate_limit", "malformed", "partial", "latency"]
@@ -128,7 +128,7 @@ class FaultyToolBox(ToolBox):
         return self._damage(call, await self.inner.acall(call), kind, latency, rng)
 
     def _decide(self, call: ToolCall) -> tuple[FaultKind | None, float, random.Random]:
-        rng = random.Random(call_seed(self.episode_seed, self._position, call.id, call.name, call.arguments))
+        rng = random.Random(seed_from(self.episode_seed, self._position, call.id, call.name, call.arguments))
         if call.name not in self.tools:  # never reaches the service: nothing to inject
             return None, 0.0, rng
         spec = self.config.for_tool(call.name)
@@ -209,10 +209,10 @@ class FaultInjection(gymnasium.Wrapper):
         # Like gymnasium's RNG: reset(seed=s) then reset() ... repeats; never seeded, fresh faults.
         if seed is not None:
             self._last_seed, self._unseeded_resets = seed, 0
-            self.episode_seed = call_seed(self.config.seed, seed)
+            self.episode_seed = seed_from(self.config.seed, seed)
         elif self._last_seed is not None:
             self._unseeded_resets += 1
-            self.episode_seed = call_seed(self.config.seed, self._last_seed, self._unseeded_resets)
+            self.episode_seed = seed_from(self.config.seed, self._last_seed, self._unseeded_resets)
         else:
             self.episode_seed = int.from_bytes(os.urandom(8), "big")
         self._install()
