@@ -145,6 +145,11 @@ def error_result(call: ToolCall, kind: ToolErrorKind, message: str) -> ToolResul
     return ToolResult(call_id=call.id, name=call.name, error=ToolError(kind=kind, message=message))
 
 
+def error_message(call_id: str, name: str, kind: ToolErrorKind, message: str, max_chars: int) -> ToolMessage:
+    """The one way an error reaches the model: ``Error (<kind>): <message>``, capped to ``max_chars``."""
+    return ToolMessage(tool_call_id=call_id, name=name, content=cap(f"Error ({kind}): {message}", max_chars), error=kind)
+
+
 def cap(text: str, max_chars: int) -> str:
     """``text`` cut to ``max_chars`` with a marker saying how much was dropped."""
     if len(text) <= max_chars:
@@ -178,8 +183,7 @@ def to_message(result: ToolResult, max_chars: int) -> tuple[ToolResult, ToolMess
     into an ``unserializable_output`` error, and truncation sets ``truncated``.
     """
     if result.error is not None:
-        text = cap(f"Error ({result.error.kind}): {result.error.message}", max_chars)
-        return result, ToolMessage(tool_call_id=result.call_id, name=result.name, content=text, error=result.error.kind)
+        return result, error_message(result.call_id, result.name, result.error.kind, result.error.message, max_chars)
     try:
         text = render_output(result.output)
     except (TypeError, ValueError, RecursionError) as exc:

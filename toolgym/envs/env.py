@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from toolgym.aio import run_sync
 from toolgym.envs.digest import digest
-from toolgym.envs.dispatch import ToolBox, cap, error_result, to_message
+from toolgym.envs.dispatch import ToolBox, error_message, error_result, to_message
 from toolgym.envs.formats import ParsedTurn, get_format
 from toolgym.envs.formats.base import screen_structured
 from toolgym.envs.spaces import ConversationSpace, TextAction
@@ -39,7 +39,6 @@ from toolgym.envs.types import (
     SystemMessage,
     Task,
     ToolCall,
-    ToolMessage,
     ToolResult,
     UserMessage,
     trusted,
@@ -331,9 +330,8 @@ class ToolEnv(gymnasium.Env):
         errors: dict[str, int] = {}
         for i, err in enumerate(turn.errors):
             errors["parse_error"] = errors.get("parse_error", 0) + 1
-            text = f"Error (parse_error): {err.message}" + (f"\nOffending text: {err.snippet}" if err.snippet else "")
-            text = cap(text, limits.max_output_chars)
-            new.append(ToolMessage(tool_call_id=f"parse_error_{self._turns}_{i}", name="", content=text, error="parse_error"))
+            text = err.message + (f"\nOffending text: {err.snippet}" if err.snippet else "")
+            new.append(error_message(f"parse_error_{self._turns}_{i}", "", "parse_error", text, limits.max_output_chars))
         for i, result in enumerate(results):
             # to_message may turn an output into an error (not JSON): keep the result it returns,
             # so info["results"] and the observation always agree.
