@@ -128,8 +128,16 @@ def _with(field: str, raw: str) -> bytes:
     return text.replace('"@@"', raw).encode()
 
 
+def not_an_object(raw: bytes) -> bool:
+    """Random bytes or text that happen to form a valid request would rightly be served."""
+    try:
+        return not isinstance(json.loads(raw), dict)
+    except (ValueError, RecursionError):
+        return True
+
+
 hostile = st.one_of(
-    st.binary(max_size=200),
+    st.binary(max_size=200).filter(not_an_object),
     st.integers(min_value=65, max_value=20_000).map(lambda n: ("[" * n + "]" * n).encode()),
     st.integers(min_value=62, max_value=5_000).map(lambda n: _with("messages", "[" * n + "]" * n)),
     st.integers(min_value=101, max_value=6_000).map(lambda n: _with("seed", "9" * n)),
@@ -138,7 +146,7 @@ hostile = st.one_of(
     st.sampled_from(['"\\udc00"']).map(lambda s: _with("tools", f'[{{"type": "function", "function": {{"name": {s}}}}}]')),
     st.just(b'{"messages": [{"role": "user", "content": "hi"}], "\\ud800": 1}'),
     st.just(b'{"prompt": "\\ud800", "max_tokens": 2}'),
-    st.text(max_size=50).map(lambda t: t.encode("utf-8")),
+    st.text(max_size=50).map(lambda t: t.encode("utf-8")).filter(not_an_object),
     st.just(b"\xff\xfe{}"),
 )
 
