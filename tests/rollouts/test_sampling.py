@@ -81,3 +81,18 @@ def test_router_logits_are_off_while_sampling_and_restored_after():
     with router_logits_off(model):
         assert model.config.output_router_logits is False
     assert model.config.output_router_logits is True
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    temperature=st.sampled_from([0.0, 1e-45, 1e-38, 1e-20, 1e-6, 0.5, 1.0]),
+    top_p=st.sampled_from([1e-50, 1e-45, 1e-8, 0.3, 1.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_extreme_temperature_and_top_p_give_valid_tokens(temperature, top_p, seed):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, 17, generator=gen) * 30
+    ids = sample_tokens(logits, torch.full((3,), temperature), torch.full((3,), top_p), torch.rand(3, generator=gen))
+    assert bool(((ids >= 0) & (ids < 17)).all())
+    if temperature < 1e-5 or top_p < 1e-7:
+        assert ids.tolist() == logits.argmax(dim=-1).tolist()

@@ -55,13 +55,19 @@ class Generated(BaseModel):
     finish_reason: Literal["stop", "length"]
 
 
+GREEDY_BELOW = 1e-5
+"""Temperatures below this sample the arg-max: a vanishing temperature would overflow the logits."""
+
+
 def sample_tokens(logits: Any, temperature: Any, top_p: Any, uniforms: Any) -> Any:
     """Pick one token per row by inverse-CDF sampling of the tempered, top-p-cut distribution.
 
     Args:
         logits: (B, V) float32 logits.
-        temperature: (B,) temperatures; 0 picks the arg-max.
-        top_p: (B,) nucleus mass in (0, 1]; the most likely token is always kept.
+        temperature: (B,) temperatures; below ``GREEDY_BELOW`` (0 included) picks the arg-max,
+            since dividing by a vanishing temperature overflows to inf and NaN.
+        top_p: (B,) nucleus mass in (0, 1]; the most likely token is always kept, even when
+            ``top_p`` rounds to 0 in float32.
         uniforms: (B,) draws in [0, 1), one per row, from that row's own generator.
 
     Returns:
@@ -69,13 +75,15 @@ def sample_tokens(logits: Any, temperature: Any, top_p: Any, uniforms: Any) -> A
     """
     import torch
 
-    greedy = temperature <= 0
+    greedy = temperature < GREEDY_BELOW
     scaled = logits / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]  # (B, V)
     probs = torch.softmax(scaled, dim=-1)
     if bool((top_p < 1).any()):
         sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)  # (B, V)
         before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # mass of strictly more likely tokens
-        keep = torch.zeros_like(probs, dtype=torch.bool).scatter_(1, order, before < top_p[:, None])  # (B, V)
+        kept = before < top_p[:, None]  # (B, V), sorted order
+        kept[:, 0] = True  # the most likely token, whatever top_p rounded to
+        keep = torch.zeros_like(probs, dtype=torch.bool).scatter_(1, order, kept)  # (B, V)
         probs = probs * keep
     # The CDF runs in vocabulary order, not sorted order: near-equal probabilities swapping
     # places under float noise would otherwise change which token a draw lands on.
