@@ -15,8 +15,10 @@ on an event loop: this thread's own loop, or, when the caller is itself inside a
 running loop cannot be blocked on from within. Inside ordinary async code ``loop_needed()``
 returns at once and costs one function call.
 
-``toolgym.envs.shell.runtime`` keeps a background loop of its own on purpose: sandboxes outlive
-single calls and must stay bound to one loop.
+Two other places hold event loops, on purpose: ``toolgym.envs.shell.runtime`` and
+``MCPClient`` keep a background loop each, because sandboxes and MCP sessions outlive single
+calls and must stay bound to one loop. Whole runs (``run_episodes``, ``score_episodes``) are not
+hooks: they own a fresh loop from start to end with ``asyncio.run``.
 
 >>> async def add(a, b):
 ...     return a + b
@@ -93,7 +95,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         yielded = coro.send(None)
     except StopIteration as done:
         driving.active = was
-        return done.value  # type: ignore[no-any-return]
+        return done.value
     except BaseException:
         driving.active = was
         coro.close()
@@ -132,7 +134,7 @@ def _finish_on_loop(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
     worker.join()
     if "error" in box:
         raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+    return box["value"]
 
 
 async def _resume(coro: Coroutine[Any, Any, T]) -> T:
