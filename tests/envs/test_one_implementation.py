@@ -203,3 +203,29 @@ def test_sync_call_keeps_every_deadline(name):
     result = box.call(ToolCall(id="c", name=name, arguments={}))
     assert result.error is not None and result.error.kind == "timeout"
     assert time.perf_counter() - start < 2.0
+
+
+# ---------------------------------------------------------------------- sync overrides still count
+
+
+def test_a_sync_on_answer_override_is_honoured_by_both_steps():
+    from toolgym.envs.types import StopReason, Task, UserMessage
+
+    class Chatty(toolgym.ToolEnv):
+        def on_answer(self, content):
+            if content == "more":
+                return [UserMessage(content="go on")], None
+            return super().on_answer(content)  # the default, without recursing through aon_answer
+
+    def fresh():
+        env = Chatty(tasks=[Task(id="t", instruction="x")])
+        env.reset(seed=0)
+        return env
+
+    assert fresh().step("more")[4]["stop_reason"] is None
+    assert asyncio.run(fresh().astep("more"))[4]["stop_reason"] is None
+    assert fresh().step("done")[4]["stop_reason"] is StopReason.ANSWERED
+    patched = fresh()
+    patched.on_answer = lambda content: ([UserMessage(content="again")], None)  # an instance attribute, as tests do
+    assert asyncio.run(patched.astep("done"))[4]["stop_reason"] is None
+    assert patched.step("done")[4]["stop_reason"] is None

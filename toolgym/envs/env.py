@@ -152,8 +152,9 @@ class ToolEnv(gymnasium.Env):
 
         With a simulated ``user``, the user replies (new messages, no stop reason) or stops.
         """
-        if type(self).on_answer is not ToolEnv.on_answer:  # a subclass wrote the sync hook
-            return self.on_answer(content)
+        hook = self.on_answer
+        if getattr(hook, "__func__", None) is not ToolEnv.on_answer:  # a subclass (or instance) set the sync hook
+            return hook(content)
         return await self._answer(content)
 
     async def _answer(self, content: str) -> tuple[list[Message], StopReason | None]:
