@@ -42,9 +42,9 @@ class DemoConfig:
     rl_iterations: int = 5
     rl_tasks_per_iteration: int = 8
     group_size: int = 8
-    rl_lr: float = 3e-4
+    rl_lr: float = 5e-5
     rl_minibatch: int = 16
-    temperature: float = 1.0
+    temperature: float = 0.7
     max_new_tokens: int = 48
     threads: int = 2
     base_stage: dict[str, float] | None = None
