@@ -3,11 +3,16 @@
 Episodes await ``batcher.generate(request)`` one request at a time. The batcher waits until
 the event loop has no more runnable episodes (every live episode is waiting on the policy or
 on something slow), then sends all pending requests in one ``policy.generate`` call.
+
+``batching(policy)`` gives the same batching behind the ``Policy`` interface, for code that
+calls ``generate([request])`` from many concurrent tasks (judges, critics).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from toolgym.rollouts.policy import Policy, PolicyError, PolicyRequest, PolicyTurn
@@ -84,3 +89,25 @@ class RequestBatcher:
         for (_, future), turn in zip(batch, turns, strict=True):
             if not future.done():
                 future.set_result(turn)
+
+
+class BatchedPolicy:
+    """A ``Policy`` view of a ``RequestBatcher``: concurrent single requests become one batch."""
+
+    def __init__(self, batcher: RequestBatcher):
+        self.batcher = batcher
+
+    async def generate(self, requests: Sequence[PolicyRequest]) -> list[PolicyTurn]:
+        """The turns for ``requests``, each joining whatever batch is forming."""
+        return [await self.batcher.generate(r) for r in requests]
+
+
+@contextlib.asynccontextmanager
+async def batching(policy: Policy, max_batch: int | None = None) -> AsyncIterator[BatchedPolicy]:
+    """``policy`` behind a ``RequestBatcher`` for the duration of the block.
+
+    Judge calls for many episodes run concurrently, one request each; batching them lets a
+    local model decode them together instead of one forward pass per judgement.
+    """
+    async with RequestBatcher(policy, max_batch=max_batch) as batcher:
+        yield BatchedPolicy(batcher)

@@ -7,42 +7,19 @@ timeout, an endpoint error and an unreadable answer each end as their own ``Unsc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from toolgym.envs.types import Message
-from toolgym.rollouts.batcher import RequestBatcher
-from toolgym.rollouts.policy import Policy, PolicyRequest, PolicyTurn, SamplingParams
+from toolgym.rollouts.policy import Policy, PolicyRequest, SamplingParams
 from toolgym.rubrics.critics.budget import JudgeBudget
 from toolgym.rubrics.critics.parse import JudgementParseError
 from toolgym.rubrics.score import ComponentCost, Unscorable
 
 T = TypeVar("T")
-
-
-class _Batched:
-    """A ``Policy`` view of a ``RequestBatcher``: concurrent single requests become one batch."""
-
-    def __init__(self, batcher: RequestBatcher):
-        self.batcher = batcher
-
-    async def generate(self, requests: Sequence[PolicyRequest]) -> list[PolicyTurn]:
-        return [await self.batcher.generate(r) for r in requests]
-
-
-@contextlib.asynccontextmanager
-async def batching(policy: Policy) -> AsyncIterator[Policy]:
-    """``policy`` behind a request batcher for the duration of the block.
-
-    Judge calls for many episodes run concurrently, one request each; batching them lets a
-    local model decode them together instead of one forward pass per judgement.
-    """
-    async with RequestBatcher(policy) as batcher:
-        yield _Batched(batcher)
 
 
 @dataclass

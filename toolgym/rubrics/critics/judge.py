@@ -18,9 +18,10 @@ import json
 from collections.abc import Sequence
 
 from toolgym.envs.types import Message, SystemMessage, UserMessage
+from toolgym.rollouts.batcher import batching
 from toolgym.rollouts.episode import Episode
 from toolgym.rollouts.policy import Policy, SamplingParams
-from toolgym.rubrics.critics.ask import Question, ask, batching
+from toolgym.rubrics.critics.ask import Question, ask
 from toolgym.rubrics.critics.base import CriticResult
 from toolgym.rubrics.critics.budget import JudgeBudget, cache_key
 from toolgym.rubrics.critics.parse import complete, parse_pointwise
