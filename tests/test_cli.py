@@ -35,17 +35,22 @@ def test_unknown_env_is_a_clean_error():
     assert "Did you mean 'toolgym/unitconv-v0'" in " ".join(result.output.split())  # rich wraps lines
 
 
-def test_demo_runs_every_shipped_env_and_a_tiny_model():
+def test_demo_runs_every_shipped_env_and_a_tiny_model(tmp_path):
+    import json
+
     import toolgym
 
-    result = runner.invoke(app, ["demo", "--quick", "--episodes", "20"])
+    out = tmp_path / "quick.json"
+    result = runner.invoke(app, ["demo", "--quick", "--episodes", "20", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    rows = [line for line in result.output.splitlines() if "│" in line]
-    shipped = [e.removeprefix("toolgym/") for e in toolgym.envs.registered() if e.startswith("toolgym/")]
+    runs = json.loads(out.read_text())
+    shipped = [e for e in toolgym.envs.registered() if e.startswith("toolgym/")]
     for env in shipped:
-        (row,) = [r for r in rows if r.split("│")[1].strip() == env and "scripted" in r]
-        assert "100.0%" in row and "1.000" in row  # gold replays reach the state and score full marks
-    assert any("chaos" in r for r in rows) and any("tiny-kimi" in r for r in rows)
+        (run,) = [r for r in runs if r["env_id"] == env and r["policy"] == "scripted"]
+        assert run["scores"]["score/mean"] == 1.0  # gold replays score full marks
+        if run["has_expected_state"]:  # and reach the expected state where the tasks state one
+            assert run["summary"]["rollout/expected_state_rate"] == 1.0
+    assert {r["policy"] for r in runs} >= {"chaos", "tiny-kimi"}
 
 
 def test_rollout_with_a_tiny_model_and_scores():

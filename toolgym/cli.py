@@ -210,7 +210,7 @@ def demo_command(
     episodes: int = typer.Option(300, min=1, help="--quick: tasks per run (the model run uses at most 16)."),
     quick: bool = typer.Option(False, "--quick", help="Only the table of gold replays, a chaos policy and a random tiny model on every env."),
     seed: int = typer.Option(0, help="Seed of SFT order, RL tasks and sampling (held-out tasks stay fixed)."),
-    out: Path | None = typer.Option(None, help="Also write the recipe's results as JSON to this file."),
+    out: Path | None = typer.Option(None, help="Also write the results (recipe or --quick table) as JSON to this file."),
 ) -> None:
     """The main job: SFT then GRPO of the shipped tiny MoE base on UnitConv tasks, held-out
     success printed before SFT, after SFT and after RL (toolgym.trainers.demo). With --quick:
@@ -230,6 +230,20 @@ def demo_command(
         rollout("toolgym/unitconv-v0", PolicyKind.hf, min(episodes, 16), model="tiny-kimi", max_new_tokens=48, score=True, show_table=False)
     )
     _print_runs(runs)
+    if out is not None:
+        import json
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rows = [
+            {"env_id": r.env_id, "policy": r.policy, "has_expected_state": _has_expected(r), "summary": r.summary, "scores": r.scores}
+            for r in runs
+        ]
+        out.write_text(json.dumps(rows, indent=1))
+
+
+def _has_expected(run: RunResult) -> bool:
+    """Whether the run's tasks state an expected final digest (shell tasks are checked by files instead)."""
+    return any(e.task.expected.state_digest is not None for e in run.episodes)
 
 
 def _print_runs(runs: list[RunResult]) -> None:
@@ -243,7 +257,7 @@ def _print_runs(runs: list[RunResult]) -> None:
         bad = int(sum(v for k, v in s.items() if k.startswith(metrics.ERROR_PREFIX)))
         table.add_row(
             r.env_id.removeprefix("toolgym/"), r.policy, f"{int(s[metrics.EPISODES])}", f"{s.get(metrics.EPISODES_PER_S, 0):,.0f}",
-            f"{s.get(metrics.EXPECTED_STATE_RATE, 0):.1%}", f"{bad}", f"{sc.get(SCORE_MEAN, float('nan')):.3f}",
+            f"{s.get(metrics.EXPECTED_STATE_RATE, 0):.1%}" if _has_expected(r) else "n/a", f"{bad}", f"{sc.get(SCORE_MEAN, float('nan')):.3f}",
             f"{sc.get(SCORE_UNSCORABLE_FRAC, 0):.0%}",
         )
     console.print(table)
