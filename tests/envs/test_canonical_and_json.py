@@ -104,3 +104,16 @@ def test_each_limit_is_named():
     with pytest.raises(JsonLimitError, match="longer than 10 characters"):
         safejson.loads('"' + "x" * 20 + '"', JsonLimits(max_chars=10))
     assert safejson.loads('"[[[[[[["', JsonLimits(max_depth=1)) == "[[[[[[["  # brackets in strings do not count
+
+
+@settings(max_examples=60, deadline=None)
+@given(digits=st.integers(1, 40), sign=st.sampled_from(["", "-"]))
+def test_digit_limit_counts_digits_not_the_sign(digits, sign):
+    """An integer of exactly ``max_digits`` digits loads, one more is refused, with or without a sign."""
+    limits = safejson.JsonLimits(max_digits=20)
+    text = sign + "9" * digits
+    if digits <= 20:
+        assert safejson.loads(text, limits) == int(text)
+    else:
+        with pytest.raises(safejson.JsonLimitError):
+            safejson.loads(text, limits)

@@ -151,7 +151,7 @@ def _decoder(limits: JsonLimits) -> json.JSONDecoder:
 
 def _int_parser(max_digits: int) -> Any:
     def parse_int(token: str) -> int:
-        if len(token) > max_digits + 1:  # +1: a minus sign
+        if len(token) - token.startswith("-") > max_digits:  # the sign is not a digit
             raise _Refused(f"integer with {len(token.lstrip('-')):,} digits (at most {max_digits:,})")
         return int(token)
 
