@@ -250,7 +250,9 @@ def print_variants(env_id: str, result: dict[str, Any], console: Console) -> Non
     table = Table(title=f"{env_id}: by policy variant")
     for name in ("variant", "episodes", "state success", "judge_correct mean (FAKE judge)", "rubric total mean"):
         table.add_column(name)
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
     for name, row in result["by_variant"].items():
         table.add_row(name, str(row["episodes"]), fmt(row["state_success"]), fmt(row["judge_correct_mean"]), fmt(row["total_mean"]))
     console.print(table)
@@ -273,10 +275,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.5), squeeze=False)
-    for ax, (env_id, result) in zip(axes[0], results.items()):
+    for ax, (env_id, result) in zip(axes[0], results.items(), strict=True):
         aucs = {a["criterion"]: a["auc"] for a in result["all_criteria_calibration"]["agreement"]}
         for cid, points in result["roc"].items():
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             label = f"{cid} (AUC {aucs.get(cid, float('nan')):.2f})" + (" FAKE judge" if cid == "judge_correct" else "")
             ax.plot(xs, ys, marker=".", label=label)
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)

@@ -64,9 +64,9 @@ def test_batched_equals_one_by_one(policy):
     batched = generate(policy, requests)
     alone = [generate(policy, [r])[0] for r in requests]
     assert len({len(t.prompt_token_ids) for t in batched}) > 1
-    for b, a in zip(batched, alone):
+    for b, a in zip(batched, alone, strict=True):
         assert b.error is None and b.token_ids == a.token_ids and b.text == a.text
-        assert max(abs(x - y) for x, y in zip(b.logprobs, a.logprobs)) < LOGPROB_TOL
+        assert max(abs(x - y) for x, y in zip(b.logprobs, a.logprobs, strict=True)) < LOGPROB_TOL
 
 
 def test_logprobs_are_raw_model_logprobs_at_temperature_one(policy):

@@ -35,7 +35,7 @@ class SeedEcho:
 
 @pytest.mark.parametrize("fmt", ["hermes", "openai", "kimi_k2"])
 def test_gold_replays_reach_expected_state(fmt):
-    factory = lambda: toolgym.make(ENV, tool_format=fmt)  # noqa: E731
+    factory = lambda: toolgym.make(ENV, tool_format=fmt)
     tasks = sample_tasks(factory, 50, seed=7)
     episodes = run_episodes(factory, ScriptedPolicy.gold(tasks, fmt), tasks=tasks, seed=7)
     assert [e.task.id for e in episodes] == [t.id for t in tasks]
@@ -56,7 +56,7 @@ def test_requests_are_batched_across_live_episodes():
 def test_same_seeds_same_episodes_whatever_the_concurrency():
     a = run_episodes(ENV, ChaosPolicy(), n=30, seed=3, concurrency=30)
     b = run_episodes(ENV, ChaosPolicy(), n=30, seed=3, concurrency=4, max_batch=3)
-    strip = lambda eps: [e.model_dump(exclude={"wall_s", "turns"}) for e in eps]  # noqa: E731
+    strip = lambda eps: [e.model_dump(exclude={"wall_s", "turns"}) for e in eps]
     assert strip(a) == strip(b)
     assert [[t.text for t in e.turns] for e in a] == [[t.text for t in e.turns] for e in b]
     c = run_episodes(ENV, ChaosPolicy(), n=30, seed=4)

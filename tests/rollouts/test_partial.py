@@ -84,7 +84,7 @@ def test_partial_rollouts_on_the_ray_pool_equal_local_ones():
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     tasks = sample_tasks(UNITCONV, n=10, seed=7)
-    by_id = lambda eps: sorted(eps, key=lambda e: e.id)  # noqa: E731
+    by_id = lambda eps: sorted(eps, key=lambda e: e.id)
     with RayEnvPool(actors=2, num_cpus=0.5) as pool:
         for keep_alive in (True, False):  # env kept on its actor / snapshot, released, restored anywhere
             local = drain(PartialRollouts(UNITCONV, turn_budget=2, keep_alive=keep_alive), ScriptedPolicy.gold(tasks), tasks)

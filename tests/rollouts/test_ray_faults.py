@@ -58,7 +58,7 @@ def test_killing_an_actor_mid_rollout_accounts_for_all_1000_episodes(ray_local):
 def test_when_every_actor_is_gone_episodes_fail_typed_instead_of_hanging(ray_local):
     tasks = sample_tasks(UNITCONV, n=40, seed=3)
     with RayEnvPool(actors=1, num_cpus=0.5, max_replacements=0) as pool:
-        def kill_first(_episode, fired=[]):  # noqa: B006  # fire once
+        def kill_first(_episode, fired=[]):  # noqa: B006  (the shared default is the 'fired once' flag)
             if not fired:
                 fired.append(1)
                 ray.kill(pool.actor_handles[0], no_restart=True)

@@ -177,7 +177,7 @@ def test_ray_pool_equals_local_pool_with_a_seeded_tiny_model(pool):
     local, remote = comparable(run_episodes(UNITCONV, policy, **kwargs)), comparable(run_episodes(UNITCONV, policy, pool=pool, **kwargs))
     # Requests batch differently when envs answer at other moments: log-probs may move in the
     # last float32 bits (HFPolicy's batch invariance holds to 1e-4); everything else is exact.
-    logprobs = lambda eps: [lp for e in eps for t in e["turns"] for lp in t.pop("logprobs")]  # noqa: E731
+    logprobs = lambda eps: [lp for e in eps for t in e["turns"] for lp in t.pop("logprobs")]
     assert logprobs(remote) == pytest.approx(logprobs(local), abs=1e-4)
     assert remote == local
     assert all(t["token_ids"] for e in remote for t in e["turns"])  # token ids really compared

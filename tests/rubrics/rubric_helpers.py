@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 
-import toolgym  # noqa: F401  (registers the catalog)
+import toolgym  # noqa: F401  (registers the shipped envs the helpers name)
 from toolgym.envs.types import AssistantMessage, StopReason, Task, ToolCall, ToolMessage, UserMessage
 from toolgym.rollouts import Episode, ScriptedPolicy, run_episodes
 from toolgym.rollouts.policy import PolicyError, PolicyRequest, PolicyTurn

@@ -9,13 +9,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from toolgym.rollouts.rows import TokenRow  # noqa: E402
-from toolgym.rubrics import FunctionCritic, rubric_from_dict  # noqa: E402
-from toolgym.trainers import metrics as m  # noqa: E402
-from toolgym.trainers.config import TrainConfig  # noqa: E402
-from toolgym.trainers.experience import BUDGET_STOP, Collected, Scored, collect  # noqa: E402
-from toolgym.trainers.metrics import read_metrics  # noqa: E402
-from toolgym.trainers.run import build_trainer, load_policy, train  # noqa: E402
+from toolgym.rollouts.rows import TokenRow
+from toolgym.rubrics import FunctionCritic, rubric_from_dict
+from toolgym.trainers import metrics as m
+from toolgym.trainers.config import TrainConfig
+from toolgym.trainers.experience import BUDGET_STOP, Collected, Scored, collect
+from toolgym.trainers.metrics import read_metrics
+from toolgym.trainers.run import build_trainer, load_policy, train
 
 RUBRIC = rubric_from_dict({
     "name": "digits", "env_ids": ["toolgym/unitconv-v0"],

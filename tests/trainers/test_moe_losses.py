@@ -9,10 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from toolgym.trainers.moe import (  # noqa: E402
+from toolgym.trainers.moe import (
     AUX_LOSS,
     CV_MAX,
     DEAD_TOTAL,

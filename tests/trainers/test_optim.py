@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from toolgym.trainers.optim import MuonClip, build_optimizer, param_plan  # noqa: E402
+from toolgym.trainers.optim import MuonClip, build_optimizer, param_plan
 
 KINDS = ["kimi", "qwen3"]
 

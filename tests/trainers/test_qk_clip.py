@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from toolgym.trainers.optim import QK_MAX_LOGIT, QKClip, build_optimizer  # noqa: E402
+from toolgym.trainers.optim import QK_MAX_LOGIT, QKClip, build_optimizer
 
 KINDS = ["kimi", "qwen3"]
 TAU = {"kimi": 0.5, "qwen3": 4.5}

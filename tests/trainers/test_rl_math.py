@@ -8,10 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from toolgym.trainers.rl import (  # noqa: E402
+from toolgym.trainers.rl import (
     aggregate,
     clip_fraction,
     clipped_surrogate,

@@ -9,11 +9,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from toolgym.trainers import metrics as m  # noqa: E402
-from toolgym.trainers.update import Batch, LossSettings, accumulate, update_policy  # noqa: E402
+from toolgym.trainers import metrics as m
+from toolgym.trainers.update import Batch, LossSettings, accumulate, update_policy
 
 VOCAB = 300
 

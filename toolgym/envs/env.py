@@ -75,7 +75,7 @@ class ToolEnv(gymnasium.Env):
             the first answer ends the episode). See ``toolgym.envs.users``.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+    metadata: dict[str, Any] = {"render_modes": ["ansi"]}  # an instance attribute in gymnasium.Env, so not a ClassVar
     system_prompt: ClassVar[str] = DEFAULT_SYSTEM_PROMPT
     atomic_calls: ClassVar[bool] = True
     """A tool call that raises, is refused or times out leaves the world as it was: the world is
@@ -160,6 +160,8 @@ class ToolEnv(gymnasium.Env):
     async def _answer(self, content: str) -> tuple[list[Message], StopReason | None]:
         # The default behaviour, apart from the override check (so super().on_answer() cannot recurse).
         if self.user is not None:
+            if self.task is None:
+                raise ResetNeeded("step() before reset(): there is no task for the user to answer")
             reply = await self.user.areply(self.task, self.messages, content)
             return reply.as_messages(), reply.stop
         return [], StopReason.ANSWERED
@@ -250,7 +252,7 @@ class ToolEnv(gymnasium.Env):
             turns=self._turns,
             tool_calls=self._tool_calls,
             stop_reason=self._stop,
-            rng_state=copy.deepcopy(self.np_random.bit_generator.state),
+            rng_state=copy.deepcopy(dict(self.np_random.bit_generator.state)),
             final_answer=self._final_answer,
         )
 

@@ -190,7 +190,7 @@ def make_tool(
         default = ... if p.default is inspect.Parameter.empty else p.default
         fields[p.name] = (hints[p.name], default)
     tool_name = name or fn.__name__
-    args_model = create_model(  # type: ignore[call-overload]
+    args_model = create_model(
         f"{tool_name}_args", __config__=ConfigDict(extra="forbid"), **fields
     )
     parameters = _clean_schema(args_model.model_json_schema(), arg_docs)

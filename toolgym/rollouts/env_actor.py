@@ -140,11 +140,11 @@ class EnvActor:
 
     async def digest_many(self, keys: Sequence[int]) -> list[Reply]:
         """``state_digest()`` of each env."""
-        return [self._call(key, lambda env: env.unwrapped.state_digest()) for key in keys]
+        return [self._call(key, lambda env: _tool_env(env).state_digest()) for key in keys]
 
     async def snapshot_many(self, keys: Sequence[int]) -> list[Reply]:
         """``snapshot()`` of each env (sent to the caller: it may be restored on any actor)."""
-        return [self._call(key, lambda env: env.unwrapped.snapshot()) for key in keys]
+        return [self._call(key, lambda env: _tool_env(env).snapshot()) for key in keys]
 
     async def restore_many(self, items: Sequence[tuple[int, EnvSnapshot]]) -> list[Reply]:
         """Put each env back to a snapshot, building it first if this actor never saw the key."""
@@ -283,3 +283,8 @@ def _rss_bytes() -> int:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         return 0
+
+
+def _tool_env(env: Any) -> Any:
+    """The innermost env of a (possibly wrapped) env; gymnasium types ``unwrapped`` as a plain ``Env``."""
+    return env.unwrapped

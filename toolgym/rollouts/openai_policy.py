@@ -269,7 +269,7 @@ def _turn(text: str, prompt_ids: list[int] | None, ids: list[int] | None, logpro
         raise ValueError(f"{len(ids)} token ids but {len(logprobs)} log-probs")
     return PolicyTurn(
         text=text, prompt_token_ids=prompt_ids, token_ids=ids, logprobs=logprobs,
-        finish_reason=_FINISH.get(finish or "stop", "stop"),  # type: ignore[arg-type]
+        finish_reason=_FINISH.get(finish or "stop", "stop"),
     )
 
 

@@ -15,7 +15,7 @@ from toolgym.envs.types import Expected, GoldAction, Task
 from toolgym.rollouts import ScriptedPolicy, run_episodes
 
 ray = pytest.importorskip("ray")
-from toolgym.rollouts.ray_pool import RayEnvPool  # noqa: E402
+from toolgym.rollouts.ray_pool import RayEnvPool
 
 TASKS = [
     Task(

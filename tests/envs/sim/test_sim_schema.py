@@ -80,7 +80,7 @@ scalars = st.one_of(
 schemas = st.recursive(
     scalars,
     lambda inner: st.one_of(
-        st.builds(lambda props, mask: {"type": "object", "properties": props, "required": [k for k, m in zip(props, mask) if m]},
+        st.builds(lambda props, mask: {"type": "object", "properties": props, "required": [k for k, m in zip(props, mask, strict=False) if m]},
                   st.dictionaries(names, inner, max_size=4), st.lists(st.booleans(), min_size=4, max_size=4)),
         st.builds(lambda item, lo: {"type": "array", "items": item, "minItems": lo, "maxItems": lo + 3}, inner, st.integers(0, 2)),
         st.builds(lambda a, b: {"anyOf": [a, b]}, inner, inner),

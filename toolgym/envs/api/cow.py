@@ -45,7 +45,7 @@ def _private_copy(entity: Any) -> Any:
     return copy.deepcopy(entity)
 
 
-class CowDict(dict):  # type: ignore[type-arg]
+class CowDict(dict[str, Any]):
     """A dict of entities shared with a snapshot until first taken out (see the module doc).
 
     Behaves as a plain ``dict`` for every read and write; only the moment an entity is copied
@@ -71,11 +71,11 @@ class CowDict(dict):  # type: ignore[type-arg]
     def get(self, key: Any, default: Any = None) -> Any:
         return self[key] if dict.__contains__(self, key) else default
 
-    def values(self) -> Any:  # type: ignore[override]
+    def values(self) -> Any:
         # Lazy views: a search that stops at the first match copies only what it looked at.
         return ValuesView(self)
 
-    def items(self) -> Any:  # type: ignore[override]
+    def items(self) -> Any:
         return ItemsView(self)
 
     def pop(self, key: Any, *default: Any) -> Any:
@@ -146,7 +146,7 @@ class CowDict(dict):  # type: ignore[type-arg]
 
     # ------------------------------------------------------------------ hashing
 
-    def canonical_text(self, entity_type: type) -> str | None:
+    def canonical_text(self, entity_type: type[BaseModel]) -> str | None:
         """Canonical JSON of this dict as the world's serializer writes it, or None.
 
         None when a key is not text or an entry is not exactly ``entity_type`` (a subclass
@@ -158,7 +158,7 @@ class CowDict(dict):  # type: ignore[type-arg]
         parts = []
         frozen, texts = self._frozen, self._texts
         for key in sorted(keys):
-            value = dict.__getitem__(self, key)
+            value: Any = dict.__getitem__(self, key)
             if type(value) is not entity_type:
                 return None
             shared = value is frozen.get(key, _MISSING)

@@ -84,7 +84,7 @@ class Domain(Generic[S]):
         if model is None:
             raise ConfigError(f"{cls.__name__} must set state_model = <a pydantic model of its state>")
         try:
-            return cls(model.model_validate(data))  # type: ignore[arg-type]
+            return cls(model.model_validate(data))
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or '(state)'}: {e['msg']}"

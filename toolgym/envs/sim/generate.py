@@ -239,11 +239,9 @@ def _bounds(schema: dict[str, Any], *, integer: bool) -> tuple[float, float]:
     if integer:
         low = math.ceil(low) if low is not None else None
         high = math.floor(high) if high is not None else None
-    if low is None and high is None:
-        low, high = 0, 1000
-    elif low is None:
-        low = high - 1000
-    elif high is None:
+    if low is None:
+        low = 0 if high is None else high - 1000
+    if high is None:
         high = low + 1000
     return low, high
 

@@ -127,7 +127,7 @@ def _plan_read(tool: CompiledTool, rng: random.Random) -> Plan:
     field = rng.choice(fields) if fields else None
     ask = f"What is the {field} of {noun} {ident}?" if field else f"Look up {noun} {ident} and summarize it."
     outputs = [str(record[field])] if field else []
-    return (ask, [GoldAction(name=tool.name, arguments={tool.id_arg: ident})],  # type: ignore[dict-item]
+    return (ask, [GoldAction(name=tool.name, arguments={tool.id_arg: ident})],
             _rubric(f"calls {tool.name} with {tool.id_arg}={canonical_json(ident)}", "the answer states what the tool returned, without inventing values"),
             {tool.entity: {str(ident): record}}, outputs)
 
@@ -145,7 +145,7 @@ def _plan_update(tool: CompiledTool, rng: random.Random) -> Plan:
 def _plan_delete(tool: CompiledTool, rng: random.Random) -> Plan:
     ident, record = _seeded_entity(tool, rng)
     noun = tool.entity.replace("_", " ")
-    return (f"Please remove {noun} {ident}.", [GoldAction(name=tool.name, arguments={tool.id_arg: ident})],  # type: ignore[dict-item]
+    return (f"Please remove {noun} {ident}.", [GoldAction(name=tool.name, arguments={tool.id_arg: ident})],
             _rubric(f"calls {tool.name} with {tool.id_arg}={canonical_json(ident)}", "no other record is removed", "the answer confirms the removal"),
             {tool.entity: {str(ident): record}}, [])
 

@@ -124,7 +124,7 @@ class FaultyToolBox(ToolBox):
             await loop_needed()
             await asyncio.sleep(latency)
         if kind in _REFUSALS:
-            return self._refuse(call, kind, latency)  # type: ignore[arg-type]
+            return self._refuse(call, kind, latency)
         return self._damage(call, await self.inner.acall(call), kind, latency, rng)
 
     def _decide(self, call: ToolCall) -> tuple[FaultKind | None, float, random.Random]:
@@ -225,7 +225,7 @@ class FaultInjection(gymnasium.Wrapper):
     async def astep(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """Step the wrapped env with this turn's faults; ``info["faults"]`` lists them."""
         box = self._installed()
-        box.begin_turn(len(self.env.unwrapped.messages))  # restored with the world, unlike a counter here
+        box.begin_turn(len(self._base().messages))  # restored with the world, unlike a counter here
         obs, reward, terminated, truncated, info = await self.env.astep(action)  # type: ignore[attr-defined]
         info["faults"] = [e.model_dump() for e in box.drain()]
         return obs, reward, terminated, truncated, info
@@ -235,14 +235,18 @@ class FaultInjection(gymnasium.Wrapper):
         self.env.restore(snap)  # type: ignore[attr-defined]
         self._install()
 
+    def _base(self) -> Any:
+        """The wrapped ``ToolEnv`` (gymnasium types ``unwrapped`` as a plain ``Env``)."""
+        return self.env.unwrapped
+
     def _install(self) -> FaultyToolBox:
-        base = self.env.unwrapped
+        base = self._base()
         inner = base.toolbox.inner if isinstance(base.toolbox, FaultyToolBox) else base.toolbox
         self.box = base.toolbox = FaultyToolBox(inner, self.config, self.episode_seed)
         return self.box
 
     def _installed(self) -> FaultyToolBox:
-        base = self.env.unwrapped
+        base = self._base()
         if self.box is None or base.toolbox is not self.box:  # the env rebuilt its box (restore, reset inside)
             return self._install()
         return self.box

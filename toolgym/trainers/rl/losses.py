@@ -142,8 +142,8 @@ def aggregate(
     if mode == "constant":
         if constant is None or constant <= 0:
             raise ValueError(f"aggregate mode 'constant' needs constant > 0 (e.g. the max completion length), got {constant}")
-        count = per_token.shape[0] if num_sequences is None else num_sequences
-        return masked.sum() / (max(count, 1) * constant)
+        sequences = per_token.shape[0] if num_sequences is None else num_sequences
+        return masked.sum() / (max(sequences, 1) * constant)
     raise ValueError(f"aggregate mode must be 'token', 'sequence' or 'constant', got {mode!r}")
 
 
@@ -225,6 +225,7 @@ def k2_squared_loss(
     if (group_index is None) == (baseline is None):
         raise ValueError("k2_squared_loss needs exactly one of group_index= (group-mean baseline) or baseline=")
     if baseline is None:
+        assert group_index is not None  # exactly one of the two was given (checked above)
         baseline = group_mean(rewards.to(logp.dtype), group_index)
     per_sequence("baseline", baseline, logp.shape[0])
     log_ratio = _masked_log_ratio(logp, old_logp, mask).sum(dim=1)  # (B,)

@@ -254,7 +254,7 @@ def dispute(rng: random.Random) -> Draft:
     draft.instruction = f"{draft.hello()} On {txn.date} there is a {usd(-txn.amount_cents)} charge from {txn.description} on my checking account that I {REASONS[reason]}. Please dispute it."
     draft.final.disputes[f"D{n}"] = Dispute(
         dispute_id=f"D{n}", txn_id=txn.txn_id, reason=reason, amount_cents=-txn.amount_cents
-    )  # type: ignore[arg-type]
+    )
     draft.final.transactions[txn.txn_id].status = "disputed"
     draft.final.next_id += 1
     draft.outputs = [f"D{n}"]

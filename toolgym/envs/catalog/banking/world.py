@@ -81,7 +81,7 @@ def _accounts(rng: random.Random, customer: Customer) -> list[Account]:
     kinds = ["checking", "savings"] + (["savings"] if rng.random() < 0.3 else [])
     return [
         Account(
-            account_id=f"{kind[:3].upper()}-{_digits(rng, 6)}", customer_id=customer.customer_id, kind=kind,  # type: ignore[arg-type]
+            account_id=f"{kind[:3].upper()}-{_digits(rng, 6)}", customer_id=customer.customer_id, kind=kind,
             balance_cents=rng.randint(50, 9000) * 100 + rng.randint(0, 99),
             status="frozen" if rng.random() < 0.08 else "open",
             daily_transfer_limit_cents=rng.choice((1000, 2500, 5000)) * 100,

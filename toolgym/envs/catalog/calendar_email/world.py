@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Mapping
 
 from toolgym.envs.catalog.calendar_email.clock import overlaps, owner_events, stamp
 from toolgym.envs.catalog.calendar_email.models import CalendarState, Contact, Email, Event
@@ -89,7 +90,7 @@ def _person(rng: random.Random, domain: str, taken: set[str]) -> tuple[str, str]
             return f"{first}.{last}@{domain}".lower(), f"{first} {last}"
 
 
-def _new_id(rng: random.Random, prefix: str, taken: dict[str, object]) -> str:
+def _new_id(rng: random.Random, prefix: str, taken: Mapping[str, object]) -> str:
     while True:
         new = f"{prefix}_{rng.randrange(16**4):04x}"
         if new not in taken:
@@ -129,8 +130,8 @@ def make_world(rng: random.Random) -> tuple[CalendarState, list[str]]:
     internal = [e for e, _ in people[:4]]
     for i, title in enumerate(rng.sample(TITLES, 6)):
         date, length = rng.choice(days), rng.choice((30, 60))
-        start = free_start(rng, state, date, length)
-        if start is None:
+        slot = free_start(rng, state, date, length)
+        if slot is None:
             continue
         invited = rng.sample(internal, rng.randint(1, 3))
         if i < 3:  # the owner organizes
@@ -140,7 +141,7 @@ def make_world(rng: random.Random) -> tuple[CalendarState, list[str]]:
             attendees = {a: "accepted" for a in invited[1:]} | {owner: rng.choice(("accepted", "needs_action"))}
         event_id = _new_id(rng, "evt", state.events)
         state.events[event_id] = Event(
-            event_id=event_id, title=title, start=stamp(date, start), end=stamp(date, start + length),
+            event_id=event_id, title=title, start=stamp(date, slot), end=stamp(date, slot + length),
             organizer=organizer, attendees=attendees, location=rng.choice(ROOMS),
         )  # fmt: skip
     for subject in rng.sample(SUBJECTS, 4):

@@ -176,7 +176,7 @@ def _order(rng: random.Random, user: User, products: list[Product], status: str,
     return Order(
         order_id=order_id,
         user_id=user.user_id,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         address=user.address.model_copy(),
         items=items,
         payments=[Payment(kind="payment", amount_cents=total, payment_method_id=method.id)],
