@@ -29,7 +29,7 @@ from toolgym.errors import ToolgymError
 class _Commands(TyperGroup):
     """Every command's user errors (``ToolgymError``) print ``error: ...`` and exit 2, never a traceback."""
 
-    def invoke(self, ctx: typer.Context) -> object:  # type: ignore[override]
+    def invoke(self, ctx: typer.Context) -> object:  # type: ignore[override]  # typer's stub narrows the Context type
         try:
             return super().invoke(ctx)
         except ToolgymError as exc:
@@ -44,7 +44,7 @@ console = Console()
 @app.callback()
 def _setup() -> None:
     # Piped output (make demo | tee, CI logs) gets a wide console instead of rich's 80 columns.
-    console.width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120  # type: ignore[assignment]
+    console.width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120  # type: ignore[assignment]  # rich accepts None (auto width); its stub says int
 
 
 class PolicyKind(str, Enum):
@@ -142,7 +142,7 @@ TINY_MODELS = ("tiny-kimi", "tiny-qwen3")
 def _tiny_model_dir(name: str) -> str:
     from toolgym.trainers.models.build import cached_tiny_model
 
-    return str(cached_tiny_model(name.removeprefix("tiny-")))  # type: ignore[arg-type]
+    return str(cached_tiny_model(name.removeprefix("tiny-")))  # type: ignore[arg-type]  # validated against TINY_MODELS by the caller
 
 
 def _verifiable_scores(env_id: str, episodes: list, rubric: str | None = None) -> dict[str, float]:

@@ -302,7 +302,7 @@ class ToolEnv(gymnasium.Env):
 
     def _admit(self, calls: list[ToolCall]) -> list[tuple[ToolCall, ToolResult | None]]:
         """Apply the per-turn and per-episode call budgets; refused calls get their error now."""
-        limits = self.task.limits  # type: ignore[union-attr]
+        limits = self.task.limits  # type: ignore[union-attr]  # only called after reset (task set)
         if len(calls) <= limits.max_calls_per_turn and self._tool_calls + len(calls) <= limits.max_tool_calls:
             self._tool_calls += len(calls)  # the common case: everything fits
             return [(c, None) for c in calls]
@@ -340,7 +340,7 @@ class ToolEnv(gymnasium.Env):
             # so info["results"] and the observation always agree.
             results[i], message = to_message(result, limits.max_output_chars)
             if results[i].error is not None:
-                kind = results[i].error.kind  # type: ignore[union-attr]
+                kind = results[i].error.kind  # type: ignore[union-attr]  # results[i] is an error result on this branch
                 errors[kind] = errors.get(kind, 0) + 1
             new.append(message)
         if reply is not None:  # astep found the turn an answer and asked aon_answer
@@ -396,3 +396,18 @@ def copy_world(value: Any) -> Any:
         return _clone_json(value)
     except (_NotJson, RecursionError):
         return copy.deepcopy(value)
+
+
+def tool_env(env: Any) -> ToolEnv:
+    """The ``ToolEnv`` inside ``env`` (itself, or the innermost env of a wrapper chain).
+
+    gymnasium types ``unwrapped`` as a plain ``Env``; this gives callers the tool env's API
+    with its type, and a clear error for anything else.
+
+    Raises:
+        TypeError: ``env`` does not wrap a ``ToolEnv``.
+    """
+    base = getattr(env, "unwrapped", env)
+    if not isinstance(base, ToolEnv):
+        raise TypeError(f"expected a toolgym ToolEnv (or a wrapper of one), got {type(base).__name__}")
+    return base

@@ -136,7 +136,7 @@ class _Plan:
         self.json_paths: set[str] = set()
 
 
-def _walk(value: Any, tp: Any, path: str, visit: Callable[[str, Any, Any], Any], whole: set[str] = frozenset()) -> Any:  # type: ignore[assignment]
+def _walk(value: Any, tp: Any, path: str, visit: Callable[[str, Any, Any], Any], whole: set[str] = frozenset()) -> Any:  # type: ignore[assignment]  # an immutable empty default, read only
     """Rebuild ``value`` (a ``model_dump`` tree) leaf by leaf through ``visit(path, value, tp)``.
 
     Paths in ``whole`` are visited as one leaf (they are written as JSON text).

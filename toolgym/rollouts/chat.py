@@ -188,7 +188,7 @@ class ChatRenderer:
             ids = self._encode(text)
             ends = [i for i, t in enumerate(ids) if t in self.end_ids]
             self._base = (ids, ends[-1]) if ends else None
-        return self._base  # type: ignore[return-value]
+        return self._base  # type: ignore[return-value]  # set in __init__ before any call
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from toolgym.envs.env import EnvSnapshot, ToolEnv
+from toolgym.envs.env import EnvSnapshot, ToolEnv, tool_env
 from toolgym.envs.types import (
     AssistantMessage,
     Message,
@@ -102,7 +102,7 @@ class EnvActor:
                     self._envs[key] = env
                 obs, info = env.reset(seed=seed, options=options)
                 given = isinstance((options or {}).get("task"), Task)
-                out.append((pack_messages(obs.messages), obs.tools, info, None if given else env.unwrapped.task))  # type: ignore[attr-defined]
+                out.append((pack_messages(obs.messages), obs.tools, info, None if given else tool_env(env).task))
             except Exception as exc:  # the caller's episode fails with it; the others go on
                 out.append(exc)
         return out
@@ -140,11 +140,11 @@ class EnvActor:
 
     async def digest_many(self, keys: Sequence[int]) -> list[Reply]:
         """``state_digest()`` of each env."""
-        return [self._call(key, lambda env: _tool_env(env).state_digest()) for key in keys]
+        return [self._call(key, lambda env: tool_env(env).state_digest()) for key in keys]
 
     async def snapshot_many(self, keys: Sequence[int]) -> list[Reply]:
         """``snapshot()`` of each env (sent to the caller: it may be restored on any actor)."""
-        return [self._call(key, lambda env: _tool_env(env).snapshot()) for key in keys]
+        return [self._call(key, lambda env: tool_env(env).snapshot()) for key in keys]
 
     async def restore_many(self, items: Sequence[tuple[int, EnvSnapshot]]) -> list[Reply]:
         """Put each env back to a snapshot, building it first if this actor never saw the key."""
@@ -154,7 +154,7 @@ class EnvActor:
                 env = self._envs.get(key)
                 if env is None:
                     env = self._envs[key] = self._free.pop() if self._free else self._factory()
-                env.unwrapped.restore(snap)  # type: ignore[attr-defined]
+                tool_env(env).restore(snap)
                 out.append(_mirror_of(env))
             except Exception as exc:
                 out.append(exc)
@@ -195,15 +195,15 @@ class EnvActor:
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
         async with lock:
-            base = env.unwrapped
-            start = len(base.messages)  # type: ignore[attr-defined]
+            base = tool_env(env)
+            start = len(base.messages)
             astep = getattr(env, "astep", None)
             obs, reward, terminated, truncated, info = await astep(action) if astep is not None else env.step(action)
             del obs  # the caller rebuilds it from the new messages
             # "results" repeats the tool messages as models: the costliest part to pickle, and unused
             lean = {k: v for k, v in info.items() if k != "results"}
-            new = pack_messages(base.messages[start:])  # type: ignore[attr-defined]
-            return (start, new, reward, terminated, truncated, lean, base.stop_reason, base.final_answer)  # type: ignore[attr-defined]
+            new = pack_messages(base.messages[start:])
+            return (start, new, reward, terminated, truncated, lean, base.stop_reason, base.final_answer)
 
 
 async def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
@@ -268,8 +268,8 @@ def unpack_messages(packed: Sequence[Any]) -> list[Message]:
 
 
 def _mirror_of(env: ToolEnv) -> tuple[list[Message], Task | None, StopReason | None, str]:
-    base = env.unwrapped
-    return list(base.messages), base.task, base.stop_reason, base.final_answer  # type: ignore[attr-defined]
+    base = tool_env(env)
+    return list(base.messages), base.task, base.stop_reason, base.final_answer
 
 
 def observation_of(messages: list[Message]) -> Observation:
@@ -283,8 +283,3 @@ def _rss_bytes() -> int:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         return 0
-
-
-def _tool_env(env: Any) -> Any:
-    """The innermost env of a (possibly wrapped) env; gymnasium types ``unwrapped`` as a plain ``Env``."""
-    return env.unwrapped

@@ -259,7 +259,7 @@ async def arun_episodes(
     env_id, factory = _factory(env)
     env_pool = pool if pool is not None else LocalEnvPool()
     env_pool.bind(env_id, factory)  # a pool that cannot build the env says so before any work
-    items: list[Task | None] = list(tasks) if tasks is not None else [None] * int(n)  # type: ignore[arg-type]
+    items: list[Task | None] = list(tasks) if tasks is not None else [None] * int(n)  # type: ignore[arg-type]  # n is given when tasks is None (checked above)
     if gc_policy not in ("default", "deferred"):
         raise ConfigError(f"gc_policy must be 'default' or 'deferred', got {gc_policy!r}")
     with deferred_gc() if gc_policy == "deferred" else nullcontext():

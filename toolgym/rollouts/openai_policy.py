@@ -189,7 +189,7 @@ class OpenAIPolicy:
         extend = getattr(self.prompt_renderer, "prompt_ids", None)
         if extend is not None and request.prefix_token_ids:
             return extend(request.messages, request.tools, prefix_ids=request.prefix_token_ids, prefix_messages=request.prefix_messages)
-        return self.prompt_renderer(request.messages, request.tools)  # type: ignore[misc]
+        return self.prompt_renderer(request.messages, request.tools)  # type: ignore[misc]  # a callable attribute, not a method
 
     async def _post(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any] | PolicyError:
         """POST with retries; the decoded JSON object, or the error of the last attempt."""

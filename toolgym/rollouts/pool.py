@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from toolgym.envs.env import EnvSnapshot, ToolEnv
+from toolgym.envs.env import EnvSnapshot, ToolEnv, tool_env
 from toolgym.envs.types import Observation
 from toolgym.errors import ConfigError
 
@@ -114,13 +114,13 @@ class LocalEnvPool:
         return await astep(action) if astep is not None else env.step(action)
 
     async def digest(self, env: ToolEnv) -> str:
-        return env.unwrapped.state_digest()  # type: ignore[attr-defined]
+        return tool_env(env).state_digest()
 
     async def snapshot(self, env: ToolEnv) -> EnvSnapshot:
-        return env.unwrapped.snapshot()  # type: ignore[attr-defined]
+        return tool_env(env).snapshot()
 
     async def restore(self, env: ToolEnv, snap: EnvSnapshot) -> None:
-        env.unwrapped.restore(snap)  # type: ignore[attr-defined]
+        tool_env(env).restore(snap)
 
     async def release(self, env: ToolEnv) -> None:
         self._free.append(env)

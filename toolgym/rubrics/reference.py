@@ -30,7 +30,7 @@ def attribute_docs(model: type[BaseModel]) -> dict[str, str]:
         tree = ast.parse(textwrap.dedent(inspect.getsource(model)))
     except (OSError, TypeError):
         return {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    body = tree.body[0].body  # type: ignore[attr-defined]  # the parsed source is one class definition
     docs = {}
     for node, after in zip(body, body[1:], strict=False):
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):

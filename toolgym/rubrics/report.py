@@ -153,7 +153,7 @@ def render_report(report: ScoreReport, console: Any = None, per_episode: bool = 
     table = Table(title="criteria")
     for name, justify in (("criterion", "left"), ("kind", "left"), ("source", "left"), ("weight", "right"), ("gate", "right"),
                           ("applies", "right"), ("skipped", "right"), ("scored", "right"), ("unscorable", "right"), ("gate fails", "right"), ("mean", "right")):
-        table.add_column(name, justify=justify, no_wrap=name == "criterion")  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=name == "criterion")  # type: ignore[arg-type]  # justify is one of rich's literals
     for c in report.criteria:
         table.add_row(c.id, c.kind, c.source, f"{c.weight:g}", _fmt(c.gate, 2), str(c.applicable), str(c.skipped), str(c.scored),
                       f"[red]{c.unscorable}[/]" if c.unscorable else "0", str(c.gate_failures), _fmt(c.mean))

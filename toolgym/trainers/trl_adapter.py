@@ -28,7 +28,7 @@ import keyword
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from toolgym.envs.env import ToolEnv
+from toolgym.envs.env import ToolEnv, tool_env
 from toolgym.envs.types import AssistantMessage, StopReason, Task, ToolCall, ToolSpec, UserMessage
 from toolgym.errors import ConfigError
 from toolgym.rollouts.chat import to_chat_dicts
@@ -95,7 +95,7 @@ def tool_method(spec: ToolSpec, method_name: str) -> Callable[..., str]:
     method.__name__ = method.__qualname__ = method_name
     method.__doc__ = doc
     method.__annotations__ = annotations
-    method.__signature__ = inspect.Signature(signature, return_annotation=str)  # type: ignore[attr-defined]
+    method.__signature__ = inspect.Signature(signature, return_annotation=str)  # type: ignore[attr-defined]  # functions accept __signature__ (inspect reads it)
     return method
 
 
@@ -120,7 +120,7 @@ class TRLEnvironment:
         task = Task.model_validate_json(row[TASK_COLUMN]) if row.get(TASK_COLUMN) else None
         self._seed = int(row.get(SEED_COLUMN) or 0)
         obs, _ = self._env.reset(seed=self._seed, options={"task": task} if task is not None else None)
-        self._task = self._env.unwrapped.task  # type: ignore[attr-defined]
+        self._task = tool_env(self._env).task
         self._turns, self._tools, self._calls = [], list(obs.tools), 0
         users = [m for m in obs.messages if isinstance(m, UserMessage)]
         return users[-1].content if users else None
@@ -136,22 +136,22 @@ class TRLEnvironment:
 
     def _episode(self, final_answer: str = "") -> Episode:
         """The calls made since ``reset`` as a toolgym ``Episode`` (one turn per call)."""
-        base = self._env.unwrapped
+        base = tool_env(self._env)
         assert self._task is not None
         return Episode(
             id=f"{self._task.id}/trl", env_id=self._env_id, task=self._task, seed=self._seed,
-            tools=list(self._tools), messages=list(base.messages), turns=list(self._turns),  # type: ignore[attr-defined]
-            stop_reason=base.stop_reason or StopReason.ANSWERED,  # type: ignore[attr-defined]
-            final_answer=final_answer, final_state_digest=base.state_digest(),  # type: ignore[attr-defined]
+            tools=list(self._tools), messages=list(base.messages), turns=list(self._turns),
+            stop_reason=base.stop_reason or StopReason.ANSWERED,
+            final_answer=final_answer, final_state_digest=base.state_digest(),
         )
 
     def _call(self, name: str, arguments: dict[str, Any]) -> str:
-        base = self._env.unwrapped
-        if self._task is None or base.stop_reason is not None:  # type: ignore[attr-defined]
-            return f"Error: the episode is over ({getattr(base.stop_reason, 'value', 'not started')}); no more tool calls are run."  # type: ignore[attr-defined]
+        base = tool_env(self._env)
+        if self._task is None or base.stop_reason is not None:
+            return f"Error: the episode is over ({getattr(base.stop_reason, 'value', 'not started')}); no more tool calls are run."
         self._calls += 1
         call = ToolCall(id=f"trl_{self._calls}", name=name, arguments=arguments)
-        start = len(base.messages) + 1  # type: ignore[attr-defined]
+        start = len(base.messages) + 1
         obs, reward, _, _, info = self._env.step(AssistantMessage(content="", tool_calls=[call]))
         self._turns.append(TurnRecord(text="", tool_calls=info["tool_calls"], errors=info["errors"], observation_start=start, reward=reward))
         return "\n".join(m.content for m in obs.messages if hasattr(m, "content"))

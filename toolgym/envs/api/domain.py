@@ -50,7 +50,7 @@ class StateModel(BaseModel):
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> StateModel:
         from toolgym.envs.api.cow import fork_world
 
-        return fork_world(self)  # type: ignore[return-value]
+        return fork_world(self)  # type: ignore[return-value]  # fork_world returns the same StateModel subclass
 
 
 class NotFound(LookupError):

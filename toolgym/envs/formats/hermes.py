@@ -44,7 +44,7 @@ class HermesFormat:
         while (start := text.find(OPEN, pos)) >= 0 and (end := text.find(CLOSE, start)) >= 0:
             outside.append(text[pos:start])
             call = self._read_call(text[start + len(OPEN) : end], f"{id_prefix}{len(calls) + len(errors)}")
-            (errors if isinstance(call, ParseError) else calls).append(call)  # type: ignore[arg-type]
+            (errors if isinstance(call, ParseError) else calls).append(call)  # type: ignore[arg-type]  # the list chosen matches the item's type
             pos = end + len(CLOSE)
         outside.append(text[pos:])
         for piece in outside:

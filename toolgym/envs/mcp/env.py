@@ -71,7 +71,7 @@ class MCPToolEnv(ToolEnv):
         render_mode: str | None = None,
     ):
         super().__init__(tool_format=tool_format, tasks=tasks, render_mode=render_mode, user=user)
-        self.system_prompt = system_prompt  # type: ignore[misc]
+        self.system_prompt = system_prompt  # type: ignore[misc]  # per-instance prompt shadows the class default on purpose
         self.restart_on_reset = restart_on_reset
         self.client = MCPClient(server).start()
         self.mcp_tools = self.client.list_tools()

@@ -211,7 +211,7 @@ class BashSession:
     def _last_words(self) -> str:
         """What a dead launcher wrote to stderr (e.g. bwrap's own error), for the error message."""
         try:
-            said = os.read(self.proc.stderr.fileno(), 4096).decode(errors="replace").strip()  # type: ignore[union-attr]
+            said = os.read(self.proc.stderr.fileno(), 4096).decode(errors="replace").strip()  # type: ignore[union-attr]  # the process is started with PIPE streams
         except (OSError, ValueError, AttributeError):
             return ""
         return f": {said[-500:]}" if said else ""
@@ -225,7 +225,7 @@ class BashSession:
     async def _exchange(self, data: bytes, markers: list[bytes], cap: int | None, timeout_s: float) -> tuple[Any, Any]:
         assert self.proc is not None and self.proc.stdin is not None
         loop = asyncio.get_running_loop()
-        self._streams = {fd: _Stream(cap) for fd in (self.proc.stdout.fileno(), self.proc.stderr.fileno())}  # type: ignore[union-attr]
+        self._streams = {fd: _Stream(cap) for fd in (self.proc.stdout.fileno(), self.proc.stderr.fileno())}  # type: ignore[union-attr]  # the process is started with PIPE streams
         self._found = {}
         self._markers = {fd: markers for fd in self._streams}
         self._waiter = loop.create_future()

@@ -108,7 +108,7 @@ class SchemaSimulator:
         return True if tool.returns.get("type") == "boolean" else self._generate(tool, rng)
 
     def _delete(self, tool: CompiledTool, args: JsonDict, state: SimState, rng: random.Random) -> Any:
-        key = str(args[tool.id_arg])  # type: ignore[index]
+        key = str(args[tool.id_arg])  # type: ignore[index]  # id tools always have id_arg (compile_tool)
         records = state.entities.setdefault(tool.entity, {})
         if key not in records and not self.open_world:
             raise LookupError(_not_found(tool, key, records))
@@ -119,7 +119,7 @@ class SchemaSimulator:
         if isinstance(output, dict):
             props = tool.returns.get("properties", {})
             done = {flag: True for flag in DONE_FLAGS if flag in props}
-            ident = {tool.id_field: args[tool.id_arg]} if tool.id_field else {}  # type: ignore[index]
+            ident = {tool.id_field: args[tool.id_arg]} if tool.id_field else {}  # type: ignore[index]  # id tools always have id_arg (compile_tool)
             output.update(self._fitting(tool, tool.returns, {**done, **ident}))
         return output
 
@@ -177,12 +177,12 @@ class SchemaSimulator:
         raise SimulatorError(f"{tool.name!r}: the id schema {schema} ran out of fresh ids")
 
     def _lookup(self, tool: CompiledTool, args: JsonDict, state: SimState, rng: random.Random) -> JsonDict:
-        key = str(args[tool.id_arg])  # type: ignore[index]
+        key = str(args[tool.id_arg])  # type: ignore[index]  # id tools always have id_arg (compile_tool)
         records = state.entities.setdefault(tool.entity, {})
         if key not in records:
             if not self.open_world:
                 raise LookupError(_not_found(tool, key, records))
-            records[key] = {tool.id_field or "id": args[tool.id_arg]}  # type: ignore[index]
+            records[key] = {tool.id_field or "id": args[tool.id_arg]}  # type: ignore[index]  # id tools always have id_arg (compile_tool)
         return records[key]
 
     def _fitting(self, tool: CompiledTool, schema: JsonDict, values: JsonDict) -> JsonDict:

@@ -153,7 +153,7 @@ class FaultyToolBox(ToolBox):
         }
         error_kind, message = messages[kind]
         self.events.append(FaultEvent(call_id=call.id, tool=call.name, kind=kind, latency_s=latency, detail=message))
-        return error_result(call, error_kind, message)  # type: ignore[arg-type]
+        return error_result(call, error_kind, message)  # type: ignore[arg-type]  # kind is one of the refusal kinds, all ToolErrorKind values
 
     def _damage(self, call: ToolCall, result: ToolResult, kind: FaultKind | None, latency: float, rng: random.Random) -> ToolResult:
         if kind not in _DAMAGE or not result.ok:
@@ -226,13 +226,13 @@ class FaultInjection(gymnasium.Wrapper):
         """Step the wrapped env with this turn's faults; ``info["faults"]`` lists them."""
         box = self._installed()
         box.begin_turn(len(self._base().messages))  # restored with the world, unlike a counter here
-        obs, reward, terminated, truncated, info = await self.env.astep(action)  # type: ignore[attr-defined]
+        obs, reward, terminated, truncated, info = await self.env.astep(action)  # type: ignore[attr-defined]  # the wrapped env is a ToolEnv or a toolgym wrapper
         info["faults"] = [e.model_dump() for e in box.drain()]
         return obs, reward, terminated, truncated, info
 
     def restore(self, snap: Any) -> None:
         """Restore the wrapped env; faults keep the episode seed, so they repeat after a restore."""
-        self.env.restore(snap)  # type: ignore[attr-defined]
+        self.env.restore(snap)  # type: ignore[attr-defined]  # the wrapped env is a ToolEnv or a toolgym wrapper
         self._install()
 
     def _base(self) -> Any:
@@ -253,10 +253,10 @@ class FaultInjection(gymnasium.Wrapper):
 
     # The rest of the ToolEnv surface, so a wrapped env works wherever a ToolEnv does.
     def snapshot(self) -> Any:
-        return self.env.snapshot()  # type: ignore[attr-defined]
+        return self.env.snapshot()  # type: ignore[attr-defined]  # the wrapped env is a ToolEnv or a toolgym wrapper
 
     def state_digest(self) -> str:
-        return self.env.state_digest()  # type: ignore[attr-defined]
+        return self.env.state_digest()  # type: ignore[attr-defined]  # the wrapped env is a ToolEnv or a toolgym wrapper
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name == "env":  # "env" is missing only while __init__ runs

@@ -127,7 +127,7 @@ class LLMJudge:
         )
         asked = await ask(policy, self.budget, question, critic=self.name, seed=self.seed, sampling=self.sampling, retries=self.retries)
         if asked.value is None:
-            return CriticResult.failed(criteria, asked.failure, asked.cost)  # type: ignore[arg-type]
+            return CriticResult.failed(criteria, asked.failure, asked.cost)  # type: ignore[arg-type]  # failure is set when the answer is missing
         if cache is not None and complete(asked.value):
             cache.put(key, {k: v.model_copy() for k, v in asked.value.items()})
         return CriticResult(judgements=asked.value, cost=asked.cost)

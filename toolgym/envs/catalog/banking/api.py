@@ -154,7 +154,7 @@ class BankingApi(Domain[BankState]):
             raise PolicyViolation(
                 f"a transfer of {usd(amount_cents)} needs the customer's explicit confirmation; ask, then call again with confirm=true"
             )
-        name = f"account {target.account_id}" if target is not None else payee.name  # type: ignore[union-attr]
+        name = f"account {target.account_id}" if target is not None else payee.name  # type: ignore[union-attr]  # payee is set whenever target is None (checked above)
         source.balance_cents -= amount_cents
         source.transferred_today_cents += amount_cents
         out = self._record(source.account_id, f"Transfer to {name}", -amount_cents)

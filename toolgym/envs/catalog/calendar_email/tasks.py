@@ -122,7 +122,7 @@ def answer_invite(rng: random.Random) -> Draft:
         f"Please accept the invitation to '{invite.title}' on {_day(date)}, unless it clashes with something "
         "I have already committed to; in that case decline it."
     )
-    draft.final.events[invite.event_id].attendees[world.owner] = response  # type: ignore[assignment]
+    draft.final.events[invite.event_id].attendees[world.owner] = response  # type: ignore[assignment]  # a Response literal drawn from its values
     draft.outputs = [response]
     draft.answer = f"I {response} '{invite.title}'" + (" because it clashes with another meeting." if clash else ".")
     return draft

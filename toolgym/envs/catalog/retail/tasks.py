@@ -92,7 +92,7 @@ def cancel(rng: random.Random) -> Draft:
     for payment in list(draft.final.orders[target.order_id].payments):
         _refund(draft.final, target.order_id, payment.payment_method_id, payment.amount_cents)
     final = draft.final.orders[target.order_id]
-    final.status, final.cancel_reason = "cancelled", reason  # type: ignore[assignment]
+    final.status, final.cancel_reason = "cancelled", reason  # type: ignore[assignment]  # literals drawn from the model's allowed values
     label = draft.customer.payment_methods[target.payments[0].payment_method_id].label
     draft.outputs = [usd(_total(target))]
     draft.answer = f"Order {target.order_id} is cancelled and {usd(_total(target))} is refunded to your {label}."
