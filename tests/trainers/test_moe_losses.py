@@ -26,14 +26,6 @@ from toolgym.trainers.moe import (
 L3 = math.log(3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core box the spin-waits cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny(kind: str, **overrides):
     from transformers import AutoModelForCausalLM

@@ -14,14 +14,6 @@ from toolgym.trainers.optim import MuonClip, build_optimizer, param_plan
 KINDS = ["kimi", "qwen3"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core box the spin-waits cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny(kind: str, seed: int = 0):
     from transformers import AutoModelForCausalLM

@@ -16,14 +16,6 @@ FLOAT_SLACK = 1 + 1e-5
 """float32 rounding of a rescaled logit; the clip itself aims at exactly τ."""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core box the spin-waits cost a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny(kind: str, **overrides):
     from transformers import AutoModelForCausalLM

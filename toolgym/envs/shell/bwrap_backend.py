@@ -23,8 +23,9 @@ import secrets
 from pathlib import Path
 
 from toolgym.envs.shell.cgroups import SandboxCgroup, cgroups_writable, rlimit_fn, sweep_stale
-from toolgym.envs.shell.sandbox import WORKSPACE, CommandResult, Sandbox, SandboxError, SandboxLimits, require_program
+from toolgym.envs.shell.sandbox import WORKSPACE, CommandResult, SandboxError, SandboxLimits, require_program
 from toolgym.envs.shell.session import BashSession, loop_script
+from toolgym.envs.shell.session_sandbox import SessionSandbox, quote
 
 INSTALL = "Install it with `apt-get install -y bubblewrap` (or `make sandbox-deps`)."
 ETC_FILES = ("/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime", "/etc/mime.types")
@@ -38,7 +39,7 @@ INIT = f"cd {WORKSPACE}; umask 022; set +m"
 _swept = False
 
 
-class BwrapSandbox(Sandbox):
+class BwrapSandbox(SessionSandbox):
     """A bubblewrap sandbox (see the module docstring for what it enforces).
 
     Args:
@@ -47,12 +48,12 @@ class BwrapSandbox(Sandbox):
     """
 
     backend = "bwrap"
+    tar_create_flags = "--numeric-owner"
 
     def __init__(self, limits: SandboxLimits | None = None, *, use_cgroups: bool | None = None):
         super().__init__(limits)
         self.use_cgroups = cgroups_writable() if use_cgroups is None else use_cgroups
         self.cgroup: SandboxCgroup | None = None
-        self.session: BashSession | None = None
 
     @staticmethod
     def check_available() -> None:
@@ -115,29 +116,8 @@ class BwrapSandbox(Sandbox):
     async def _run(self, command: str, timeout_s: float) -> CommandResult:
         # eval keeps cwd, variables and jobs in the session; </dev/null keeps commands off the
         # session's own stdin (where the next command line will arrive).
-        script = f"eval {_quote(command)} </dev/null"
+        script = f"eval {quote(command)} </dev/null"
         return await self._session().execute(script, timeout_s, cap=self.limits.output_bytes)
-
-    @property
-    def alive(self) -> bool:
-        proc = self.session.proc if self.session is not None else None
-        return super().alive and proc is not None and proc.poll() is None
-
-    async def _reset_session(self) -> None:
-        await self._session().restart_shell()
-
-    async def _export_tar(self) -> bytes:
-        result = await self._session().execute(f"tar -C {WORKSPACE} --numeric-owner -cf - . | base64 -w0", 120.0)
-        if result.exit_code != 0:
-            raise SandboxError(f"could not export the workspace: {result.stderr.strip()[:300]}")
-        import base64
-
-        return base64.b64decode(result.stdout)
-
-    async def _import_tar(self, data: bytes) -> None:
-        result = await self._session().execute(import_script(WORKSPACE, len(data)), 120.0, stdin_data=data)
-        if result.exit_code != 0:
-            raise SandboxError(f"could not import the workspace: {result.stderr.strip()[:300]}")
 
     async def _close(self) -> None:
         if self.session is not None:
@@ -145,28 +125,6 @@ class BwrapSandbox(Sandbox):
         if self.cgroup is not None and not await self.cgroup.aremove():
             raise SandboxError(f"cgroup {self.cgroup.name} still has processes after close")
 
-    def _session(self) -> BashSession:
-        if self.session is None:
-            raise SandboxError("the bwrap sandbox is not started")
-        return self.session
-
-
-def import_script(workspace: str, size: int) -> str:
-    """Bash that empties ``workspace`` and unpacks the next ``size`` bytes of stdin into it.
-
-    ``head -c`` reads exactly ``size`` bytes; the ``read`` loop (a builtin: no process) drains
-    whatever tar left unread, so a broken archive can never leave bytes behind to be read as
-    the next command.
-    """
-    ws = _quote(workspace)
-    return (
-        f"find {ws} -mindepth 1 -delete 2>/dev/null || {{ chmod -R u+rwX {ws}; find {ws} -mindepth 1 -delete; }}; "
-        f"head -c {int(size)} | {{ tar -C {ws} -xf - --no-same-owner; rc=$?; while IFS= read -r -d '' _; do :; done; exit $rc; }}"
-    )
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 def _data_fds(files: dict[str, str]) -> dict[str, int]:

@@ -13,23 +13,22 @@ import shutil
 import tempfile
 import warnings
 
-from toolgym.envs.shell.bwrap_backend import import_script
-from toolgym.envs.shell.sandbox import CommandResult, Sandbox, SandboxError, SandboxLimits, _q
+from toolgym.envs.shell.sandbox import CommandResult, SandboxLimits, _q
 from toolgym.envs.shell.session import BashSession, loop_script
+from toolgym.envs.shell.session_sandbox import SessionSandbox
 
 log = logging.getLogger(__name__)
 WARNING = "the 'local' sandbox backend has NO isolation: commands run as this user on this machine; use it for debugging only (use backend='bwrap')"
 TEMP_PREFIX = "toolgym-local-"
 
 
-class LocalSandbox(Sandbox):
+class LocalSandbox(SessionSandbox):
     """An unisolated bash session whose workspace is a fresh temporary directory."""
 
     backend = "local"
 
     def __init__(self, limits: SandboxLimits | None = None):
         super().__init__(limits)
-        self.session: BashSession | None = None
         self.workspace = ""
 
     async def _start(self) -> None:
@@ -48,34 +47,8 @@ class LocalSandbox(Sandbox):
     async def _run(self, command: str, timeout_s: float) -> CommandResult:
         return await self._session().execute(f"eval {_q(command)} </dev/null", timeout_s, cap=self.limits.output_bytes)
 
-    @property
-    def alive(self) -> bool:
-        proc = self.session.proc if self.session is not None else None
-        return super().alive and proc is not None and proc.poll() is None
-
-    async def _reset_session(self) -> None:
-        await self._session().restart_shell()
-
-    async def _export_tar(self) -> bytes:
-        import base64
-
-        result = await self._session().execute(f"tar -C {_q(self.workspace)} -cf - . | base64 -w0", 120.0)
-        if result.exit_code != 0:
-            raise SandboxError(f"could not export the workspace: {result.stderr.strip()[:300]}")
-        return base64.b64decode(result.stdout)
-
-    async def _import_tar(self, data: bytes) -> None:
-        result = await self._session().execute(import_script(self.workspace, len(data)), 120.0, stdin_data=data)
-        if result.exit_code != 0:
-            raise SandboxError(f"could not import the workspace: {result.stderr.strip()[:300]}")
-
     async def _close(self) -> None:
         if self.session is not None:
             await self.session.stop()
         if self.workspace:
             shutil.rmtree(self.workspace, ignore_errors=True)
-
-    def _session(self) -> BashSession:
-        if self.session is None:
-            raise SandboxError("the local sandbox is not started")
-        return self.session
