@@ -13,3 +13,12 @@ def unitconv():
     env = toolgym.make("toolgym/unitconv-v0")
     yield env
     env.close()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for every Ray test of the session (start-up costs seconds)."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield

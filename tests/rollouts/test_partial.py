@@ -25,10 +25,7 @@ def drain(runs, policy, tasks, first_version=0):
 
 
 def comparable(episode):
-    d = episode.model_dump(exclude={"wall_s", "segments"})
-    for turn in d["turns"]:
-        turn.pop("env_s"), turn.pop("policy_s")
-    return d
+    return episode.without_timings(exclude={"segments"})
 
 
 def check_segments(episode):
@@ -77,12 +74,9 @@ def test_budget_config_errors_name_the_fix():
         runs.run_iteration(ScriptedPolicy.gold(tasks), policy_version=0, tasks=tasks)
 
 
-def test_partial_rollouts_on_the_ray_pool_equal_local_ones():
-    ray = pytest.importorskip("ray")
+def test_partial_rollouts_on_the_ray_pool_equal_local_ones(ray_local):
     from toolgym.rollouts.ray_pool import RayEnvPool
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     tasks = sample_tasks(UNITCONV, n=10, seed=7)
     by_id = lambda eps: sorted(eps, key=lambda e: e.id)
     with RayEnvPool(actors=2, num_cpus=0.5) as pool:

@@ -22,13 +22,7 @@ UNITCONV = "toolgym/unitconv-v0"
 
 
 def comparable(episodes):
-    out = []
-    for e in episodes:
-        d = e.model_dump(exclude={"wall_s"})
-        for turn in d["turns"]:
-            turn.pop("env_s"), turn.pop("policy_s")
-        out.append(d)
-    return out
+    return [e.without_timings() for e in episodes]
 
 
 text = st.text(max_size=40)

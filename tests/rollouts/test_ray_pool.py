@@ -21,14 +21,6 @@ from toolgym.rollouts.ray_pool import EnvCallTimeout, RayEnvPool, RayPoolConfig
 UNITCONV = "toolgym/unitconv-v0"
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray instance for every Ray test of the session (start-up costs seconds)."""
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-
-
 @pytest.fixture(scope="module")
 def pool(ray_local):
     with RayEnvPool(actors=2, num_cpus=0.5) as p:
@@ -37,13 +29,7 @@ def pool(ray_local):
 
 def comparable(episodes):
     """Episodes without wall-clock timings (the only fields allowed to differ between pools)."""
-    out = []
-    for e in episodes:
-        d = e.model_dump(exclude={"wall_s"})
-        for turn in d["turns"]:
-            turn.pop("env_s"), turn.pop("policy_s")
-        out.append(d)
-    return out
+    return [e.without_timings() for e in episodes]
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

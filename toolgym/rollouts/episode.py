@@ -117,6 +117,16 @@ class Episode(BaseModel):
             return None
         return expected == self.final_state_digest
 
+    def without_timings(self, exclude: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+        """The episode as a dict without its wall-clock fields (``wall_s``, per-turn ``env_s`` and
+        ``policy_s``) and the fields in ``exclude``: what two runs of the same seeds must agree on,
+        whichever pool or batching produced them.
+        """
+        d = self.model_dump(exclude={"wall_s", *exclude})
+        for turn in d.get("turns", []):
+            turn.pop("env_s", None), turn.pop("policy_s", None)
+        return d
+
     def error_counts(self) -> dict[str, int]:
         """Error observations of the whole episode by kind."""
         total: dict[str, int] = {}

@@ -39,13 +39,7 @@ def make_env() -> ShellEnv:
 
 
 def comparable(episodes):
-    out = []
-    for e in episodes:
-        d = e.model_dump(exclude={"wall_s"})
-        for turn in d["turns"]:
-            turn.pop("env_s"), turn.pop("policy_s")
-        out.append(d)
-    return out
+    return [e.without_timings() for e in episodes]
 
 
 def our_sandboxes() -> set[int]:
@@ -53,9 +47,7 @@ def our_sandboxes() -> set[int]:
     return {pid for pid, _, argv0 in descendants(os.getpid()) if argv0.endswith("bwrap")}
 
 
-def test_shell_envs_in_ray_actors_match_in_process_and_die_with_them():
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def test_shell_envs_in_ray_actors_match_in_process_and_die_with_them(ray_local):
     before = our_sandboxes()
     local = run_episodes(make_env, ScriptedPolicy.gold(TASKS), tasks=TASKS, seed=3, group_size=2)
     with RayEnvPool(actors=2, num_cpus=0.5) as pool:
