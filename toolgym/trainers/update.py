@@ -244,11 +244,13 @@ def accumulate(model: Any, minibatch: Batch, s: LossSettings, micro_batch_size: 
 
 
 def ptx_backward(model: Any, batch: Batch, weight: float) -> float:
-    """Supervised next-token loss on ``batch``'s masked tokens, back-propagated with ``weight``."""
-    outputs = forward(model, batch)
-    logp = rl.token_logprobs(outputs.logits[:, :-1], batch.input_ids[:, 1:])  # (B, T-1)
-    mask = batch.loss_mask[:, 1:]
-    nll = -(logp * mask).sum() / mask.sum().clamp(min=1)
+    """Supervised next-token loss on ``batch``'s masked tokens (SFT's loss), back-propagated with ``weight``."""
+    from toolgym.trainers.sft import masked_lm_loss
+
+    labels = batch.input_ids.masked_fill(batch.loss_mask == 0, -100)  # (B, T): only masked tokens are targets
+    nll, count = masked_lm_loss(model, batch.input_ids, batch.attention_mask, labels)
+    if count == 0:
+        return 0.0  # nothing supervised in this batch
     if torch.isfinite(nll):
         (weight * nll).backward()
     return float(nll.detach())
