@@ -110,6 +110,40 @@ def _is_json_text(tp: Any) -> bool:
     )
 
 
+_NODES: dict[int, tuple[Any, tuple[str, Any]]] = {}
+
+
+def _node(tp: Any) -> tuple[str, Any]:
+    """How values of ``tp`` are walked: ``("model", cls)``, ``("variants", [cls, ...])``,
+    ``("list", item type)``, ``("map", value type)``, ``("json", None)`` or ``("leaf", arrow type)``.
+
+    Computed once per annotation object (the walkers visit every value of every episode, and the
+    typing introspection would otherwise dominate a save).
+    """
+    hit = _NODES.get(id(tp))
+    if hit is not None and hit[0] is tp:
+        return hit[1]
+    import pyarrow as pa
+
+    inner, _ = _unwrap(tp)
+    origin = typing.get_origin(inner)
+    node: tuple[str, Any]
+    if isinstance(inner, type) and issubclass(inner, BaseModel):
+        node = ("model", inner)
+    elif (variants := _variants(inner)) is not None:
+        node = ("variants", variants)
+    elif origin is list:
+        node = ("list", typing.get_args(inner)[0])
+    elif origin is dict and arrow_type(inner) != pa.string():
+        node = ("map", typing.get_args(inner)[1])
+    elif _is_json_text(inner):
+        node = ("json", None)
+    else:
+        node = ("leaf", arrow_type(inner))
+    _NODES[id(tp)] = (tp, node)  # the annotation is kept alive, so its id cannot be reused
+    return node
+
+
 # --------------------------------------------------------------------------- encode
 
 
@@ -129,42 +163,24 @@ def _fits(value: Any, atype: Any) -> bool:
     return True
 
 
-class _Plan:
-    """Which leaf paths fall back to JSON text in this file (found in a first pass)."""
-
-    def __init__(self) -> None:
-        self.json_paths: set[str] = set()
-
-
 def _walk(value: Any, tp: Any, path: str, visit: Callable[[str, Any, Any], Any], whole: set[str] = frozenset()) -> Any:  # type: ignore[assignment]  # an immutable empty default, read only
     """Rebuild ``value`` (a ``model_dump`` tree) leaf by leaf through ``visit(path, value, tp)``.
 
     Paths in ``whole`` are visited as one leaf (they are written as JSON text).
     """
-    tp, _ = _unwrap(tp)
     if value is None:
         return None
     if path in whole:
         return visit(path, value, tp)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return {n: _walk(value.get(n), f.annotation, f"{path}.{n}", visit, whole) for n, f in tp.model_fields.items() if n in value}
-    if (variants := _variants(tp)) is not None:
-        model = _variant_for(variants, value)
-        return {n: _walk(value.get(n), f.annotation, f"{path}.{n}", visit, whole) for n, f in model.model_fields.items()}
-    origin = typing.get_origin(tp)
-    if origin is list:
-        item = typing.get_args(tp)[0]
-        return [_walk(v, item, f"{path}[]", visit, whole) for v in value]
-    if origin is dict and arrow_type(tp) != _string():
-        val = typing.get_args(tp)[1]
-        return [{"key": visit(f"{path}{{key}}", k, str), "value": _walk(v, val, f"{path}{{}}", visit, whole)} for k, v in value.items()]
+    kind, arg = _node(tp)
+    if kind == "model" or kind == "variants":
+        model = arg if kind == "model" else _variant_for(arg, value)
+        return {n: _walk(value.get(n), f.annotation, f"{path}.{n}", visit, whole) for n, f in model.model_fields.items() if n in value}
+    if kind == "list":
+        return [_walk(v, arg, f"{path}[]", visit, whole) for v in value]
+    if kind == "map":
+        return [{"key": visit(f"{path}{{key}}", k, str), "value": _walk(v, arg, f"{path}{{}}", visit, whole)} for k, v in value.items()]
     return visit(path, value, tp)
-
-
-def _string() -> Any:
-    import pyarrow as pa
-
-    return pa.string()
 
 
 def _variant_for(variants: list[type[BaseModel]], value: dict[str, Any]) -> type[BaseModel]:
@@ -175,12 +191,12 @@ def _variant_for(variants: list[type[BaseModel]], value: dict[str, Any]) -> type
     raise ValueError(f"no message kind has role {value.get('role')!r}")
 
 
-def _leaf(path: str, value: Any, tp: Any, plan: _Plan) -> Any:
+def _leaf(path: str, value: Any, tp: Any, json_paths: set[str]) -> Any:
     if path.endswith("{key}"):
         return value
     if isinstance(value, enum.Enum):
         value = value.value
-    if _is_json_text(tp) or path in plan.json_paths:
+    if path in json_paths or _node(tp)[0] == "json":
         return dumps(value)
     return value
 
@@ -189,44 +205,45 @@ def encode_rows(records: list[dict[str, Any]], model: type[BaseModel]) -> tuple[
     """(rows ready for ``pa.Table.from_pylist``, the schema) for ``model_dump`` trees of ``model``."""
     import pyarrow as pa
 
-    plan = _Plan()
+    json_paths: set[str] = set()  # leaf paths that fall back to JSON text in this file (first pass)
 
     def probe(path: str, value: Any, tp: Any) -> Any:
-        if not _is_json_text(tp) and not _fits(value.value if isinstance(value, enum.Enum) else value, arrow_type(tp)):
+        kind, atype = _node(tp)
+        if kind == "leaf" and not _fits(value.value if isinstance(value, enum.Enum) else value, atype):
             # a map key that UTF-8 cannot hold sends the whole map to JSON text
-            plan.json_paths.add(path.removesuffix("{key}"))
+            json_paths.add(path.removesuffix("{key}"))
         return value
 
     for record in records:
         _walk(record, model, "", probe)
-    rows = [_walk(r, model, "", lambda p, v, t: _leaf(p, v, t, plan), plan.json_paths) for r in records]
-    return rows, pa.schema(_schema_fields(model, "", plan))
+    rows = [_walk(r, model, "", lambda p, v, t: _leaf(p, v, t, json_paths), json_paths) for r in records]
+    return rows, pa.schema(_schema_fields(model, "", json_paths))
 
 
-def _schema_fields(model: type[BaseModel], path: str, plan: _Plan) -> list[Any]:
-    return [_field(name, f.annotation, f"{path}.{name}", plan) for name, f in model.model_fields.items()]
+def _schema_fields(model: type[BaseModel], path: str, json_paths: set[str]) -> list[Any]:
+    return [_field(name, f.annotation, f"{path}.{name}", json_paths) for name, f in model.model_fields.items()]
 
 
-def _field(name: str, tp: Any, path: str, plan: _Plan) -> Any:
+def _field(name: str, tp: Any, path: str, json_paths: set[str]) -> Any:
     import pyarrow as pa
 
     inner, _ = _unwrap(tp)
-    if path in plan.json_paths or _is_json_text(inner):
+    if path in json_paths or _is_json_text(inner):
         return pa.field(name, pa.string(), metadata={ENCODING: b"json"})
     if isinstance(inner, type) and issubclass(inner, BaseModel):
-        return pa.field(name, pa.struct(_schema_fields(inner, path, plan)))
+        return pa.field(name, pa.struct(_schema_fields(inner, path, json_paths)))
     if (variants := _variants(inner)) is not None:
         fields: dict[str, Any] = {}
         for m in variants:
             for n, f in m.model_fields.items():
-                fields.setdefault(n, _field(n, f.annotation, f"{path}.{n}", plan))
+                fields.setdefault(n, _field(n, f.annotation, f"{path}.{n}", json_paths))
         return pa.field(name, pa.struct(list(fields.values())))
     origin = typing.get_origin(inner)
     if origin is list:
-        item = _field("item", typing.get_args(inner)[0], f"{path}[]", plan)
+        item = _field("item", typing.get_args(inner)[0], f"{path}[]", json_paths)
         return pa.field(name, pa.list_(item))
     if origin is dict:
-        val = _field("value", typing.get_args(inner)[1], f"{path}{{}}", plan)
+        val = _field("value", typing.get_args(inner)[1], f"{path}{{}}", json_paths)
         return pa.field(name, pa.list_(pa.struct([pa.field("key", pa.string()), val])), metadata={_KIND: b"map"})
     return pa.field(name, arrow_type(inner))
 
@@ -262,23 +279,18 @@ def _json_paths(field: Any, path: str, out: set[str]) -> None:
 
 
 def _unwalk(value: Any, tp: Any, path: str, leaf: Callable[[str, Any, Any], Any], json_paths: set[str]) -> Any:
-    tp, _ = _unwrap(tp)
     if value is None:
         return None
     if path in json_paths:
         return leaf(path, value, tp)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return {n: _unwalk(value.get(n), f.annotation, f"{path}.{n}", leaf, json_paths) for n, f in tp.model_fields.items()}
-    if (variants := _variants(tp)) is not None:
-        model = _variant_for(variants, value)
+    kind, arg = _node(tp)
+    if kind == "model" or kind == "variants":
+        model = arg if kind == "model" else _variant_for(arg, value)
         return {n: _unwalk(value.get(n), f.annotation, f"{path}.{n}", leaf, json_paths) for n, f in model.model_fields.items()}
-    origin = typing.get_origin(tp)
-    if origin is list:
-        item = typing.get_args(tp)[0]
-        return [_unwalk(v, item, f"{path}[]", leaf, json_paths) for v in value]
-    if origin is dict and not isinstance(value, str):
-        val = typing.get_args(tp)[1]
-        return {kv["key"]: _unwalk(kv["value"], val, f"{path}{{}}", leaf, json_paths) for kv in value}
+    if kind == "list":
+        return [_unwalk(v, arg, f"{path}[]", leaf, json_paths) for v in value]
+    if kind == "map":
+        return {kv["key"]: _unwalk(kv["value"], arg, f"{path}{{}}", leaf, json_paths) for kv in value}
     return leaf(path, value, tp)
 
 
