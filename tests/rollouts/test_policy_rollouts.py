@@ -25,6 +25,10 @@ from toolgym.trainers.models import cached_tiny_model
 
 ENV = "toolgym/unitconv-v0"
 SAMPLING = SamplingParams(max_new_tokens=96)
+RUN_SEED = 3
+"""A run seed whose random-model turns include malformed tool calls, which
+test_hf_policy_drives_the_loop_end_to_end needs; re-pick it if the seed derivation
+(toolgym.envs.canonical.seed_from) ever changes."""
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +49,7 @@ def short_tasks(n: int, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def local_episodes(local):
-    return run_episodes(ENV, local, tasks=short_tasks(6), seed=0, sampling=SAMPLING)
+    return run_episodes(ENV, local, tasks=short_tasks(6), seed=RUN_SEED, sampling=SAMPLING)
 
 
 def assert_same_episodes(a, b):
@@ -79,7 +83,7 @@ def test_hf_policy_drives_the_loop_end_to_end(local, local_episodes):
 
 
 def test_openai_policy_against_toolgym_serve_gives_the_same_episodes(url, local_episodes):
-    remote = run_episodes(ENV, OpenAIPolicy(url), tasks=short_tasks(6), seed=0, sampling=SAMPLING)
+    remote = run_episodes(ENV, OpenAIPolicy(url), tasks=short_tasks(6), seed=RUN_SEED, sampling=SAMPLING)
     assert_same_episodes(remote, local_episodes)
 
 
@@ -97,7 +101,7 @@ def test_a_policy_failure_ends_only_its_episode(url, local_episodes):
         return httpx.Response(real.status_code, content=real.content, headers={"content-type": "application/json"})
 
     policy = OpenAIPolicy("http://flaky", transport=httpx.MockTransport(flaky))
-    episodes = run_episodes(ENV, policy, tasks=tasks, seed=0, sampling=SAMPLING)
+    episodes = run_episodes(ENV, policy, tasks=tasks, seed=RUN_SEED, sampling=SAMPLING)
     failed = episodes[2]
     assert failed.stop_reason is StopReason.POLICY_ERROR and not failed.scorable
     assert failed.failure.boundary == "policy" and failed.failure.kind == "bad_response"

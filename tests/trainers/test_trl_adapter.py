@@ -131,7 +131,9 @@ def test_rollout_func_returns_each_episode_row_split_at_the_prompt():
     model_dir = cached_tiny_model("qwen3")
     model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
     tasks = [t.model_copy(update={"limits": t.limits.model_copy(update={"max_turns": 2})}) for t in sample_tasks(ENV, 2)]
-    rollout = ToolgymRollout(chatty_env, tasks, rubric=rubric_for(ENV).verifiable(), max_new_tokens=6)
+    # seed=2: a run in which the random model never samples its end token before the 6-token cap,
+    # so every turn is exactly 6 tokens (asserted below); re-pick it if seed_from ever changes.
+    rollout = ToolgymRollout(chatty_env, tasks, rubric=rubric_for(ENV).verifiable(), max_new_tokens=6, seed=2)
     prompts = [row["prompt"] for row in rollout.dataset() for _ in range(3)]  # TRL repeats each prompt per generation
     out = rollout(prompts, fake_trainer(model, tokenizer, 3))
     rollout.close()

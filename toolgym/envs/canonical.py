@@ -9,6 +9,7 @@ all with small tagged objects, and ``decode`` reverses the tags:
 value                     encoded as
 ========================  =====================================================
 ``nan``, ``±inf``         ``{"$float": "nan" | "inf" | "-inf"}``
+int of over 4,300 digits  ``{"$int": "<hex>"}`` (past CPython's default text limit)
 dict with int keys        as ``json.dumps`` writes it (keys as text, numeric order)
 dict with other keys      ``{"$map": [[key, value], ...]}`` sorted by encoded key
 set, frozenset            sorted list (by canonical JSON of each element)
@@ -48,15 +49,20 @@ import hashlib
 import json
 import math
 import random
+import sys
 from typing import Any
 
 from pydantic import BaseModel
 
-TAGS = ("$float", "$map", "$object", "$decimal", "$bytes", "$ref", "$dict")
+TAGS = ("$float", "$int", "$map", "$object", "$decimal", "$bytes", "$ref", "$dict")
 MAX_DEPTH = 400
 """Nesting deeper than this is refused (``CanonicalError``) rather than overflowing the stack."""
 
 _SCALARS = (str, int, bool, type(None))
+_INT_DIGITS = 4300
+"""CPython's default ``sys.get_int_max_str_digits()``. A fixed bound, not the process's setting,
+so an int encodes the same way in every process."""
+_BIG_INT = 10**_INT_DIGITS  # ints at least this large have no JSON text within the default limit
 
 
 class CanonicalError(TypeError):
@@ -81,6 +87,8 @@ class _Encoder:
 
     def walk(self, value: Any, path: tuple[Any, ...]) -> Any:
         if isinstance(value, _SCALARS):
+            if isinstance(value, int) and not -_BIG_INT < value < _BIG_INT:
+                return {"$int": hex(value)}
             return value
         if isinstance(value, float):
             return value if math.isfinite(value) else {"$float": _float_name(value)}
@@ -120,7 +128,7 @@ class _Encoder:
         if all(type(k) is str for k in value):
             out = {k: self.walk(value[k], (*path, k)) for k in sorted(value)}
             return {"$dict": out} if len(out) == 1 and next(iter(out)) in TAGS else out
-        if all(type(k) is int for k in value):  # as json.dumps writes them: numeric order, text keys
+        if all(type(k) is int and -_BIG_INT < k < _BIG_INT for k in value):  # as json.dumps writes them: numeric order, text keys
             return {str(k): self.walk(value[k], (*path, k)) for k in sorted(value)}
         pairs = [[self.walk(k, (*path, "<key>")), self.walk(v, (*path, _label(k)))] for k, v in value.items()]
         return {"$map": sorted(pairs, key=lambda kv: _sort_key(kv[0]))}
@@ -204,6 +212,8 @@ def decode(data: Any) -> Any:
         (tag, inner), = data.items()
         if tag == "$float" and inner in ("nan", "inf", "-inf"):
             return float(inner)
+        if tag == "$int" and isinstance(inner, str):
+            return int(inner, 16)
         if tag == "$map" and isinstance(inner, list):
             return {_hashable(decode(k)): decode(v) for k, v in inner}
         if tag == "$decimal":
@@ -251,8 +261,9 @@ def dumps(value: Any, *, ascii: bool = False) -> str:
     except (TypeError, ValueError, RecursionError):
         text = None
     # '{"$' can only be an object whose first key looks like a tag (quotes in strings are escaped):
-    # such data takes the walk, which wraps it, so data never reads back as a tag.
-    if text is None or '{"$' in text:
+    # such data takes the walk, which wraps it, so data never reads back as a tag. A process that
+    # raised the int digit limit may print an int the walk would tag: long text takes the walk too.
+    if text is None or '{"$' in text or (len(text) > _INT_DIGITS and not 0 < sys.get_int_max_str_digits() <= _INT_DIGITS):
         text = json.dumps(encode(value), separators=(",", ":"), ensure_ascii=ascii, allow_nan=False)
     return text
 
@@ -268,5 +279,19 @@ def digest(value: Any) -> str:
 
 
 def seed_from(*parts: Any) -> int:
-    """A stable 64-bit seed from any canonical parts (NaN, surrogates and objects included)."""
+    """A stable unsigned 64-bit seed from any canonical parts: toolgym's one seed derivation.
+
+    The seed is a hash of ``canonical_bytes(list(parts))``, so it is the same in every process
+    and on every machine, and parts that encode differently give different seeds: ``("a/b",)``
+    and ``("a", "b")``, ``1``, ``"1"``, ``1.0`` and ``True``, NaN, lone surrogates, huge ints.
+    Values the encoding equates (a tuple and a list, ``{1: x}`` and ``{"1": x}``) seed alike.
+    Callers that need fewer bits say so where they call: ``>> 1`` for a signed int64,
+    ``>> 33`` for 31 bits.
+
+    >>> seed_from("a/b") != seed_from("a", "b")
+    True
+
+    Raises:
+        CanonicalError: a part has no canonical form.
+    """
     return int.from_bytes(hashlib.blake2b(canonical_bytes(list(parts)), digest_size=8).digest(), "big")

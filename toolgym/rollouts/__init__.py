@@ -2,15 +2,19 @@
 
 from typing import Any
 
+from toolgym.envs.canonical import seed_from
 from toolgym.rollouts.batcher import RequestBatcher
 from toolgym.rollouts.episode import Episode, Failure, Segment, TurnRecord
-from toolgym.rollouts.loop import arun_episodes, derive_seed, run_episodes, sample_tasks
+from toolgym.rollouts.loop import arun_episodes, run_episodes, sample_tasks
 from toolgym.rollouts.partial import PartialRollouts
 from toolgym.rollouts.policy import Policy, PolicyError, PolicyRequest, PolicyTurn, SamplingParams
 from toolgym.rollouts.pool import EnvPool, LocalEnvPool, make_pool
 from toolgym.rollouts.rows import TokenRow, collate, episode_to_rows, episodes_to_rows
 from toolgym.rollouts.scripted import ChaosPolicy, ScriptedPolicy, gold_script
 from toolgym.rollouts.storage import load_episodes, save_episodes
+
+derive_seed = seed_from
+"""The name this package has always exported for ``toolgym.envs.canonical.seed_from`` (the same function)."""
 
 _LAZY = {  # these import torch, transformers or httpx when first used
     "HFPolicy": "toolgym.rollouts.hf_policy",
@@ -34,6 +38,6 @@ __all__ = [
     "EnvPool", "LocalEnvPool", "PartialRollouts", "Segment", "make_pool",
     "ChaosPolicy", "Episode", "Failure", "Policy", "PolicyError", "PolicyRequest", "PolicyTurn",
     "RequestBatcher", "SamplingParams", "ScriptedPolicy", "TokenRow", "TurnRecord", "arun_episodes", "collate",
-    "derive_seed", "episode_to_rows", "episodes_to_rows",
+    "derive_seed", "episode_to_rows", "episodes_to_rows", "seed_from",
     "gold_script", "load_episodes", "run_episodes", "sample_tasks", "save_episodes",
 ]

@@ -15,13 +15,13 @@ Whenever episodes wait for the policy, ``RequestBatcher`` gathers their requests
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolgym.envs.canonical import seed_from
 from toolgym.envs.env import ToolEnv
 from toolgym.envs.registry import make
 from toolgym.envs.types import StopReason, Task, ToolSpec
@@ -35,12 +35,6 @@ from toolgym.rollouts.rows import next_prefix, token_metrics
 
 EnvSource = str | Callable[[], ToolEnv]
 OnEpisode = Callable[[Episode], None]
-
-
-def derive_seed(*parts: Any) -> int:
-    """A stable 63-bit seed from any parts (same parts, same seed, on every machine)."""
-    text = "/".join(str(p) for p in parts).encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") >> 1
 
 
 def _factory(env: EnvSource) -> tuple[str, Callable[[], ToolEnv]]:
@@ -149,7 +143,8 @@ class _Run:
             prefix_ids, prefix_messages = next_prefix(turns)  # token-level policies extend these ids
             request = PolicyRequest(
                 episode_id=state.episode_id, task_id=state.task.id, messages=list(base.messages), tools=state.tools,
-                seed=derive_seed(self.seed, state.index, state.sibling, len(turns)), sampling=self.sampling,
+                # >> 1: 63 bits, so a policy seed fits a signed int64 (the OpenAI API's `seed`)
+                seed=seed_from(self.seed, state.index, state.sibling, len(turns)) >> 1, sampling=self.sampling,
                 prefix_token_ids=prefix_ids, prefix_messages=prefix_messages,
             )
             t0 = time.perf_counter()

@@ -32,8 +32,9 @@ from typing import Any
 
 import torch
 
+from toolgym.envs.canonical import seed_from
 from toolgym.envs.types import Task
-from toolgym.rollouts.loop import EnvSource, derive_seed, run_episodes, sample_tasks
+from toolgym.rollouts.loop import EnvSource, run_episodes, sample_tasks
 from toolgym.rollouts.policy import SamplingParams
 from toolgym.trainers import metrics as m
 from toolgym.trainers import rl
@@ -93,8 +94,9 @@ class GRPOTrainer:
         n = cfg.rollout.tasks_per_iteration
         tasks = self.task_source(i * n, n)
         t0 = time.perf_counter()
+        # >> 33: a 31-bit run seed, so reset seeds (run seed + task index) stay small ints
         episodes = self.rollout(tasks, group_size=cfg.algorithm.group_size, temperature=cfg.temperature_at(i),
-                                seed=derive_seed(cfg.run.seed, "train", i) % 2**31)
+                                seed=seed_from(cfg.run.seed, "train", i) >> 33)
         t1 = time.perf_counter()
         scores = self.score(episodes)
         t2 = time.perf_counter()

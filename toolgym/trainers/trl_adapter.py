@@ -28,12 +28,13 @@ import keyword
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from toolgym.envs.canonical import seed_from
 from toolgym.envs.env import ToolEnv, tool_env
 from toolgym.envs.types import AssistantMessage, StopReason, Task, ToolCall, ToolSpec, UserMessage
 from toolgym.errors import ConfigError
 from toolgym.rollouts.chat import to_chat_dicts
 from toolgym.rollouts.episode import Episode, TurnRecord
-from toolgym.rollouts.loop import EnvSource, _factory, derive_seed, run_episodes
+from toolgym.rollouts.loop import EnvSource, _factory, run_episodes
 from toolgym.rollouts.policy import SamplingParams
 from toolgym.rollouts.rows import TOKEN_FORKS, episode_to_rows
 from toolgym.rubrics import Rubric, rubric_for, score_episodes_sync
@@ -309,7 +310,8 @@ class ToolgymRollout:
         try:
             episodes = run_episodes(
                 self.env, policy, tasks=tasks, group_size=group if unique is not None else 1, sampling=sampling,
-                seed=derive_seed(self.seed, trainer.state.global_step, self.stats["calls"]) % 2**31,
+                # >> 33: a 31-bit run seed, so reset seeds (run seed + task index) stay small ints
+                seed=seed_from(self.seed, trainer.state.global_step, self.stats["calls"]) >> 33,
             )
         finally:
             model.train(was_training)
