@@ -253,7 +253,10 @@ def trusted(cls: type[_M], data: dict[str, Any]) -> _M:
     One environment step builds several messages; skipping re-validation of values that are
     valid by construction keeps a step around a dozen microseconds. ``data`` must hold every
     field, in declaration order. Anything a user or a model hands in is still validated.
-    ``tests/envs/test_types.py`` pins that the result equals the validated construction.
+    ``tests/envs/test_trusted_guard.py`` fails, naming the pydantic version, if the result ever
+    differs from the validated construction (a new instance slot after an upgrade, say).
+    ``benchmarks/trusted_construction.py`` times the public alternatives: a UnitConv step is
+    roughly 40% slower through ``model_construct`` and 20% slower through validation.
     """
     obj = cls.__new__(cls)
     object.__setattr__(obj, "__dict__", data)
