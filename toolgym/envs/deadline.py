@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
-import itertools
 import os
 import threading
 import time
@@ -26,8 +25,12 @@ from toolgym.errors import EnvError
 
 TICK_S = 0.005
 """How often the watchdog looks at deadlines while calls are running."""
-IDLE_AFTER_S = 1.0
-"""The watchdog sleeps until the next call after this long without one."""
+IDLE_TICKS = 200
+"""The watchdog sleeps until the next call after this many ticks (about a second) without one."""
+
+
+_now = time.monotonic
+_thread_id = threading.get_ident
 
 
 class DeadlineExceeded(BaseException):
@@ -38,25 +41,22 @@ class PoolSaturated(EnvError):
     """Every worker thread is still busy with an earlier call (infrastructure, not the model)."""
 
 
-class _Entry:
-    __slots__ = ("deadline", "fired", "thread_id")
-
-    def __init__(self, thread_id: int, deadline: float):
-        self.thread_id = thread_id
-        self.deadline = deadline
-        self.fired = False
-
-
 class Watchdog:
-    """One daemon thread that interrupts calls running past their deadline."""
+    """One daemon thread that interrupts calls running past their deadline.
+
+    The hot path takes no lock. ``run`` publishes an entry in a dict and takes it back with
+    ``dict.pop``; the watchdog claims an expired entry with the same ``pop`` before it
+    interrupts. ``dict.pop`` is one atomic step under the GIL, so exactly one side gets the
+    entry: when the caller gets it back, no interrupt was or will be sent; when the watchdog
+    got it, the caller waits for the interrupt to be sent and withdraws it if it has not
+    landed yet (so it cannot surface later, outside the tool).
+    """
 
     def __init__(self) -> None:
-        self._entries: dict[int, _Entry] = {}
-        self._lock = threading.Lock()
+        self._entries: dict[int, list[Any]] = {}
+        """id(entry) -> [thread id, deadline, sent]; ``sent`` turns True once the interrupt is out."""
         self._wake = threading.Event()
         self._idle = True
-        self._last_arm = 0.0
-        self._ids = itertools.count()
         self._thread: threading.Thread | None = None
 
     def run(self, fn: Callable[..., Any], kwargs: dict[str, Any], timeout_s: float) -> Any:
@@ -65,58 +65,56 @@ class Watchdog:
         Raises:
             TimeoutError: the deadline passed (the tool was interrupted, or finished too late).
         """
-        token, entry = self._arm(timeout_s)
+        entry = [_thread_id(), _now() + timeout_s, False]
+        key = id(entry)
+        entries = self._entries
+        entries[key] = entry
+        if self._idle:
+            self._start()
         try:
             try:
                 return fn(**kwargs)
             finally:
-                if self._disarm(token, entry):
+                if entries.pop(key, None) is None:  # the watchdog claimed it: an interrupt is on its way
+                    _withdraw(entry)
                     raise DeadlineExceeded
         except DeadlineExceeded:
             raise TimeoutError(f"deadline of {timeout_s:g}s passed") from None
-
-    def _arm(self, timeout_s: float) -> tuple[int, _Entry]:
-        now = time.monotonic()
-        entry = _Entry(threading.get_ident(), now + timeout_s)
-        token = next(self._ids)
-        self._entries[token] = entry
-        self._last_arm = now
-        if self._idle:
-            self._start()
-            self._wake.set()
-        return token, entry
-
-    def _disarm(self, token: int, entry: _Entry) -> bool:
-        """Stop watching; True when the watchdog already fired (any pending interrupt is cleared)."""
-        with self._lock:
-            self._entries.pop(token, None)
-            if entry.fired:
-                # The interrupt may not have been delivered yet: withdraw it so it cannot
-                # surface later, outside the tool, in whatever this thread does next.
-                _async_raise(entry.thread_id, None)
-            return entry.fired
 
     def _start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._loop, name="toolgym-deadlines", daemon=True)
             self._thread.start()
+        self._wake.set()
 
     def _loop(self) -> None:
+        entries = self._entries
+        quiet = 0
         while True:
-            if not self._entries and time.monotonic() - self._last_arm > IDLE_AFTER_S:
+            quiet = 0 if entries else quiet + 1
+            if quiet > IDLE_TICKS:
                 self._idle = True
-                if not self._entries:  # re-read after publishing _idle: _arm reads them the other way round
+                if not entries:  # re-read after publishing _idle: run() does the two the other way round
                     self._wake.wait()
                 self._wake.clear()
+                quiet = 0
             self._idle = False
             time.sleep(TICK_S)
             now = time.monotonic()
-            for token, entry in list(self._entries.items()):
-                if entry.deadline <= now:
-                    with self._lock:
-                        if self._entries.pop(token, None) is not None:
-                            entry.fired = True
-                            _async_raise(entry.thread_id, DeadlineExceeded)
+            for key, entry in list(entries.items()):
+                if entry[1] <= now and entries.pop(key, None) is not None:
+                    _async_raise(entry[0], DeadlineExceeded)
+                    entry[2] = True
+
+
+def _withdraw(entry: list[Any]) -> None:
+    """Called by the thread whose entry the watchdog claimed: make sure no interrupt stays pending."""
+    try:
+        while not entry[2]:  # the watchdog is between its claim and the send (a few bytecodes)
+            time.sleep(0)
+        _async_raise(entry[0], None)  # not delivered yet: take it back
+    except DeadlineExceeded:
+        pass  # it landed here instead: consumed, nothing stays pending
 
 
 def _async_raise(thread_id: int, exc: type[BaseException] | None) -> None:

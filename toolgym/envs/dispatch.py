@@ -92,7 +92,7 @@ class ToolBox:
         bound, kwargs = prepared
         tool = bound.tool
         timeout = tool.timeout_s or self.default_timeout_s
-        saved = self.atomic[0]() if self.atomic is not None else _NOTHING
+        saved = self.atomic[0]() if self.atomic is not None and not tool.read_only else _NOTHING
         try:
             if tool.is_async:
                 await loop_needed()

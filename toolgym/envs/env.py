@@ -379,12 +379,18 @@ class _NotJson(Exception):
     pass
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _clone_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _clone_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clone_json(v) for v in value]
-    if value is None or isinstance(value, (str, int, float)):
+    # Exact types: a dict or list subclass (defaultdict, a copy-on-write dict) keeps its class
+    # through copy.deepcopy instead. Scalars are shared without a call (most values are).
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in _SCALARS else _clone_json(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _SCALARS else _clone_json(v) for v in value]
+    if kind in _SCALARS or isinstance(value, (str, int, float)):  # immutable (an enum member of str too)
         return value
     raise _NotJson
 

@@ -76,6 +76,10 @@ def loads(text: str | bytes, limits: JsonLimits = DEFAULT_LIMITS) -> Any:
             raise JsonLimitError(f"not UTF-8 ({exc.reason})", "", 0) from None
     if not isinstance(text, str):
         raise JsonLimitError(f"expected JSON text, got {type(text).__name__}", "", 0)
+    if len(text) <= limits.max_digits and len(text) <= limits.max_chars:
+        value = _small(text, limits)
+        if value is not _NO_VALUE:
+            return value
     if len(text) > limits.max_chars:
         raise JsonLimitError(f"JSON text longer than {limits.max_chars:,} characters ({len(text):,})", "", 0)
     _check_depth(text, limits.max_depth)
@@ -87,6 +91,28 @@ def loads(text: str | bytes, limits: JsonLimits = DEFAULT_LIMITS) -> Any:
         raise JsonLimitError(exc.msg, exc.doc, exc.pos) from None
     except (RecursionError, ValueError) as exc:  # belt and braces: the checks above should prevent these
         raise JsonLimitError(f"unreadable JSON ({type(exc).__name__})", text, 0) from None
+
+
+_NO_VALUE = object()
+_JSON_SPACE = " \t\n\r"
+
+
+def _small(text: str, limits: JsonLimits) -> Any:
+    """The fast path for text no longer than ``max_digits``: ``_NO_VALUE`` when it cannot decide.
+
+    Such text cannot hold an integer with too many digits, so integers are parsed by the C
+    scanner itself instead of a Python callback per integer; depth is counted only when the
+    text has more characters than ``max_depth``. Floats keep their overflow check, and any
+    refusal or syntax error goes to the full path, which reports it with its exact position.
+    """
+    if len(text) > limits.max_depth:
+        _check_depth(text, limits.max_depth)
+    body = text.strip(_JSON_SPACE)
+    try:
+        value, end = _scanners(limits)[1].raw_decode(body)
+    except (_Refused, RecursionError, ValueError):  # JSONDecodeError is a ValueError
+        return _NO_VALUE
+    return value if end == len(body) else _NO_VALUE
 
 
 def raw_decode(text: str, start: int, limits: JsonLimits = DEFAULT_LIMITS) -> tuple[Any, int]:
@@ -135,18 +161,28 @@ def _check_depth(text: str, max_depth: int, start: int = 0) -> None:
             depth -= 1
 
 
-_DECODERS: dict[JsonLimits, json.JSONDecoder] = {}
+_SCANNERS: dict[JsonLimits, tuple[json.JSONDecoder, json.JSONDecoder]] = {}
+
+
+def _scanners(limits: JsonLimits) -> tuple[json.JSONDecoder, json.JSONDecoder]:
+    """(full decoder, small-text decoder) for ``limits``, built once per distinct limits."""
+    if limits is DEFAULT_LIMITS:  # the common case skips hashing the limits
+        return _DEFAULT_PAIR
+    pair = _SCANNERS.get(limits)
+    if pair is None:
+        pair = _SCANNERS[limits] = _build(limits)
+    return pair
+
+
+def _build(limits: JsonLimits) -> tuple[json.JSONDecoder, json.JSONDecoder]:
+    constant = float if limits.allow_nan else _refuse_constant
+    full = json.JSONDecoder(parse_int=_int_parser(limits.max_digits), parse_float=_float_parser, parse_constant=constant)
+    small = json.JSONDecoder(parse_float=_float_parser, parse_constant=constant)  # int: C's own, no callback
+    return full, small
 
 
 def _decoder(limits: JsonLimits) -> json.JSONDecoder:
-    decoder = _DECODERS.get(limits)
-    if decoder is None:
-        decoder = _DECODERS[limits] = json.JSONDecoder(
-            parse_int=_int_parser(limits.max_digits),
-            parse_float=_float_parser,
-            parse_constant=float if limits.allow_nan else _refuse_constant,
-        )
-    return decoder
+    return _scanners(limits)[0]
 
 
 def _int_parser(max_digits: int) -> Any:
@@ -167,3 +203,6 @@ def _float_parser(token: str) -> float:
 
 def _refuse_constant(token: str) -> float:
     raise _Refused(f"{token} is not JSON (use a number or null)")
+
+
+_DEFAULT_PAIR = _build(DEFAULT_LIMITS)

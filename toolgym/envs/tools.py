@@ -51,6 +51,9 @@ class Tool:
     timeout_s: float | None = None
     """Deadline for this tool; sync tools with a deadline run in a worker thread."""
     param_names: tuple[str, ...] = field(default=())
+    read_only: bool = False
+    """The tool never changes the world, so a failed call has nothing to roll back and the
+    environment skips saving the world before it (see ``ToolEnv.atomic_calls``)."""
 
     @property
     def name(self) -> str:
@@ -131,6 +134,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout_s: float | None = None,
+    read_only: bool = False,
 ) -> Any:
     """Turn a typed function or method with a Google-style docstring into a ``Tool``.
 
@@ -138,14 +142,17 @@ def tool(
         fn: The function (when used as ``@tool`` without parentheses).
         name: Tool name; defaults to the function's name.
         description: Overrides the docstring summary.
-        timeout_s: Per-call deadline. Async tools always honour the episode's deadline.
+        timeout_s: Per-call deadline (else the task's ``limits.tool_timeout_s``). A sync tool
+            with one always runs on a worker thread; see ``toolgym.envs.deadline`` for the policy.
+        read_only: The tool only reads the world. Its calls skip the rollback save; a tool that
+            says so and writes anyway keeps a failed call's partial change.
 
     Raises:
         ToolDefinitionError: a parameter has no type hint, or there is no docstring.
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
-        return make_tool(f, name=name, description=description, timeout_s=timeout_s)
+        return make_tool(f, name=name, description=description, timeout_s=timeout_s, read_only=read_only)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -156,6 +163,7 @@ def make_tool(
     name: str | None = None,
     description: str | None = None,
     timeout_s: float | None = None,
+    read_only: bool = False,
 ) -> Tool:
     """Build a ``Tool`` from a function (the work behind ``@tool``)."""
     if isinstance(fn, Tool):
@@ -206,6 +214,7 @@ def make_tool(
         is_async=inspect.iscoroutinefunction(fn),
         timeout_s=timeout_s,
         param_names=tuple(fields),
+        read_only=read_only,
     )
 
 

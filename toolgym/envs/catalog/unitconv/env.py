@@ -59,7 +59,7 @@ class UnitConvEnv(ToolEnv):
             return super().sample_task(rng)
         return generate_task(int(rng.integers(2**31)))
 
-    @tool
+    @tool(read_only=True)
     def convert(self, value: float, from_unit: str, to_unit: str) -> dict[str, Any]:
         """Convert a quantity from one unit to another of the same dimension.
 
@@ -72,7 +72,7 @@ class UnitConvEnv(ToolEnv):
             raise ValueError(f"value must be a finite number, got {value}")
         return {"value": convert_value(value, from_unit, to_unit), "unit": to_unit}
 
-    @tool
+    @tool(read_only=True)
     def calculate(self, expression: str) -> float:
         """Evaluate an arithmetic expression (numbers, + - * / ** %, sqrt, round, min, max).
 
@@ -97,7 +97,7 @@ class UnitConvEnv(ToolEnv):
         memory[name] = round(float(value), PRECISION)
         return f"stored {name} = {memory[name]}"
 
-    @tool
+    @tool(read_only=True)
     def recall(self, name: str) -> float:
         """Read a number from memory.
 
@@ -121,7 +121,7 @@ class UnitConvEnv(ToolEnv):
             raise KeyError(f"no slot {name!r}")
         return f"deleted {name}"
 
-    @tool
+    @tool(read_only=True)
     def list_units(self, dimension: str | None = None) -> dict[str, list[str]]:
         """List the known units, grouped by dimension.
 
