@@ -52,42 +52,56 @@ def synthetic_batch(model, rows: int = 8, width: int = 12, seed: int = 0, per_to
                  rewards=rewards, baselines=torch.full((rows,), float(rewards.mean())))
 
 
-def grads_after(model, batch: Batch, settings: LossSettings, micro: int) -> dict[str, torch.Tensor]:
+def grads_after(model, batch: Batch, settings: LossSettings, micro: int, ref=None):
+    """Accumulated gradients by parameter name, and the summed stats, for one micro-batch size."""
     model.zero_grad(set_to_none=True)
-    _, reason = accumulate(model, batch, settings, micro)
+    stats, reason = accumulate(model, batch, settings, micro, ref_model=ref)
     assert reason is None
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, stats
 
 
-@pytest.mark.parametrize("loss", ["grpo", "dapo", "dr_grpo", "k2"])
-def test_accumulation_1x8_equals_8x1(models, loss):
-    model = models["kimi"]
-    batch = synthetic_batch(model, seed=1)
-    settings = LossSettings(loss=loss, clip_low=0.2, clip_high=0.28, constant=16.0, aux_weight=0.0)
-    whole = grads_after(model, batch, settings, micro=8)
-    pieces = grads_after(model, batch, settings, micro=1)
+def assert_same_grads(whole: dict, pieces: dict, rel: float = 1e-5) -> None:
     assert whole.keys() == pieces.keys() and whole
     scale = max(float(g.abs().max()) for g in whole.values())
     assert scale > 0
     for name, g in whole.items():
-        assert torch.allclose(g, pieces[name], atol=1e-5 * max(scale, 1.0), rtol=1e-4), name
+        assert torch.allclose(g, pieces[name], atol=rel * max(scale, 1.0), rtol=1e-4), name
 
 
+AUX = 0.5
+"""Far above the 0.001 default, so a split-dependent router loss would show in the gradients."""
+
+
+@pytest.mark.parametrize("kind", ["kimi", "qwen3"])
+@pytest.mark.parametrize("loss", ["grpo", "dapo", "dr_grpo", "k2"])
+def test_accumulation_1x8_equals_8x1(models, kind, loss):
+    model = models[kind]
+    batch = synthetic_batch(model, seed=1)
+    settings = LossSettings(loss=loss, clip_low=0.2, clip_high=0.28, constant=16.0, aux_weight=AUX)
+    whole, whole_stats = grads_after(model, batch, settings, micro=8)
+    pieces, piece_stats = grads_after(model, batch, settings, micro=1)
+    assert_same_grads(whole, pieces)
+    for key in (m.LOSS, m.POLICY_LOSS, m.AUX_LOSS):
+        assert piece_stats[key] == pytest.approx(whole_stats[key], rel=1e-5, abs=1e-7), key
+    if loss == "grpo":  # the router loss is really in these gradients
+        plain, _ = grads_after(model, batch, LossSettings(loss=loss, clip_high=0.28, aux_weight=0.0), micro=8)
+        routers = [n for n in whole if n.endswith("mlp.gate.weight")]
+        assert routers and all(not torch.allclose(whole[n], plain[n]) for n in routers)
+
+
+@pytest.mark.parametrize("kind", ["kimi", "qwen3"])
 @settings(max_examples=3, deadline=None)
-@given(micro=st.sampled_from([2, 3, 5]), seed=st.integers(0, 10_000), kl=st.sampled_from([0.0, 0.1]))
-def test_accumulation_invariant_for_any_split(models, micro, seed, kl):
-    model = models["qwen3"]
+@given(micro=st.sampled_from([2, 3, 5]), seed=st.integers(0, 10_000), kl=st.sampled_from([0.0, 0.1]),
+       aux=st.sampled_from([0.001, AUX]))
+def test_accumulation_invariant_for_any_split(models, kind, micro, seed, kl, aux):
+    model = models[kind]
     batch = synthetic_batch(model, seed=seed, per_token_adv=True)
-    settings = LossSettings(loss="dapo", clip_high=0.28, kl_beta=kl)
-    ref = models["qwen3"] if kl else None
-    model.zero_grad(set_to_none=True)
-    accumulate(model, batch, settings, 8, ref_model=ref)
-    whole = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    accumulate(model, batch, settings, micro, ref_model=ref)
-    for n, p in model.named_parameters():
-        if n in whole:
-            assert torch.allclose(p.grad, whole[n], atol=1e-6, rtol=1e-4), n
+    settings = LossSettings(loss="dapo", clip_high=0.28, kl_beta=kl, aux_weight=aux)
+    ref = model if kl else None
+    whole, whole_stats = grads_after(model, batch, settings, 8, ref)
+    pieces, piece_stats = grads_after(model, batch, settings, micro, ref)
+    assert_same_grads(whole, pieces)
+    assert piece_stats[m.AUX_LOSS] == pytest.approx(whole_stats[m.AUX_LOSS], rel=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["kimi", "qwen3"])

@@ -9,11 +9,17 @@ went to are not returned, so :func:`select_experts` recomputes them exactly as e
 - DeepSeek-V3 / Kimi K2: sigmoid scores plus the gate's ``e_score_correction_bias``, best
   ``topk_group`` groups, then top-k within them.
 
-The balancing loss is the Switch/DeepSeek form ``E · Σ_i f_i P_i`` per layer (``f_i``: fraction
-of the layer's top-k assignments that went to expert i; ``P_i``: mean routing probability of
-expert i, softmax for Qwen3, sigmoid scores normalized per token for DeepSeek-V3), averaged over
-layers. It equals 1 when routing is perfectly balanced and approaches E when one expert takes
-everything. Padding and any position with mask 0 is left out of both.
+The balancing loss is DeepSeek-V3's complementary sequence-wise form. For each sequence s and
+MoE layer, ``L_s = E · Σ_i f_{s,i} P_{s,i}`` over the sequence's own tokens (``f_{s,i}``: fraction
+of its top-k assignments that went to expert i, no gradient; ``P_{s,i}``: its mean routing
+probability of expert i, softmax for Qwen3, sigmoid scores normalized per token for DeepSeek-V3,
+with gradient), averaged over layers. The loss of a batch is the mean of ``L_s`` over its
+sequences. A product of two batch means (the Switch form pooled over all tokens) would make the
+loss of a minibatch differ from the sum of its micro-batches' losses; a mean of per-sequence
+terms does not, so gradient accumulation stays exact for any split. ``L_s`` is 1 when the
+sequence's routing is perfectly balanced and approaches E when one expert takes everything.
+Padding and any position with mask 0 is left out of both ``f`` and ``P``; a sequence with no
+counted token is left out of the mean.
 
 Example (``weight`` is the trainer's configurable coefficient)::
 
@@ -36,9 +42,9 @@ DEFAULT_AUX_WEIGHT = 0.001
 """Default weight of the balancing loss (Qwen3-MoE's ``router_aux_loss_coef``)."""
 
 AUX_LOSS = "moe/aux_loss"
-"""Balancing loss, mean over MoE layers: 1 when balanced, up to E when collapsed."""
+"""Sequence-wise balancing loss, mean over sequences and MoE layers: 1 when balanced, up to E when collapsed."""
 CV_MAX = "moe/cv_max"
-"""Largest per-layer coefficient of variation of tokens per expert."""
+"""Largest per-layer coefficient of variation of tokens per expert (counted over the whole forward)."""
 DEAD_TOTAL = "moe/dead_total"
 """Experts that received no token in this batch, summed over layers."""
 LAYER_CV = "moe/layer{layer}/cv"
@@ -122,16 +128,18 @@ def select_experts(logits: Tensor, spec: RouterSpec, layer: int = 0) -> Tensor:
         return torch.topk(choice, spec.top_k, dim=-1).indices
 
 
-def _flat_mask(mask: Tensor | None, rows: int, device: Any) -> Tensor:
+def _token_mask(mask: Tensor | None, rows: int, device: Any) -> Tensor:
+    """The ``(B, T)`` float mask laid over the router's ``B*T`` tokens; ``None`` is one all-ones sequence."""
     import torch
 
     if mask is None:
-        return torch.ones(rows, dtype=torch.float32, device=device)
-    flat = mask.reshape(-1).float().to(device)
-    if flat.numel() != rows:
-        raise ValueError(f"mask has {flat.numel()} positions but the router saw {rows} tokens; pass the (B, T) "
+        return torch.ones(1, rows, dtype=torch.float32, device=device)
+    grid = mask.float().to(device)
+    grid = grid if grid.dim() == 2 else grid.reshape(1, -1)
+    if grid.numel() != rows:
+        raise ValueError(f"mask has {grid.numel()} positions but the router saw {rows} tokens; pass the (B, T) "
                          "attention mask of the same forward")
-    return flat
+    return grid
 
 
 def _layer_counts(logits: Tensor, spec: RouterSpec, layer: int, weight: Tensor) -> Tensor:
@@ -151,32 +159,71 @@ def _check_layers(router_logits: Sequence[Tensor] | None, spec: RouterSpec) -> S
     return router_logits
 
 
-def load_balancing_loss(router_logits: Sequence[Tensor], spec: RouterSpec, *, mask: Tensor | None = None) -> Tensor:
-    """Mean over MoE layers of ``E · Σ_i f_i P_i`` (differentiable through ``P``).
+def sequence_balance_losses(router_logits: Sequence[Tensor], spec: RouterSpec, *,
+                             mask: Tensor | None = None) -> Tensor:
+    """Per-sequence balancing loss ``L_s``, mean over MoE layers of ``E · Σ_i f_{s,i} P_{s,i}``.
+
+    ``f`` counts the experts the router picked (:func:`select_experts`, no gradient); ``P`` is
+    the mean of :func:`routing_probs` and carries the gradient to the router.
 
     Args:
-        router_logits: One ``(N, E)`` tensor per MoE layer (``outputs.router_logits``), N = B*T.
+        router_logits: One ``(B*T, E)`` tensor per MoE layer (``outputs.router_logits``).
         spec: The model's :class:`RouterSpec`.
-        mask: ``(B, T)`` 1 on tokens that count (the attention mask); ``None`` counts all.
+        mask: ``(B, T)`` 1 on tokens that count (the attention mask); ``None`` makes all
+            ``B*T`` tokens one sequence.
 
     Returns:
-        Scalar float32 loss: 1 when balanced, at most E.
+        ``(B,)`` float32: each sequence's loss (above 0, 1 when balanced, at most E); exactly 0
+        for a sequence with no counted token.
     """
     import torch
 
     logits_per_layer = _check_layers(router_logits, spec)
-    total = torch.zeros((), dtype=torch.float32, device=logits_per_layer[0].device)
+    grid = _token_mask(mask, logits_per_layer[0].shape[0], logits_per_layer[0].device)  # (B, T)
+    rows, width = grid.shape
+    tokens = grid.sum(dim=1).clamp(min=1)[:, None]  # (B, 1)
+    total = torch.zeros(rows, dtype=torch.float32, device=grid.device)  # (B,)
     for layer, logits in enumerate(logits_per_layer):
-        weight = _flat_mask(mask, logits.shape[0], logits.device)  # (N,)
-        tokens = weight.sum().clamp(min=1)
-        frac = _layer_counts(logits, spec, layer, weight) / (tokens * spec.top_k)  # (E,) sums to 1
-        probs = (routing_probs(logits, spec.score) * weight[:, None]).sum(0) / tokens  # (E,)
-        total = total + spec.num_experts * (frac * probs).sum()
+        if logits.shape[0] != grid.numel():
+            raise ValueError(f"MoE layer {layer} has {logits.shape[0]} router rows, layer 0 has {grid.numel()}")
+        chosen = select_experts(logits, spec, layer)  # (B*T, k)
+        picks = torch.zeros(logits.shape, dtype=torch.float32, device=grid.device).scatter_(1, chosen, 1.0)  # (B*T, E)
+        picks = picks.view(rows, width, -1) * grid[..., None]  # (B, T, E)
+        frac = picks.sum(dim=1) / (tokens * spec.top_k)  # (B, E): each counted row sums to 1
+        probs = routing_probs(logits, spec.score).view(rows, width, -1) * grid[..., None]  # (B, T, E)
+        total = total + spec.num_experts * (frac * probs.sum(dim=1) / tokens).sum(dim=-1)  # (B,)
     return total / len(logits_per_layer)
+
+
+def routed_sequences(mask: Tensor | None) -> int:
+    """Sequences with at least one counted token in a ``(B, T)`` mask (``None``: one)."""
+    if mask is None:
+        return 1
+    grid = mask if mask.dim() == 2 else mask.reshape(1, -1)
+    return int((grid.sum(dim=1) > 0).sum())
+
+
+def load_balancing_loss(router_logits: Sequence[Tensor], spec: RouterSpec, *, mask: Tensor | None = None) -> Tensor:
+    """Mean of :func:`sequence_balance_losses` over the sequences with a counted token.
+
+    Args:
+        router_logits: One ``(B*T, E)`` tensor per MoE layer (``outputs.router_logits``).
+        spec: The model's :class:`RouterSpec`.
+        mask: ``(B, T)`` 1 on tokens that count (the attention mask); ``None`` makes all
+            tokens one sequence (then, for one layer, it is transformers' Switch loss ÷ top_k).
+
+    Returns:
+        Scalar float32 loss, differentiable through ``P``: 1 when balanced, at most E.
+    """
+    per_sequence = sequence_balance_losses(router_logits, spec, mask=mask)  # (B,)
+    return per_sequence.sum() / max(1, routed_sequences(mask))
 
 
 def expert_load_metrics(router_logits: Sequence[Tensor], spec: RouterSpec, *, mask: Tensor | None = None) -> dict[str, float]:
     """Per-layer expert load of one forward, keyed by the ``moe/...`` names above.
+
+    The load figures count every token of the forward together; ``moe/aux_loss`` is
+    :func:`load_balancing_loss`, the per-sequence mean.
 
     Example:
         ``expert_load_metrics(out.router_logits, spec, mask=am)["moe/layer1/dead"]`` is the number
@@ -188,7 +235,7 @@ def expert_load_metrics(router_logits: Sequence[Tensor], spec: RouterSpec, *, ma
     out: dict[str, float] = {}
     with torch.no_grad():
         for layer, (logits, index) in enumerate(zip(logits_per_layer, spec.layers, strict=True)):
-            weight = _flat_mask(mask, logits.shape[0], logits.device)
+            weight = _token_mask(mask, logits.shape[0], logits.device).reshape(-1)  # (B*T,)
             counts = _layer_counts(logits, spec, layer, weight)  # (E,)
             mean = counts.mean().clamp(min=1e-12)
             probs = routing_probs(logits, spec.score)  # (N, E)

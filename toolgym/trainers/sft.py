@@ -128,6 +128,11 @@ def _batch(rows: Sequence[SFTRow], pad_id: int, max_len: int) -> tuple[Any, Any,
 def masked_lm_loss(model: Any, ids: Any, attention: Any, labels: Any, aux_loss_weight: float = 0.0) -> tuple[Any, int]:
     """Mean next-token cross-entropy over labelled positions, plus the weighted router loss.
 
+    The router loss is RL's: ``toolgym.trainers.moe.load_balancing_loss``, the sequence-wise
+    balance loss over attended tokens, on both model kinds (transformers' ``out.aux_loss`` is
+    ``None`` for DeepSeek-V3 and top_k times larger for Qwen3-MoE, so one weight would not mean
+    the same thing in SFT and RL).
+
     Returns:
         (loss, number of labelled tokens).
     """
@@ -139,9 +144,10 @@ def masked_lm_loss(model: Any, ids: Any, attention: Any, labels: Any, aux_loss_w
     target = labels[:, 1:]  # (B, T-1)
     count = int((target != -100).sum())
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
-    aux = getattr(out, "aux_loss", None)
-    if want_aux and aux is not None:
-        loss = loss + aux_loss_weight * aux
+    if want_aux:
+        from toolgym.trainers.moe import load_balancing_loss, router_spec
+
+        loss = loss + aux_loss_weight * load_balancing_loss(out.router_logits, router_spec(model), mask=attention)
     return loss, count
 
 

@@ -4,9 +4,9 @@ One call of ``update_policy`` does, for each minibatch of rows:
 
 1. for each micro-batch: a training forward (router logits on), token log-probs of the row's
    own ids, the selected policy loss (grpo / dapo / dr_grpo / k2), the k3 KL to a reference,
-   the MoE router aux loss and, for PPO, the value loss; the sum is scaled by the micro-batch's
-   share of the minibatch and back-propagated, so accumulating 8 micro-batches of 1 row gives
-   the gradient of one micro-batch of 8 rows;
+   the MoE router balance loss (a mean of per-sequence terms) and, for PPO, the value loss; each
+   term is divided by the minibatch's count (tokens or sequences), so accumulating 8
+   micro-batches of 1 row gives the gradient of one micro-batch of 8 rows, with every term on;
 2. the PTX loss on one supervised batch, when configured;
 3. the gradient norm; non-finite losses or gradients, and gradients above
    ``skip_grad_norm``, skip the step with a counted reason instead of corrupting the weights;
@@ -163,13 +163,19 @@ class Share:
     sequences: float
     """Rows with at least one sampled token in the whole minibatch (per-sequence terms)."""
     rows: float
-    """This micro-batch's fraction of the minibatch's rows (terms that are means per micro-batch)."""
+    """This micro-batch's fraction of the minibatch's rows (metrics that are statistics of one forward)."""
+    routed: float
+    """Rows with at least one attended token in the whole minibatch (the per-sequence router balance loss)."""
 
 
 def minibatch_share(minibatch: Batch, micro: Batch) -> Share:
     """The ``Share`` of ``micro`` within ``minibatch``."""
+    from toolgym.trainers.moe import routed_sequences
+
     sequences = float((minibatch.loss_mask[:, 1:].sum(dim=1) > 0).sum())
-    return Share(tokens=max(minibatch.tokens, 1.0), sequences=max(sequences, 1.0), rows=len(micro) / len(minibatch))
+    routed = float(routed_sequences(minibatch.attention_mask))
+    return Share(tokens=max(minibatch.tokens, 1.0), sequences=max(sequences, 1.0), rows=len(micro) / len(minibatch),
+                 routed=max(routed, 1.0))
 
 
 def micro_loss(model: Any, micro: Batch, s: LossSettings, share: Share, *, ref_model: Any = None,
@@ -177,10 +183,11 @@ def micro_loss(model: Any, micro: Batch, s: LossSettings, share: Share, *, ref_m
     """The loss of one micro-batch, already scaled by its share of the minibatch.
 
     Summing the returned losses over a minibatch's micro-batches gives the loss of the whole
-    minibatch computed at once (except the router aux loss, a per-forward statistic).
+    minibatch computed at once, router balance loss included (it is a sum of per-sequence terms
+    divided by the minibatch's sequence count).
     """
     from toolgym.trainers import metrics as m
-    from toolgym.trainers.moe import expert_load_metrics, load_balancing_loss, router_spec
+    from toolgym.trainers.moe import expert_load_metrics, router_spec, sequence_balance_losses
 
     outputs = forward(model, micro, hidden=value_fn is not None)
     logp = rl.token_logprobs(outputs.logits[:, :-1], micro.input_ids[:, 1:])  # (B, T-1)
@@ -208,18 +215,21 @@ def micro_loss(model: Any, micro: Batch, s: LossSettings, share: Share, *, ref_m
         stats[m.KL] = float(kl.detach())
     router_logits: Sequence[torch.Tensor] = getattr(outputs, "router_logits", None) or ()
     spec = router_spec(model) if router_logits else None
-    if s.aux_weight > 0 and spec is not None:
-        aux = load_balancing_loss(router_logits, spec, mask=micro.attention_mask)
-        total = total + s.aux_weight * aux * share.rows  # a per-forward mean: weighted by the rows it saw
+    aux: torch.Tensor | None = None
+    if spec is not None:
+        aux = sequence_balance_losses(router_logits, spec, mask=micro.attention_mask).sum() / share.routed  # ()
+        if s.aux_weight > 0:
+            total = total + s.aux_weight * aux
     if value_fn is not None and micro.returns is not None:
         values = value_fn(outputs, micro)  # (B, T-1)
         per_tok_v = rl.value_loss(values, micro.returns[:, 1:], mask)  # (B, T-1)
         vloss = rl.aggregate(per_tok_v, mask, "token", num_tokens=share.tokens)
         total = total + s.value_coef * vloss
         stats[m.VALUE_LOSS] = float(vloss.detach())
-    if spec is not None:  # moe/aux_loss and per-layer load, averaged over micro-batches by rows
+    if spec is not None and aux is not None:  # per-layer load is a per-forward statistic: averaged by rows
         for key, value in expert_load_metrics(router_logits, spec, mask=micro.attention_mask).items():
             stats[key] = value * share.rows
+        stats[m.AUX_LOSS] = float(aux.detach())  # this micro-batch's exact share of the minibatch's loss
     stats[m.LOSS] = float(total.detach())
     return total, stats
 
