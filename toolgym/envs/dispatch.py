@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import json.encoder
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -158,12 +159,19 @@ def cap(text: str, max_chars: int) -> str:
 
 
 def render_output(output: Any) -> str:
-    """The text the model reads for a successful output (strings verbatim, else JSON)."""
+    """The text the model reads for a successful output (strings verbatim, else JSON).
+
+    Raises:
+        TypeError, ValueError, RecursionError: the output is not JSON (an unknown type, NaN,
+            nesting too deep or a cycle).
+    """
     if isinstance(output, str):
         return output
     if isinstance(output, BaseModel):
         return output.model_dump_json()
-    return _ENCODER.encode(output)
+    if _C_ENCODE is None:  # an interpreter without the C accelerator
+        return _ENCODER.encode(output)
+    return "".join(_C_ENCODE(output, 0))
 
 
 def _pydantic_default(value: Any) -> Any:
@@ -174,6 +182,13 @@ def _pydantic_default(value: Any) -> Any:
 
 # One encoder for all outputs: json.dumps with options builds a new encoder on every call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_pydantic_default)
+# JSONEncoder.encode still builds its C encoder on every call; this one is built once. It keeps
+# no state between calls (no cycle markers: a cycle ends in RecursionError), so threads share it.
+_MAKE_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)  # the C accelerator (typeshed does not list it)
+_C_ENCODE = (
+    None if _MAKE_C_ENCODER is None
+    else _MAKE_C_ENCODER(None, _pydantic_default, json.encoder.encode_basestring, None, ": ", ", ", False, False, False)
+)
 
 
 def to_message(result: ToolResult, max_chars: int) -> tuple[ToolResult, ToolMessage]:
