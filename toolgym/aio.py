@@ -67,6 +67,16 @@ def loop_needed() -> Generator[Any, None, None]:
         yield _LOOP_NEEDED
 
 
+def driven_by_hand() -> bool:
+    """True while ``run_sync`` drives a coroutine by hand in this thread.
+
+    Its caller is plain sync code waiting for the result, so work done inline holds nobody
+    else. (A sync edge called inside a running loop holds that loop for the whole call anyway;
+    async code should await the async hook instead.)
+    """
+    return _DRIVING.active
+
+
 def sync_inside_loop() -> bool:
     """True while ``run_sync`` drives a coroutine from sync code called inside a running loop.
 

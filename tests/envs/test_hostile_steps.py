@@ -166,14 +166,19 @@ def test_a_blocking_tool_with_a_deadline_never_holds_the_event_loop():
     assert took < 0.2 + 0.5 and worst_gap < 0.5  # without the worker the loop would stall for 1 s
 
 
-def test_a_saturated_worker_pool_is_an_infrastructure_error_not_the_models():
+def test_a_pool_clogged_by_calls_stuck_past_their_deadline_is_an_infrastructure_error_not_the_models():
     workers = deadline.ToolWorkers(max_workers=2)
     release = threading.Event()
-    for _ in range(2):
-        workers.submit(release.wait, {"timeout": 5}, 5.0)
-    with pytest.raises(deadline.PoolSaturated, match="all 2 tool worker threads are busy"):
-        workers.submit(release.wait, {}, 1.0)
-    release.set()
+    try:
+        stuck = [workers.submit(release.wait, {"timeout": 5}, 0.05) for _ in range(2)]  # blocked in C past 0.05 s
+        time.sleep(0.05 + deadline.GRACE_S + 0.1)
+        with pytest.raises(deadline.PoolSaturated, match="all 2 tool worker threads are stuck"):
+            workers.submit(release.wait, {"timeout": 5}, 1.0)
+    finally:
+        release.set()
+    for future in stuck:  # released, each reports its overrun
+        assert isinstance(future.exception(timeout=5), TimeoutError)
+    assert workers.submit(lambda: 7, {}, 1.0).result(timeout=5) == 7  # and the pool takes calls again
 
 
 def test_a_failed_call_is_rolled_back_and_refusals_have_their_own_kind():

@@ -3,9 +3,29 @@
 Python cannot kill a thread, but it can raise an exception inside one: a watchdog thread
 raises ``DeadlineExceeded`` in the thread running a tool once its deadline passes
 (``PyThreadState_SetAsyncExc``). A tool looping in Python stops at the deadline plus one
-watchdog tick; a tool blocked inside one long C call (``time.sleep``, a socket read) stops
-when that call returns. Tools that may block in C therefore declare ``timeout_s`` and run on
-``ToolWorkers`` threads, so the caller (often an event loop) is never held past the deadline.
+watchdog tick. A tool blocked inside one long C call (``time.sleep``, a socket read, a lock)
+cannot be reached until that call returns, so where a sync tool runs is a policy:
+
+* **On a worker thread** (``ToolWorkers``), awaited without holding the caller: the caller gets
+  a ``timeout`` back at the deadline (plus ``GRACE_S``) even if the tool is stuck in C; the
+  stuck thread is abandoned until its C call returns. This is where a sync tool runs when
+  it declares ``timeout_s``; when the step is driven from an event loop (``astep`` awaited by
+  a rollout or an env pool), so the loop and every other episode on it keep going; and once
+  the tool has been caught blocking (below).
+* **Inline, in the caller's thread**, under the watchdog: when plain sync code drives the step
+  (``env.step`` through ``toolgym.aio.run_sync``: the only thread held is the caller's own),
+  and on an event loop for environments that declare ``ToolEnv.sync_tools_inline`` (their
+  tools only compute in Python). A worker hand-off costs 50-100 µs a call; inline, the
+  deadline costs well under a microsecond.
+* **Caught blocking.** An inline call that ends more than ``LATE_S`` after its deadline was
+  stuck where the interrupt could not land. It still ends as a ``timeout`` (and is rolled
+  back), the tool is marked blocking (``mark_blocking``; one ``RuntimeWarning`` names it), and
+  from then on it runs on the workers in this process, on every path.
+
+Worker threads are shared by the process. A call waits in their queue while they are busy with
+calls that are still within their deadlines (the wait is not charged to the tool's deadline);
+when every thread is stuck past a deadline, new calls are refused with ``PoolSaturated``, an
+``EnvError``: infrastructure, never a timeout charged to the model.
 
 ``DeadlineExceeded`` derives from ``BaseException`` so a tool's own ``except Exception``
 cannot swallow it.
@@ -13,11 +33,13 @@ cannot swallow it.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import ctypes
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +47,11 @@ from toolgym.errors import EnvError
 
 TICK_S = 0.005
 """How often the watchdog looks at deadlines while calls are running."""
+GRACE_S = 0.05
+"""How long past its deadline a caller waits for a worker to report the interrupt before it
+gives up on the call (the thread stays busy until its C call returns)."""
+LATE_S = 0.1
+"""An inline call that ends this long after its deadline was blocked in C: see ``mark_blocking``."""
 IDLE_TICKS = 200
 """The watchdog sleeps until the next call after this many ticks (about a second) without one."""
 
@@ -38,7 +65,29 @@ class DeadlineExceeded(BaseException):
 
 
 class PoolSaturated(EnvError):
-    """Every worker thread is still busy with an earlier call (infrastructure, not the model)."""
+    """Every worker thread is stuck in an earlier call past its deadline (infrastructure, not the model)."""
+
+
+class Overran(TimeoutError):
+    """The call ended long (more than ``LATE_S``) after its deadline: it was blocked in C code,
+    out of the watchdog's reach, and held its thread all that time."""
+
+
+BLOCKING: set[Callable[..., Any]] = set()
+"""Functions of sync tools caught blocking past a deadline; they run on worker threads from now on."""
+
+
+def mark_blocking(fn: Callable[..., Any], name: str) -> None:
+    """Send tool ``fn`` (called ``name``) to the worker threads for the rest of this process."""
+    if fn not in BLOCKING:
+        BLOCKING.add(fn)
+        warnings.warn(
+            f"tool {name!r} blocked past its deadline where it could not be interrupted (C code: a sleep, "
+            "I/O, a lock); it runs on worker threads from now on. Declare @tool(timeout_s=...) on it, or "
+            "drop sync_tools_inline from its environment, to say so up front.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 class Watchdog:
@@ -79,6 +128,9 @@ class Watchdog:
                     _withdraw(entry)
                     raise DeadlineExceeded
         except DeadlineExceeded:
+            late = _now() - entry[1]
+            if late > LATE_S:
+                raise Overran(f"deadline of {timeout_s:g}s passed; the call held its thread {late:.2f}s longer") from None
             raise TimeoutError(f"deadline of {timeout_s:g}s passed") from None
 
     def _start(self) -> None:
@@ -125,14 +177,14 @@ WATCHDOG = Watchdog()
 """The process-wide watchdog (one thread, asleep while no call runs)."""
 
 
-
-
 class ToolWorkers:
-    """Threads for sync tools that declare ``timeout_s`` (they may block in C code).
+    """Threads for sync tools that may block in C (see the module docstring for which run here).
 
-    A hung call keeps its thread only while it is blocked in C; the watchdog interrupts it
-    as soon as Python code runs again. When every worker is still busy, a new call is refused
-    with ``PoolSaturated`` instead of queueing behind them and timing out on the model's bill.
+    A call's deadline starts when a thread picks it up, not while it waits in the queue behind
+    calls that are still within their own deadlines. A call stuck in C past its deadline keeps
+    its thread until the C call returns (the watchdog interrupts it as soon as Python code runs
+    again); when every thread is stuck like that, new calls are refused with ``PoolSaturated``
+    instead of queueing behind them and timing out on the model's bill.
 
     Args:
         max_workers: Threads in the pool.
@@ -140,27 +192,74 @@ class ToolWorkers:
 
     def __init__(self, max_workers: int = 32):
         self.max_workers = max_workers
-        self._slots = threading.BoundedSemaphore(max_workers)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="toolgym-tool")
+        self._running: dict[int, float] = {}
+        """id(job) -> when that running call becomes stuck (its start + deadline + ``GRACE_S``)."""
+
+    def stuck(self) -> int:
+        """Calls now running past their deadline plus ``GRACE_S`` (each holds a thread)."""
+        now = _now()
+        return sum(1 for end in list(self._running.values()) if end < now)
 
     def submit(self, fn: Callable[..., Any], kwargs: dict[str, Any], timeout_s: float) -> concurrent.futures.Future[Any]:
-        """Start ``fn(**kwargs)`` on a worker under the watchdog.
+        """Queue ``fn(**kwargs)`` for a worker, run under the watchdog.
+
+        The future holds the output, or ``TimeoutError``/``Overran`` for a call that ran past its
+        deadline, or the tool's own exception.
 
         Raises:
-            PoolSaturated: all ``max_workers`` threads are busy.
+            PoolSaturated: all ``max_workers`` threads are stuck past a deadline.
         """
-        if not self._slots.acquire(blocking=False):
-            raise PoolSaturated(
-                f"all {self.max_workers} tool worker threads are busy with earlier calls that have not returned; "
-                "a tool blocks in C code past its deadline"
-            )
-        future = self._pool.submit(WATCHDOG.run, fn, kwargs, timeout_s)
-        future.add_done_callback(lambda _: self._slots.release())
-        return future
+        return self._submit(fn, kwargs, timeout_s, [])
+
+    async def run(self, fn: Callable[..., Any], kwargs: dict[str, Any], timeout_s: float) -> Any:
+        """``fn(**kwargs)`` on a worker; the awaiting task is back by the deadline plus ``GRACE_S``.
+
+        Raises:
+            TimeoutError: the deadline passed (the call may still hold its thread, stuck in C).
+            PoolSaturated: every thread is stuck past a deadline, so the call cannot start.
+        """
+        started: list[float] = []
+        waiter = asyncio.wrap_future(self._submit(fn, kwargs, timeout_s, started))
+        while True:
+            # Until it starts, wait one deadline at a time and check the pool is not clogged.
+            give_up = (started[0] if started else _now()) + timeout_s + GRACE_S
+            done, _ = await asyncio.wait((waiter,), timeout=max(give_up - _now(), 0.0))
+            if done:
+                return waiter.result()
+            if started and _now() >= started[0] + timeout_s + GRACE_S:
+                waiter.cancel()  # only detaches this task: the thread finishes the call in its own time
+                raise TimeoutError(f"deadline of {timeout_s:g}s passed; the call is still blocked on its worker thread")
+            if not started and self.stuck() >= self.max_workers:
+                waiter.cancel()
+                raise self._saturated()
+
+    def _submit(self, fn: Callable[..., Any], kwargs: dict[str, Any], timeout_s: float, started: list[float]) -> concurrent.futures.Future[Any]:
+        if len(self._running) >= self.max_workers and self.stuck() >= self.max_workers:
+            raise self._saturated()
+        running = self._running
+
+        def job() -> Any:
+            key = id(started)
+            begin = _now()
+            started.append(begin)
+            running[key] = begin + timeout_s + GRACE_S
+            try:
+                return WATCHDOG.run(fn, kwargs, timeout_s)
+            finally:
+                running.pop(key, None)
+
+        return self._pool.submit(job)
+
+    def _saturated(self) -> PoolSaturated:
+        return PoolSaturated(
+            f"all {self.max_workers} tool worker threads are stuck in earlier calls past their deadlines; "
+            "a tool blocks in C code (a sleep, I/O, a lock) without returning"
+        )
 
 
 WORKERS = ToolWorkers()
-"""The process-wide workers for sync tools with a declared ``timeout_s``."""
+"""The process-wide worker threads for sync tools (see the module docstring for which run here)."""
 
 
 def _after_fork() -> None:

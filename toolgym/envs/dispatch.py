@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from toolgym.aio import loop_needed, run_sync
+from toolgym.aio import driven_by_hand, loop_needed, run_sync
 from toolgym.envs import deadline
 from toolgym.envs.tools import ArgumentError, BoundTool, PolicyViolation
 from toolgym.envs.types import ToolCall, ToolError, ToolErrorKind, ToolMessage, ToolResult, ToolSpec, trusted
@@ -25,8 +25,6 @@ from toolgym.errors import EnvError, did_you_mean
 TRUNCATION_MARKER = "\n...[output truncated: {n} more characters]"
 NAME_CHARS = 80
 """A tool name the model sent is quoted in messages up to this many characters."""
-GRACE_S = 0.05
-"""Extra wait for a worker thread to report its own interrupt before the call is abandoned."""
 
 
 class ToolBox:
@@ -37,6 +35,8 @@ class ToolBox:
         self.default_timeout_s = default_timeout_s
         self.atomic: tuple[Callable[[], Any], Callable[[Any], None]] | None = None
         """(save, load) of the world: when set, a call that fails is rolled back (see ``ToolEnv.atomic_calls``)."""
+        self.sync_tools_inline = False
+        """Sync tools without ``timeout_s`` run in the caller's thread even on an event loop (see ``ToolEnv.sync_tools_inline``)."""
 
     def specs(self, names: Iterable[str] | None = None) -> list[ToolSpec]:
         """Specs of all tools, or of the named subset (in the given order)."""
@@ -79,9 +79,10 @@ class ToolBox:
         """Run one call. Never raises for anything the call or tool does.
 
         Every call has a deadline (the tool's ``timeout_s``, else the episode's): async tools
-        run under ``wait_for``; sync tools with ``timeout_s`` on a worker thread, so an event
-        loop waits for at most the deadline (plus ``GRACE_S``); other sync tools in this
-        thread. Sync tools are interrupted at the deadline (``deadline.WATCHDOG``).
+        run under ``wait_for``; sync tools run inline under the watchdog or on a worker thread
+        (awaited for at most the deadline plus ``deadline.GRACE_S``), by the policy in
+        ``toolgym.envs.deadline``: workers when the tool declares ``timeout_s``, when an event
+        loop drives this call (unless ``sync_tools_inline``), or once the tool was caught blocking.
 
         Raises:
             deadline.PoolSaturated: every worker thread is stuck in an earlier call
@@ -98,14 +99,17 @@ class ToolBox:
             if tool.is_async:
                 await loop_needed()
                 output = await asyncio.wait_for(bound.call(**kwargs), timeout)
-            elif tool.timeout_s is not None:
-                await loop_needed()
-                future = deadline.WORKERS.submit(bound.call, kwargs, timeout)
-                output = await asyncio.wait_for(asyncio.wrap_future(future), timeout + GRACE_S)
-            else:
+            elif tool.timeout_s is None and (self.sync_tools_inline or driven_by_hand()) and tool.fn not in deadline.BLOCKING:
                 output = deadline.WATCHDOG.run(bound.call, kwargs, timeout)
+            else:
+                await loop_needed()
+                output = await deadline.WORKERS.run(bound.call, kwargs, timeout)
         except deadline.PoolSaturated:
             raise
+        except deadline.Overran as exc:  # it held this thread, stuck in C: workers from now on
+            deadline.mark_blocking(tool.fn, tool.name)
+            self._roll_back(saved)
+            return _failed(call, exc, timeout)
         except Exception as exc:  # the tool's own failure is information for the model
             self._roll_back(saved)
             return _failed(call, exc, timeout)

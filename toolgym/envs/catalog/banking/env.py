@@ -20,3 +20,4 @@ class BankingEnv(ApiEnv):
     task_generator = staticmethod(generate_task)
     eval_split = HERE / "eval.jsonl"
     atomic_calls = False  # its tools check every rule before they write (fuzz_step.py verifies it)
+    sync_tools_inline = True  # its tools only compute on the state model: no worker thread on an event loop

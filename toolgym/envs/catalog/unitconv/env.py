@@ -34,6 +34,7 @@ class UnitConvEnv(ToolEnv):
     """Unit conversions, arithmetic and a named memory; tasks generated from the seed."""
 
     system_prompt = SYSTEM_PROMPT
+    sync_tools_inline = True  # arithmetic on floats and a small dict: no worker thread on an event loop
 
     def setup(self, task: Task) -> None:
         """The world is the task's memory; a task whose memory is not names to numbers is refused.
