@@ -62,9 +62,10 @@ def turn(name: str, **arguments: object) -> ParsedTurn:
 
 @pytest.fixture
 def forget_blocking():
-    before = set(deadline.BLOCKING)
+    before = dict(deadline.BLOCKING)
     yield
-    deadline.BLOCKING.intersection_update(before)
+    deadline.BLOCKING.clear()
+    deadline.BLOCKING.update(before)
 
 
 def test_a_sync_tool_sleeping_in_c_returns_control_to_an_async_caller_while_other_episodes_step():
@@ -103,7 +104,7 @@ def test_a_sync_caller_is_held_once_then_the_tool_moves_to_the_workers(forget_bl
         obs, *_ = env.step(turn("nap", seconds=0.6))
     assert time.perf_counter() - started >= 0.6  # inline: the first overrun holds its caller
     assert obs.messages[0].error == "timeout" and env.world == {"naps": 0}
-    assert Sleepy.nap.fn in deadline.BLOCKING
+    assert id(Sleepy.nap.fn) in deadline.BLOCKING
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once only

@@ -73,14 +73,15 @@ class Overran(TimeoutError):
     out of the watchdog's reach, and held its thread all that time."""
 
 
-BLOCKING: set[Callable[..., Any]] = set()
-"""Functions of sync tools caught blocking past a deadline; they run on worker threads from now on."""
+BLOCKING: dict[int, Callable[..., Any]] = {}
+"""id(fn) -> fn of sync tools caught blocking past a deadline; they run on worker threads from now
+on. Keyed by identity (a tool's callable need not be hashable); holding ``fn`` keeps its id unique."""
 
 
 def mark_blocking(fn: Callable[..., Any], name: str) -> None:
     """Send tool ``fn`` (called ``name``) to the worker threads for the rest of this process."""
-    if fn not in BLOCKING:
-        BLOCKING.add(fn)
+    if id(fn) not in BLOCKING:
+        BLOCKING[id(fn)] = fn
         warnings.warn(
             f"tool {name!r} blocked past its deadline where it could not be interrupted (C code: a sleep, "
             "I/O, a lock); it runs on worker threads from now on. Declare @tool(timeout_s=...) on it, or "

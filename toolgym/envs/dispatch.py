@@ -99,7 +99,7 @@ class ToolBox:
             if tool.is_async:
                 await loop_needed()
                 output = await asyncio.wait_for(bound.call(**kwargs), timeout)
-            elif tool.timeout_s is None and (self.sync_tools_inline or driven_by_hand()) and tool.fn not in deadline.BLOCKING:
+            elif tool.timeout_s is None and (self.sync_tools_inline or driven_by_hand()) and id(tool.fn) not in deadline.BLOCKING:
                 output = deadline.WATCHDOG.run(bound.call, kwargs, timeout)
             else:
                 await loop_needed()
