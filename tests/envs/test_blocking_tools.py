@@ -202,3 +202,37 @@ def test_interrupts_never_leak_across_threads(work):
     for t in threads:
         t.join()
     assert leaks == []
+
+
+def test_the_watchdog_sleeps_between_deadlines_and_wakes_for_an_earlier_one():
+    wd = deadline.Watchdog()
+    looks = 0
+    real = wd._fire_expired
+
+    def counting() -> float:
+        nonlocal looks
+        looks += 1
+        return real()
+
+    wd._fire_expired = counting  # type: ignore[method-assign]  # count the watchdog's wake-ups
+    until = time.perf_counter() + 0.3
+    calls = 0
+    while time.perf_counter() < until:  # 0.3 s of back-to-back calls, each with a 10 s deadline
+        wd.run(lambda: None, {}, 10.0)
+        calls += 1
+    assert calls > 1000 and looks <= 10  # a 5 ms tick would have taken the GIL ~60 times
+
+    release = threading.Event()
+    holder = threading.Thread(target=wd.run, args=(release.wait, {"timeout": 5}, 30.0))
+    holder.start()  # the watchdog now sleeps until a deadline 30 s away
+
+    def spin() -> None:
+        while True:
+            pass
+
+    started = time.perf_counter()
+    with pytest.raises(TimeoutError):
+        wd.run(spin, {}, 0.05)  # a sooner deadline wakes it
+    assert time.perf_counter() - started < 0.05 + MARGIN_S
+    release.set()
+    holder.join()

@@ -2,9 +2,10 @@
 
 Python cannot kill a thread, but it can raise an exception inside one: a watchdog thread
 raises ``DeadlineExceeded`` in the thread running a tool once its deadline passes
-(``PyThreadState_SetAsyncExc``). A tool looping in Python stops at the deadline plus one
-watchdog tick. A tool blocked inside one long C call (``time.sleep``, a socket read, a lock)
-cannot be reached until that call returns, so where a sync tool runs is a policy:
+(``PyThreadState_SetAsyncExc``). A tool looping in Python stops at the deadline, plus the few
+milliseconds the interrupt takes to land. A tool blocked inside one long C call (``time.sleep``,
+a socket read, a lock) cannot be reached until that call returns, so where a sync tool runs is
+a policy:
 
 * **On a worker thread** (``ToolWorkers``), awaited without holding the caller: the caller gets
   a ``timeout`` back at the deadline (plus ``GRACE_S``) even if the tool is stuck in C; the
@@ -36,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ctypes
+import math
 import os
 import threading
 import time
@@ -45,15 +47,16 @@ from typing import Any
 
 from toolgym.errors import EnvError
 
-TICK_S = 0.005
-"""How often the watchdog looks at deadlines while calls are running."""
 GRACE_S = 0.05
 """How long past its deadline a caller waits for a worker to report the interrupt before it
 gives up on the call (the thread stays busy until its C call returns)."""
+QUIET_LOOK_S = 0.5
+"""With no call running, the watchdog looks again after this long (calls with later deadlines need
+not wake it) ..."""
+QUIET_LOOKS = 20
+"""... this many times in a row, then sleeps until a call wakes it."""
 LATE_S = 0.1
 """An inline call that ends this long after its deadline was blocked in C: see ``mark_blocking``."""
-IDLE_TICKS = 200
-"""The watchdog sleeps until the next call after this many ticks (about a second) without one."""
 
 
 _now = time.monotonic
@@ -100,27 +103,34 @@ class Watchdog:
     entry: when the caller gets it back, no interrupt was or will be sent; when the watchdog
     got it, the caller waits for the interrupt to be sent and withdraws it if it has not
     landed yet (so it cannot surface later, outside the tool).
+
+    The thread sleeps until the earliest deadline it knows of and is woken only by a call
+    whose deadline comes sooner. With steady deadlines that is about once per deadline, not
+    hundreds of times a second: each wake-up takes the GIL from the thread running tools.
     """
 
     def __init__(self) -> None:
         self._entries: dict[int, list[Any]] = {}
         """id(entry) -> [thread id, deadline, sent]; ``sent`` turns True once the interrupt is out."""
         self._wake = threading.Event()
-        self._idle = True
+        self._next_wake = math.inf
+        """When the thread will look next (-inf while it is looking: nobody needs to wake it)."""
         self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
 
     def run(self, fn: Callable[..., Any], kwargs: dict[str, Any], timeout_s: float) -> Any:
         """``fn(**kwargs)`` in this thread, interrupted at the deadline.
 
         Raises:
             TimeoutError: the deadline passed (the tool was interrupted, or finished too late).
+            Overran: (a ``TimeoutError``) it finished more than ``LATE_S`` late: blocked in C.
         """
         entry = [_thread_id(), _now() + timeout_s, False]
         key = id(entry)
         entries = self._entries
         entries[key] = entry
-        if self._idle:
-            self._start()
+        if entry[1] < self._next_wake:  # read after publishing the entry: _loop does the two the other way round
+            self._signal()
         try:
             try:
                 return fn(**kwargs)
@@ -134,30 +144,45 @@ class Watchdog:
                 raise Overran(f"deadline of {timeout_s:g}s passed; the call held its thread {late:.2f}s longer") from None
             raise TimeoutError(f"deadline of {timeout_s:g}s passed") from None
 
-    def _start(self) -> None:
+    def _signal(self) -> None:
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._loop, name="toolgym-deadlines", daemon=True)
-            self._thread.start()
+            with self._starting:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._loop, name="toolgym-deadlines", daemon=True)
+                    self._thread.start()
         self._wake.set()
 
     def _loop(self) -> None:
-        entries = self._entries
-        quiet = 0
+        empty = 0
         while True:
-            quiet = 0 if entries else quiet + 1
-            if quiet > IDLE_TICKS:
-                self._idle = True
-                if not entries:  # re-read after publishing _idle: run() does the two the other way round
-                    self._wake.wait()
-                self._wake.clear()
-                quiet = 0
-            self._idle = False
-            time.sleep(TICK_S)
-            now = time.monotonic()
-            for key, entry in list(entries.items()):
-                if entry[1] <= now and entries.pop(key, None) is not None:
+            self._wake.clear()
+            self._next_wake = -math.inf
+            earliest = self._fire_expired()
+            # Between short calls the dict is mostly empty: look again in a while rather than be
+            # woken by the very next call; after a quiet stretch, sleep until one comes.
+            empty = empty + 1 if earliest == math.inf else 0
+            if empty and empty <= QUIET_LOOKS:
+                earliest = _now() + QUIET_LOOK_S
+            self._next_wake = earliest
+            # A call may have started between the scan and the publication above without
+            # waking us (it read -inf): look once more before sleeping.
+            if self._fire_expired() < earliest:
+                continue
+            self._wake.wait(None if earliest == math.inf else max(0.0, earliest - _now()))
+
+    def _fire_expired(self) -> float:
+        """Interrupt every call past its deadline; the earliest deadline still pending (inf: none)."""
+        entries = self._entries
+        now = _now()
+        earliest = math.inf
+        for key, entry in list(entries.items()):
+            if entry[1] <= now:
+                if entries.pop(key, None) is not None:
                     _async_raise(entry[0], DeadlineExceeded)
                     entry[2] = True
+            elif entry[1] < earliest:
+                earliest = entry[1]
+        return earliest
 
 
 def _withdraw(entry: list[Any]) -> None:
