@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toolgym.envs.catalog.unitconv.tasks import generate_task, task_head
 from toolgym.envs.formats import get_format
 from toolgym.envs.types import ToolCall
 from toolgym.rollouts import ScriptedPolicy, run_episodes
 from toolgym.rubrics.scoring import score_episodes_sync
-from toolgym.trainers.demo_tasks import DEMO_FAMILY, demo_env, demo_rubric, demo_split
+from toolgym.trainers.demo_tasks import DEMO_FAMILY, DEMO_SLOT, TRAIN_LIMIT, demo_env, demo_rubric, demo_split
 
 
 def test_heldout_split_is_large_and_disjoint_from_training():
@@ -19,6 +21,20 @@ def test_heldout_split_is_large_and_disjoint_from_training():
     assert not {t.instruction for t in heldout} & {t.instruction for t in train}
     assert not {t.metadata["seed"] for t in heldout} & {t.metadata["seed"] for t in train}
     assert all(t.metadata["family"] == DEMO_FAMILY and t.tools == ["convert", "store"] for t in heldout)
+    assert all(f"as '{DEMO_SLOT}_" in t.instruction for t in heldout + train)
+
+
+def test_more_training_tasks_than_the_heldout_check_covers_are_refused():
+    with pytest.raises(ValueError, match="TRAIN_LIMIT"):
+        demo_split("train", TRAIN_LIMIT + 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**40))
+def test_task_head_names_the_family_and_slot_generate_task_makes(seed):
+    family, slot = task_head(seed)
+    task = generate_task(seed)
+    assert task.metadata["family"] == family and f"'{slot}'" in task.instruction
 
 
 def test_gold_scores_full_marks_and_silence_scores_zero():

@@ -31,11 +31,20 @@ def _value(rng: random.Random) -> float:
     return round(rng.uniform(0.5, 500.0), 2)
 
 
+def _head(rng: random.Random) -> tuple[str, str]:
+    family = rng.choice(("convert_store", "convert_scale", "sum_convert", "recall_convert"))
+    return family, f"{rng.choice(_SLOTS)}_{rng.randint(1, 99)}"
+
+
+def task_head(seed: int) -> tuple[str, str]:
+    """The family and memory slot of ``generate_task(seed)``, without building the task (cheap filtering)."""
+    return _head(random.Random(seed))
+
+
 def generate_task(seed: int) -> Task:
     """The task for ``seed``: one of four families, with gold actions and expected state."""
     rng = random.Random(seed)
-    family = rng.choice(("convert_store", "convert_scale", "sum_convert", "recall_convert"))
-    slot = f"{rng.choice(_SLOTS)}_{rng.randint(1, 99)}"
+    family, slot = _head(rng)
     memory: dict[str, float] = {}
     gold: list[GoldAction] = []
     _, u1, u2 = _pick_pair(rng)
