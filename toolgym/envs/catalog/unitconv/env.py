@@ -55,6 +55,11 @@ class UnitConvEnv(ToolEnv):
                 )
         self.world = {"memory": {str(k): float(v) for k, v in memory.items()}}
 
+    def save_world(self) -> dict[str, Any]:
+        """A copy for rollbacks and snapshots: memory holds only floats, so copying its one dict
+        is a deep copy (the generic copy walks the world before every writing call)."""
+        return {"memory": dict(self.world["memory"])}
+
     def sample_task(self, rng: np.random.Generator) -> Task:
         if self.tasks:
             return super().sample_task(rng)
