@@ -58,5 +58,20 @@ def test_bad_settings_are_refused_before_work():
         train_rows(model, [], SFTConfig(), pad_id=0)
     with pytest.raises(ConfigError, match="batch_size"):
         train_rows(model, rows, SFTConfig(batch_size=0), pad_id=0)
+    with pytest.raises(ConfigError, match="schedule must be one of"):
+        train_rows(model, rows, SFTConfig(schedule="linear"), pad_id=0)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_learning_rate_schedules(schedule):
+    from toolgym.trainers.sft import _lr_factor
+
+    warm = [_lr_factor(step, 4, step / 100, schedule) for step in range(4)]
+    assert warm == [0.25, 0.5, 0.75, 1.0]
+    after = [_lr_factor(step, 4, step / 100, schedule) for step in range(4, 101)]
+    if schedule == "constant":
+        assert after == [1.0] * len(after)
+    else:
+        assert all(a >= b for a, b in zip(after, after[1:], strict=False)) and after[-1] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="differ in length"):
         SFTRow([1, 2], [1])

@@ -83,6 +83,8 @@ class SFTConfig:
     """Passes over the rows (fractions allowed); ``time_budget_s`` may stop earlier."""
     time_budget_s: float | None = None
     warmup_steps: int = 20
+    schedule: str = "cosine"
+    """After warmup: "cosine" decays to 10% of ``lr`` by the end; "constant" holds ``lr``."""
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     max_len: int = 512
@@ -167,6 +169,8 @@ def train_rows(model: Any, rows: Sequence[SFTRow], config: SFTConfig, *, pad_id:
         raise ConfigError("train_rows got no rows; generate some conversations first")
     if config.batch_size < 1 or config.lr <= 0:
         raise ConfigError(f"batch_size must be >= 1 and lr > 0, got {config.batch_size} and {config.lr}")
+    if config.schedule not in _SCHEDULES:
+        raise ConfigError(f"schedule must be one of {sorted(_SCHEDULES)}, got {config.schedule!r}")
     rng = random.Random(config.seed)
     total_steps = max(1, math.ceil(len(rows) * config.epochs / config.batch_size))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -182,7 +186,7 @@ def train_rows(model: Any, rows: Sequence[SFTRow], config: SFTConfig, *, pad_id:
             # Progress is the larger of steps and time used, so a time-capped run still decays its rate.
             progress = max(step / total_steps, elapsed / config.time_budget_s if config.time_budget_s else 0.0)
             for group in optimizer.param_groups:
-                group["lr"] = config.lr * _lr_factor(step, config.warmup_steps, progress)
+                group["lr"] = config.lr * _lr_factor(step, config.warmup_steps, progress, config.schedule)
             while len(order) < config.batch_size:
                 fresh = list(range(len(rows)))
                 rng.shuffle(fresh)
@@ -215,8 +219,14 @@ def train_rows(model: Any, rows: Sequence[SFTRow], config: SFTConfig, *, pad_id:
     return result
 
 
-def _lr_factor(step: int, warmup: int, progress: float) -> float:
-    """Linear warmup over ``warmup`` steps, then cosine decay to 10% of the peak as progress goes 0 -> 1."""
+_SCHEDULES = frozenset({"cosine", "constant"})
+
+
+def _lr_factor(step: int, warmup: int, progress: float, schedule: str = "cosine") -> float:
+    """Linear warmup over ``warmup`` steps, then the peak ("constant") or a cosine decay to 10% of
+    the peak as progress goes 0 -> 1 ("cosine")."""
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
