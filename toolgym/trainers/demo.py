@@ -6,9 +6,10 @@ The recipe follows Kimi K2's at toy scale:
    by ``scripts/pretrain_base.py`` on gold episodes of every domain except the demo family);
 2. generate demo tasks (``toolgym.trainers.demo_tasks``): a training split and a held-out
    split no training step sees;
-3. SFT on gold trajectories of training tasks, loss on assistant tokens only;
+3. SFT on gold trajectories of training tasks, loss on assistant tokens only: a short warm
+   start that leaves the model part-way (it copies numbers, but not yet reliably);
 4. GRPO (``toolgym.trainers.grpo.GRPOTrainer``) with rollouts through the env pool and the
-   partial-credit demo rubric;
+   partial-credit demo rubric, on training tasks SFT never saw;
 5. greedy held-out success before SFT, after SFT and after RL.
 
 Held-out success is the share of held-out tasks whose rubric total is 1.0: right calls,
@@ -38,13 +39,16 @@ class DemoConfig:
     """Model folder to start from (None: the shipped base checkpoint)."""
     sft_tasks: int = 640
     heldout_tasks: int = 200
-    sft: SFTConfig = field(default_factory=lambda: SFTConfig(lr=2e-3, batch_size=16, epochs=2.0, warmup_steps=10, log_every=15))
-    rl_iterations: int = 5
+    sft: SFTConfig = field(default_factory=lambda: SFTConfig(lr=2e-3, batch_size=16, epochs=2.5, warmup_steps=10,
+                                                             schedule="constant", log_every=20))
+    """100 steps at a constant rate; with the cosine decay the same 100 steps often stop before the
+    model learns to copy the slot number (measured: 1-5% held-out success for two of three seeds)."""
+    rl_iterations: int = 25
     rl_tasks_per_iteration: int = 8
     group_size: int = 8
     rl_lr: float = 5e-5
     rl_minibatch: int = 16
-    temperature: float = 0.7
+    temperature: float = 1.0
     max_new_tokens: int = 48
     threads: int = 2
     base_stage: dict[str, float] | None = None
