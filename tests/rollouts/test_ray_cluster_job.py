@@ -28,9 +28,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, deadline_s: float) -> None:
+def wait_for_port(port: int, deadline_s: float, head: subprocess.Popen | None = None) -> None:
+    """Return once something listens on ``port``; raise early if ``head`` exits first."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
+        if head is not None and head.poll() is not None:
+            raise TimeoutError(f"the head process exited with code {head.returncode} before 127.0.0.1:{port} listened")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
@@ -53,30 +56,55 @@ def stop_group(head: subprocess.Popen) -> None:
     head.wait(timeout=10)
 
 
-@pytest.fixture
-def head_node():
-    """A Ray head node in its own process group and temp dir; stopped (that group only) after."""
+def start_head(temp: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
+    """``ray start --head`` in its own process group, every port a free one; returns (process, dashboard port)."""
     gcs, dashboard = free_port(), free_port()
     # Every fixed default port gets a free one, so a Ray instance already on this machine (the
     # session's ray.init, another job) cannot keep this head's agents from starting.
     ports = [f"--{name}={free_port()}" for name in (
         "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
         "node-manager-port", "object-manager-port", "ray-client-server-port")]
-    temp = tempfile.mkdtemp(prefix="tgray")  # short: Ray's socket paths must fit in 107 bytes
+    with log.open("ab") as sink:
+        head = subprocess.Popen(
+            [RAY, "start", "--head", "--block", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+             "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=true", *ports],
+            env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    return head, dashboard
+
+
+@pytest.fixture
+def head_node():
+    """A Ray head node in its own process group and temp dir; stopped (that group only) after.
+
+    Starting a head is infrastructure, not what this test checks: a start that does not come up
+    (a port taken between picking and binding it, a slow dashboard on a loaded machine) is
+    stopped and tried once more on fresh ports, and a second failure shows the head's log.
+    """
+    temps: list[str] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     # Ray 2.60 clusters require a token: give this head (and the job clients) their own.
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
-    head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=true", *ports],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    head = None
     try:
-        wait_for_port(dashboard, 90)
+        for attempt in (1, 2):
+            temps.append(tempfile.mkdtemp(prefix="tgray"))  # short: Ray's socket paths must fit in 107 bytes
+            log = Path(temps[-1]) / "head.log"
+            head, dashboard = start_head(temps[-1], env, log)
+            try:
+                wait_for_port(dashboard, 90, head)
+                break
+            except TimeoutError as exc:
+                stop_group(head)
+                head = None
+                if attempt == 2:
+                    raise TimeoutError(f"{exc}; head log:\n{log.read_text(errors='replace')[-4000:]}") from exc
         yield f"http://127.0.0.1:{dashboard}", env
     finally:
-        stop_group(head)
-        shutil.rmtree(temp, ignore_errors=True)
+        if head is not None:
+            stop_group(head)
+        for temp in temps:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_example_job_succeeds_on_a_local_head_node(head_node, tmp_path):
