@@ -219,11 +219,13 @@ def load_balancing_loss(router_logits: Sequence[Tensor], spec: RouterSpec, *, ma
     return per_sequence.sum() / max(1, routed_sequences(mask))
 
 
-def expert_load_metrics(router_logits: Sequence[Tensor], spec: RouterSpec, *, mask: Tensor | None = None) -> dict[str, float]:
+def expert_load_metrics(router_logits: Sequence[Tensor], spec: RouterSpec, *, mask: Tensor | None = None,
+                        include_aux: bool = True) -> dict[str, float]:
     """Per-layer expert load of one forward, keyed by the ``moe/...`` names above.
 
     The load figures count every token of the forward together; ``moe/aux_loss`` is
-    :func:`load_balancing_loss`, the per-sequence mean.
+    :func:`load_balancing_loss`, the per-sequence mean (left out with ``include_aux=False``, for a
+    caller that has already computed the loss of this forward).
 
     Example:
         ``expert_load_metrics(out.router_logits, spec, mask=am)["moe/layer1/dead"]`` is the number
@@ -244,7 +246,8 @@ def expert_load_metrics(router_logits: Sequence[Tensor], spec: RouterSpec, *, ma
             out[LAYER_MAX_MIN.format(layer=index)] = float(counts.max() / counts.min().clamp(min=1))
             out[LAYER_DEAD.format(layer=index)] = float((counts == 0).sum())
             out[LAYER_ENTROPY.format(layer=index)] = float((entropy * weight).sum() / weight.sum().clamp(min=1))
-        out[AUX_LOSS] = float(load_balancing_loss(logits_per_layer, spec, mask=mask))
+        if include_aux:
+            out[AUX_LOSS] = float(load_balancing_loss(logits_per_layer, spec, mask=mask))
     out[CV_MAX] = max(out[LAYER_CV.format(layer=i)] for i in spec.layers)
     out[DEAD_TOTAL] = sum(out[LAYER_DEAD.format(layer=i)] for i in spec.layers)
     return out

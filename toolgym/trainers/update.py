@@ -215,21 +215,21 @@ def micro_loss(model: Any, micro: Batch, s: LossSettings, share: Share, *, ref_m
         stats[m.KL] = float(kl.detach())
     router_logits: Sequence[torch.Tensor] = getattr(outputs, "router_logits", None) or ()
     spec = router_spec(model) if router_logits else None
-    aux: torch.Tensor | None = None
     if spec is not None:
-        aux = sequence_balance_losses(router_logits, spec, mask=micro.attention_mask).sum() / share.routed  # ()
+        with torch.set_grad_enabled(s.aux_weight > 0):  # weight 0: only the metric, no graph
+            aux = sequence_balance_losses(router_logits, spec, mask=micro.attention_mask).sum() / share.routed  # ()
         if s.aux_weight > 0:
             total = total + s.aux_weight * aux
+        stats[m.AUX_LOSS] = float(aux.detach())  # this micro-batch's exact share of the minibatch's loss
+        # The load figures are statistics of one forward: averaged over micro-batches by rows.
+        for key, value in expert_load_metrics(router_logits, spec, mask=micro.attention_mask, include_aux=False).items():
+            stats[key] = value * share.rows
     if value_fn is not None and micro.returns is not None:
         values = value_fn(outputs, micro)  # (B, T-1)
         per_tok_v = rl.value_loss(values, micro.returns[:, 1:], mask)  # (B, T-1)
         vloss = rl.aggregate(per_tok_v, mask, "token", num_tokens=share.tokens)
         total = total + s.value_coef * vloss
         stats[m.VALUE_LOSS] = float(vloss.detach())
-    if spec is not None and aux is not None:  # per-layer load is a per-forward statistic: averaged by rows
-        for key, value in expert_load_metrics(router_logits, spec, mask=micro.attention_mask).items():
-            stats[key] = value * share.rows
-        stats[m.AUX_LOSS] = float(aux.detach())  # this micro-batch's exact share of the minibatch's loss
     stats[m.LOSS] = float(total.detach())
     return total, stats
 
