@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from toolgym.envs.types import Message, ToolSpec
 from toolgym.errors import ConfigError
@@ -73,6 +73,10 @@ def conversation_row(tokenizer: Any, messages: Sequence[Message], tools: Sequenc
     return SFTRow(ids, mask)
 
 
+Schedule = Literal["cosine", "constant"]
+_SCHEDULES = frozenset(get_args(Schedule))
+
+
 @dataclass
 class SFTConfig:
     """Settings of ``train_rows``."""
@@ -83,7 +87,7 @@ class SFTConfig:
     """Passes over the rows (fractions allowed); ``time_budget_s`` may stop earlier."""
     time_budget_s: float | None = None
     warmup_steps: int = 20
-    schedule: str = "cosine"
+    schedule: Schedule = "cosine"
     """After warmup: "cosine" decays to 10% of ``lr`` by the end; "constant" holds ``lr``."""
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
@@ -219,10 +223,7 @@ def train_rows(model: Any, rows: Sequence[SFTRow], config: SFTConfig, *, pad_id:
     return result
 
 
-_SCHEDULES = frozenset({"cosine", "constant"})
-
-
-def _lr_factor(step: int, warmup: int, progress: float, schedule: str = "cosine") -> float:
+def _lr_factor(step: int, warmup: int, progress: float, schedule: Schedule = "cosine") -> float:
     """Linear warmup over ``warmup`` steps, then the peak ("constant") or a cosine decay to 10% of
     the peak as progress goes 0 -> 1 ("cosine")."""
     if step < warmup:
