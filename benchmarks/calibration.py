@@ -38,8 +38,8 @@ from rich.table import Table
 
 import toolgym  # noqa: F401  (registers the catalog)
 from toolgym.envs.types import Task
+from toolgym.policy import PolicyRequest, PolicyTurn, SamplingParams
 from toolgym.rollouts import ChaosPolicy, Episode, ScriptedPolicy, gold_script, run_episodes, sample_tasks
-from toolgym.rollouts.policy import PolicyRequest, PolicyTurn, SamplingParams
 from toolgym.rubrics import JudgeBudget, LLMJudge, Rubric, rubric_for, score_episodes_sync, score_metrics
 from toolgym.rubrics.calibration import calibrate, roc_auc
 from toolgym.rubrics.checks import numbers_in
@@ -178,8 +178,8 @@ def by_variant(scores: Sequence[Any], variant: dict[str, str]) -> dict[str, dict
 
 def tiny_llm_run(env_id: str, episodes: Sequence[Episode]) -> dict[str, Any]:
     """A random tiny local model as the judge: every judgement must be unscorable and counted."""
-    from toolgym.rollouts.hf_policy import HFPolicy
-    from toolgym.trainers.models import cached_tiny_model  # a benchmark may build models; the library may not
+    from toolgym.policies.hf_policy import HFPolicy
+    from toolgym.policies.models import cached_tiny_model  # a benchmark may build models; the library may not
 
     policy = HFPolicy.from_pretrained(cached_tiny_model("kimi"))
     judge = LLMJudge(policy, retries=1, sampling=SamplingParams(max_new_tokens=48), max_transcript_chars=800, show_reference=True)

@@ -24,9 +24,9 @@ from rich.console import Console
 from rich.table import Table
 
 import toolgym
-from toolgym.rollouts.hf_policy import HFPolicy
-from toolgym.rollouts.policy import PolicyRequest, SamplingParams
-from toolgym.trainers.models import cached_tiny_model
+from toolgym.policies.hf_policy import HFPolicy
+from toolgym.policies.models import cached_tiny_model
+from toolgym.policy import PolicyRequest, SamplingParams
 
 
 def requests(batch: int, new_tokens: int) -> list[PolicyRequest]:

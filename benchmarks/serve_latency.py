@@ -25,9 +25,9 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from toolgym.rollouts.hf_policy import HFPolicy
-from toolgym.rollouts.serve import serve_in_thread
-from toolgym.trainers.models import cached_tiny_model
+from toolgym.policies.hf_policy import HFPolicy
+from toolgym.policies.models import cached_tiny_model
+from toolgym.policies.serve import serve_in_thread
 
 PROMPT = "convert three miles to kilometres and report the answer with two decimals " * 4
 

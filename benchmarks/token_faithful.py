@@ -39,13 +39,13 @@ from rich.table import Table
 
 import toolgym
 from toolgym.envs.types import UserMessage
+from toolgym.policies.hf_model import load_model_and_tokenizer
+from toolgym.policies.hf_policy import HFPolicy
+from toolgym.policies.models import cached_tiny_model, chat_template, model_config
+from toolgym.policies.models.tokenizer import train_compact_tokenizer
+from toolgym.policy import SamplingParams
 from toolgym.rollouts import run_episodes, sample_tasks
-from toolgym.rollouts.hf_model import load_model_and_tokenizer
-from toolgym.rollouts.hf_policy import HFPolicy
-from toolgym.rollouts.policy import SamplingParams
 from toolgym.rollouts.rows import TOKEN_FORKS
-from toolgym.trainers.models import cached_tiny_model, chat_template, model_config
-from toolgym.trainers.models.tokenizer import train_compact_tokenizer
 
 RESULTS = Path(__file__).parent / "results" / "token_faithful.json"
 

@@ -140,7 +140,7 @@ def gpu_part(args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     from transformers import AutoModelForCausalLM
 
-    from toolgym.trainers.models import count_parameters, model_config
+    from toolgym.policies.models import count_parameters, model_config
     from toolgym.trainers.update import Batch
 
     config = model_config("kimi", "0.5b")

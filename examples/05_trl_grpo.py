@@ -32,8 +32,8 @@ def build_trainer(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
+    from toolgym.policies.models import cached_tiny_model
     from toolgym.rollouts import sample_tasks
-    from toolgym.trainers.models import cached_tiny_model
     from toolgym.trainers.trl_adapter import ToolgymRollout, environment_class, rubric_reward, trl_dataset
 
     model_dir = cached_tiny_model("qwen3")

@@ -1,4 +1,4 @@
-"""The dependency rule: envs <- rollouts <- rubrics <- trainers; each imports only leftwards."""
+"""The dependency rule: envs <- policies <- rollouts <- rubrics <- trainers; each imports only leftwards."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent / "toolgym"
-ORDER = ["envs", "rollouts", "rubrics", "trainers"]
+ORDER = ["envs", "policies", "rollouts", "rubrics", "trainers"]
 
 
 def imported_layers(path: Path) -> set[str]:

@@ -36,8 +36,8 @@ register_catalog()
 _LAZY = {
     "Episode": "toolgym.rollouts.episode",
     "run_episodes": "toolgym.rollouts.loop",
-    "ScriptedPolicy": "toolgym.rollouts.scripted",
-    "Policy": "toolgym.rollouts.policy",
+    "ScriptedPolicy": "toolgym.policies.scripted",
+    "Policy": "toolgym.policy",
     "Rubric": "toolgym.rubrics.rubric",
     "Score": "toolgym.rubrics.score",
 }

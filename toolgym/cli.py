@@ -103,8 +103,8 @@ def rollout(
     ray_address: str | None = None,
 ) -> RunResult:
     """Run episodes with a progress bar, optionally score and save them; print a summary table."""
+    from toolgym.policies.named import PolicyOptions, make_policy
     from toolgym.rollouts import SamplingParams, run_episodes, sample_tasks, save_episodes
-    from toolgym.rollouts.named import PolicyOptions, make_policy
     from toolgym.rollouts.pool import make_pool
 
     factory = lambda: toolgym.make(env_id, tool_format=tool_format)  # noqa: E731
@@ -140,7 +140,7 @@ TINY_MODELS = ("tiny-kimi", "tiny-qwen3")
 
 
 def _tiny_model_dir(name: str) -> str:
-    from toolgym.trainers.models.build import cached_tiny_model
+    from toolgym.policies.models.build import cached_tiny_model
 
     return str(cached_tiny_model(name.removeprefix("tiny-")))  # type: ignore[arg-type]  # validated against TINY_MODELS by the caller
 
@@ -274,7 +274,7 @@ def serve_command(
     ),
 ) -> None:
     """Serve a local model over an OpenAI-compatible HTTP API, batching concurrent requests continuously."""
-    from toolgym.rollouts.serve import serve
+    from toolgym.policies.serve import serve
 
     try:
         serve(model_dir, host=host, port=port, max_batch=max_batch, max_tokens_limit=max_tokens_limit)
@@ -298,8 +298,8 @@ def score_command(
 
     critics = None
     if judge_url is not None:
-        from toolgym.rollouts.openai_policy import OpenAIPolicy
-        from toolgym.rollouts.policy import SamplingParams
+        from toolgym.policies.openai_policy import OpenAIPolicy
+        from toolgym.policy import SamplingParams
         from toolgym.rubrics.critics import LLMJudge
 
         endpoint = OpenAIPolicy(judge_url, judge_model, token_ids=False, logprobs=False)

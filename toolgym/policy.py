@@ -1,7 +1,7 @@
 """The batched policy protocol: many conversations in, one assistant turn out for each.
 
 A top-level module because both layers use it: rollouts drive a policy, and environments
-use one to play tool simulators and users. ``toolgym.rollouts.policy`` re-exports it.
+use one to play tool simulators and users. ``toolgym.policy`` re-exports it.
 
 A policy is anything with ``async def generate(requests) -> turns``. The rollout loop gathers
 the requests of every live episode into one call, so a local model can run them as one batch

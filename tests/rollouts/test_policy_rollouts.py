@@ -17,11 +17,11 @@ pytest.importorskip("fastapi")
 
 from toolgym.envs.formats import HermesFormat
 from toolgym.envs.types import StopReason
+from toolgym.policies.hf_policy import HFPolicy
+from toolgym.policies.models import cached_tiny_model
+from toolgym.policies.openai_policy import OpenAIPolicy
+from toolgym.policies.serve import serve_in_thread
 from toolgym.rollouts import SamplingParams, run_episodes, sample_tasks
-from toolgym.rollouts.hf_policy import HFPolicy
-from toolgym.rollouts.openai_policy import OpenAIPolicy
-from toolgym.rollouts.serve import serve_in_thread
-from toolgym.trainers.models import cached_tiny_model
 
 ENV = "toolgym/unitconv-v0"
 SAMPLING = SamplingParams(max_new_tokens=96)

@@ -154,9 +154,9 @@ def test_a_call_past_its_deadline_is_a_typed_env_failure(ray_local):
 def test_ray_pool_equals_local_pool_with_a_seeded_tiny_model(pool):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
+    from toolgym.policies.hf_policy import HFPolicy
+    from toolgym.policies.models import cached_tiny_model
     from toolgym.rollouts import SamplingParams
-    from toolgym.rollouts.hf_policy import HFPolicy
-    from toolgym.trainers.models import cached_tiny_model
 
     policy = HFPolicy.from_pretrained(cached_tiny_model("kimi"))
     kwargs = dict(n=2, seed=11, group_size=2, sampling=SamplingParams(max_new_tokens=12, temperature=1.0))

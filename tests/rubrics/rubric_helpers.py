@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 
 import toolgym  # noqa: F401  (registers the shipped envs the helpers name)
 from toolgym.envs.types import AssistantMessage, StopReason, Task, ToolCall, ToolMessage, UserMessage
+from toolgym.policies.scripted import gold_script
+from toolgym.policy import PolicyError, PolicyRequest, PolicyTurn
 from toolgym.rollouts import Episode, ScriptedPolicy, run_episodes
-from toolgym.rollouts.policy import PolicyError, PolicyRequest, PolicyTurn
-from toolgym.rollouts.scripted import gold_script
 
 ENV = "toolgym/unitconv-v0"
 

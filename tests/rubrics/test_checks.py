@@ -2,7 +2,7 @@ import pytest
 from rubric_helpers import call, gold_episode, play, synthetic, tool_exchange
 
 from toolgym.envs.types import AssistantMessage, Expected, GoldAction, Task, ToolCall
-from toolgym.rollouts.scripted import gold_script
+from toolgym.policies.scripted import gold_script
 from toolgym.rubrics.checks import (
     CHECKS,
     CheckUnscorable,

@@ -1,8 +1,8 @@
 import pytest
 from rubric_helpers import call, gold_episode, play
 
+from toolgym.policies.scripted import gold_script
 from toolgym.rollouts.episode import Failure, TurnRecord
-from toolgym.rollouts.scripted import gold_script
 from toolgym.rubrics import Rubric, compose, score_episodes_sync
 from toolgym.rubrics.penalties import apply_penalty
 from toolgym.rubrics.rubric import Penalty

@@ -10,8 +10,8 @@ pytest.importorskip("transformers")
 
 from rubric_helpers import ENV
 
+from toolgym.policy import SamplingParams
 from toolgym.rollouts import ScriptedPolicy, run_episodes, sample_tasks
-from toolgym.rollouts.policy import SamplingParams
 from toolgym.rubrics import LLMJudge, PairwiseCritic, Rubric, rubric_for, score_episodes_sync, score_metrics
 from toolgym.rubrics.metrics import COMPONENT_CALLS, COMPONENT_TOKENS, SCORE_UNSCORABLE_FRAC, UNSCORABLE_KIND
 
@@ -22,8 +22,8 @@ JUDGE_KINDS = {"judge_unparseable", "judge_error", "judge_timeout"}
 
 @pytest.fixture(scope="module")
 def tiny_policy():
-    from toolgym.rollouts.hf_policy import HFPolicy
-    from toolgym.trainers.models import cached_tiny_model
+    from toolgym.policies.hf_policy import HFPolicy
+    from toolgym.policies.models import cached_tiny_model
 
     return HFPolicy.from_pretrained(cached_tiny_model("kimi"))
 
@@ -74,9 +74,9 @@ def test_judge_over_http_through_toolgym_serve(tiny_policy, group, tmp_path):
     from typer.testing import CliRunner
 
     from toolgym.cli import app
+    from toolgym.policies.openai_policy import OpenAIPolicy
+    from toolgym.policies.serve import serve_in_thread
     from toolgym.rollouts import save_episodes
-    from toolgym.rollouts.openai_policy import OpenAIPolicy
-    from toolgym.rollouts.serve import serve_in_thread
 
     path = save_episodes(group, tmp_path / "group.jsonl")
     with serve_in_thread(tiny_policy) as url:

@@ -31,7 +31,7 @@ L3 = math.log(3)
 def tiny(kind: Literal["kimi", "qwen3"], **overrides):
     from transformers import AutoModelForCausalLM
 
-    from toolgym.trainers.models import model_config
+    from toolgym.policies.models import model_config
 
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(model_config(kind, "tiny", vocab_size=300, **overrides))
@@ -193,7 +193,7 @@ def test_recomputed_selection_is_what_the_routers_chose(kind):
 def test_group_limited_selection_matches_the_deepseek_router():
     from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
 
-    from toolgym.trainers.models import model_config
+    from toolgym.policies.models import model_config
 
     config = model_config("kimi", "tiny", vocab_size=300, n_group=4, topk_group=2)
     router = DeepseekV3TopkRouter(config)

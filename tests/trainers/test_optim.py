@@ -18,7 +18,7 @@ KINDS = ["kimi", "qwen3"]
 def tiny(kind: str, seed: int = 0):
     from transformers import AutoModelForCausalLM
 
-    from toolgym.trainers.models import model_config
+    from toolgym.policies.models import model_config
 
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(model_config(kind, "tiny", vocab_size=300))

@@ -19,7 +19,7 @@ def test_shipped_base_is_small_loadable_and_documented():
     assert weights.is_file() and weights.stat().st_size <= 20 * 2**20
     record = json.loads((folder / "pretrain.json").read_text())
     assert record["steps"] > 0 and record["conversations"] > 1000
-    from toolgym.rollouts.hf_policy import HFPolicy
+    from toolgym.policies.hf_policy import HFPolicy
 
     policy = HFPolicy.from_pretrained(folder)
     assert "<|tool_calls_section_begin|>" in policy.tokenizer.chat_template

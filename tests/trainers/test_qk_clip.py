@@ -20,7 +20,7 @@ FLOAT_SLACK = 1 + 1e-5
 def tiny(kind: str, **overrides):
     from transformers import AutoModelForCausalLM
 
-    from toolgym.trainers.models import model_config
+    from toolgym.policies.models import model_config
 
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(model_config(kind, "tiny", vocab_size=300, **overrides))

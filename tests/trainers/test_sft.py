@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from toolgym.errors import ConfigError
+from toolgym.policies.models.gold_episodes import replay_gold
+from toolgym.policies.models.tokenizer import train_compact_tokenizer
 from toolgym.trainers.demo_tasks import demo_env, demo_split
-from toolgym.trainers.gold_episodes import replay_gold
-from toolgym.trainers.models.tokenizer import train_compact_tokenizer
 from toolgym.trainers.pretrain import build_base_model
 from toolgym.trainers.sft import SFTConfig, SFTRow, conversation_row, train_rows
 

@@ -82,7 +82,7 @@ def test_missing_yaml_and_bad_yaml(tmp_path):
 
 def test_model_folder_without_a_tool_template_is_refused(tmp_path):
     pytest.importorskip("transformers")
-    from toolgym.trainers.models import cached_tiny_model
+    from toolgym.policies.models import cached_tiny_model
     from toolgym.trainers.run import load_policy
 
     folder = tmp_path / "model"

@@ -126,7 +126,7 @@ def fake_trainer(model, tokenizer, group):
 def test_rollout_func_returns_each_episode_row_split_at_the_prompt():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from toolgym.trainers.models import cached_tiny_model
+    from toolgym.policies.models import cached_tiny_model
 
     model_dir = cached_tiny_model("qwen3")
     model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)

@@ -22,7 +22,7 @@ VOCAB = 300
 def models():
     from transformers import AutoModelForCausalLM
 
-    from toolgym.trainers.models import model_config
+    from toolgym.policies.models import model_config
 
     out = {}
     for kind in ("kimi", "qwen3"):

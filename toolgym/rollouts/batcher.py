@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from toolgym.rollouts.policy import Policy, PolicyError, PolicyRequest, PolicyTurn
+from toolgym.policy import Policy, PolicyError, PolicyRequest, PolicyTurn
 
 
 class RequestBatcher:

@@ -26,10 +26,10 @@ from toolgym.envs.env import ToolEnv
 from toolgym.envs.registry import make
 from toolgym.envs.types import StopReason, Task, ToolSpec
 from toolgym.errors import ConfigError, EnvError, StepFailed
+from toolgym.policy import Policy, PolicyRequest, SamplingParams
 from toolgym.rollouts.batcher import RequestBatcher
 from toolgym.rollouts.episode import Episode, Failure, TurnRecord
 from toolgym.rollouts.gcpolicy import GcPolicy, deferred_gc
-from toolgym.rollouts.policy import Policy, PolicyRequest, SamplingParams
 from toolgym.rollouts.pool import EnvPool, LocalEnvPool
 from toolgym.rollouts.rows import next_prefix, token_metrics
 

@@ -31,10 +31,10 @@ from typing import Any
 from toolgym.envs.env import EnvSnapshot
 from toolgym.envs.types import StopReason, Task
 from toolgym.errors import ConfigError
+from toolgym.policy import Policy, SamplingParams
 from toolgym.rollouts.batcher import RequestBatcher
 from toolgym.rollouts.episode import Episode, Failure, Segment
 from toolgym.rollouts.loop import EnvSource, EpisodeState, _factory, _Run
-from toolgym.rollouts.policy import Policy, SamplingParams
 from toolgym.rollouts.pool import EnvPool, LocalEnvPool
 
 

@@ -87,7 +87,7 @@ def _rl_config(cfg: DemoConfig, heldout_n: int) -> Any:
 
 def load_base(path: str | None) -> tuple[Any, Any]:
     """The base model and tokenizer (the shipped checkpoint unless ``path`` names another)."""
-    from toolgym.rollouts.hf_model import load_model_and_tokenizer
+    from toolgym.policies.hf_model import load_model_and_tokenizer
     from toolgym.trainers.pretrain import base_checkpoint
 
     return load_model_and_tokenizer(path or base_checkpoint())
@@ -97,8 +97,8 @@ def run_demo(cfg: DemoConfig | None = None, *, log: Callable[[str], None] = prin
     """Run the recipe (see the module docstring) and return what it measured."""
     import torch
 
+    from toolgym.policies.models.gold_episodes import replay_gold
     from toolgym.trainers.demo_tasks import demo_env, demo_rubric, demo_split
-    from toolgym.trainers.gold_episodes import replay_gold
     from toolgym.trainers.grpo import GRPOTrainer
     from toolgym.trainers.sft import conversation_row, train_rows
 

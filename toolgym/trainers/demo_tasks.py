@@ -88,7 +88,7 @@ def demo_split(split: Split, n: int) -> list[Task]:
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     if split == "train" and n > TRAIN_LIMIT:
         raise ValueError(f"at most TRAIN_LIMIT={TRAIN_LIMIT} training tasks are kept apart from the held-out split, asked for {n}")
-    from toolgym.trainers.gold_episodes import compact_task
+    from toolgym.policies.models.gold_episodes import compact_task
 
     return [compact_task(task, DEMO_ENV).model_copy(update={"limits": DEMO_LIMITS}) for task in _scan(split, n)]
 

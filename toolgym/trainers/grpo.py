@@ -34,8 +34,8 @@ import torch
 
 from toolgym.envs.canonical import seed_from
 from toolgym.envs.types import Task
+from toolgym.policy import SamplingParams
 from toolgym.rollouts.loop import EnvSource, run_episodes, sample_tasks
-from toolgym.rollouts.policy import SamplingParams
 from toolgym.trainers import metrics as m
 from toolgym.trainers import rl
 from toolgym.trainers.config import TrainConfig, env_source, load_rubric_for
@@ -64,7 +64,7 @@ class GRPOTrainer:
     def __init__(self, config: TrainConfig, model: Any, tokenizer: Any, *, env: EnvSource | None = None,
                  rubric: Any = None, critics: Any = None, tasks: TaskSource | None = None,
                  heldout: Sequence[Task] | None = None, ptx_rows: Sequence[Any] | None = None):
-        from toolgym.rollouts.hf_policy import HFPolicy
+        from toolgym.policies.hf_policy import HFPolicy
         from toolgym.trainers.optim import build_optimizer
 
         self.config, self.model, self.tokenizer = config, model, tokenizer

@@ -2,7 +2,7 @@
 
 Kimi K2's recipe starts RL from a pretrained base. Ours is trained here, on CPU, from
 synthesized conversations: seeded tasks of all four shipped domains replayed with their gold
-solutions (``toolgym.trainers.gold_episodes``), rendered with the compact template, trained
+solutions (``toolgym.policies.models.gold_episodes``), rendered with the compact template, trained
 with a plain language-model loss on every token. The demo's task family (UnitConv
 ``convert_store``) and the demo's seed ranges are left out, so the base has never seen a
 demo task; it has seen the neighbouring UnitConv families and the other domains.
@@ -55,8 +55,8 @@ def base_checkpoint() -> Path:
 
 def pretraining_rows(tokenizer: Any, seeds_per_domain: dict[str, int], max_len: int, seed: int = 0) -> list[SFTRow]:
     """Language-model rows (mask 1 everywhere) of gold conversations from the given domains."""
+    from toolgym.policies.models.gold_episodes import gold_conversations
     from toolgym.trainers.demo_tasks import DEMO_ENV, DEMO_FAMILY, SPLIT_SEEDS
-    from toolgym.trainers.gold_episodes import gold_conversations
 
     rows = []
     for env_id, count in seeds_per_domain.items():
@@ -74,8 +74,8 @@ def build_base_model(tokenizer: Any, overrides: dict[str, Any], seed: int) -> An
     import torch
     from transformers import AutoModelForCausalLM
 
-    from toolgym.trainers.models.configs import model_config
-    from toolgym.trainers.models.tokenizer import IM_END, PAD
+    from toolgym.policies.models.configs import model_config
+    from toolgym.policies.models.tokenizer import IM_END, PAD
 
     pad_id, end_id = tokenizer.convert_tokens_to_ids([PAD, IM_END])
     config = model_config("kimi", "tiny", vocab_size=len(tokenizer), pad_token_id=pad_id, eos_token_id=[end_id, pad_id], **overrides)
@@ -91,7 +91,7 @@ def pretrain(out_dir: str | os.PathLike[str], config: PretrainConfig | None = No
     """Train the base model from nothing and save it (weights as safetensors) to ``out_dir``."""
     import torch
 
-    from toolgym.trainers.models.tokenizer import train_compact_tokenizer
+    from toolgym.policies.models.tokenizer import train_compact_tokenizer
 
     config = config or PretrainConfig()
     torch.set_num_threads(config.threads)
@@ -99,7 +99,7 @@ def pretrain(out_dir: str | os.PathLike[str], config: PretrainConfig | None = No
     started = time.perf_counter()
     previous: dict[str, Any] = {}
     if config.init_from:
-        from toolgym.rollouts.hf_model import load_model_and_tokenizer
+        from toolgym.policies.hf_model import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(config.init_from)
         record_file = Path(config.init_from) / "pretrain.json"
@@ -138,8 +138,8 @@ def heldout_lm_loss(model_dir: str | os.PathLike[str], n_per_domain: int = 8, ma
     """
     import torch
 
-    from toolgym.rollouts.hf_model import load_model_and_tokenizer
-    from toolgym.trainers.gold_episodes import DOMAINS
+    from toolgym.policies.hf_model import load_model_and_tokenizer
+    from toolgym.policies.models.gold_episodes import DOMAINS
     from toolgym.trainers.sft import _batch, masked_lm_loss
 
     model, tokenizer = load_model_and_tokenizer(model_dir)

@@ -55,7 +55,7 @@ def check_tool_template(tokenizer: Any, where: str) -> None:
         ToolSpec,
         UserMessage,
     )
-    from toolgym.rollouts.chat import to_chat_dicts, tool_dicts
+    from toolgym.policies.chat import to_chat_dicts, tool_dicts
 
     spec = ToolSpec.model_validate({"type": "function", "function": {
         "name": "probe_lookup", "description": "Look something up.",
@@ -64,7 +64,7 @@ def check_tool_template(tokenizer: Any, where: str) -> None:
                 AssistantMessage(content="", tool_calls=[ToolCall(id="c0", name="probe_lookup", arguments={"key": "k"})]),
                 ToolMessage(tool_call_id="c0", name="probe_lookup", content="probe-result-77")]
     fix = ("give the model folder a chat template that renders `tools`, assistant `tool_calls` and `tool` messages "
-           "(e.g. the one toolgym.trainers.models.build_tiny_model writes)")
+           "(e.g. the one toolgym.policies.models.build_tiny_model writes)")
     template = getattr(tokenizer, "chat_template", None)
     if not template:
         raise ConfigError(f"model.path {where!r}: the tokenizer has no chat template; {fix}")
@@ -81,8 +81,8 @@ def load_policy(config: TrainConfig) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from toolgym.rollouts.hf_model import check_model_dir
-    from toolgym.trainers.models import cached_tiny_model
+    from toolgym.policies.hf_model import check_model_dir
+    from toolgym.policies.models import cached_tiny_model
 
     if config.model.path is not None:
         folder = check_model_dir(config.model.path)
@@ -121,7 +121,7 @@ def ptx_rows(config: TrainConfig, tokenizer: Any) -> list[Any]:
         if not Path(p.dataset).is_file():
             raise ConfigError(f"ptx.dataset {p.dataset!r} does not exist; write one with `toolgym rollout ... --out FILE`")
         return [conversation_row(tokenizer, e.messages, e.tools) for e in load_episodes(p.dataset) if e.scorable]
-    from toolgym.trainers.gold_episodes import gold_conversations
+    from toolgym.policies.models.gold_episodes import gold_conversations
 
     seeds = range(config.env.task_seed + 10_000_000, config.env.task_seed + 10_000_000 + p.gold_tasks)
     convs = gold_conversations(config.env.id, seeds, compact=False, tool_format="hermes")

@@ -46,7 +46,7 @@ def conversation_row(tokenizer: Any, messages: Sequence[Message], tools: Sequenc
         tools: The tools the conversation offered.
         all_tokens: Mask 1 on every token (plain language-model pretraining).
     """
-    from toolgym.rollouts.chat import to_chat_dicts, tool_dicts
+    from toolgym.policies.chat import to_chat_dicts, tool_dicts
 
     chat, specs = to_chat_dicts(messages), tool_dicts(tools) or None
     ids: list[int] = []

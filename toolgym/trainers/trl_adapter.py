@@ -32,10 +32,10 @@ from toolgym.envs.canonical import seed_from
 from toolgym.envs.env import ToolEnv, tool_env
 from toolgym.envs.types import AssistantMessage, StopReason, Task, ToolCall, ToolSpec, UserMessage
 from toolgym.errors import ConfigError
-from toolgym.rollouts.chat import to_chat_dicts
+from toolgym.policies.chat import to_chat_dicts
+from toolgym.policy import SamplingParams
 from toolgym.rollouts.episode import Episode, TurnRecord
 from toolgym.rollouts.loop import EnvSource, _factory, run_episodes
-from toolgym.rollouts.policy import SamplingParams
 from toolgym.rollouts.rows import TOKEN_FORKS, episode_to_rows
 from toolgym.rubrics import Rubric, rubric_for, score_episodes_sync
 
@@ -372,7 +372,7 @@ class ToolgymRollout:
         return self._by_request[request]
 
     def _policy_for(self, trainer: Any) -> Any:
-        from toolgym.rollouts.hf_policy import HFPolicy
+        from toolgym.policies.hf_policy import HFPolicy
 
         model = trainer.accelerator.unwrap_model(trainer.model)
         if self._policy is None or self._policy.model is not model:

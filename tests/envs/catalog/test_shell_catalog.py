@@ -21,8 +21,8 @@ from toolgym.envs.catalog.shell.report import outcome_passes, summary_counts
 from toolgym.envs.catalog.shell.tasks import EVAL_SIZE, FAMILIES, generate_task
 from toolgym.envs.taskfile import load_tasks
 from toolgym.envs.types import ToolCall
+from toolgym.policies.scripted import ScriptedPolicy
 from toolgym.rollouts import run_episodes
-from toolgym.rollouts.scripted import ScriptedPolicy
 from toolgym.rubrics.catalog import rubric_for
 from toolgym.rubrics.checks.shell import ShellReport
 from toolgym.rubrics.scoring import score_episodes_sync

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from toolgym.envs.types import AssistantMessage, ToolCall
-from toolgym.rollouts.policy import PolicyRequest, PolicyTurn
+from toolgym.policy import PolicyRequest, PolicyTurn
 
 NOTE = {
     "type": "object",

@@ -12,7 +12,7 @@ from sim_helpers import FakePolicy, act, notes_tools, output
 from toolgym.envs import check_env
 from toolgym.envs.sim import LLMSimulator, SimCache, SimulatedToolEnv, SimulatorError
 from toolgym.envs.types import AssistantMessage, Task, ToolCall
-from toolgym.rollouts.policy import PolicyError, PolicyRequest, PolicyTurn
+from toolgym.policy import PolicyError, PolicyRequest, PolicyTurn
 
 TASK = Task(id="t", instruction="Use the API.")
 

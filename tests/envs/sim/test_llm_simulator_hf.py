@@ -11,13 +11,13 @@ from sim_helpers import act, notes_tools
 
 from toolgym.envs.sim import LLMSimulator, SimulatedToolEnv
 from toolgym.envs.types import Task
-from toolgym.rollouts.policy import SamplingParams
+from toolgym.policy import SamplingParams
 
 
 @pytest.mark.slow
 def test_tiny_model_garbage_is_a_counted_simulator_error():
-    from toolgym.rollouts.hf_policy import HFPolicy
-    from toolgym.trainers.models import cached_tiny_model
+    from toolgym.policies.hf_policy import HFPolicy
+    from toolgym.policies.models import cached_tiny_model
 
     policy = HFPolicy.from_pretrained(cached_tiny_model("kimi"), max_batch_size=2)
     sim = LLMSimulator(policy, attempts=1, sampling=SamplingParams(temperature=1.0, max_new_tokens=12))
@@ -32,10 +32,10 @@ def test_tiny_model_garbage_is_a_counted_simulator_error():
 @pytest.mark.slow
 async def test_endpoint_garbage_through_toolgym_serve_is_a_counted_simulator_error():
     """The same, with the simulator's policy an OpenAI-compatible endpoint (toolgym serve)."""
-    from toolgym.rollouts.hf_policy import HFPolicy
-    from toolgym.rollouts.openai_policy import OpenAIPolicy
-    from toolgym.rollouts.serve import serve_in_thread
-    from toolgym.trainers.models import cached_tiny_model
+    from toolgym.policies.hf_policy import HFPolicy
+    from toolgym.policies.models import cached_tiny_model
+    from toolgym.policies.openai_policy import OpenAIPolicy
+    from toolgym.policies.serve import serve_in_thread
 
     local = HFPolicy.from_pretrained(cached_tiny_model("kimi"), max_batch_size=2)
     with serve_in_thread(local) as base:

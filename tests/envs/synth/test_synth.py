@@ -13,8 +13,8 @@ from toolgym.envs.sim import SimTool, SimulatedToolEnv
 from toolgym.envs.sim.box import schema_tool
 from toolgym.envs.synth import FallbackSynthesizer, LLMSynthesizer, rubric_of, synthesize
 from toolgym.envs.synth.fallback import compile_all
+from toolgym.policy import PolicyRequest, PolicyTurn
 from toolgym.rollouts import ScriptedPolicy, run_episodes
-from toolgym.rollouts.policy import PolicyRequest, PolicyTurn
 
 
 def spec(name: str, props: dict[str, Any], required=(), returns=None, description="") -> dict[str, Any]:

@@ -12,8 +12,8 @@ from toolgym.envs import check_env
 from toolgym.envs.types import AssistantMessage, StopReason, SystemMessage, Task, UserMessage
 from toolgym.envs.users import LLMUser, ScriptedUser, UserReply, UserScript, UserSimulationError
 from toolgym.errors import ConfigError
+from toolgym.policy import PolicyError, PolicyRequest, PolicyTurn
 from toolgym.rollouts import ScriptedPolicy, run_episodes
-from toolgym.rollouts.policy import PolicyError, PolicyRequest, PolicyTurn
 
 REFUND = Task(
     id="refund",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from toolgym.envs.types import Message
-from toolgym.rollouts.policy import Policy, PolicyRequest, SamplingParams
+from toolgym.policy import Policy, PolicyRequest, SamplingParams
 from toolgym.rubrics.critics.budget import JudgeBudget
 from toolgym.rubrics.critics.parse import JudgementParseError
 from toolgym.rubrics.score import ComponentCost, Unscorable

@@ -18,9 +18,9 @@ import json
 from collections.abc import Sequence
 
 from toolgym.envs.types import Message, SystemMessage, UserMessage
+from toolgym.policy import Policy, SamplingParams
 from toolgym.rollouts.batcher import batching
 from toolgym.rollouts.episode import Episode
-from toolgym.rollouts.policy import Policy, SamplingParams
 from toolgym.rubrics.critics.ask import Question, ask
 from toolgym.rubrics.critics.base import CriticResult
 from toolgym.rubrics.critics.budget import JudgeBudget, cache_key

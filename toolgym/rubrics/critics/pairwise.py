@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from itertools import combinations
 
 from toolgym.envs.types import Message, SystemMessage, UserMessage
+from toolgym.policy import Policy, SamplingParams
 from toolgym.rollouts.batcher import batching
 from toolgym.rollouts.episode import Episode
-from toolgym.rollouts.policy import Policy, SamplingParams
 from toolgym.rubrics.critics.ask import Asked, Question, ask
 from toolgym.rubrics.critics.base import CriticResult, Judgement
 from toolgym.rubrics.critics.budget import JudgeBudget, cache_key

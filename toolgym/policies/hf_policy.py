@@ -1,15 +1,15 @@
 """``HFPolicy``: a local Hugging Face causal LM as a batched toolgym policy.
 
-The conversation is rendered with the tokenizer's chat template (``toolgym.rollouts.chat``),
+The conversation is rendered with the tokenizer's chat template (``toolgym.policies.chat``),
 prompts are grouped by length into batches of at most ``max_batch_size``, and each batch is
-decoded by ``toolgym.rollouts.generation.generate_batch`` on the policy's worker thread, so the
+decoded by ``toolgym.policies.generation.generate_batch`` on the policy's worker thread, so the
 event loop (and the environments on it) stays live while the model runs.
 
 Every returned turn is token-faithful: ``prompt_token_ids`` are the ids the model saw (from the
 second turn on, the previous turn's prompt and sampled ids plus only the new messages' tokens),
 ``token_ids`` the ids it sampled (end-of-turn token included), and ``logprobs`` the raw model
 log-probabilities of those ids at temperature 1, whatever the sampling temperature and top-p
-(see ``toolgym.rollouts.generation``). A prompt that leaves no room to generate within the
+(see ``toolgym.policies.generation``). A prompt that leaves no room to generate within the
 context gives a turn with a ``context_overflow`` error; a failing forward pass gives
 ``model_error`` turns for its batch only. Neither raises.
 
@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from toolgym.errors import ConfigError
-from toolgym.rollouts.chat import ChatRenderer
-from toolgym.rollouts.generation import Generated, GenerationJob
-from toolgym.rollouts.policy import PolicyError, PolicyRequest, PolicyTurn
+from toolgym.policies.chat import ChatRenderer
+from toolgym.policies.generation import Generated, GenerationJob
+from toolgym.policy import PolicyError, PolicyRequest, PolicyTurn
 
 
 class HFPolicy:
@@ -71,7 +71,7 @@ class HFPolicy:
         Raises:
             ModelDirError: The folder, or its config, weights, tokenizer or chat template, is missing.
         """
-        from toolgym.rollouts.hf_model import load_model_and_tokenizer
+        from toolgym.policies.hf_model import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(model_dir, device=device, dtype=dtype)
         return cls(model, tokenizer, max_batch_size=max_batch_size, max_context=max_context)
@@ -142,7 +142,7 @@ class HFPolicy:
         return GenerationJob(prompt_ids=prompt, seed=request.seed, sampling=request.sampling)
 
     def _run_batch(self, jobs: list[GenerationJob]) -> list[Generated | PolicyError]:
-        from toolgym.rollouts.generation import generate_batch
+        from toolgym.policies.generation import generate_batch
 
         self.batches += 1
         try:

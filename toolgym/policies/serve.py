@@ -1,6 +1,6 @@
 """``toolgym serve``: an OpenAI-compatible HTTP server for a local model, batching requests continuously.
 
-Requests join and leave the running batch between decode steps (``toolgym.rollouts.scheduler``):
+Requests join and leave the running batch between decode steps (``toolgym.policies.scheduler``):
 a short request that arrives while a long one decodes is admitted at the next step and answered
 as soon as it ends, so its latency does not depend on the long one's length. Each request keeps
 its own seed, so its answer does not depend on what it was batched with.
@@ -22,7 +22,7 @@ context with ``finish_reason="length"``. Endpoints:
   prefix ids or rendered in full).
 
 Both generation endpoints return log-probs when asked (``logprobs``), and vLLM's extensions
-``return_token_ids`` and ``return_tokens_as_token_ids`` (see ``toolgym.rollouts.openai_schema``).
+``return_token_ids`` and ``return_tokens_as_token_ids`` (see ``toolgym.policies.openai_schema``).
 Log-probs are raw model log-probs at temperature 1, as ``HFPolicy`` reports them.
 """
 
@@ -51,9 +51,9 @@ from toolgym.envs.types import (
     UserMessage,
 )
 from toolgym.errors import ConfigError
-from toolgym.rollouts.generation import Generated, GenerationJob
-from toolgym.rollouts.hf_policy import HFPolicy
-from toolgym.rollouts.openai_schema import (
+from toolgym.policies.generation import Generated, GenerationJob
+from toolgym.policies.hf_policy import HFPolicy
+from toolgym.policies.openai_schema import (
     TOKEN_ID_PREFIX,
     ChatChoice,
     ChatCompletionRequest,
@@ -70,9 +70,9 @@ from toolgym.rollouts.openai_schema import (
     WireMessage,
     WireTool,
 )
-from toolgym.rollouts.policy import PolicyError, SamplingParams
-from toolgym.rollouts.scheduler import Scheduler
-from toolgym.rollouts.serve_input import MAX_BODY_BYTES, BadRequest, read_request
+from toolgym.policies.scheduler import Scheduler
+from toolgym.policies.serve_input import MAX_BODY_BYTES, BadRequest, read_request
+from toolgym.policy import PolicyError, SamplingParams
 
 DEFAULT_MAX_TOKENS = 256
 """Generation budget of a request that names none (at most the server's ``max_tokens`` limit)."""

@@ -12,12 +12,12 @@ pytest.importorskip("fastapi")
 
 import toolgym
 from toolgym.envs.types import UserMessage
-from toolgym.rollouts.chat import ChatRenderer
-from toolgym.rollouts.hf_policy import HFPolicy
-from toolgym.rollouts.openai_policy import OpenAIPolicy
-from toolgym.rollouts.policy import PolicyRequest, SamplingParams
-from toolgym.rollouts.serve import serve_in_thread
-from toolgym.trainers.models import cached_tiny_model
+from toolgym.policies.chat import ChatRenderer
+from toolgym.policies.hf_policy import HFPolicy
+from toolgym.policies.models import cached_tiny_model
+from toolgym.policies.openai_policy import OpenAIPolicy
+from toolgym.policies.serve import serve_in_thread
+from toolgym.policy import PolicyRequest, SamplingParams
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ pytest.importorskip("transformers")
 
 import toolgym
 from toolgym.envs.types import UserMessage
-from toolgym.rollouts.hf_model import ModelDirError
-from toolgym.rollouts.hf_policy import HFPolicy
-from toolgym.rollouts.policy import PolicyRequest, SamplingParams
-from toolgym.trainers.models import cached_tiny_model
+from toolgym.policies.hf_model import ModelDirError
+from toolgym.policies.hf_policy import HFPolicy
+from toolgym.policies.models import cached_tiny_model
+from toolgym.policy import PolicyRequest, SamplingParams
 
 LOGPROB_TOL = 1e-4
 """Reported log-probs against a fresh unpadded forward pass, float32 on CPU."""

@@ -12,8 +12,8 @@ import pytest
 from toolgym.envs.formats import HermesFormat, KimiK2Format
 from toolgym.envs.types import AssistantMessage, FunctionSpec, ToolCall, ToolMessage, ToolSpec, UserMessage
 from toolgym.errors import ConfigError
-from toolgym.rollouts.openai_policy import OpenAIPolicy
-from toolgym.rollouts.policy import PolicyRequest, SamplingParams
+from toolgym.policies.openai_policy import OpenAIPolicy
+from toolgym.policy import PolicyRequest, SamplingParams
 
 TOOLS = [ToolSpec(function=FunctionSpec(name="convert", description="Convert units."))]
 

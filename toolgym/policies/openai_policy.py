@@ -28,7 +28,7 @@ the ids itself.
 
 ``token_ids=True`` (default) sends vLLM's ``return_token_ids`` and ``return_tokens_as_token_ids``
 fields; turn it off for hosted APIs that reject unknown fields, and use ``history="structured"``
-there (see ``toolgym.rollouts.chat``).
+there (see ``toolgym.policies.chat``).
 """
 
 from __future__ import annotations
@@ -48,14 +48,14 @@ from toolgym.envs.formats import get_format
 from toolgym.envs.formats.base import read_arguments
 from toolgym.envs.types import Message, ToolCall, ToolSpec
 from toolgym.errors import ConfigError
-from toolgym.rollouts.chat import History, to_chat_dicts, tool_dicts
-from toolgym.rollouts.openai_schema import (
+from toolgym.policies.chat import History, to_chat_dicts, tool_dicts
+from toolgym.policies.openai_schema import (
     ChatCompletionResponse,
     CompletionResponse,
     WireMessage,
     token_id_of,
 )
-from toolgym.rollouts.policy import PolicyError, PolicyErrorKind, PolicyRequest, PolicyTurn
+from toolgym.policy import PolicyError, PolicyErrorKind, PolicyRequest, PolicyTurn
 
 PromptRenderer = Callable[[Sequence[Message], Sequence[ToolSpec]], "list[int] | str"]
 _OVERFLOW = re.compile(r"context length|context window|maximum context|too long|too many tokens", re.IGNORECASE)

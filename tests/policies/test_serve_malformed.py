@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 pytest.importorskip("torch")
 pytest.importorskip("fastapi")
 
-from toolgym.rollouts.hf_policy import HFPolicy
-from toolgym.rollouts.serve import serve_in_thread
-from toolgym.trainers.models import cached_tiny_model
+from toolgym.policies.hf_policy import HFPolicy
+from toolgym.policies.models import cached_tiny_model
+from toolgym.policies.serve import serve_in_thread
 
 LIMIT = 64
 BODY_BYTES = 32 * 1024

@@ -13,7 +13,7 @@ from toolgym.envs.types import (
     ToolSpec,
     UserMessage,
 )
-from toolgym.rollouts.chat import to_chat_dicts, tool_dicts
+from toolgym.policies.chat import to_chat_dicts, tool_dicts
 
 CALL = ToolCall(id="call_1_0", name="convert", arguments={"value": 3, "from_unit": "mi", "to_unit": "km"})
 RAW = '<tool_call>\n{"name": "convert", "arguments": {"value": 3, "from_unit": "mi", "to_unit": "km"}}\n</tool_call>'

@@ -2,7 +2,7 @@
 
 The result is a standard Hugging Face model directory (``config.json``, ``model.safetensors``,
 ``tokenizer.json``, the chat template...), loadable with ``AutoModelForCausalLM`` and
-``AutoTokenizer`` or with ``toolgym.rollouts.hf_policy.HFPolicy.from_pretrained``.
+``AutoTokenizer`` or with ``toolgym.policies.hf_policy.HFPolicy.from_pretrained``.
 
 Building takes a few seconds, so ``cached_tiny_model`` keeps one copy per recipe under the
 system temporary directory, keyed by a hash of everything that goes into it.
@@ -18,8 +18,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from toolgym.trainers.models.configs import ModelKind, ModelSize, model_config, shape
-from toolgym.trainers.models.tokenizer import CORPUS_VERSION, IM_END, PAD, chat_template, train_tokenizer
+from toolgym.policies.models.configs import ModelKind, ModelSize, model_config, shape
+from toolgym.policies.models.tokenizer import CORPUS_VERSION, IM_END, PAD, chat_template, train_tokenizer
 
 CACHE_ENV = "TOOLGYM_MODEL_CACHE"
 """Environment variable naming the cache folder (default: ``<tmp>/toolgym-models``)."""

@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 pytest.importorskip("torch")
 pytest.importorskip("fastapi")
 
-from toolgym.rollouts.generation import GenerationJob
-from toolgym.rollouts.hf_policy import HFPolicy
-from toolgym.rollouts.policy import PolicyError, SamplingParams
-from toolgym.rollouts.scheduler import Scheduler
-from toolgym.rollouts.serve import serve_in_thread
-from toolgym.trainers.models import cached_tiny_model
+from toolgym.policies.generation import GenerationJob
+from toolgym.policies.hf_policy import HFPolicy
+from toolgym.policies.models import cached_tiny_model
+from toolgym.policies.scheduler import Scheduler
+from toolgym.policies.serve import serve_in_thread
+from toolgym.policy import PolicyError, SamplingParams
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from toolgym.envs.formats import ToolCallFormat, get_format
 from toolgym.envs.types import AssistantMessage, Task, ToolCall
-from toolgym.rollouts.policy import PolicyRequest, PolicyTurn
+from toolgym.policy import PolicyRequest, PolicyTurn
 
 END_OF_SCRIPT = "I have nothing more to add."
 

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolgym.rollouts.generation import router_logits_off, sample_tokens
+from toolgym.policies.generation import router_logits_off, sample_tokens
 
 PROBS = torch.tensor([[0.2, 0.5, 0.3]])
 LOGITS = PROBS.log()

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from toolgym.rollouts.policy import SamplingParams
+from toolgym.policy import SamplingParams
 
 SEED_MASK = 2**63 - 1
 

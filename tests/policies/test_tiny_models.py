@@ -10,8 +10,8 @@ import toolgym
 from toolgym.envs.formats import HermesFormat
 from toolgym.envs.types import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
 from toolgym.errors import ConfigError
-from toolgym.rollouts.chat import ChatRenderer, to_chat_dicts, tool_dicts
-from toolgym.trainers.models import cached_tiny_model, count_parameters, model_config, shape
+from toolgym.policies.chat import ChatRenderer, to_chat_dicts, tool_dicts
+from toolgym.policies.models import cached_tiny_model, count_parameters, model_config, shape
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_weights_follow_the_seed(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from toolgym.trainers.models import build_tiny_model
+    from toolgym.policies.models import build_tiny_model
 
     a = load_file(build_tiny_model("qwen3", tmp_path / "a", seed=3, n_tasks=20) / "model.safetensors")
     b = load_file(build_tiny_model("qwen3", tmp_path / "b", seed=3, n_tasks=20) / "model.safetensors")

@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 
 import toolgym
 from toolgym.envs.types import AssistantMessage, ToolMessage, UserMessage
+from toolgym.policies.hf_model import load_model_and_tokenizer
+from toolgym.policies.hf_policy import HFPolicy
+from toolgym.policies.models import cached_tiny_model, chat_template, model_config
+from toolgym.policies.models.tokenizer import train_compact_tokenizer
+from toolgym.policy import SamplingParams
 from toolgym.rollouts import run_episodes, sample_tasks
-from toolgym.rollouts.hf_model import load_model_and_tokenizer
-from toolgym.rollouts.hf_policy import HFPolicy
-from toolgym.rollouts.policy import SamplingParams
 from toolgym.rollouts.rows import TOKEN_FORKS, TOKEN_TURNS_WITHOUT_IDS, collate, episode_to_rows, turn_continuity
-from toolgym.trainers.models import cached_tiny_model, chat_template, model_config
-from toolgym.trainers.models.tokenizer import train_compact_tokenizer
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -146,7 +146,7 @@ observations = st.lists(
 def test_extended_prompt_decodes_to_the_template_rendering(model_dir, template, raw, new, ended):
     # For any assistant text and any tool/user messages after it, the prefix ids plus the
     # observation ids decode to exactly what the template renders for the whole conversation.
-    from toolgym.rollouts.chat import ChatRenderer
+    from toolgym.policies.chat import ChatRenderer
 
     tokenizer = _tokenizer(model_dir, template)
     renderer = ChatRenderer(tokenizer)
@@ -243,7 +243,7 @@ def test_forced_drift_starts_a_counted_new_row(model_dir):
 
 
 def test_policy_without_ids_gives_no_rows_and_counts_the_turns():
-    from toolgym.rollouts.scripted import ScriptedPolicy
+    from toolgym.policies.scripted import ScriptedPolicy
 
     gold = sample_tasks("toolgym/unitconv-v0", 2)
     for ep in run_episodes("toolgym/unitconv-v0", ScriptedPolicy.gold(gold), tasks=gold):
@@ -254,8 +254,8 @@ def test_policy_without_ids_gives_no_rows_and_counts_the_turns():
 def test_openai_policy_through_serve_is_token_faithful(model_dir):
     import httpx
 
-    from toolgym.rollouts.openai_policy import OpenAIPolicy
-    from toolgym.rollouts.serve import serve_in_thread
+    from toolgym.policies.openai_policy import OpenAIPolicy
+    from toolgym.policies.serve import serve_in_thread
 
     local = make_policy(model_dir, "hermes")
     expected = run_episodes(chatty_env, local, tasks=tasks(2), seed=5, sampling=SAMPLING)
@@ -282,9 +282,9 @@ def test_openai_policy_through_serve_is_token_faithful(model_dir):
 
 
 def test_completions_api_with_a_chat_renderer_extends_the_ids_client_side(model_dir):
-    from toolgym.rollouts.chat import ChatRenderer
-    from toolgym.rollouts.openai_policy import OpenAIPolicy
-    from toolgym.rollouts.serve import serve_in_thread
+    from toolgym.policies.chat import ChatRenderer
+    from toolgym.policies.openai_policy import OpenAIPolicy
+    from toolgym.policies.serve import serve_in_thread
 
     local = make_policy(model_dir, "kimi_compact")
     expected = run_episodes(chatty_env, local, tasks=tasks(2), seed=9, sampling=SAMPLING)
@@ -301,7 +301,7 @@ def test_completions_api_with_a_chat_renderer_extends_the_ids_client_side(model_
 def test_serve_rejects_prefix_ids_outside_the_vocabulary(model_dir):
     import httpx
 
-    from toolgym.rollouts.serve import serve_in_thread
+    from toolgym.policies.serve import serve_in_thread
 
     policy = make_policy(model_dir, "hermes")
     with serve_in_thread(policy) as url:

@@ -63,7 +63,7 @@ def training_corpus(n_tasks: int = 300, seed: int = 0) -> list[str]:
     import toolgym
     from toolgym.envs.formats import HermesFormat
     from toolgym.envs.types import ToolCall
-    from toolgym.rollouts.chat import to_chat_dicts, tool_dicts
+    from toolgym.policies.chat import to_chat_dicts, tool_dicts
 
     renderer, hermes = _renderer(), HermesFormat()
     env = toolgym.make("toolgym/unitconv-v0")
@@ -125,8 +125,8 @@ def compact_corpus(n_per_domain: int = 150, seed: int = 0) -> list[str]:
         n_per_domain: Task seeds replayed per domain (``seed .. seed + n_per_domain - 1``).
         seed: First task seed.
     """
-    from toolgym.rollouts.chat import to_chat_dicts, tool_dicts
-    from toolgym.trainers.gold_episodes import DOMAINS, gold_conversations
+    from toolgym.policies.chat import to_chat_dicts, tool_dicts
+    from toolgym.policies.models.gold_episodes import DOMAINS, gold_conversations
 
     renderer = _renderer("kimi_compact")
     texts = []

@@ -2,14 +2,14 @@
 
 Nothing here imports torch or transformers until a function that needs them runs.
 
->>> from toolgym.trainers.models import shape
+>>> from toolgym.policies.models import shape
 >>> shape("qwen3", "tiny")["num_experts"]
 8
 """
 
-from toolgym.trainers.models.build import build_tiny_model, cache_dir, cached_tiny_model, recipe_key
-from toolgym.trainers.models.configs import ModelKind, ModelSize, count_parameters, model_config, shape
-from toolgym.trainers.models.tokenizer import (
+from toolgym.policies.models.build import build_tiny_model, cache_dir, cached_tiny_model, recipe_key
+from toolgym.policies.models.configs import ModelKind, ModelSize, count_parameters, model_config, shape
+from toolgym.policies.models.tokenizer import (
     KIMI_MARKERS,
     KIMI_SPECIAL_TOKENS,
     SPECIAL_TOKENS,

@@ -29,19 +29,19 @@ class PolicyOptions:
 
 
 def _scripted(o: PolicyOptions) -> Policy:
-    from toolgym.rollouts.scripted import ScriptedPolicy
+    from toolgym.policies.scripted import ScriptedPolicy
 
     return ScriptedPolicy.gold(o.tasks, o.tool_format)
 
 
 def _chaos(o: PolicyOptions) -> Policy:
-    from toolgym.rollouts.scripted import ChaosPolicy
+    from toolgym.policies.scripted import ChaosPolicy
 
     return ChaosPolicy(o.tool_format)
 
 
 def _hf(o: PolicyOptions) -> Policy:
-    from toolgym.rollouts.hf_policy import HFPolicy
+    from toolgym.policies.hf_policy import HFPolicy
 
     if not o.model:
         raise ConfigError("--policy hf needs --model: a local model folder (or, on the command line, tiny-kimi / tiny-qwen3)")
@@ -49,7 +49,7 @@ def _hf(o: PolicyOptions) -> Policy:
 
 
 def _openai(o: PolicyOptions) -> Policy:
-    from toolgym.rollouts.openai_policy import OpenAIPolicy
+    from toolgym.policies.openai_policy import OpenAIPolicy
 
     if not o.base_url:
         raise ConfigError("--policy openai needs --base-url, e.g. http://127.0.0.1:8000/v1 (see `toolgym serve`)")

@@ -1,7 +1,7 @@
 """Loading a local Hugging Face causal LM with errors that say which file is missing.
 
 Any folder written by ``save_pretrained`` works: the tiny MoE models from
-``toolgym.trainers.models``, a fine-tuned checkpoint, a copied model. Nothing is downloaded.
+``toolgym.policies.models``, a fine-tuned checkpoint, a copied model. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from toolgym.errors import ConfigError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-_HINT = "build one with toolgym.trainers.models.build_tiny_model(kind, out_dir) or save a model with save_pretrained(out_dir)"
+_HINT = "build one with toolgym.policies.models.build_tiny_model(kind, out_dir) or save a model with save_pretrained(out_dir)"
 
 
 class ModelDirError(ConfigError):

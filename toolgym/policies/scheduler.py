@@ -7,7 +7,7 @@ Two parts:
   prefills the admitted prompts, joins them to the batch (the shorter side is left-padded with
   masked columns), samples one token for every live row, retires the rows that finished, and
   runs one forward pass for the rest. Prefill, sampling and log-prob rules are those of
-  ``toolgym.rollouts.generation``, so a request's tokens are the ones it gets alone: each row
+  ``toolgym.policies.generation``, so a request's tokens are the ones it gets alone: each row
   draws from its own seeded generator, positions count only its real tokens, and padding is
   masked out (equal up to float rounding, as for static batches).
 * ``Scheduler`` is the asyncio side: ``submit`` queues a job and waits for its result;
@@ -29,7 +29,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from toolgym.rollouts.generation import (
+from toolgym.policies.generation import (
     Generated,
     GenerationJob,
     _prefill,
@@ -38,8 +38,8 @@ from toolgym.rollouts.generation import (
     _sample_step,
     router_logits_off,
 )
-from toolgym.rollouts.hf_policy import HFPolicy, _overflow
-from toolgym.rollouts.policy import PolicyError
+from toolgym.policies.hf_policy import HFPolicy, _overflow
+from toolgym.policy import PolicyError
 
 
 class DecodeEngine:

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toolgym.envs.types import UserMessage
-from toolgym.rollouts.openai_policy import OpenAIPolicy
-from toolgym.rollouts.policy import PolicyRequest, SamplingParams
+from toolgym.policies.openai_policy import OpenAIPolicy
+from toolgym.policy import PolicyRequest, SamplingParams
 
 
 class Broken(Exception):

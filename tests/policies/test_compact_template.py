@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 from toolgym.envs.formats import get_format
 from toolgym.envs.types import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
-from toolgym.rollouts.chat import ChatRenderer
+from toolgym.policies.chat import ChatRenderer
+from toolgym.policies.models.gold_episodes import DOMAINS, gold_conversations
+from toolgym.policies.models.tokenizer import IM_END, KIMI_MARKERS, KIMI_SPECIAL_TOKENS, train_compact_tokenizer
 from toolgym.trainers.demo_tasks import demo_split
-from toolgym.trainers.gold_episodes import DOMAINS, gold_conversations
-from toolgym.trainers.models.tokenizer import IM_END, KIMI_MARKERS, KIMI_SPECIAL_TOKENS, train_compact_tokenizer
 from toolgym.trainers.sft import conversation_row
 
 
