@@ -37,7 +37,8 @@ HOSTILE_RETURNS = st.one_of(
     st.text(alphabet="abcdef", min_size=1, max_size=8).map(lambda n: ({"$ref": f"#/$defs/{n}"}, "points at nothing")),
     st.just(({"$ref": "https://example.com/s.json"}, "not local")),
     st.just(({"$defs": {"n": {"type": "object", "properties": {"c": {"$ref": "#/$defs/n"}}, "required": ["c"]}}, "$ref": "#/$defs/n"}, "refers back")),
-    st.sampled_from(["^(a+)+$", "^(a|aa)+$", "^(\\w+\\s?)*$"]).map(
+    # Patterns that still backtrack in the timed engine (regex 2026.12 no longer backtracks on '^(a+)+$').
+    st.sampled_from(["^(a|aa)+$", "^(\\w+\\s?)*$", "^(0|00)+$", "^(a|ab|b)*$", "^([a-z0-9]+)*$"]).map(
         lambda p: ({"type": "object", "properties": {"x": {"type": "string", "pattern": p, "examples": ["a"]}}}, "backtracks")),
 )
 
