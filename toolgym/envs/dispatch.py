@@ -11,7 +11,8 @@ import asyncio
 import concurrent.futures
 import json
 import json.encoder
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -25,6 +26,35 @@ from toolgym.errors import EnvError, did_you_mean
 TRUNCATION_MARKER = "\n...[output truncated: {n} more characters]"
 NAME_CHARS = 80
 """A tool name the model sent is quoted in messages up to this many characters."""
+
+
+@dataclass(slots=True)
+class CallContext:
+    """Where a tool call happens: what a ``call_tool`` override may decide by.
+
+    One context serves all the calls of a turn (``index`` moves on); wrappers read it when a
+    call starts, and may record events in ``faults`` (they become the step's ``info["faults"]``).
+    """
+
+    episode_seed: int
+    """Fixed at reset from the reset seed (``reset(seed=s)`` then unseeded resets repeat, as in
+    gymnasium; never seeded: random) and restored with snapshots."""
+    position: int
+    """Messages in the conversation before this turn's assistant message."""
+    calls: list[ToolCall]
+    """This turn's calls that run, in order (calls refused by the budgets are not here)."""
+    tools: Mapping[str, BoundTool]
+    """The tools this episode offers, by name."""
+    timeout_s: float
+    """The episode's default tool deadline (``task.limits.tool_timeout_s``)."""
+    index: int = 0
+    """The place of the current call in ``calls``."""
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    """Events wrappers injected this turn (``info["faults"]``)."""
+
+
+CallTool = Callable[[ToolCall, CallContext], Awaitable[ToolResult]]
+"""The signature of ``ToolEnv.call_tool`` and its overrides."""
 
 
 class ToolBox:

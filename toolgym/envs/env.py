@@ -16,6 +16,7 @@ error observations, snapshots and digests, is shared.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -25,8 +26,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from toolgym.aio import run_sync
+from toolgym.envs.canonical import seed_from
 from toolgym.envs.digest import digest
-from toolgym.envs.dispatch import ToolBox, error_message, error_result, to_message
+from toolgym.envs.dispatch import CallContext, CallTool, ToolBox, error_message, error_result, to_message
 from toolgym.envs.formats import ParsedTurn, get_format
 from toolgym.envs.formats.base import screen_structured
 from toolgym.envs.spaces import ConversationSpace, TextAction
@@ -63,6 +65,7 @@ class EnvSnapshot:
     stop_reason: StopReason | None
     rng_state: dict[str, Any]
     final_answer: str
+    episode_seed: int = 0
 
 
 class ToolEnv(gymnasium.Env):
@@ -107,6 +110,10 @@ class ToolEnv(gymnasium.Env):
         self._final_answer = ""
         self._end_digest: str | None = None
         self._closed = False
+        self.episode_seed = 0
+        """Seed of this episode's tool-call decisions (``CallContext.episode_seed``)."""
+        self._seed_root: int | None = None
+        self._unseeded_resets = 0
 
     # ------------------------------------------------------------------ hooks to override
 
@@ -146,6 +153,15 @@ class ToolEnv(gymnasium.Env):
     def tool_owners(self) -> list[Any]:
         """Objects whose ``@tool`` methods are this environment's tools. Default: the env itself."""
         return [self]
+
+    async def call_tool(self, call: ToolCall, ctx: CallContext) -> ToolResult:
+        """Run one admitted tool call: the one seam every call goes through.
+
+        Default: the toolbox (validation, deadlines, rollback of failed calls). Wrappers
+        (``toolgym.envs.wrappers.ToolCallWrapper``) override this method only; ``ctx`` says
+        where the call happens. Never raises for anything the model or the tool did.
+        """
+        return await self.toolbox.acall(call)
 
     def on_answer(self, content: str) -> tuple[list[Message], StopReason | None]:
         """The assistant answered without calling tools: ``aon_answer`` from sync code.
@@ -190,6 +206,7 @@ class ToolEnv(gymnasium.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Observation, dict[str, Any]]:
         super().reset(seed=seed)
+        self._draw_episode_seed(seed)
         task = (options or {}).get("task")
         if task is None:
             task = self.sample_task(self.np_random)
@@ -218,22 +235,54 @@ class ToolEnv(gymnasium.Env):
         self._end_digest = None
         self._closed = False
         obs = Observation(messages=list(self.messages), tools=self.toolbox.specs())
-        return obs, {"task_id": task.id}
+        return obs, {"task_id": task.id, "task": task}
+
+    def _draw_episode_seed(self, seed: int | None) -> None:
+        # gymnasium's rule for its RNG: reset(seed=s), then reset() ... repeats; never seeded: fresh.
+        if seed is not None:
+            self._seed_root, self._unseeded_resets = seed, 0
+            self.episode_seed = seed
+        elif self._seed_root is not None:
+            self._unseeded_resets += 1
+            self.episode_seed = seed_from(self._seed_root, self._unseeded_resets)
+        else:
+            self.episode_seed = int.from_bytes(os.urandom(8), "big")
 
     def step(self, action: str | ParsedTurn | AssistantMessage) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         """``astep`` from sync code (no event loop unless a tool or user really waits)."""
         return run_sync(self.astep(action))
 
-    async def astep(self, action: str | ParsedTurn | AssistantMessage) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
+    async def astep(
+        self, action: str | ParsedTurn | AssistantMessage, *, call_tool: CallTool | None = None,
+    ) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         """Apply one assistant turn: run its tool calls (within budgets and deadlines), or hand
-        a tool-free answer to ``aon_answer``; return the gymnasium 5-tuple."""
+        a tool-free answer to ``aon_answer``; return the gymnasium 5-tuple.
+
+        ``info`` holds what the episode loop keeps: ``assistant`` (the turn as parsed),
+        ``stop_reason``, ``errors``, ``faults``, ``tool_calls``, ``results``, and once the
+        episode is over ``final_answer`` and ``state_digest``. ``call_tool`` (set by wrappers)
+        replaces ``self.call_tool`` for this turn's calls.
+        """
         turn, assistant = self._begin_step(action)
-        acall = self.toolbox.acall
+        admitted = self._admit(turn.tool_calls)
         results: list[ToolResult] = []
-        for call, refused in self._admit(turn.tool_calls):  # a plain loop: an async comprehension costs a coroutine
-            results.append(await acall(call) if refused is None else refused)
+        faults: list[dict[str, Any]] = []
+        if call_tool is None and type(self).call_tool is ToolEnv.call_tool:
+            acall = self.toolbox.acall  # nothing intercepts calls: straight to the toolbox, no context
+            for call, refused in admitted:  # a plain loop: an async comprehension costs a coroutine
+                results.append(await acall(call) if refused is None else refused)
+        elif admitted:
+            caller = call_tool or self.call_tool
+            ctx = CallContext(self.episode_seed, len(self.messages) - 1, [c for c, r in admitted if r is None],
+                              self.toolbox.tools, self.toolbox.default_timeout_s, faults=faults)
+            for call, refused in admitted:
+                if refused is None:
+                    results.append(await caller(call, ctx))
+                    ctx.index += 1
+                else:
+                    results.append(refused)
         reply = await self.aon_answer(turn.content) if self._is_answer(turn) else None
-        return self._finish_step(turn, assistant, results, reply)
+        return self._finish_step(turn, assistant, results, reply, faults)
 
     def close(self) -> None:
         self._closed = True
@@ -262,6 +311,7 @@ class ToolEnv(gymnasium.Env):
             stop_reason=self._stop,
             rng_state=copy.deepcopy(dict(self.np_random.bit_generator.state)),
             final_answer=self._final_answer,
+            episode_seed=self.episode_seed,
         )
 
     def restore(self, snap: EnvSnapshot) -> None:
@@ -273,6 +323,7 @@ class ToolEnv(gymnasium.Env):
         self.messages = list(snap.messages)
         self._turns, self._tool_calls, self._stop = snap.turns, snap.tool_calls, snap.stop_reason
         self._final_answer = snap.final_answer
+        self.episode_seed = snap.episode_seed
         self.np_random.bit_generator.state = snap.rng_state  # the setter reads the values; it keeps no reference
         self._end_digest = None
         self._closed = False
@@ -332,7 +383,7 @@ class ToolEnv(gymnasium.Env):
 
     def _finish_step(
         self, turn: ParsedTurn, assistant: AssistantMessage, results: list[ToolResult],
-        reply: tuple[list[Message], StopReason | None] | None = None,
+        reply: tuple[list[Message], StopReason | None] | None = None, faults: list[dict[str, Any]] | None = None,
     ) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         task = self.task
         assert task is not None
@@ -360,13 +411,15 @@ class ToolEnv(gymnasium.Env):
             self._stop = StopReason.MAX_TURNS
         self.messages.extend(new)
         stop = self._stop
-        info: dict[str, Any] = {"turn": self._turns, "stop_reason": stop, "tool_calls": len(turn.tool_calls), "errors": errors, "results": results}
+        info: dict[str, Any] = {"turn": self._turns, "stop_reason": stop, "tool_calls": len(turn.tool_calls), "errors": errors,
+                                "results": results, "assistant": assistant, "faults": [] if faults is None else faults}
         if stop is None:
             return trusted(Observation, {"messages": new, "tools": []}), 0.0, False, False, info
         terminated = stop.terminated
         # The episode is over and the world can no longer change: hash it once for info,
         # the reward and the rollout loop.
         self._end_digest = info["state_digest"] = self.state_digest()
+        info["final_answer"] = self._final_answer
         return trusted(Observation, {"messages": new, "tools": []}), self.outcome_reward(), terminated, not terminated, info
 
 

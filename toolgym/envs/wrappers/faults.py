@@ -9,7 +9,8 @@ missing). ``latency_s`` adds real waiting. Every fault is an event in ``info["fa
 Decisions are drawn from (episode seed, position in the conversation, call id, tool,
 arguments), and the episode seed from the reset seed, so the same seed and actions give the
 same faults, also after ``restore``; a call retried in a later turn draws afresh, even where
-the model reuses its call ids (``call_0`` every turn).
+the model reuses its call ids (``call_0`` every turn). The wrapper overrides one method,
+``call_tool``; everything it decides by comes in the call's ``CallContext``.
 
 >>> import toolgym
 >>> env = FaultInjection(toolgym.make("toolgym/unitconv-v0"), FaultConfig(default=FaultSpec(error=1.0)))
@@ -22,18 +23,17 @@ the model reuses its call ids (``call_0`` every turn).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-from collections import Counter
 from typing import Any, Literal
 
-import gymnasium
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from toolgym.aio import loop_needed, run_sync
+from toolgym.aio import loop_needed
 from toolgym.envs.canonical import seed_from
-from toolgym.envs.dispatch import ToolBox, error_result, render_output
-from toolgym.envs.types import ToolCall, ToolResult
+from toolgym.envs.dispatch import CallContext, error_result, render_output
+from toolgym.envs.env import ToolEnv
+from toolgym.envs.types import ToolCall, ToolErrorKind, ToolResult
+from toolgym.envs.wrappers.tool_call import ToolCallWrapper
 
 FaultKind = Literal["error", "timeout", "rate_limit", "malformed", "partial", "latency"]
 _REFUSALS: tuple[FaultKind, ...] = ("error", "timeout", "rate_limit")
@@ -97,76 +97,79 @@ class FaultEvent(BaseModel):
     detail: str = ""
 
 
-class FaultyToolBox(ToolBox):
-    """A tool box that injects faults around another box's calls."""
+class FaultInjection(ToolCallWrapper):
+    """Wraps a ``ToolEnv`` so that its tool calls fail as configured.
 
-    def __init__(self, inner: ToolBox, config: FaultConfig, episode_seed: int):
-        super().__init__(inner.tools.values(), default_timeout_s=inner.default_timeout_s)
-        self.inner, self.config, self.episode_seed = inner, config, episode_seed
-        self.events: list[FaultEvent] = []
-        self._per_turn: Counter[str] = Counter()
-        self._position = 0
+    Args:
+        env: The environment (a ``ToolEnv``, or another ``ToolCallWrapper``).
+        config: The faults (a ``FaultConfig``, or a dict of its fields).
+    """
 
-    def begin_turn(self, position: int = 0) -> None:
-        """Start a new turn at ``position`` (messages so far); per-turn rate limits restart."""
-        self._per_turn.clear()
-        self._position = position
+    def __init__(self, env: ToolEnv | ToolCallWrapper, config: FaultConfig | dict[str, Any] | None = None):
+        super().__init__(env)
+        self.config = config if isinstance(config, FaultConfig) else FaultConfig.model_validate(config or {})
 
-    def drain(self) -> list[FaultEvent]:
-        """The events since the last drain."""
-        events, self.events = self.events, []
-        return events
-
-    async def acall(self, call: ToolCall) -> ToolResult:
-        """The inner box's call with this call's faults (``call`` is the inherited sync edge)."""
-        kind, latency, rng = self._decide(call)
+    async def call_tool(self, call: ToolCall, ctx: CallContext) -> ToolResult:
+        """The wrapped env's call with this call's fault (recorded in ``ctx.faults``)."""
+        if call.name not in ctx.tools:  # never reaches the service: nothing to inject
+            return await super().call_tool(call, ctx)
+        rng = random.Random(seed_from(seed_from(self.config.seed, ctx.episode_seed), ctx.position, call.id, call.name, call.arguments))
+        spec = self.config.for_tool(call.name)
+        kind, latency = _decide(spec, rng, _calls_so_far(call.name, ctx))
+        if latency and kind is None:
+            ctx.faults.append(FaultEvent(call_id=call.id, tool=call.name, kind="latency", latency_s=latency).model_dump())
         if latency:
             await loop_needed()
             await asyncio.sleep(latency)
-        if kind in _REFUSALS:
-            return self._refuse(call, kind, latency)
-        return self._damage(call, await self.inner.acall(call), kind, latency, rng)
+        if kind is not None and kind in _REFUSALS:
+            return _refuse(call, kind, latency, ctx)
+        return _damage(call, await super().call_tool(call, ctx), kind, latency, rng, ctx)
 
-    def _decide(self, call: ToolCall) -> tuple[FaultKind | None, float, random.Random]:
-        rng = random.Random(seed_from(self.episode_seed, self._position, call.id, call.name, call.arguments))
-        if call.name not in self.tools:  # never reaches the service: nothing to inject
-            return None, 0.0, rng
-        spec = self.config.for_tool(call.name)
-        self._per_turn[call.name] += 1
-        latency = rng.uniform(*spec.latency_s) if spec.latency_s[1] > 0 else 0.0
-        if spec.max_calls_per_turn is not None and self._per_turn[call.name] > spec.max_calls_per_turn:
-            return "rate_limit", latency, rng
-        draw, edge = rng.random(), 0.0
-        for kind in (*_REFUSALS, *_DAMAGE):
-            edge += getattr(spec, kind)
-            if draw < edge:
-                return kind, latency, rng
-        if latency:
-            self.events.append(FaultEvent(call_id=call.id, tool=call.name, kind="latency", latency_s=latency))
-        return None, latency, rng
 
-    def _refuse(self, call: ToolCall, kind: FaultKind, latency: float) -> ToolResult:
-        messages = {
-            "error": ("injected_fault", f"503 Service Unavailable: {call.name!r} failed on the server side; the call was not carried out"),
-            "timeout": ("timeout", f"tool {call.name!r} did not finish within {self.default_timeout_s:g}s"),
-            "rate_limit": ("rate_limited", f"429 Too Many Requests: rate limit for {call.name!r} exceeded; retry later"),
-        }
-        error_kind, message = messages[kind]
-        self.events.append(FaultEvent(call_id=call.id, tool=call.name, kind=kind, latency_s=latency, detail=message))
-        return error_result(call, error_kind, message)  # type: ignore[arg-type]  # kind is one of the refusal kinds, all ToolErrorKind values
+def _calls_so_far(name: str, ctx: CallContext) -> int:
+    """Calls of tool ``name`` in this turn up to and including the current one."""
+    return sum(1 for c in ctx.calls[: ctx.index + 1] if c.name == name)
 
-    def _damage(self, call: ToolCall, result: ToolResult, kind: FaultKind | None, latency: float, rng: random.Random) -> ToolResult:
-        if kind not in _DAMAGE or not result.ok:
-            return result
-        if kind == "malformed":
-            text = _render(result.output)
-            garbled = text[: rng.randint(0, max(0, len(text) - 1))] + "\ufffd"
-            message = f"the service returned a malformed response that could not be read: {garbled[:200]!r}"
-            self.events.append(FaultEvent(call_id=call.id, tool=call.name, kind=kind, latency_s=latency, detail=message))
-            return error_result(call, "injected_fault", message)
-        output = _partial(result.output, rng)
-        self.events.append(FaultEvent(call_id=call.id, tool=call.name, kind=kind, latency_s=latency, detail="output cut"))
-        return result.model_copy(update={"output": output})
+
+def _decide(spec: FaultSpec, rng: random.Random, nth_in_turn: int) -> tuple[FaultKind | None, float]:
+    """The call's fault (None: none) and added latency, drawn in a fixed order from ``rng``."""
+    latency = rng.uniform(*spec.latency_s) if spec.latency_s[1] > 0 else 0.0
+    if spec.max_calls_per_turn is not None and nth_in_turn > spec.max_calls_per_turn:
+        return "rate_limit", latency
+    draw, edge = rng.random(), 0.0
+    for kind in (*_REFUSALS, *_DAMAGE):
+        edge += getattr(spec, kind)
+        if draw < edge:
+            return kind, latency
+    return None, latency
+
+
+_REFUSAL_TEXT: dict[FaultKind, tuple[ToolErrorKind, str]] = {
+    "error": ("injected_fault", "503 Service Unavailable: {name!r} failed on the server side; the call was not carried out"),
+    "timeout": ("timeout", "tool {name!r} did not finish within {timeout:g}s"),
+    "rate_limit": ("rate_limited", "429 Too Many Requests: rate limit for {name!r} exceeded; retry later"),
+}
+
+
+def _refuse(call: ToolCall, kind: FaultKind, latency: float, ctx: CallContext) -> ToolResult:
+    error_kind, template = _REFUSAL_TEXT[kind]
+    message = template.format(name=call.name, timeout=ctx.timeout_s)
+    ctx.faults.append(FaultEvent(call_id=call.id, tool=call.name, kind=kind, latency_s=latency, detail=message).model_dump())
+    return error_result(call, error_kind, message)
+
+
+def _damage(call: ToolCall, result: ToolResult, kind: FaultKind | None, latency: float, rng: random.Random, ctx: CallContext) -> ToolResult:
+    if kind not in _DAMAGE or not result.ok:
+        return result
+    if kind == "malformed":
+        text = _render(result.output)
+        garbled = text[: rng.randint(0, max(0, len(text) - 1))] + "\ufffd"
+        message = f"the service returned a malformed response that could not be read: {garbled[:200]!r}"
+        ctx.faults.append(FaultEvent(call_id=call.id, tool=call.name, kind=kind, latency_s=latency, detail=message).model_dump())
+        return error_result(call, "injected_fault", message)
+    output = _partial(result.output, rng)
+    ctx.faults.append(FaultEvent(call_id=call.id, tool=call.name, kind=kind, latency_s=latency, detail="output cut").model_dump())
+    return result.model_copy(update={"output": output})
 
 
 def _render(output: Any) -> str:
@@ -186,79 +189,3 @@ def _partial(output: Any, rng: random.Random) -> Any:
     if isinstance(output, str) and output:
         return output[: len(output) // 2]
     return None
-
-
-class FaultInjection(gymnasium.Wrapper):
-    """Wraps a ``ToolEnv`` so that its tool calls fail as configured.
-
-    Args:
-        env: The environment (a ``ToolEnv``, possibly wrapped).
-        config: The faults (a ``FaultConfig``, or a dict of its fields).
-    """
-
-    def __init__(self, env: gymnasium.Env, config: FaultConfig | dict[str, Any] | None = None):
-        super().__init__(env)
-        self.config = config if isinstance(config, FaultConfig) else FaultConfig.model_validate(config or {})
-        self.box: FaultyToolBox | None = None
-        self.episode_seed = 0
-        self._last_seed: int | None = None
-        self._unseeded_resets = 0
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        obs, info = self.env.reset(seed=seed, options=options)
-        # Like gymnasium's RNG: reset(seed=s) then reset() ... repeats; never seeded, fresh faults.
-        if seed is not None:
-            self._last_seed, self._unseeded_resets = seed, 0
-            self.episode_seed = seed_from(self.config.seed, seed)
-        elif self._last_seed is not None:
-            self._unseeded_resets += 1
-            self.episode_seed = seed_from(self.config.seed, self._last_seed, self._unseeded_resets)
-        else:
-            self.episode_seed = int.from_bytes(os.urandom(8), "big")
-        self._install()
-        return obs, info
-
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        """``astep`` from sync code."""
-        return run_sync(self.astep(action))
-
-    async def astep(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        """Step the wrapped env with this turn's faults; ``info["faults"]`` lists them."""
-        box = self._installed()
-        box.begin_turn(len(self._base().messages))  # restored with the world, unlike a counter here
-        obs, reward, terminated, truncated, info = await self.env.astep(action)  # type: ignore[attr-defined]  # the wrapped env is a ToolEnv or a toolgym wrapper
-        info["faults"] = [e.model_dump() for e in box.drain()]
-        return obs, reward, terminated, truncated, info
-
-    def restore(self, snap: Any) -> None:
-        """Restore the wrapped env; faults keep the episode seed, so they repeat after a restore."""
-        self.env.restore(snap)  # type: ignore[attr-defined]  # the wrapped env is a ToolEnv or a toolgym wrapper
-        self._install()
-
-    def _base(self) -> Any:
-        """The wrapped ``ToolEnv`` (gymnasium types ``unwrapped`` as a plain ``Env``)."""
-        return self.env.unwrapped
-
-    def _install(self) -> FaultyToolBox:
-        base = self._base()
-        inner = base.toolbox.inner if isinstance(base.toolbox, FaultyToolBox) else base.toolbox
-        self.box = base.toolbox = FaultyToolBox(inner, self.config, self.episode_seed)
-        return self.box
-
-    def _installed(self) -> FaultyToolBox:
-        base = self._base()
-        if self.box is None or base.toolbox is not self.box:  # the env rebuilt its box (restore, reset inside)
-            return self._install()
-        return self.box
-
-    # The rest of the ToolEnv surface, so a wrapped env works wherever a ToolEnv does.
-    def snapshot(self) -> Any:
-        return self.env.snapshot()  # type: ignore[attr-defined]  # the wrapped env is a ToolEnv or a toolgym wrapper
-
-    def state_digest(self) -> str:
-        return self.env.state_digest()  # type: ignore[attr-defined]  # the wrapped env is a ToolEnv or a toolgym wrapper
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name == "env":  # "env" is missing only while __init__ runs
-            raise AttributeError(name)
-        return getattr(self.env, name)
