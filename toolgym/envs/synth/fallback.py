@@ -98,9 +98,16 @@ def _arguments(tool: CompiledTool, rng: random.Random, fixed: JsonDict | None = 
 def _seeded_entity(tool: CompiledTool, rng: random.Random) -> tuple[Any, JsonDict]:
     """An entity for the task's initial state: an id that fits the id argument, and a record."""
     id_schema = tool.params.get("properties", {}).get(tool.id_arg, {})
-    ident: Any = rng.randint(1, 999) if id_schema.get("type") == "integer" else f"{tool.entity[:3]}_{rng.getrandbits(24):06x}"
+    ident: Any = _int_id(id_schema, rng) if id_schema.get("type") == "integer" else f"{tool.entity[:3]}_{rng.getrandbits(24):06x}"
     record = tool.generator.generate(rng) if tool.returns.get("type") == "object" else {}
     return ident, {**(record if isinstance(record, dict) else {}), tool.id_field or "id": ident}
+
+
+def _int_id(schema: JsonDict, rng: random.Random) -> int:
+    """An integer id inside the id argument's bounds (an id of 784 for ``maximum: 99`` is refused)."""
+    low = int(schema.get("minimum", 1)) if isinstance(schema.get("minimum"), (int, float)) else 1
+    high = int(schema.get("maximum", 999)) if isinstance(schema.get("maximum"), (int, float)) else 999
+    return rng.randint(low, max(low, min(high, low + 998)))
 
 
 def _rubric(*criteria: str) -> list[JsonDict]:
@@ -153,7 +160,10 @@ def _plan_delete(tool: CompiledTool, rng: random.Random) -> Plan:
 def _plan_list(tool: CompiledTool, rng: random.Random) -> Plan:
     noun = tool.entity.replace("_", " ")
     ids = [f"{tool.entity[:3]}_{rng.getrandbits(24):06x}" for _ in range(2)]
-    entities = {tool.entity: {i: {"id": i} for i in ids}}
+    item = _list_item(tool)
+    # Records shaped like the list's items, so the listed output fits the tool's return schema.
+    records = {i: tool.generator.generate(rng, item) if item is not None and item.get("type") == "object" else {} for i in ids}
+    entities = {tool.entity: {i: {**(r if isinstance(r, dict) else {}), "id": i} for i, r in records.items()}}
     args = {k: v for k, v in _arguments(tool, rng).items() if k in tool.params.get("required", [])}
     return (f"Which {noun} records are there? Give me their ids.", [GoldAction(name=tool.name, arguments=args)],
             _rubric(f"calls {tool.name}", f"the answer lists the ids of all {noun} records"),
@@ -162,14 +172,19 @@ def _plan_list(tool: CompiledTool, rng: random.Random) -> Plan:
 
 def _lists_ids(tool: CompiledTool) -> bool:
     """Whether the list tool's output shows each record's ``id`` (so the answer can name them)."""
+    item = _list_item(tool)
+    return item is not None and (not item.get("properties") or "id" in item["properties"])
+
+
+def _list_item(tool: CompiledTool) -> JsonDict | None:
+    """The schema of one listed record (resolved), or None when the output has no list."""
     schema = tool.returns
     if schema.get("type") == "array":
         item = schema.get("items")
     else:
         arrays = [p for p in schema.get("properties", {}).values() if isinstance(p, dict) and p.get("type") == "array"]
         item = arrays[0].get("items") if arrays else None
-    item = tool.generator.resolve(item) if isinstance(item, dict) else None
-    return item is not None and (not item.get("properties") or "id" in item["properties"])
+    return tool.generator.resolve(item) if isinstance(item, dict) else None
 
 
 def _plan_call(tool: CompiledTool, rng: random.Random) -> Plan:
