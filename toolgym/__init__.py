@@ -40,6 +40,7 @@ _LAZY = {
     "Policy": "toolgym.policy",
     "Rubric": "toolgym.rubrics.rubric",
     "Score": "toolgym.rubrics.score",
+    "register_check": "toolgym.rubrics.checks.registry",
 }
 
 
@@ -54,5 +55,5 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AssistantMessage", "Episode", "Message", "Observation", "Policy", "Rubric", "Score", "ScriptedPolicy", "StopReason",
     "Task", "ToolCall", "ToolEnv", "ToolResult", "ToolSpec", "check_env", "make", "register",
-    "run_episodes", "tool",
+    "register_check", "run_episodes", "tool",
 ]

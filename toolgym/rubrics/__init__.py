@@ -11,7 +11,7 @@
 """
 
 from toolgym.rubrics.catalog import catalog_rubrics, rubric_for
-from toolgym.rubrics.checks import CHECKS, CheckUnscorable
+from toolgym.rubrics.checks import CHECKS, CheckUnscorable, register_check
 from toolgym.rubrics.compose import compose
 from toolgym.rubrics.critics import FunctionCritic, JudgeBudget, JudgementCache, LLMJudge, PairwiseCritic
 from toolgym.rubrics.loading import RubricError, load_rubric, rubric_from_dict
@@ -24,5 +24,5 @@ __all__ = [
     "CHECKS", "CheckSource", "CheckUnscorable", "ComponentCost", "Criterion", "CriterionScore", "CriticSource",
     "FunctionCritic", "JudgeBudget", "JudgementCache", "LLMJudge", "PairwiseCritic", "Penalty", "PenaltyScore",
     "Rubric", "RubricError", "Scale", "Score", "Unscorable", "catalog_rubrics", "compose", "load_rubric",
-    "rubric_for", "rubric_from_dict", "score_episodes", "score_episodes_sync", "score_metrics",
+    "register_check", "rubric_for", "rubric_from_dict", "score_episodes", "score_episodes_sync", "score_metrics",
 ]

@@ -17,8 +17,57 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from toolgym.rubrics.checks.registry import CHECKS, params_model
+from toolgym.rubrics.checks.registry import BUILTIN_CHECKS, CHECKS, params_model
 from toolgym.rubrics.rubric import CheckSource, Criterion, CriticSource, Penalty, Rubric, Scale
+
+CUSTOM_CHECKS = '''
+## Custom checks
+
+A check of your own is a plain function whose name is its metric name. `toolgym.register_check`
+adds it to the checks above, so rubric files refer to it by name (an unknown name is refused
+when the file loads, with the closest names); its keyword-only params are validated from their
+type hints. In Python, a rubric's `criteria` also takes the function itself (weight 1), and
+`Criterion.from_check` sets a weight, a gate or params. The function returns a number in
+[0, 1] or a bool, or None when it does not apply to the task. An exception inside it makes the
+criterion unscorable (`check_error`), never 0; raise `CheckUnscorable` when the episode lacks
+what the check needs (`missing_data`).
+
+```python
+import toolgym
+import yaml
+from toolgym.rollouts import ScriptedPolicy, run_episodes, sample_tasks
+from toolgym.rubrics import Criterion, Rubric, rubric_from_dict, score_episodes_sync
+
+
+@toolgym.register_check
+def answer_is_short(task, episode, *, limit: int = 200) -> float:
+    """1.0 when the final answer has at most ``limit`` characters."""
+    return float(len(episode.final_answer) <= limit)
+
+
+def mentions_a_number(task, episode) -> bool:
+    """The final answer holds a digit."""
+    return any(ch.isdigit() for ch in episode.final_answer)
+
+
+rubric = Rubric(name="mine", criteria=[mentions_a_number, Criterion.from_check(answer_is_short, weight=0.5, params={"limit": 100})])
+same = rubric_from_dict(yaml.safe_load("""
+name: mine
+criteria:
+  - {id: mentions_a_number, description: The final answer holds a digit., source: {type: check, check: mentions_a_number}}
+  - id: answer_is_short
+    description: The final answer is short.
+    weight: 0.5
+    source: {type: check, check: answer_is_short, params: {limit: 100}}
+"""))
+tasks = sample_tasks("toolgym/unitconv-v0", n=2, seed=0)
+episodes = run_episodes("toolgym/unitconv-v0", ScriptedPolicy.gold(tasks), tasks=tasks)
+scores = score_episodes_sync(episodes, rubric)
+assert [s.total for s in scores] == [s.total for s in score_episodes_sync(episodes, same)]
+print([s.total for s in scores], scores[0].criterion("answer_is_short").value)
+```
+'''
+"""The section on registering checks of one's own, with an example the docs test runs."""
 
 MODELS: list[type[BaseModel]] = [Rubric, Criterion, CheckSource, CriticSource, Scale, Penalty]
 """The rubric file's models, outermost first."""
@@ -123,8 +172,9 @@ def render_reference() -> str:
         "Every check returns a number in [0, 1], or nothing when it does not apply to the episode.",
         "",
     ]
-    for name in sorted(CHECKS):
+    for name in sorted(BUILTIN_CHECKS):
         lines += _check_section(name)
+    lines += CUSTOM_CHECKS.strip("\n").splitlines()
     return "\n".join(lines).rstrip() + "\n"
 
 

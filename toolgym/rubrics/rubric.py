@@ -21,13 +21,16 @@ message naming the file and the field.
 
 from __future__ import annotations
 
+import inspect
+import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from toolgym.envs.types import Task
 from toolgym.errors import ConfigError
-from toolgym.rubrics.checks.registry import get_check, validate_params
+from toolgym.rubrics.checks.registry import get_check, register_check, validate_params
 
 CriterionKind = Literal["core", "prescriptive", "task_specific"]
 """core: every task of the environment; prescriptive: how the work is done (style, safety,
@@ -138,7 +141,49 @@ class Criterion(_Model):
         return self
 
     def applies_to(self, task: Task) -> bool:
+        """Whether the criterion judges ``task`` (by its family)."""
         return self.families is None or task.metadata.get("family") in self.families
+
+    @classmethod
+    def from_check(
+        cls,
+        check: Callable[..., Any] | str,
+        *,
+        id: str | None = None,
+        description: str | None = None,
+        params: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Criterion:
+        """A criterion scored by a check: a registered name, or a plain function (registered here).
+
+        Args:
+            check: The check function or its registered name.
+            id: The criterion id (default: the check's name in lower case).
+            description: What is judged (default: the first line of the function's docstring).
+            params: The check's params.
+            **fields: Other ``Criterion`` fields (``weight``, ``gate``, ``kind``, ``families``).
+
+        Raises:
+            ConfigError: the function cannot be a check, or its name is taken by another one.
+
+        >>> def short(task, episode) -> bool:
+        ...     '''The final answer has at most 80 characters.'''
+        ...     return len(episode.final_answer) <= 80
+        >>> Criterion.from_check(short, weight=0.5).source.check
+        'short'
+        """
+        if callable(check):
+            register_check(check)
+            name = str(check.__name__)
+            doc = inspect.getdoc(check) or ""
+        else:
+            name, doc = check, inspect.getdoc(get_check(check)) or ""
+        if id is None:
+            id = name.lower().lstrip("_")
+            if not re.match(_ID, id):
+                raise ConfigError(f"check {name!r} gives no usable criterion id; pass one: Criterion.from_check(fn, id='my_check')")
+        text = description or (doc.splitlines()[0] if doc else f"The check {name} holds.")
+        return cls(id=id, description=text, source=CheckSource(check=name, params=params or {}), **fields)
 
 
 PenaltyKind = Literal["token_budget", "excess_turns", "excess_calls", "excess_calls_over_gold"]
@@ -156,7 +201,11 @@ class Penalty(_Model):
 
 
 class Rubric(_Model):
-    """Criteria, gates and penalties that turn an episode into a ``Score``."""
+    """Criteria, gates and penalties that turn an episode into a ``Score``.
+
+    ``criteria`` also takes plain check functions, each a criterion of weight 1 named after it
+    (see ``Criterion.from_check`` for other weights, gates and params).
+    """
 
     name: str = Field(min_length=1)
     description: str = ""
@@ -167,6 +216,14 @@ class Rubric(_Model):
     on_unscorable: Literal["unscorable", "renormalize"] = "unscorable"
     """When a weighted criterion is unscorable: the total is unscorable too, or the other
     criteria are renormalized (the dropped one stays visible in the breakdown)."""
+
+    @field_validator("criteria", mode="before")
+    @classmethod
+    def _plain_functions(cls, items: Any) -> Any:
+        # A plain function in the list is a criterion scored by that check, weight 1.
+        if isinstance(items, (list, tuple)):
+            return [Criterion.from_check(x) if callable(x) and not isinstance(x, BaseModel) else x for x in items]
+        return items
 
     @field_validator("criteria")
     @classmethod

@@ -1,4 +1,7 @@
-"""Verifiable checks: small named functions of (task, episode[, env]) -> score in [0, 1] or None."""
+"""Verifiable checks: small named functions of (task, episode[, env]) -> score in [0, 1] or None.
+
+``register_check`` adds a plain function of your own; rubrics then refer to it by name.
+"""
 
 from toolgym.rubrics.checks.answer import answer_matches, normalize, numbers_in, required_outputs_present
 from toolgym.rubrics.checks.base import CheckFn, CheckUnscorable
@@ -12,11 +15,19 @@ from toolgym.rubrics.checks.calls import (
     tool_not_called,
     well_formed_call_rate,
 )
-from toolgym.rubrics.checks.registry import CHECKS, get_check, run_check, validate_params
+from toolgym.rubrics.checks.registry import (
+    BUILTIN_CHECKS,
+    CHECKS,
+    get_check,
+    register_check,
+    run_check,
+    validate_params,
+)
 from toolgym.rubrics.checks.shell import ShellReport, TestReport, files_as_expected, tests_pass
 from toolgym.rubrics.checks.state import final_state_matches_gold
 
 __all__ = [
+    "BUILTIN_CHECKS",
     "CHECKS",
     "CallPattern",
     "CheckFn",
@@ -33,6 +44,7 @@ __all__ = [
     "gold_calls_made",
     "normalize",
     "numbers_in",
+    "register_check",
     "required_outputs_present",
     "run_check",
     "tests_pass",
