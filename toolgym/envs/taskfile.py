@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -35,6 +37,9 @@ def load_tasks(path: str | Path) -> list[Task]:
             try:
                 data = safejson.loads(line, safejson.FILE_LIMITS)
             except json.JSONDecodeError as exc:
+                refused = refused_number(line)  # safejson's refusals carry no position: find the token
+                if refused is not None:
+                    raise TaskFileError(f"{path}:{lineno}: {refused}") from None
                 raise TaskFileError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
             try:
                 task = Task.model_validate(data)
@@ -58,6 +63,82 @@ def _explain(exc: ValidationError) -> str:
         else:
             parts.append(f"field '{field}': {err['msg']} (got {str(err.get('input'))[:60]!r})")
     return "; ".join(parts)
+
+
+# One JSON token: a string (escapes included), a number, a literal, or one punctuation mark.
+_TOKEN = re.compile(
+    r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?)'
+    r"|(?P<const>NaN|-?Infinity)|(?P<lit>true|false|null)|(?P<punct>[\[\]{}:,]))",
+    re.DOTALL,
+)
+
+
+def refused_number(line: str) -> str | None:
+    """Where a line holds a number JSON or a 64-bit float cannot (NaN, Infinity, 1e400, 5,000 digits).
+
+    Returns:
+        ``"field 'metadata.scores[2]' (column 31): NaN is not a JSON number; ..."``, or None when
+        the line holds no such number before its first syntax error.
+    """
+    stack: list[_Frame] = []
+    pos = 0
+    while pos < len(line):
+        match = _TOKEN.match(line, pos)
+        if match is None or not match.group().strip():
+            return None
+        pos, kind = match.end(), match.lastgroup or ""
+        token, column = match.group(kind), match.start(kind) + 1
+        if kind == "const" or (kind == "num" and _unrepresentable(token)):
+            where = f"field '{_path(stack)}'" if stack else "the line"
+            return f"{where} (column {column}): {_why(token)}; write a finite number, null or a string"
+        if kind == "str" and stack and stack[-1].wants_key:
+            stack[-1].at, stack[-1].wants_key = json.loads(token), False  # an object key; its ':' follows
+        elif kind == "punct":
+            _structure(stack, token)
+    return None
+
+
+class _Frame:
+    """One open container of the scanned line: where in it the scanner is."""
+
+    def __init__(self, is_array: bool):
+        self.is_array = is_array
+        self.at: str | int = 0 if is_array else ""
+        """The current index (array) or key (object)."""
+        self.wants_key = not is_array
+
+
+def _structure(stack: list[_Frame], mark: str) -> None:
+    """Open or close a container, or move on to its next item or key."""
+    if mark in "[{":
+        stack.append(_Frame(is_array=mark == "["))
+    elif mark in "]}" and stack:
+        stack.pop()
+    elif mark == "," and stack:
+        top = stack[-1]
+        if top.is_array and isinstance(top.at, int):
+            top.at += 1
+        else:
+            top.wants_key = True
+
+
+def _path(stack: list[_Frame]) -> str:
+    return "".join(f"[{f.at}]" if f.is_array else f".{f.at}" for f in stack).lstrip(".")
+
+
+def _unrepresentable(token: str) -> bool:
+    digits = len(token.lstrip("-"))
+    if re.fullmatch(r"-?\d+", token):
+        return digits > safejson.FILE_LIMITS.max_digits
+    return math.isinf(float(token))
+
+
+def _why(token: str) -> str:
+    if token in ("NaN", "Infinity", "-Infinity"):
+        return f"{token} is not a JSON number"
+    if re.fullmatch(r"-?\d+", token):
+        return f"an integer of {len(token.lstrip('-')):,} digits (at most {safejson.FILE_LIMITS.max_digits:,})"
+    return f"{token[:40]} is too large for a 64-bit float"
 
 
 def save_tasks(tasks: Iterable[Task], path: str | Path) -> Path:
