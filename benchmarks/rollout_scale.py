@@ -2,8 +2,8 @@
 
 (a) ``--envs`` live unitconv envs (10,000 by default), each reset to its own task, replay their
     gold tool calls in lockstep ticks: every live env steps once per tick, through the pool's
-    ``step`` exactly as an episode calls it (so the Ray figures include the caller-side mirror,
-    the per-actor tick batching and both pickling directions). Measured for the in-process
+    ``step`` exactly as an episode calls it (so the Ray figures include the per-actor tick
+    batching and both pickling directions of what ``astep`` returns). Measured for the in-process
     pool (one core, deferred GC as ``run_episodes(gc_policy="deferred")``) and for the Ray
     pool (``--actors`` actors, 1 CPU each) in the same run: aggregate tool-call steps/s, the
     step latency each episode saw (p50/p99), and memory per env (process RSS growth while the
@@ -15,6 +15,11 @@
 
     python benchmarks/rollout_scale.py                       # the README numbers
     python benchmarks/rollout_scale.py --envs 1000 --rounds 1  # a quick run
+    python benchmarks/rollout_scale.py --against REV         # also run commit REV's benchmark, same settings
+
+With ``--against REV`` the benchmark of commit ``REV`` (its own code and script, extracted with
+``git archive``) runs first in a subprocess with the same settings, and the CPU per step of
+both trees is printed side by side.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ import gc
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -104,7 +112,7 @@ async def _acquire(pool: Any, n: int) -> list[Any]:
 
 
 async def _release(pool: Any, envs: list) -> None:
-    await asyncio.gather(*(pool.release(env) for env in envs))  # concurrent, so batched per actor
+    await asyncio.gather(*(pool.close(env) for env in envs))  # concurrent, so batched per actor
 
 
 def part_a_local(tasks: list, rounds: int) -> dict[str, float]:
@@ -128,7 +136,7 @@ def part_a_ray(pool: RayEnvPool, tasks: list, rounds: int) -> dict[str, float]:
     before = sum(s["rss"] for s in pool.actor_stats())
     asyncio.run(_warm(pool, tasks))
     grown = sum(s["rss"] for s in pool.actor_stats()) - before
-    with deferred_gc():  # the caller holds 10,000 mirrors and coroutines: same GC policy as local
+    with deferred_gc():  # the caller holds 10,000 handles and coroutines: same GC policy as local
         out = lockstep(pool, tasks, rounds, actor_cpu=lambda: sum(s["cpu_s"] for s in pool.actor_stats()))
     return {**out, "bytes_per_env": grown / len(tasks)}
 
@@ -174,8 +182,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--episodes", type=int, default=1_000)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rollout_scale.json")
+    parser.add_argument("--against", metavar="REV", help="first run commit REV's benchmark with the same settings; compare CPU per step")
     args = parser.parse_args()
     console = Console()
+    before = run_against(args) if args.against else None
     ray.init(num_cpus=max(os.cpu_count() or 1, args.actors), include_dashboard=False, log_to_driver=False)
     tasks = sample_tasks(UNITCONV, n=args.envs, seed=0)
     gc.collect()
@@ -200,9 +210,43 @@ def main() -> None:
                        "target_steps_per_s": TARGET_RATE, "target_ratio": TARGET_RATIO,
                        "targets_met": ray_a["steps_per_s"] >= TARGET_RATE and ratio >= TARGET_RATIO}
     show(console, results)
+    if before is not None:
+        results["against"] = before
+        show_against(console, args.against, before, results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     console.print(f"wrote {args.out}")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_against(args: argparse.Namespace) -> dict[str, Any]:
+    """Commit ``args.against``'s own benchmark, same settings, in a subprocess; its results."""
+    with tempfile.TemporaryDirectory(prefix="rollout_scale_base_") as tmp:
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{args.against}^{{commit}}"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        out = Path(tmp) / "before.json"
+        cmd = [sys.executable, "benchmarks/rollout_scale.py", "--envs", str(args.envs), "--actors", str(args.actors),
+               "--rounds", str(args.rounds), "--episodes", str(args.episodes), "--out", str(out)]
+        subprocess.run(cmd, cwd=tmp, env={**os.environ, "PYTHONPATH": tmp}, check=True)
+        return {**json.loads(out.read_text()), "rev": rev}
+
+
+def show_against(console: Console, rev: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+    table = Table(title=f"CPU µs per tool-call step: {rev} ({before['rev'][:10]}) vs this tree")
+    for col in ("", rev, "this tree"):
+        table.add_column(col, justify="right" if col else "left")
+    for label, key in (("local, in-process", "a_local"), ("Ray, caller + actors", "a_ray")):
+        b, a = before[key], after[key]
+        table.add_row(label, f"{b['cpu_us_per_step']:.0f}", f"{a['cpu_us_per_step']:.0f}")
+    b, a = before["a_ray"], after["a_ray"]
+    table.add_row("Ray, caller only", f"{b['caller_cpu_us_per_step']:.0f}", f"{a['caller_cpu_us_per_step']:.0f}")
+    table.add_row("Ray, actors only", f"{b['actor_cpu_us_per_step']:.0f}", f"{a['actor_cpu_us_per_step']:.0f}")
+    table.add_row("Ray steps/s", f"{b['steps_per_s']:,.0f}", f"{a['steps_per_s']:,.0f}")
+    console.print(table)
 
 
 def show(console: Console, r: dict[str, Any]) -> None:

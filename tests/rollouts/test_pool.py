@@ -1,5 +1,5 @@
-"""Env pools without Ray: the local pool, the env actor's batched calls run in-process, and the
-message codec the Ray pool ships steps with."""
+"""Env pools without Ray: the local pool, and the env actor's batched calls run in-process
+(what they return is what a local env returns, through a pickle)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import pickle
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +16,7 @@ from toolgym.envs.catalog.unitconv.env import UnitConvEnv
 from toolgym.envs.tools import tool
 from toolgym.envs.types import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
 from toolgym.rollouts import ScriptedPolicy, run_episodes, sample_tasks
-from toolgym.rollouts.env_actor import EnvActor, pack_messages, unpack_messages
+from toolgym.rollouts.env_actor import EnvActor
 from toolgym.rollouts.pool import LocalEnvPool
 
 UNITCONV = "toolgym/unitconv-v0"
@@ -38,10 +39,33 @@ messages = st.lists(st.one_of(
 
 @settings(max_examples=60, deadline=None)
 @given(msgs=messages)
-def test_packed_messages_cross_a_pickle_unchanged(msgs):
-    back = unpack_messages(pickle.loads(pickle.dumps(pack_messages(msgs))))
+def test_messages_cross_a_pickle_unchanged(msgs):
+    back = pickle.loads(pickle.dumps(msgs))  # what an actor's reply does to the messages it carries
     assert [type(m) for m in back] == [type(m) for m in msgs]
     assert [m.model_dump() for m in back] == [m.model_dump() for m in msgs]
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), texts=st.lists(st.sampled_from([
+    '<tool_call>{"name": "store", "arguments": {"name": "k", "value": 1}}</tool_call>',
+    '<tool_call>{"name": "recall", "arguments": {"name": "k"}}</tool_call>',
+    '<tool_call>{"name": "nope"}</tool_call>', "<tool_call>{broken", "the answer is 1",
+]), min_size=1, max_size=5))
+def test_env_actor_replies_are_what_a_local_env_returns(seed, texts):
+    async def go():
+        actor = EnvActor(lambda: toolgym.make(UNITCONV), gc_policy="default")
+        local = toolgym.make(UNITCONV)
+        [remote_reset] = await actor.reset_many([(1, seed, None)])
+        assert pickle.loads(pickle.dumps(remote_reset)) == local.reset(seed=seed)
+        for text in texts:
+            [remote] = await actor.step_many([(1, text)])
+            if isinstance(remote, Exception):  # the episode ended: both refuse the same way
+                with pytest.raises(type(remote)):
+                    local.step(text)
+                return
+            assert pickle.loads(pickle.dumps(remote)) == local.step(text)
+
+    asyncio.run(go())
 
 
 def test_local_pool_reuses_envs_without_changing_episodes():
@@ -62,7 +86,7 @@ def test_env_actor_isolates_a_broken_item_and_serializes_one_env():
         assert isinstance(replies[1], KeyError) and not isinstance(replies[0], Exception) and not isinstance(replies[2], Exception)
         # two batches touching env 1 at once: its steps run one after the other, in arrival order
         first, second = await asyncio.gather(actor.step_many([(1, call)]), actor.step_many([(1, call)]))
-        assert second[0][0] == first[0][0] + len(first[0][1])
+        assert second[0][4]["turn"] == first[0][4]["turn"] + 1
         assert (await actor.stats())["live"] == 2
         await actor.close_many([(1, True), (2, False)])
         assert (await actor.stats())["live"] == 0
@@ -95,8 +119,8 @@ def test_env_actor_steps_that_suspend_do_not_hold_up_the_others():
         started = time.perf_counter()
         replies = await actor.step_many([(0, call("a", 0.3)), (1, call("b", 0.3)), (2, "no call, an answer"), (3, call("d", 0.3))])
         elapsed = time.perf_counter() - started
-        echoed = [unpack_messages(r[1])[-1].content for r in replies]
-        assert [echoed[0], echoed[1], echoed[3]] == ["a", "b", "d"] and replies[2][6] is not None
+        echoed = [r[0].messages[-1].content if r[0].messages else r[4]["assistant"].content for r in replies]
+        assert [echoed[0], echoed[1], echoed[3]] == ["a", "b", "d"] and replies[2][4]["stop_reason"] is not None
         assert elapsed < 0.8, elapsed  # the three threaded tools overlapped instead of 0.9 s in a row
 
     asyncio.run(go())

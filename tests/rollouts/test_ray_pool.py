@@ -60,12 +60,13 @@ def test_snapshot_on_one_env_restores_on_another_through_the_pool(pool):
         snap = await pool.snapshot(a)
         await pool.reset(b, seed=99)
         await pool.restore(b, snap)
-        assert b.messages == a.messages and b.task == a.task
+        snap_a, snap_b = await pool.snapshot(a), await pool.snapshot(b)  # the envs, read through the pool only
+        assert snap_b.messages == snap_a.messages and snap_b.task == snap_a.task
         same = '<tool_call>{"name": "recall", "arguments": {"name": "x"}}</tool_call>'
         out_a, out_b = await pool.step(a, same), await pool.step(b, same)
         assert out_a[0] == out_b[0] and await pool.digest(a) == await pool.digest(b)
         for env in (a, b):
-            await pool.release(env)
+            await pool.close(env)
 
     asyncio.run(go())
 
@@ -216,10 +217,10 @@ def test_a_payload_that_does_not_pickle_fails_its_episode_not_the_actor(pool):
         env = await pool.acquire()
         with pytest.raises(toolgym.errors.EnvError, match="failed: TypeError: Could not serialize"):
             await pool.reset(env, seed=0, options={"lock": threading.Lock()})  # no pickle for locks
-        await pool.discard(env)
+        await pool.close(env, reuse=False)
         again = await pool.acquire()
         obs, _ = await pool.reset(again, seed=0)  # same actor, still serving
-        await pool.release(again)
+        await pool.close(again)
         return obs
 
     assert asyncio.run(go()).messages

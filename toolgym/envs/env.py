@@ -259,8 +259,8 @@ class ToolEnv(gymnasium.Env):
         a tool-free answer to ``aon_answer``; return the gymnasium 5-tuple.
 
         ``info`` holds what the episode loop keeps: ``assistant`` (the turn as parsed),
-        ``stop_reason``, ``errors``, ``faults``, ``tool_calls``, ``results``, and once the
-        episode is over ``final_answer`` and ``state_digest``. ``call_tool`` (set by wrappers)
+        ``stop_reason``, ``errors``, ``faults``, ``tool_calls``, ``results``; ``final_answer``
+        after an answer turn and once the episode is over; ``state_digest`` once it is over. ``call_tool`` (set by wrappers)
         replaces ``self.call_tool`` for this turn's calls.
         """
         turn, assistant = self._begin_step(action)
@@ -413,6 +413,8 @@ class ToolEnv(gymnasium.Env):
         stop = self._stop
         info: dict[str, Any] = {"turn": self._turns, "stop_reason": stop, "tool_calls": len(turn.tool_calls), "errors": errors,
                                 "results": results, "assistant": assistant, "faults": [] if faults is None else faults}
+        if reply is not None:
+            info["final_answer"] = turn.content
         if stop is None:
             return trusted(Observation, {"messages": new, "tools": []}), 0.0, False, False, info
         terminated = stop.terminated

@@ -14,6 +14,8 @@ Rules the actor keeps:
   runs sync tools with a deadline in threads and awaits async tools (MCP, sandboxes).
 - A failure of one env is returned in its reply slot as the exception, never raised for the
   whole batch, so one broken env cannot fail the other episodes of a tick.
+- A reply is exactly what the env's own method returned (``reset``'s pair, ``astep``'s
+  5-tuple, ...): the caller keeps the episode's transcript, so nothing else travels.
 """
 
 from __future__ import annotations
@@ -25,19 +27,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from toolgym.envs.env import EnvSnapshot, ToolEnv, tool_env
-from toolgym.envs.types import (
-    AssistantMessage,
-    Message,
-    Observation,
-    StopReason,
-    SystemMessage,
-    Task,
-    ToolCall,
-    ToolMessage,
-    UserMessage,
-    trusted,
-)
+from toolgym.envs.env import EnvSnapshot, ToolEnv
 from toolgym.errors import UnknownEnvError
 
 Reply = Any
@@ -89,10 +79,7 @@ class EnvActor:
     # ------------------------------------------------------------------ batched env calls
 
     async def reset_many(self, items: Sequence[tuple[int, int | None, dict[str, Any] | None]]) -> list[Reply]:
-        """``(key, seed, options)`` each -> ``(packed messages, tools, info, task)`` or the exception.
-
-        ``task`` is None when the caller passed the task in ``options`` (it has it already).
-        """
+        """``(key, seed, options)`` each -> ``env.reset(seed=seed, options=options)`` or the exception."""
         out: list[Reply] = []
         for key, seed, options in items:
             try:
@@ -100,20 +87,13 @@ class EnvActor:
                 if env is None:
                     env = self._free.pop() if self._free else self._factory()
                     self._envs[key] = env
-                obs, info = env.reset(seed=seed, options=options)
-                given = isinstance((options or {}).get("task"), Task)
-                out.append((pack_messages(obs.messages), obs.tools, info, None if given else tool_env(env).task))
+                out.append(env.reset(seed=seed, options=options))
             except Exception as exc:  # the caller's episode fails with it; the others go on
                 out.append(exc)
         return out
 
     async def step_many(self, items: Sequence[tuple[int, str]]) -> list[Reply]:
-        """``(key, action)`` each -> a step reply or the exception.
-
-        A step reply is the plain tuple ``(start, messages, reward, terminated, truncated, info,
-        stop_reason, final_answer)``: where the step's messages begin and what they are, so the
-        caller can mirror the conversation (a tuple, because ~10^5 of them cross a second).
-        """
+        """``(key, action)`` each -> ``env.astep(action)`` (the gymnasium 5-tuple) or the exception."""
         out: list[Reply] = []
         waiting: list[tuple[int, asyncio.Task[Any]]] = []
         for key, action in items:
@@ -140,11 +120,11 @@ class EnvActor:
 
     async def digest_many(self, keys: Sequence[int]) -> list[Reply]:
         """``state_digest()`` of each env."""
-        return [self._call(key, lambda env: tool_env(env).state_digest()) for key in keys]
+        return [self._call(key, lambda env: env.state_digest()) for key in keys]
 
     async def snapshot_many(self, keys: Sequence[int]) -> list[Reply]:
         """``snapshot()`` of each env (sent to the caller: it may be restored on any actor)."""
-        return [self._call(key, lambda env: tool_env(env).snapshot()) for key in keys]
+        return [self._call(key, lambda env: env.snapshot()) for key in keys]
 
     async def restore_many(self, items: Sequence[tuple[int, EnvSnapshot]]) -> list[Reply]:
         """Put each env back to a snapshot, building it first if this actor never saw the key."""
@@ -154,8 +134,8 @@ class EnvActor:
                 env = self._envs.get(key)
                 if env is None:
                     env = self._envs[key] = self._free.pop() if self._free else self._factory()
-                tool_env(env).restore(snap)
-                out.append(_mirror_of(env))
+                env.restore(snap)
+                out.append(None)
             except Exception as exc:
                 out.append(exc)
         return out
@@ -187,7 +167,7 @@ class EnvActor:
         except Exception as exc:
             return exc
 
-    async def _step(self, key: int, action: str) -> tuple[Any, ...]:
+    async def _step(self, key: int, action: str) -> Any:
         env = self._envs.get(key)
         if env is None:
             raise KeyError(f"env {key} is not on this actor (never reset, closed, or the actor restarted)")
@@ -195,15 +175,7 @@ class EnvActor:
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
         async with lock:
-            base = tool_env(env)
-            start = len(base.messages)
-            astep = getattr(env, "astep", None)
-            obs, reward, terminated, truncated, info = await astep(action) if astep is not None else env.step(action)
-            del obs  # the caller rebuilds it from the new messages
-            # "results" repeats the tool messages as models: the costliest part to pickle, and unused
-            lean = {k: v for k, v in info.items() if k != "results"}
-            new = pack_messages(base.messages[start:])
-            return (start, new, reward, terminated, truncated, lean, base.stop_reason, base.final_answer)
+            return await env.astep(action)
 
 
 async def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
@@ -230,51 +202,6 @@ async def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
             pending = coro.send(None)
         except StopIteration as done:
             return done.value
-
-
-_KINDS: tuple[type[Any], ...] = (SystemMessage, UserMessage, AssistantMessage, ToolMessage)
-_KIND_OF = {cls: i for i, cls in enumerate(_KINDS)}
-
-
-def pack_messages(messages: Sequence[Message]) -> list[Any]:
-    """Messages as ``(kind, fields)`` pairs: pickling plain dicts costs a fraction of pickling
-    pydantic models, and ``unpack_messages`` rebuilds them without re-validation (the env
-    built them). Message types the codec does not know travel as they are."""
-    out: list[Any] = []
-    for m in messages:
-        kind = _KIND_OF.get(type(m))
-        if kind is None:
-            out.append(m)
-            continue
-        fields = m.__dict__
-        if kind == 2 and fields["tool_calls"]:
-            fields = {**fields, "tool_calls": [c.__dict__ for c in fields["tool_calls"]]}
-        out.append((kind, fields))
-    return out
-
-
-def unpack_messages(packed: Sequence[Any]) -> list[Message]:
-    """The inverse of ``pack_messages``."""
-    out: list[Message] = []
-    for item in packed:
-        if not isinstance(item, tuple):
-            out.append(item)
-            continue
-        kind, fields = item
-        if kind == 2 and fields["tool_calls"]:
-            fields = {**fields, "tool_calls": [trusted(ToolCall, c) for c in fields["tool_calls"]]}
-        out.append(trusted(_KINDS[kind], fields))
-    return out
-
-
-def _mirror_of(env: ToolEnv) -> tuple[list[Message], Task | None, StopReason | None, str]:
-    base = tool_env(env)
-    return list(base.messages), base.task, base.stop_reason, base.final_answer
-
-
-def observation_of(messages: list[Message]) -> Observation:
-    """The observation a step returned, rebuilt on the caller's side from its new messages."""
-    return trusted(Observation, {"messages": messages, "tools": []})  # messages the env built: no re-validation
 
 
 def _rss_bytes() -> int:

@@ -24,7 +24,7 @@ from typing import Any
 from toolgym.envs.canonical import seed_from
 from toolgym.envs.env import ToolEnv
 from toolgym.envs.registry import make
-from toolgym.envs.types import StopReason, Task, ToolSpec
+from toolgym.envs.types import Message, StopReason, Task, ToolSpec
 from toolgym.errors import ConfigError, EnvError, StepFailed
 from toolgym.policy import Policy, PolicyRequest, SamplingParams
 from toolgym.rollouts.batcher import RequestBatcher
@@ -52,16 +52,20 @@ def sample_tasks(env: EnvSource, n: int, seed: int = 0) -> list[Task]:
     instance = factory()
     tasks = []
     for i in range(n):
-        instance.reset(seed=seed + i)
-        assert instance.task is not None
-        tasks.append(instance.task)
+        _, info = instance.reset(seed=seed + i)
+        tasks.append(info["task"])
     instance.close()
     return tasks
 
 
 @dataclass
 class EpisodeState:
-    """An episode between turns: what ``advance`` needs to go on (partial rollouts keep these)."""
+    """An episode between turns: what ``advance`` needs to go on (partial rollouts keep these).
+
+    The loop owns the episode: the transcript, the stop reason and the final answer are built
+    here from what ``reset`` and ``step`` return, never read back from the env, so an env on a
+    Ray actor needs no caller-side mirror.
+    """
 
     env: Any
     index: int
@@ -72,6 +76,12 @@ class EpisodeState:
     tools: list[ToolSpec]
     episode_id: str
     started: float
+    messages: list[Message] = field(default_factory=list)
+    """The conversation so far: the reset's messages, then each step's assistant message and observation."""
+    stop: StopReason | None = None
+    """Why the env ended the episode (``info["stop_reason"]``), None while it runs."""
+    final_answer: str = ""
+    """The final answer the env reported when the episode ended."""
     turns: list[TurnRecord] = field(default_factory=list)
     failure: Failure | None = None
     final_digest: str | None = None
@@ -96,17 +106,17 @@ class _Run:
             try:
                 env = await self.pool.acquire()
                 ep = await self._play(env, index, sibling, task, reset_seed, group)
-                await self.pool.release(env)
+                await self.pool.close(env)
                 if attempt > 1:  # accounted for: this episode survived an env (or actor) crash
                     ep.metadata["env_retries"] = attempt - 1
                 break
             except ConfigError:  # the user's task or config is wrong: a fresh env cannot fix it
                 if env is not None:
-                    await self.pool.discard(env)
+                    await self.pool.close(env, reuse=False)
                 raise
             except Exception as exc:  # the env (or the actor hosting it) broke: infrastructure, not the model
                 if env is not None:
-                    await self.pool.discard(env)
+                    await self.pool.close(env, reuse=False)
                 failure = Failure(boundary="env", kind=type(exc).__name__, message=str(exc)[:500], attempts=attempt)
                 if attempt > self.env_retries:
                     ep = Episode(
@@ -126,23 +136,21 @@ class _Run:
     async def begin(self, env: Any, index: int, sibling: int, task: Task | None, reset_seed: int, group: str | None) -> EpisodeState:
         """Reset ``env`` for one episode; its turns are played by ``advance``."""
         started = time.perf_counter()
-        obs, _ = await self.pool.reset(env, seed=reset_seed, options={"task": task} if task is not None else None)
-        task = env.unwrapped.task
-        assert task is not None
+        obs, info = await self.pool.reset(env, seed=reset_seed, options={"task": task} if task is not None else None)
+        task = info["task"]
         return EpisodeState(env=env, index=index, sibling=sibling, reset_seed=reset_seed, group=group, task=task,
-                            tools=obs.tools, episode_id=f"{task.id}/{sibling}", started=started)
+                            tools=obs.tools, episode_id=f"{task.id}/{sibling}", started=started, messages=list(obs.messages))
 
     async def advance(self, state: EpisodeState, pause: Callable[[EpisodeState], bool] | None = None) -> bool:
         """Play turns until the episode ends (True) or ``pause(state)`` asks to stop after a turn (False).
 
         Partial rollouts pause an episode here and continue it later, maybe with a newer policy.
         """
-        base: ToolEnv = state.env.unwrapped  # wrappers (faults...) step, the base holds state
-        turns = state.turns
-        while base.stop_reason is None:
+        turns, messages = state.turns, state.messages
+        while state.stop is None:
             prefix_ids, prefix_messages = next_prefix(turns)  # token-level policies extend these ids
             request = PolicyRequest(
-                episode_id=state.episode_id, task_id=state.task.id, messages=list(base.messages), tools=state.tools,
+                episode_id=state.episode_id, task_id=state.task.id, messages=list(messages), tools=state.tools,
                 # >> 1: 63 bits, so a policy seed fits a signed int64 (the OpenAI API's `seed`)
                 seed=seed_from(self.seed, state.index, state.sibling, len(turns)) >> 1, sampling=self.sampling,
                 prefix_token_ids=prefix_ids, prefix_messages=prefix_messages,
@@ -156,13 +164,17 @@ class _Run:
                 if not state.outgrown:
                     state.failure = Failure(boundary="policy", kind=out.error.kind, message=out.error.message)
                 return True
-            start = len(base.messages) + 1  # the assistant message comes first
+            start = len(messages) + 1  # the assistant message comes first
             try:
-                _, state.reward, _, _, info = await self.pool.step(state.env, out.text)
+                obs, state.reward, _, _, info = await self.pool.step(state.env, out.text)
             except (ConfigError, EnvError):
                 raise
             except Exception as exc:  # name the turn and the input: the model's input should never crash an env
                 raise StepFailed(len(turns) + 1, out.text, exc) from exc
+            messages.append(info["assistant"])
+            messages.extend(obs.messages)
+            state.stop = info["stop_reason"]
+            state.final_answer = info.get("final_answer", state.final_answer)
             state.final_digest = info.get("state_digest")
             state.metadata.update(info.get("episode_metadata") or {})
             turns.append(
@@ -173,28 +185,27 @@ class _Run:
                     env_s=time.perf_counter() - t1, policy_s=t1 - t0,
                 )
             )
-            if base.stop_reason is None and pause is not None and pause(state):
+            if state.stop is None and pause is not None and pause(state):
                 return False
         return True
 
     async def finish(self, state: EpisodeState) -> Episode:
         """The ``Episode`` record of a state that ``advance`` played to its end."""
-        base: ToolEnv = state.env.unwrapped
         turns, failure = state.turns, state.failure
-        stop = StopReason.POLICY_ERROR if failure is not None else StopReason.CONTEXT_LIMIT if state.outgrown else base.stop_reason
+        stop = StopReason.POLICY_ERROR if failure is not None else StopReason.CONTEXT_LIMIT if state.outgrown else state.stop
         assert stop is not None
-        failure = failure or _infrastructure_failure(stop, turns, base)
+        failure = failure or _infrastructure_failure(stop, turns, state.messages)
         return Episode(
             id=state.episode_id, env_id=self.env_id, task=state.task, seed=state.reset_seed, tools=state.tools,
-            messages=list(base.messages), turns=turns, stop_reason=stop, reward=state.reward if failure is None else 0.0,
-            final_answer=base.final_answer, final_state_digest=state.final_digest or await self.pool.digest(state.env), failure=failure,
+            messages=list(state.messages), turns=turns, stop_reason=stop, reward=state.reward if failure is None else 0.0,
+            final_answer=state.final_answer, final_state_digest=state.final_digest or await self.pool.digest(state.env), failure=failure,
             metrics={"turns": float(len(turns)), "tool_calls": float(sum(t.tool_calls for t in turns)),
                      "bad_calls": float(sum(sum(t.errors.values()) for t in turns)), **token_metrics(turns)},
             wall_s=time.perf_counter() - state.started, group=state.group, metadata=state.metadata,
         )
 
 
-def _infrastructure_failure(stop: StopReason, turns: list[TurnRecord], env: ToolEnv) -> Failure | None:
+def _infrastructure_failure(stop: StopReason, turns: list[TurnRecord], messages: list[Message]) -> Failure | None:
     """The stated policy for infrastructure trouble the env reported rather than raised.
 
     An env that ends an episode with ``env_error`` (a dead MCP server, too many simulator
@@ -203,7 +214,7 @@ def _infrastructure_failure(stop: StopReason, turns: list[TurnRecord], env: Tool
     simulator. Injected faults are deliberate and stay scorable.
     """
     if stop is StopReason.ENV_ERROR:
-        last = env.messages[-1] if env.messages else None
+        last = messages[-1] if messages else None
         return Failure(boundary="env", kind="env_error", message=str(getattr(last, "content", ""))[:500])
     broken = sum(t.errors.get("simulator_error", 0) for t in turns)
     if broken:

@@ -134,7 +134,7 @@ class PartialRollouts:
         """Drop the paused episodes and hand their envs back to the pool."""
         for item in self._waiting:
             if item.state is not None:
-                await self.pool.discard(item.state.env)
+                await self.pool.close(item.state.env, reuse=False)
         self._waiting = []
 
     # ------------------------------------------------------------------ internals
@@ -151,7 +151,7 @@ class PartialRollouts:
                     await self._pause(item, state)
                     return None
                 ep = await run.finish(state)
-                await self.pool.release(state.env)
+                await self.pool.close(state.env)
                 ep.segments = item.segments
                 if item.attempts > 1:
                     ep.metadata["env_retries"] = item.attempts - 1
@@ -160,7 +160,7 @@ class PartialRollouts:
                 raise
             except Exception as exc:  # env or actor broke: start the episode over, or fail it typed
                 if item.state is not None:
-                    await self.pool.discard(item.state.env)
+                    await self.pool.close(item.state.env, reuse=False)
                 if item.attempts > self.env_retries:
                     return self._failed(item, exc)
                 item.attempts += 1
@@ -177,7 +177,7 @@ class PartialRollouts:
             assert item.snapshot is not None
             await self.pool.restore(env, item.snapshot)
         except BaseException:
-            await self.pool.discard(env)
+            await self.pool.close(env, reuse=False)
             raise
         item.state.env, item.snapshot = env, None
         return item.state
@@ -186,7 +186,7 @@ class PartialRollouts:
         item.state = state
         if not self.keep_alive:
             item.snapshot = await self.pool.snapshot(state.env)
-            await self.pool.release(state.env)
+            await self.pool.close(state.env)
 
     def _over_budget(self, first: int) -> Any:
         def over(state: EpisodeState) -> bool:

@@ -1,11 +1,11 @@
 """Env pools: where the environments of a rollout live.
 
 The episode loop never touches an environment directly: it asks its pool for one, then resets,
-steps, snapshots and hands it back through the pool. ``LocalEnvPool`` keeps environments in the
-caller's process (the default); ``RayEnvPool`` (``toolgym.rollouts.ray_pool``) keeps them on Ray
-actors. Both hand out objects that look like the environment's base ``ToolEnv`` for reading
-(``messages``, ``task``, ``stop_reason``, ``final_answer``), so an episode reads the same
-whichever pool hosts it, and with the same seeds gives the same result.
+steps, snapshots, restores, hashes and closes it through the pool, and reads nothing else from
+it (the loop keeps the transcript). ``LocalEnvPool`` keeps environments in the caller's process
+(the default); ``RayEnvPool`` (``toolgym.rollouts.ray_pool``) keeps them on Ray actors and hands
+out opaque handles. Each call returns exactly what the env's own method returns, so an episode
+reads the same whichever pool hosts it, and with the same seeds gives the same result.
 
 >>> import asyncio
 >>> pool = LocalEnvPool()
@@ -13,7 +13,7 @@ whichever pool hosts it, and with the same seeds gives the same result.
 >>> async def one():
 ...     env = await pool.acquire()
 ...     obs, _ = await pool.reset(env, seed=0)
-...     await pool.release(env)
+...     await pool.close(env)
 ...     return len(obs.messages)
 >>> asyncio.run(one())
 2
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from toolgym.envs.env import EnvSnapshot, ToolEnv, tool_env
+from toolgym.envs.env import EnvSnapshot, ToolEnv
 from toolgym.envs.types import Observation
 from toolgym.errors import ConfigError
 
@@ -38,7 +38,7 @@ class EnvPool(Protocol):
 
     ``bind`` is called once by ``run_episodes`` before any episode starts; it is where a pool
     checks that it can build the env (so bad input fails before any work). Handles returned by
-    ``acquire`` expose ``unwrapped`` with the base env's readable state.
+    ``acquire`` are opaque: an episode passes them back to the pool and reads nothing from them.
     """
 
     def bind(self, env_id: str, factory: Callable[[], ToolEnv]) -> None:
@@ -54,7 +54,7 @@ class EnvPool(Protocol):
         ...
 
     async def step(self, env: Any, action: str) -> StepOut:
-        """One assistant turn; steps of one env never overlap."""
+        """One assistant turn (``env.astep``); steps of one env never overlap."""
         ...
 
     async def digest(self, env: Any) -> str:
@@ -69,12 +69,9 @@ class EnvPool(Protocol):
         """``env.restore(snap)`` wherever the env lives."""
         ...
 
-    async def release(self, env: Any) -> None:
-        """The episode ended normally: the env may serve another episode."""
-        ...
-
-    async def discard(self, env: Any) -> None:
-        """The env broke (or its host did): close it and never hand it out again."""
+    async def close(self, env: Any, *, reuse: bool = True) -> None:
+        """The episode is done with ``env``: with ``reuse`` it may serve another episode; without
+        (the env or its host broke) it is closed and never handed out again."""
         ...
 
     async def aclose(self) -> None:
@@ -110,23 +107,22 @@ class LocalEnvPool:
         return env.reset(seed=seed, options=options)
 
     async def step(self, env: ToolEnv, action: str) -> StepOut:
-        astep = getattr(env, "astep", None)
-        return await astep(action) if astep is not None else env.step(action)
+        return await env.astep(action)
 
     async def digest(self, env: ToolEnv) -> str:
-        return tool_env(env).state_digest()
+        return env.state_digest()
 
     async def snapshot(self, env: ToolEnv) -> EnvSnapshot:
-        return tool_env(env).snapshot()
+        return env.snapshot()
 
     async def restore(self, env: ToolEnv, snap: EnvSnapshot) -> None:
-        tool_env(env).restore(snap)
+        env.restore(snap)
 
-    async def release(self, env: ToolEnv) -> None:
-        self._free.append(env)
-
-    async def discard(self, env: ToolEnv) -> None:
-        env.close()
+    async def close(self, env: ToolEnv, *, reuse: bool = True) -> None:
+        if reuse:
+            self._free.append(env)
+        else:
+            env.close()
 
     async def aclose(self) -> None:
         self._close_free()

@@ -21,14 +21,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from toolgym.envs.env import EnvSnapshot, ToolEnv
-from toolgym.envs.types import Message, Observation, StopReason, Task
+from toolgym.envs.types import Observation
 from toolgym.errors import ConfigError, EnvError
-from toolgym.rollouts.env_actor import EnvActor, observation_of, unpack_messages
+from toolgym.rollouts.env_actor import EnvActor
 from toolgym.rollouts.pool import StepOut
 from toolgym.rollouts.ray_cluster import check_resources, connect, wait_ready
 
@@ -74,23 +75,16 @@ class RayPoolConfig(BaseModel):
     """Actor-side cyclic GC policy ("deferred" or "default"; see ``EnvActor``)."""
 
 
-class RemoteEnv:
-    """The caller-side handle of one env on an actor: a mirror of its readable state.
+@dataclass(frozen=True, slots=True)
+class EnvHandle:
+    """Where one episode's env lives: its key on the actor in ``slot`` of ``generation``.
 
-    It exposes what the episode loop reads from a base env (``messages``, ``task``,
-    ``stop_reason``, ``final_answer``); every change comes from the actor's replies.
+    Opaque to the episode loop, which reads nothing from an env but what its calls return.
     """
 
-    def __init__(self, key: int, slot: int, generation: int) -> None:
-        self.key, self.slot, self.generation = key, slot, generation
-        self.messages: list[Message] = []
-        self.task: Task | None = None
-        self.stop_reason: StopReason | None = None
-        self.final_answer = ""
-
-    @property
-    def unwrapped(self) -> RemoteEnv:
-        return self
+    key: int
+    slot: int
+    generation: int
 
 
 class _Lane:
@@ -236,41 +230,36 @@ class RayEnvPool:
 
     # ------------------------------------------------------------------ EnvPool interface
 
-    async def acquire(self) -> RemoteEnv:
+    async def acquire(self) -> EnvHandle:
         if self._factory is None:
             raise ConfigError("RayEnvPool.acquire() before bind(): pass the pool to run_episodes, which binds it")
         slot = await self._live_slot()
         self._load[slot] += 1
-        return RemoteEnv(next(self._keys), slot, self._generation[slot])
+        return EnvHandle(next(self._keys), slot, self._generation[slot])
 
-    async def reset(self, env: RemoteEnv, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Observation, dict[str, Any]]:
-        packed, tools, info, task = await self._call(env, "reset_many", (env.key, seed, options))
-        messages = unpack_messages(packed)
-        env.messages, env.stop_reason, env.final_answer = list(messages), None, ""
-        env.task = task if task is not None else (options or {})["task"]
-        return Observation(messages=messages, tools=tools), info
+    async def reset(self, env: EnvHandle, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Observation, dict[str, Any]]:
+        return await self._call(env, "reset_many", (env.key, seed, options))
 
-    async def step(self, env: RemoteEnv, action: str) -> StepOut:
-        start, packed, reward, terminated, truncated, info, stop, final = await self._call(env, "step_many", (env.key, action))
-        new = unpack_messages(packed)
-        env.messages[start:] = new
-        env.stop_reason, env.final_answer = stop, final
-        return observation_of(new), reward, terminated, truncated, info
+    async def step(self, env: EnvHandle, action: str) -> StepOut:
+        return await self._call(env, "step_many", (env.key, action))
 
-    async def digest(self, env: RemoteEnv) -> str:
+    async def digest(self, env: EnvHandle) -> str:
         return await self._call(env, "digest_many", env.key)
 
-    async def snapshot(self, env: RemoteEnv) -> EnvSnapshot:
+    async def snapshot(self, env: EnvHandle) -> EnvSnapshot:
         return await self._call(env, "snapshot_many", env.key)
 
-    async def restore(self, env: RemoteEnv, snap: EnvSnapshot) -> None:
-        env.messages, env.task, env.stop_reason, env.final_answer = await self._call(env, "restore_many", (env.key, snap))
+    async def restore(self, env: EnvHandle, snap: EnvSnapshot) -> None:
+        await self._call(env, "restore_many", (env.key, snap))
 
-    async def release(self, env: RemoteEnv) -> None:
-        await self._close(env, reuse=True)
-
-    async def discard(self, env: RemoteEnv) -> None:
-        await self._close(env, reuse=False)
+    async def close(self, env: EnvHandle, *, reuse: bool = True) -> None:
+        self._load[env.slot] = max(0, self._load[env.slot] - 1)
+        if self._actors[env.slot] is None or self._generation[env.slot] != env.generation:
+            return  # its actor is gone, and the env with it
+        try:
+            await self._lane(env.slot).submit("close_many", (env.key, reuse))
+        except EnvError:
+            pass  # the actor died meanwhile: nothing left to close
 
     async def aclose(self) -> None:
         """Run the actors' deferred garbage collection (the actors and idle envs stay)."""
@@ -299,19 +288,10 @@ class RayEnvPool:
             lane = self._lanes[slot] = _Lane(self._actors[slot], self.cfg)
         return lane
 
-    async def _call(self, env: RemoteEnv, method: str, payload: Any) -> Any:
+    async def _call(self, env: EnvHandle, method: str, payload: Any) -> Any:
         if self._actors[env.slot] is None or self._generation[env.slot] != env.generation:
             raise EnvActorDied(f"the actor hosting env {env.key} died; its episode must start again")
         return await self._lane(env.slot).submit(method, payload)
-
-    async def _close(self, env: RemoteEnv, reuse: bool) -> None:
-        self._load[env.slot] = max(0, self._load[env.slot] - 1)
-        if self._actors[env.slot] is None or self._generation[env.slot] != env.generation:
-            return  # its actor is gone, and the env with it
-        try:
-            await self._lane(env.slot).submit("close_many", (env.key, reuse))
-        except EnvError:
-            pass  # the actor died meanwhile: nothing left to close
 
     async def _live_slot(self) -> int:
         """The least-loaded live slot, replacing dead actors first (at most once per death)."""
