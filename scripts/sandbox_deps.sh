@@ -48,22 +48,47 @@ else
 fi
 
 # ------------------------------------------------------------------ 2. dockerd
-if ! docker info >/dev/null 2>&1; then
+# With --userns-remap, root in a container is an unprivileged host uid (dockremap's subordinate
+# range): no container process maps to host uid 0. TOOLGYM_DOCKER_USERNS=0 keeps a plain daemon.
+# A remapped daemon keeps its images apart (/var/lib/docker/<uid>.<gid>), so step 3 re-imports.
+USERNS="${TOOLGYM_DOCKER_USERNS:-1}"
+dockerd_remapped() { docker info -f '{{.SecurityOptions}}' 2>/dev/null | grep -q 'name=userns'; }
+start_dockerd() {
     mkdir -p "$(dirname "$DOCKERD_LOG")"
     # setsid + nohup: the daemon outlives this script and the make that ran it.
-    setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
-    deadline=$((SECONDS + 60))
+    setsid nohup dockerd "$@" >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    local deadline=$((SECONDS + 60))
     until docker info >/dev/null 2>&1; do
-        if [ $SECONDS -ge $deadline ]; then
+        [ $SECONDS -ge $deadline ] && return 1
+        sleep 0.5
+    done
+}
+stop_dockerd() {
+    # Only the daemon named by its own pid file (never by process name).
+    local pid
+    pid="$(cat /var/run/docker.pid 2>/dev/null || true)"
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || return 0
+    local deadline=$((SECONDS + 30))
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+}
+if docker info >/dev/null 2>&1 && { [ "$USERNS" = 0 ] || dockerd_remapped; }; then
+    done_step dockerd "already answering"
+else
+    if docker info >/dev/null 2>&1; then
+        log "dockerd runs without --userns-remap: restarting it with the remap"
+        stop_dockerd
+    fi
+    if [ "$USERNS" != 0 ] && start_dockerd --userns-remap=default; then
+        done_step dockerd "started with --userns-remap=default (log: $DOCKERD_LOG)"
+    else
+        [ "$USERNS" != 0 ] && { log "dockerd --userns-remap=default did not start; WEAKER: container root is host root"; stop_dockerd; }
+        if ! start_dockerd; then
             log "dockerd did not answer within 60 s; its log, $DOCKERD_LOG, ends with:"
             tail -n 20 "$DOCKERD_LOG" >&2
             exit 1
         fi
-        sleep 0.5
-    done
-    done_step dockerd "started (log: $DOCKERD_LOG)"
-else
-    done_step dockerd "already answering"
+        done_step dockerd "started WITHOUT user-namespace remap (log: $DOCKERD_LOG)"
+    fi
 fi
 
 # ------------------------------------------------------------------ 3. base image

@@ -2,28 +2,49 @@
 
 Each sandbox is a container of any image (default ``toolgym/shell:bookworm``, built offline by
 ``make sandbox-deps``) with no network, memory/CPU/pids limits, a read-only root, all
-capabilities dropped, an unprivileged user and a size-limited tmpfs at ``/workspace``.
+capabilities dropped but the few the harness's root needs (see ``docker_harness``),
+``no-new-privileges``, Docker's default seccomp profile, a read-only ``/proc/sys`` and
+size-limited tmpfs mounts for the only writable places (``/workspace``, ``/tmp`` which is also
+``$HOME``, ``/dev/shm``). ``make sandbox-deps`` starts dockerd with ``--userns-remap``, so no
+process of a container maps to host uid 0 (``userns_remapped()`` says whether the daemon does).
 
-Why one attached ``bash`` per container rather than ``docker exec`` per command: an exec costs
-about 55 ms on this machine, a command written to an attached exec's socket about 0.4 ms, and the
-attached shell keeps its working directory, variables and jobs for free (see
-``benchmarks/shell_envs.py``). The session protocol lives in ``toolgym.envs.shell.docker_session``.
+The model's commands go to one attached ``bash`` per container (an exec costs about 55 ms, a
+command written to an attached shell about 0.4 ms; see ``benchmarks/shell_envs.py``); the
+session protocol lives in ``docker_session``. Everything the environment does for itself
+(file tools, export, import, reset, checks) is a separate exec of ``docker_harness``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import os
 import select
 import socket
+import warnings
 from typing import Any
 
-from toolgym.envs.shell.docker_session import DockerSession
+from toolgym.envs.shell.docker_harness import (
+    EXPORT,
+    HARNESS_CAPS,
+    IMPORT,
+    KILL_MODEL,
+    LIST_DIR,
+    MODEL_UID,
+    MODEL_USER,
+    READ_FILE,
+    RUN_ISOLATED,
+    SHELL_PATH,
+    WIPE_SCRATCH,
+    WRITE_FILE,
+    ExecResult,
+    run_script,
+)
+from toolgym.envs.shell.docker_session import TRUNCATION_MARKER, DockerSession
 from toolgym.envs.shell.sandbox import (
     WORKSPACE,
     CommandResult,
+    PathOutsideWorkspace,
     Sandbox,
     SandboxError,
     SandboxLimits,
@@ -36,8 +57,8 @@ LABEL = "toolgym.sandbox"
 """Label on every container this backend starts, so leaks can be counted and cleaned."""
 OWNER = "toolgym.owner"
 """Label holding the pid of the process that started the container."""
-USER = "1000:1000"
-"""Commands run unprivileged; the workspace tmpfs is owned by this uid."""
+SHM_MB = 16
+"""Largest ``/dev/shm``: programs need a little; more is only a second, unaccounted workspace."""
 FIX = "run `make sandbox-deps` (as root) to install docker.io, start dockerd and build the image"
 
 
@@ -56,13 +77,33 @@ def docker_client() -> Any:
     return client
 
 
+@functools.lru_cache(maxsize=1)
+def userns_remapped() -> bool:
+    """Whether dockerd remaps container uids (``--userns-remap``): then container root is not host root."""
+    options = docker_client().info().get("SecurityOptions") or []
+    return any("name=userns" in opt for opt in options)
+
+
+def scratch_sizes(limits: SandboxLimits) -> tuple[int, int]:
+    """Sizes in MiB of ``/tmp`` and ``/dev/shm``, next to the workspace's ``workspace_mb``.
+
+    Every tmpfs page is charged to the container's memory limit, so the writable places together
+    can never hold more than ``memory_mb``. Their sizes are kept within half of it (unless the
+    workspace alone is larger), so that filling all of them still leaves the processes memory:
+    a full disk is an error the model sees, not an OOM kill of the sandbox.
+    """
+    room = max(1, limits.memory_mb // 2 - limits.workspace_mb)
+    tmp = max(1, min(limits.workspace_mb, room))
+    return tmp, max(1, min(SHM_MB, tmp))
+
+
 class DockerSandbox(Sandbox):
     """A sandbox in a Docker container (see the module docstring for what it enforces).
 
     Args:
         limits: Resource limits; memory, pids and CPU become the container's cgroup limits.
-        image: Any local image with bash (and tar, for snapshots).
-        env: Extra environment variables of the shell.
+        image: Any local image with bash, coreutils, findutils, tar and util-linux's setpriv.
+        env: Extra environment variables of the model's shell.
     """
 
     backend = "docker"
@@ -70,7 +111,7 @@ class DockerSandbox(Sandbox):
     def __init__(self, limits: SandboxLimits | None = None, *, image: str = DEFAULT_IMAGE, env: dict[str, str] | None = None):
         super().__init__(limits)
         self.image = image
-        self.env = {"HOME": "/tmp", "LANG": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin", **(env or {})}
+        self.env = {"HOME": "/tmp", "LANG": "C.UTF-8", "PATH": SHELL_PATH, **(env or {})}
         self.container: Any = None
         self.tether: Any = None
         self.session: DockerSession | None = None
@@ -101,36 +142,51 @@ class DockerSandbox(Sandbox):
             client.images.get(image)
         except docker.errors.ImageNotFound:
             raise SandboxUnavailable(f"docker image {image!r} is not built; {FIX} (or pass image= an existing local image)") from None
+        if not userns_remapped():
+            warnings.warn(
+                "dockerd runs without --userns-remap: root in a container (the sandbox's keeper and harness, never the "
+                f"model's uid {MODEL_UID}) is host root without most capabilities; {FIX} to restart it remapped",
+                RuntimeWarning, stacklevel=2,
+            )
 
-    # ------------------------------------------------------------------ primitives
+    # ------------------------------------------------------------------ lifecycle
 
     async def _start(self) -> None:
         self.check_available(self.image)
+        await self._new_container()
+
+    async def _new_container(self) -> None:
+        """A new container and a fresh shell in it (the old container, if any, is removed)."""
+        await self._drop_container()
         self.container = await asyncio.to_thread(self._create_container)
+        self.session = DockerSession(docker_client(), self.container, self.env, self.limits.output_bytes, self._kill_model)
         try:
-            self.session = DockerSession(docker_client(), self.container, self.env, self.limits.output_bytes)
             await self.session.open()
         except BaseException:
-            await self._close()
+            await self._drop_container()
             raise
 
     def _create_container(self) -> Any:
         lim = self.limits
-        size = f"size={lim.workspace_mb}m"
+        tmp_mb, shm_mb = scratch_sizes(lim)
         client = docker_client()
         try:
             container = client.containers.create(
                 # The main process waits on stdin, which this process holds through an attach
                 # socket (the tether): if this process dies, even by SIGKILL, the socket closes,
                 # the keeper exits and auto_remove deletes the container. No leak after a crash.
-                self.image, ["head", "-c1"], stdin_open=True, auto_remove=True, init=True,  # docker-init reaps orphans
-                # The keeper runs as root without capabilities: the sandbox user (uid 1000, every
-                # exec) cannot signal it, so even `kill -9 -1` inside leaves the container up.
+                # The keeper runs as the container's root, out of reach of the model's uid.
+                self.image, ["/usr/bin/head", "-c1"], stdin_open=True, auto_remove=True, init=True,  # docker-init reaps orphans
                 network_mode="none", read_only=True, working_dir=WORKSPACE,
-                tmpfs={WORKSPACE: f"{size},exec,uid=1000,gid=1000,mode=0755", "/tmp": f"{size},exec,mode=1777"},  # exec: ./script.sh
+                tmpfs={  # exec: ./script.sh must run; nosuid, nodev are Docker's defaults
+                    WORKSPACE: f"size={lim.workspace_mb}m,exec,uid={MODEL_UID},gid={MODEL_UID},mode=0755",
+                    "/tmp": f"size={tmp_mb}m,exec,mode=1777",
+                },
+                shm_size=f"{shm_mb}m", ipc_mode="private",
                 mem_limit=f"{lim.memory_mb}m", memswap_limit=f"{lim.memory_mb}m", pids_limit=lim.pids,
-                nano_cpus=int(lim.cpu_quota * 1e9), cap_drop=["ALL"], security_opt=["no-new-privileges"],
-                ipc_mode="private", hostname="sandbox", environment=self.env, labels={LABEL: "1", OWNER: str(os.getpid())},
+                nano_cpus=int(lim.cpu_quota * 1e9), cap_drop=["ALL"], cap_add=HARNESS_CAPS,
+                security_opt=["no-new-privileges"], hostname="sandbox", environment={"PATH": SHELL_PATH},
+                labels={LABEL: "1", OWNER: str(os.getpid())},
             )
         except Exception as exc:
             raise SandboxError(f"could not create a container of {self.image!r}: {str(exc)[:300]}") from exc
@@ -142,40 +198,10 @@ class DockerSandbox(Sandbox):
             raise SandboxError(f"could not start a container of {self.image!r}: {str(exc)[:300]}") from exc
         return container
 
-    async def _run(self, command: str, timeout_s: float) -> CommandResult:
-        return await self._session().run(command, timeout_s)
-
-    async def _reset_session(self) -> None:
-        session = self._session()
-        async with session.lock:
-            await session.restart()
-
-    # Through the session when it answers (~5 ms), else a separate exec (~60 ms).
-
-    async def _export_tar(self) -> bytes:
-        session = self._session()
-        async with session.lock:
-            done = await session.internal(f"/usr/bin/tar -C {WORKSPACE} --numeric-owner -cf - . | /usr/bin/base64 -w0")
-        if done is not None:
-            return base64.b64decode(done.stdout)
-        return await session.exec_bytes(["tar", "-C", WORKSPACE, "--numeric-owner", "-cf", "-", "."])
-
-    async def _import_tar(self, data: bytes) -> None:
-        session = self._session()
-        # Clear first: the archive replaces the workspace, files it lacks must go.
-        clear = f"/usr/bin/find {WORKSPACE} -mindepth 1 -delete && "
-        async with session.lock:
-            encoded = base64.b64encode(data).decode()
-            done = await session.internal(f"{clear}printf %s {encoded} | /usr/bin/base64 -d | /usr/bin/tar -C {WORKSPACE} --no-same-owner -xf -")
-        if done is None:
-            await session.exec_bytes(["bash", "-c", f"{clear}tar -C {WORKSPACE} --no-same-owner -xf -"], stdin=data)
-
-    def _session(self) -> DockerSession:
-        if self.session is None:
-            raise SandboxError("the docker sandbox is not running (closed, or its start failed)")
-        return self.session
-
     async def _close(self) -> None:
+        await self._drop_container()
+
+    async def _drop_container(self) -> None:
         session, container, tether = self.session, self.container, self.tether
         self.session = self.container = self.tether = None
         if session is not None:
@@ -184,6 +210,162 @@ class DockerSandbox(Sandbox):
             await asyncio.to_thread(_remove, container)
         if tether is not None:
             tether.close()
+
+    # ------------------------------------------------------------------ the model's session
+
+    async def _run(self, command: str, timeout_s: float) -> CommandResult:
+        return await self._session().run(command, timeout_s)
+
+    async def _reset_session(self) -> None:
+        """Every model process killed, /tmp, /dev/shm and IPC wiped, a new shell; the workspace kept.
+
+        A container that cannot run the kill (a fork bomb holding every pid, a keeper killed by
+        the OOM killer) is replaced by a new one: the next episode starts clean either way.
+        """
+        session = self._session()
+        async with session.lock:
+            session.detach()
+            try:
+                await self._harness(KILL_MODEL + WIPE_SCRATCH, "none", what="reset")
+                await session.open()
+                return
+            except SandboxError:
+                pass
+        await self._new_container()
+
+    async def _kill_model(self) -> None:
+        await self._harness(KILL_MODEL, "none", what="kill")
+
+    async def _run_isolated(self, command: str, timeout_s: float) -> CommandResult:
+        """A task's check, outside the model's session: a fresh ``bash -c`` with a clean environment.
+
+        Every model process but the (stopped) session shell is killed before and after, so nothing
+        the model left running can interfere and the check's own processes do not outlive it. The
+        workspace is put back afterwards, so the check cannot change it (``__pycache__``, say).
+        """
+        session = self._session()
+        before = await self._export_tar()
+        async with session.lock:
+            keep = session.shell_pid or "none"
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            done = await run_script(docker_client(), self.container.id, RUN_ISOLATED, keep, f"{timeout_s:.3f}", command,
+                                    timeout_s=timeout_s + 30.0)
+            duration = loop.time() - started
+        await self._import_tar(before)
+        if done.exit_code == 125:
+            raise SandboxError(f"could not isolate the check: {done.why()}")
+        stdout, cut_out = _capped(done.stdout, self.limits.output_bytes)
+        stderr, cut_err = _capped(done.stderr, self.limits.output_bytes)
+        result = CommandResult(stdout=stdout, stderr=stderr, exit_code=done.exit_code, duration_s=duration, truncated=cut_out or cut_err)
+        if duration >= timeout_s:
+            result.exit_code, result.timed_out = None, True
+            result.note = f"the command ran past its {timeout_s:g} s limit; its processes were killed"
+        return result
+
+    # ------------------------------------------------------------------ harness: workspace
+
+    async def _export_tar(self) -> bytes:
+        done = await self._harness(EXPORT, what="export the workspace")
+        return done.stdout
+
+    async def _import_tar(self, data: bytes) -> None:
+        session = self._session()
+        async with session.lock:
+            await self._harness(IMPORT, session.shell_pid or "none", stdin=data, what="import the workspace")
+
+    async def _harness(self, script: str, *args: str, stdin: bytes | None = None, user: str = "0:0",
+                       what: str, ok: tuple[int, ...] = (0,)) -> ExecResult:
+        if self.container is None:
+            raise SandboxError("the docker sandbox is not running (closed, or its start failed)")
+        done = await run_script(docker_client(), self.container.id, script, *args, user=user, stdin=stdin)
+        if done.exit_code not in ok:
+            raise SandboxError(f"could not {what}: {done.why()}")
+        return done
+
+    # ------------------------------------------------------------------ harness: file tools
+
+    async def read_file(self, path: str, max_bytes: int | None = None) -> str:
+        """Text of a workspace file (UTF-8, undecodable bytes replaced), at most ``max_bytes``.
+
+        Read by a harness process, so it sees the file whatever its mode; a FIFO, socket or
+        device is refused (reading one could block or never end). Raises as ``Sandbox.read_file``.
+        """
+        full = _checked(self.resolve(path))
+        cap = min(max_bytes or self.limits.output_bytes, self.limits.output_bytes)
+        done = await self._harness_file_op(READ_FILE, path, full, str(int(cap)))
+        return done.stdout.decode("utf-8", "replace")
+
+    async def write_file(self, path: str, content: str) -> int:
+        """Create or overwrite a workspace file as the model's uid; a short or failed write raises ``OSError``."""
+        if not isinstance(content, str):
+            raise TypeError(f"content must be a string, got {type(content).__name__}")
+        full = _checked(self.resolve(path))
+        data = content.encode("utf-8", "surrogateescape")
+        await self._harness_file_op(WRITE_FILE, path, full, str(len(data)), stdin=data, user=MODEL_USER)
+        return len(data)
+
+    async def list_dir(self, path: str = ".") -> list[str]:
+        """Names in a workspace directory, sorted by their bytes; directories end with ``/``.
+
+        Names are exact whatever bytes they hold (newlines included); bytes that are not UTF-8
+        show as ``\\xHH``.
+        """
+        full = _checked(self.resolve(path))
+        done = await self._harness_file_op(LIST_DIR, path, full)
+        names = []
+        for record in done.stdout.split(b"\0"):
+            if record:
+                kind, _, raw = record.partition(b"\t")
+                names.append(raw + b"/" if kind == b"d" else raw)
+        return [name.decode("utf-8", "backslashreplace") for name in sorted(names)]
+
+    async def _harness_file_op(self, script: str, path: str, *args: str, stdin: bytes | None = None, user: str = "0:0") -> ExecResult:
+        await self._ensure_started()
+        done: ExecResult = await self._call(self._harness_file_exec, script, args, stdin, user)
+        if done.exit_code == 0:
+            return done
+        raise _file_error(path, done.why())
+
+    async def _harness_file_exec(self, script: str, args: tuple[str, ...], stdin: bytes | None, user: str) -> ExecResult:
+        if self.container is None:
+            raise SandboxError("the docker sandbox is not running (closed, or its start failed)")
+        return await run_script(docker_client(), self.container.id, script, *args, user=user, stdin=stdin, timeout_s=60.0)
+
+    def _session(self) -> DockerSession:
+        if self.session is None:
+            raise SandboxError("the docker sandbox is not running (closed, or its start failed)")
+        return self.session
+
+
+def _checked(full: str) -> str:
+    try:
+        full.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"path {full!r} is not valid UTF-8; name files with UTF-8 text") from None
+    return full
+
+
+def _file_error(path: str, reason: str) -> Exception:
+    """The exception a file tool raises for a harness refusal (``tg:<key> ...`` on stderr)."""
+    key = reason.removeprefix("tg:").split(None, 1)[0] if reason.startswith("tg:") else ""
+    detail = reason.partition(" ")[2]
+    errors: dict[str, Exception] = {
+        "outside": PathOutsideWorkspace(f"{path!r} leads outside the workspace through a symlink"),
+        "missing": FileNotFoundError(f"no such file or directory: {path!r}"),
+        "isdir": IsADirectoryError(f"{path!r} is a directory; use list_dir"),
+        "notdir": NotADirectoryError(f"{path!r} is not a directory"),
+        "notfile": OSError(f"{path!r} is not a regular file ({detail}); only regular files can be read or written"),
+        "short": OSError(f"{path!r}: the write did not complete ({detail}); the disk may be full"),
+    }
+    return errors.get(key, OSError(f"{path!r}: {reason[:300]}"))
+
+
+def _capped(data: bytes, cap: int) -> tuple[str, bool]:
+    text = data[:cap].decode("utf-8", "replace")
+    if len(data) > cap:
+        return text + TRUNCATION_MARKER.format(cut=len(data) - cap), True
+    return text, False
 
 
 def _remove(container: Any) -> None:

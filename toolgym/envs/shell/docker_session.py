@@ -11,11 +11,16 @@ Timeouts. Each shell starts one watchdog (a bash function in the background) tha
 private FIFO: the shell writes ``arm <seconds>`` before a command and ``off`` after it, then
 waits for the watchdog's ``ok`` on a second FIFO (so a kill in progress never reaches the next
 command); all builtins, so no process is forked per command. When ``off`` does not come in time (``read -t``)
-the watchdog SIGKILLs every process in the container but init, the keeper, the shell and
-itself, with the ``kill`` builtin only, so a fork bomb holding every pid cannot starve it. That
+the watchdog SIGKILLs every process of the model's uid but the shell and itself, with the
+``kill`` builtin only, so a fork bomb holding every pid cannot starve it. That
 kills the command's whole process tree, its background jobs and any orphans, and the shell
 goes on with its directory and variables. If the shell itself is the culprit (a builtin
 ``while :; do :; done``), the host side restarts the session after a grace period and says so.
+
+This session is the model's alone: the model may redefine every function here, which only
+changes what it sees of its own commands. The harness never types into it (see
+``toolgym.envs.shell.docker_harness``), and a restart is a new process started by dockerd after
+every model process is killed, never an ``exec`` inside the old shell.
 """
 
 from __future__ import annotations
@@ -24,17 +29,18 @@ import asyncio
 import re
 import secrets
 import socket
-import struct
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from toolgym.envs.shell.docker_harness import MODEL_USER, frames
 from toolgym.envs.shell.sandbox import WORKSPACE, CommandResult, SandboxError
 
 GRACE_S = 3.0
 """How long past the deadline the host waits for the watchdog before restarting the shell."""
 TRUNCATION_MARKER = "\n[... output truncated: {cut} more bytes not shown ...]"
 
-# Kill every process but init (1), the keeper and the shell, until none is left.
+# Kill every process of the model's uid but the shell, until none is left (root's are out of reach).
 _KILL_ALL = r"""
 __tg_killall() {
   local i p n
@@ -49,11 +55,7 @@ __tg_killall() {
   done
 }
 """
-# The container's keeper is init's first child (it was started with the container; orphans
-# reparented to init come after it). Only init and the keeper survive a kill-all: an orphaned
-# watchdog of a dead shell must not.
-_KEEPER = "read -r __tg_keeper _ < /proc/1/task/1/children\n"
-_PRELUDE = _KILL_ALL + _KEEPER + r"""
+_PRELUDE = _KILL_ALL + r"""
 __tg_watchdog() {
   local cmd t
   while read -r -u "$__tg_fd" cmd t; do
@@ -83,9 +85,10 @@ __tg_disarm() {
 }
 __tg_fifo=/tmp/.tg_fifo_$$
 mkfifo "$__tg_fifo" "$__tg_fifo.ack" && exec {__tg_fd}<>"$__tg_fifo" {__tg_ack}<>"$__tg_fifo.ack" && rm -f "$__tg_fifo" "$__tg_fifo.ack"
-__tg_keep="1 $__tg_keeper $$"
+__tg_keep="$$"
 __tg_start_watchdog
 cd /workspace
+printf '%s' "$$"
 """
 
 
@@ -139,25 +142,36 @@ class _Stream:
 
 
 class DockerSession:
-    """A bash process attached to a container, running one command at a time."""
+    """The model's bash process in a container, running one command at a time.
 
-    def __init__(self, client: Any, container: Any, env: dict[str, str], output_bytes: int):
+    Args:
+        client: The ``docker.DockerClient``.
+        container: The container to run bash in.
+        env: The shell's whole environment (nothing else reaches it).
+        output_bytes: Bytes kept of stdout and of stderr per command.
+        kill_model: Kills every model process (the sandbox's harness does it, outside this shell).
+    """
+
+    def __init__(self, client: Any, container: Any, env: dict[str, str], output_bytes: int,
+                 kill_model: Callable[[], Awaitable[None]]):
         self.client, self.container, self.env, self.cap = client, container, env, output_bytes
+        self.kill_model = kill_model
         self.sock: socket.socket | None = None
         self.stream: Any = None
         self.exec_id: str | None = None
+        self.shell_pid: str | None = None
+        """The shell's pid inside the container, as the fresh shell printed it before any model command."""
         self.pending = b""
         self.lock = asyncio.Lock()
 
     async def open(self) -> None:
-        """Start bash in the container and load the watchdog."""
-        from toolgym.envs.shell.docker_backend import USER
+        """Start a fresh bash (a new process from dockerd, clean environment) and load the watchdog."""
 
         def attach() -> tuple[str, Any]:
             api = self.client.api
+            argv = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in sorted(self.env.items())), "/bin/bash", "--noprofile", "--norc"]
             exec_id = api.exec_create(
-                self.container.id, ["bash", "--noprofile", "--norc"], stdin=True, stdout=True, stderr=True,
-                tty=False, workdir=WORKSPACE, user=USER, environment=self.env,
+                self.container.id, argv, stdin=True, stdout=True, stderr=True, tty=False, workdir=WORKSPACE, user=MODEL_USER,
             )["Id"]
             return exec_id, api.exec_start(exec_id, socket=True)
 
@@ -172,8 +186,9 @@ class DockerSession:
         self.sock = sock
         self.pending = b""
         result = await self._command(_PRELUDE, 30.0, raw=True)
-        if result.exit_code is None:
+        if result.exit_code is None or not result.stdout.isdigit():
             raise SandboxError(f"the container's shell did not start: {result.stderr[:300] or result.note}")
+        self.shell_pid = result.stdout
 
     async def run(self, command: str, timeout_s: float) -> CommandResult:
         """Run one command (the sandbox has checked it is a non-empty string)."""
@@ -182,15 +197,9 @@ class DockerSession:
                 await self.open()
             return await self._command(command, timeout_s)
 
-    async def internal(self, command: str, timeout_s: float = 120.0) -> CommandResult | None:
-        """Run one of the sandbox's own commands in the session, output uncapped; None if it failed."""
-        if self.sock is None:
-            return None
-        result = await self._command(command, timeout_s, raw=True, cap=1 << 31)
-        return result if result.exit_code == 0 else None
-
     async def _command(self, command: str, timeout_s: float, *, raw: bool = False, cap: int | None = None) -> CommandResult:
-        assert self.sock is not None
+        if self.sock is None:
+            raise SandboxError("the shell session is closed")
         nonce = b"__tg_end_" + secrets.token_hex(12).encode()
         body = f"eval {ansi_c_quote(command)}"
         if not raw:  # the watchdog guards model commands; the sandbox's own need none
@@ -222,7 +231,7 @@ class DockerSession:
         if eof and self.exec_id is not None:  # `exit N`: say N
             info = await asyncio.to_thread(self.client.api.exec_inspect, self.exec_id)
             status = None if info.get("Running") else info.get("ExitCode")
-        await self.restart(fast=False)
+        await self.restart()
         why = f"exited with status {status}" if status is not None else "exited"
         if not eof:
             why = f"did not stop after its {timeout_s:g} s limit, so every process was killed"
@@ -245,83 +254,18 @@ class DockerSession:
                 return True
             if not data:
                 return True
-            self.pending = _frames(self.pending + data, {1: out.feed, 2: err.feed})
+            self.pending = frames(self.pending + data, {1: out.feed, 2: err.feed})
         return False
 
-    async def restart(self, fast: bool = True) -> None:
-        """A fresh shell in the workspace: every process but the container's init is killed first.
-
-        Fast path (no new exec): the live shell kills the rest and ``exec``s a new bash on the same
-        socket (bash reads a socket byte by byte, so the next line reaches the new shell).
-        """
-        if fast and self.sock is not None:
-            loop = asyncio.get_running_loop()
-            await loop.sock_sendall(self.sock, b'kill -9 $__tg_wd; __tg_killall; exec {__tg_fd}>&- {__tg_ack}>&-; exec bash --noprofile --norc\n')
-            result = await self._command(_PRELUDE, 10.0, raw=True)
-            if result.exit_code == 0:
-                return
+    async def restart(self) -> None:
+        """A fresh shell in the workspace: every model process is killed, then dockerd starts a new bash."""
         self.detach()
-        await self.exec_bytes(["bash", "-c", _KILL_ALL + _KEEPER + '__tg_keep="1 $__tg_keeper"; __tg_killall'], check=False)
+        await self.kill_model()
         await self.open()
-
-    async def exec_bytes(self, cmd: list[str], stdin: bytes | None = None, *, check: bool = True) -> bytes:
-        """Run ``cmd`` in a separate exec (not the session) and return its stdout.
-
-        Raises:
-            SandboxError: it exited non-zero (with ``check``).
-        """
-
-        def go() -> tuple[bytes, bytes, int]:
-            from toolgym.envs.shell.docker_backend import USER
-
-            api = self.client.api
-            exec_id = api.exec_create(self.container.id, cmd, stdin=stdin is not None, user=USER, workdir="/")["Id"]
-            stream = api.exec_start(exec_id, socket=True)  # kept referenced: see open()
-            sock = stream._sock
-            try:
-                if stdin is not None:
-                    sock.sendall(stdin)
-                    sock.shutdown(socket.SHUT_WR)  # tar needs its end of input
-                out, err = _read_all(sock)
-            finally:
-                sock.close()
-            return out, err, api.exec_inspect(exec_id)["ExitCode"] or 0
-
-        try:
-            out, err, code = await asyncio.to_thread(go)
-        except Exception as exc:
-            raise SandboxError(f"docker exec {cmd[0]} failed: {str(exc)[:300]}") from exc
-        if check and code != 0:
-            raise SandboxError(f"{' '.join(cmd)[:100]} exited {code} in the container: {err.decode(errors='replace')[:300]}")
-        return out
 
     def detach(self) -> None:
         """Close the session's socket (bash reads EOF and exits)."""
         if self.sock is not None:
             self.sock.close()
-            self.sock = self.stream = None
-
-
-def _read_all(sock: socket.socket) -> tuple[bytes, bytes]:
-    """Both demultiplexed streams of a blocking exec socket, up to EOF."""
-    chunks: dict[int, list[bytes]] = {1: [], 2: []}
-    sinks = {1: chunks[1].append, 2: chunks[2].append}
-    rest = b""
-    while data := sock.recv(1 << 20):
-        rest = _frames(rest + data, sinks)
-    return b"".join(chunks[1]), b"".join(chunks[2])
-
-
-def _frames(buf: bytes, sinks: dict[int, Any]) -> bytes:
-    """Hand each complete Docker stream frame in ``buf`` to its sink; return the incomplete rest.
-
-    A frame is a stream id (1 stdout, 2 stderr), three pad bytes, a big-endian size, the payload.
-    """
-    at = 0
-    while len(buf) - at >= 8:
-        size = struct.unpack_from(">I", buf, at + 4)[0]
-        if len(buf) - at < 8 + size:
-            break
-        sinks.get(buf[at], sinks[2])(buf[at + 8 : at + 8 + size])
-        at += 8 + size
-    return buf[at:]
+        self.sock = self.stream = None
+        self.shell_pid = None
