@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import yaml
@@ -73,3 +74,74 @@ def test_judge_scores_that_are_not_numbers_are_unscorable_with_a_reason(score):
     tone = verdicts["tone"]
     assert tone.unscorable is not None and "must be a JSON number" in tone.unscorable.message
     assert verdicts["state"].unscorable is None
+
+
+# ---------------------------------------------------------------- YAML aliases: shared, endless, exploding
+
+ALIAS_SPOTS = [
+    (("description",), "description"),
+    (("criteria", 0, "families"), "criteria[0] (id 'state').families"),
+    (("criteria", 0, "source", "params"), "criteria[0] (id 'state').source.params"),
+    (("criteria", 1, "scale", "labels"), "criteria[1] (id 'tone').scale.labels"),
+    (("penalties", 0, "limit"), "penalties[0] (id 'long').limit"),
+]
+
+
+def rubric_text_with(path, flow: str) -> str:
+    """BASE as YAML with the value at ``path`` replaced by the flow-style YAML ``flow``."""
+    data = json.loads(json.dumps(BASE))
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = "__X__"
+    return yaml.safe_dump(data, sort_keys=False).replace("__X__", flow)
+
+
+def bomb(fan_out: int, levels: int) -> str:
+    """``[&a3 [&a2 [&a1 [x, x], *a1], *a2], *a3]``-style: each level repeats the one below."""
+    text = "[" + ", ".join(["lol"] * fan_out) + "]"
+    for level in range(1, levels + 1):
+        text = f"[&a{level} {text}" + f", *a{level}" * (fan_out - 1) + "]"
+    return text
+
+
+@settings(max_examples=30, deadline=None)
+@given(spot=st.sampled_from(ALIAS_SPOTS), fan_out=st.integers(2, 9), extra=st.integers(0, 12))
+def test_an_alias_bomb_anywhere_is_refused_quickly_naming_the_field(tmp_path_factory, spot, fan_out, extra):
+    levels = next(n for n in range(1, 40) if fan_out ** (n + 1) > 200_000) + extra  # 200k to 10^20 values
+    file = tmp_path_factory.mktemp("r") / "rubric.yaml"
+    file.write_text(rubric_text_with(spot[0], bomb(fan_out, levels)))
+    start = time.perf_counter()
+    with pytest.raises(RubricError) as err:
+        load_rubric(file)
+    assert time.perf_counter() - start < 5.0
+    message = str(err.value)
+    assert message.startswith(f"{file}: {spot[1]}") and "values once YAML aliases are expanded" in message, message
+
+
+@settings(max_examples=20, deadline=None)
+@given(spot=st.sampled_from(ALIAS_SPOTS), flow=st.sampled_from(["&c [1, *c]", "&c {a: *c}", "&c [[[*c]]]", "&c {a: [b, {c: *c}]}"]))
+def test_an_alias_inside_its_own_anchor_is_refused_naming_the_field(tmp_path_factory, spot, flow):
+    file = tmp_path_factory.mktemp("r") / "rubric.yaml"
+    file.write_text(rubric_text_with(spot[0], flow))
+    with pytest.raises(RubricError) as err:
+        load_rubric(file)
+    message = str(err.value)
+    assert message.startswith(f"{file}: {spot[1]}") and "holds itself (a YAML alias inside its own anchor)" in message, message
+
+
+@settings(max_examples=25, deadline=None)
+@given(copies=st.integers(2, 5), bad=st.booleans())
+def test_a_criterion_shared_through_an_alias_loads_like_its_copies_and_each_use_is_named(tmp_path_factory, copies, bad):
+    weight = -1 if bad else 2
+    criterion = f"{{id: c, description: d, weight: {weight}, source: {{type: check, check: final_state_matches_gold}}}}"
+    text = "name: r\ncriteria:\n  - &c " + criterion + "\n" + "  - *c\n" * (copies - 1)
+    file = tmp_path_factory.mktemp("r") / "rubric.yaml"
+    file.write_text(text)
+    with pytest.raises(RubricError) as err:
+        load_rubric(file)
+    message = str(err.value)
+    if bad:  # every use of the shared criterion is named, by its own place in the list
+        assert all(f"criteria[{i}] (id 'c').weight: Input should be greater than or equal to 0" in message for i in range(copies))
+    else:
+        assert "criterion id 'c' appears twice" in message

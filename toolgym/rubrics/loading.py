@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from toolgym.envs import safejson
 from toolgym.errors import ConfigError
 from toolgym.rubrics.rubric import Rubric
+from toolgym.rubrics.shape import find_problem
 
 
 class RubricError(ConfigError):
@@ -75,8 +76,11 @@ def rubric_from_dict(data: Any, origin: str = "<rubric>") -> Rubric:
     """
     if not isinstance(data, dict):
         raise RubricError(f"{origin}: a rubric is a mapping with 'name' and 'criteria', got {type(data).__name__}")
-    if safejson.depth_of(data, 64) > 64:
-        raise RubricError(f"{origin}: the rubric nests deeper than 64 levels; a rubric needs a few levels only")
+    problem = find_problem(data)  # before anything walks it: YAML aliases can stand for a huge or endless tree
+    if problem is not None:
+        loc, what = problem
+        where = _where(loc[:6], data) + (f"... ({len(loc)} levels down)" if len(loc) > 6 else "")
+        raise RubricError(f"{origin}: {where}: {what}")
     for loc, value in _non_finite(data, ()):  # before validation: its own messages would hide the cause
         raise RubricError(f"{origin}: {_where(loc, data)}: {value} is not a finite number; write a finite value")
     try:
