@@ -41,6 +41,7 @@ from toolgym.envs.shell.docker_harness import (
     run_script,
 )
 from toolgym.envs.shell.docker_session import TRUNCATION_MARKER, DockerSession
+from toolgym.envs.shell.docker_tar import from_gnu, to_gnu
 from toolgym.envs.shell.sandbox import (
     WORKSPACE,
     CommandResult,
@@ -267,11 +268,12 @@ class DockerSandbox(Sandbox):
 
     async def _export_tar(self) -> bytes:
         done = await self._harness(EXPORT, what="export the workspace")
-        return done.stdout
+        return await asyncio.to_thread(from_gnu, done.stdout)
 
     async def _import_tar(self, data: bytes) -> None:
         session = self._session()
         async with session.lock:
+            data = await asyncio.to_thread(to_gnu, data)
             await self._harness(IMPORT, session.shell_pid or "none", stdin=data, what="import the workspace")
 
     async def _harness(self, script: str, *args: str, stdin: bytes | None = None, user: str = "0:0",
