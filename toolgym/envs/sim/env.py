@@ -40,7 +40,8 @@ class SimulatedToolEnv(ToolEnv):
     """Tools known only by schema, answered by a ``Simulator``.
 
     Args:
-        tools: ``SimTool``s, ``ToolSpec``s or OpenAI tool dicts (with an optional ``returns`` schema).
+        tools: ``SimTool``s, ``ToolSpec``s or OpenAI tool dicts (with an optional ``returns`` schema),
+            or ``CompiledTool``s (compiled once and shared by many environments).
         simulator: Computes outputs (default: ``SchemaSimulator()``).
         tasks: Tasks to draw from; without them, tasks are synthesized from the schemas.
         tool_format: How assistant text encodes tool calls.
@@ -56,7 +57,7 @@ class SimulatedToolEnv(ToolEnv):
 
     def __init__(
         self,
-        tools: Sequence[SimTool | ToolSpec | dict[str, Any]],
+        tools: Sequence[SimTool | ToolSpec | CompiledTool | dict[str, Any]],
         simulator: Simulator | None = None,
         *,
         tasks: Sequence[Task] | None = None,
@@ -72,7 +73,7 @@ class SimulatedToolEnv(ToolEnv):
         self.system_prompt = system_prompt  # type: ignore[misc]  # per instance, not per class
         self.compiled: dict[str, CompiledTool] = {}
         for raw in tools:
-            compiled = compile_tool(SimTool.coerce(raw))
+            compiled = raw if isinstance(raw, CompiledTool) else compile_tool(SimTool.coerce(raw))
             if compiled.name in self.compiled:
                 raise ConfigError(f"two simulated tools are named {compiled.name!r}; tool names must be unique")
             self.compiled[compiled.name] = compiled
