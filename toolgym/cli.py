@@ -107,6 +107,8 @@ def rollout(
     from toolgym.rollouts import SamplingParams, run_episodes, sample_tasks, save_episodes
     from toolgym.rollouts.pool import make_pool
 
+    if tool_format == "auto":
+        tool_format = _auto_format(policy, model)
     factory = lambda: toolgym.make(env_id, tool_format=tool_format)  # noqa: E731
     factory.__name__ = env_id
     tasks = sample_tasks(factory, episodes, seed)
@@ -137,6 +139,17 @@ def rollout(
 
 TINY_MODELS = ("tiny-kimi", "tiny-qwen3")
 """``--model`` values that build (once, then cache) a tiny random MoE instead of loading a folder."""
+
+
+def _auto_format(policy: PolicyKind, model: str | None) -> str:
+    """``--format auto``: the tool-call format the local model's chat template teaches."""
+    from toolgym.envs.formats import chat_template_of, detect_format
+    from toolgym.errors import ConfigError
+
+    if policy is not PolicyKind.hf or not model:
+        raise ConfigError("--format auto reads a local model's chat template: use it with --policy hf --model DIR, "
+                          "or name the format (--format hermes, kimi_k2, deepseek, llama3_json, glm45, qwen3_coder, harmony, mistral, openai)")
+    return detect_format(chat_template_of(_tiny_model_dir(model) if model in TINY_MODELS else model))
 
 
 def _tiny_model_dir(name: str) -> str:
@@ -174,7 +187,8 @@ def rollout_command(
     episodes: int = typer.Option(100, min=1, help="Number of tasks (episodes per task: --group-size)."),
     concurrency: int = typer.Option(256, min=1, help="Episodes alive at once."),
     seed: int = typer.Option(0, min=0, help="Base seed: task i is sampled with seed + i."),
-    tool_format: str = typer.Option("hermes", "--format", help="Tool-call format: hermes, openai, kimi_k2."),
+    tool_format: str = typer.Option("hermes", "--format", help="Tool-call format: hermes, openai, kimi_k2, deepseek, llama3_json, glm45, qwen3_coder, harmony, mistral, "
+                                     "or auto (from --model's chat template)."),
     group_size: int = typer.Option(1, min=1, help="Episodes per task (GRPO siblings)."),
     model: str | None = typer.Option(None, help="hf: a local model folder, tiny-kimi or tiny-qwen3; openai: the model name."),
     base_url: str | None = typer.Option(None, help="openai: endpoint such as http://127.0.0.1:8000/v1."),

@@ -12,7 +12,10 @@ from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 from toolgym.errors import ConfigError
 
 NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,15}", fullmatch=True)
-MARKER_TEXT = st.sampled_from(("</tool_call>", "<tool_call>", "<|tool_call_end|>", "<|tool_calls_section_end|>", "a<b"))
+MARKER_TEXT = st.sampled_from((
+    "</tool_call>", "<tool_call>", "<|tool_call_end|>", "<|tool_calls_section_end|>", "a<b", "<think>", "</think>",
+    "[TOOL_CALLS]", "[ARGS]", "[/THINK]", "<｜tool▁call▁end｜>", "<|call|>", "<|end|>", "<|python_tag|>", '{"name": "x", "parameters": {}}',
+))
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**9), 10**9) | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20) | MARKER_TEXT,
@@ -20,11 +23,15 @@ JSON = st.recursive(
     max_leaves=8,
 )
 ARGS = st.dictionaries(st.text(max_size=10), JSON, max_size=4)
-FORBIDDEN = ("<tool_call>", "</tool_call>", '"tool_calls"') + MARKERS
+ALL_MARKERS = tuple(m for f in FORMATS.values() for m in getattr(f, "markers", ()))
+FORBIDDEN = ("<tool_call>", "</tool_call>", '"tool_calls"', '"name"', "think>", "THINK]", "<function=", "<|", "<｜") + MARKERS + ALL_MARKERS
 CONTENT = st.text(max_size=60).filter(lambda s: not any(m in s for m in FORBIDDEN)).map(str.strip)
+# GLM-4.5 and Qwen3-Coder write keys and values as bare text: tests/envs/formats/ covers them
+# with schema-typed values; every other format carries any JSON.
+JSON_FORMATS = sorted(set(FORMATS) - {"glm45", "qwen3_coder"})
 
 
-@pytest.mark.parametrize("name", sorted(FORMATS))
+@pytest.mark.parametrize("name", JSON_FORMATS)
 @settings(max_examples=150, deadline=None)
 @given(content=CONTENT, calls=st.lists(st.tuples(NAMES, ARGS), min_size=0, max_size=3))
 def test_render_then_parse_round_trips(name, content, calls):
@@ -80,7 +87,7 @@ def test_malformed_calls_become_parse_errors(name, text, fragment):
 
 
 def test_parallel_calls_in_every_format():
-    calls = [ToolCall(id=f"functions.f{i}:{i}", name=f"f{i}", arguments={"i": i}) for i in range(3)]
+    calls = [ToolCall(id=f"functions.f{i}:{i}", name=f"f{i}", arguments={"i": f"v{i}"}) for i in range(3)]
     for fmt in FORMATS.values():
         parsed = fmt.parse(fmt.render_turn("thinking", calls))
         assert [c.name for c in parsed.tool_calls] == ["f0", "f1", "f2"], fmt.name

@@ -62,7 +62,7 @@ FIELDS: dict[type[BaseModel], dict[str, st.SearchStrategy[Any]]] = {
     },
     SystemMessage: {"role": st.just("system"), "content": TEXT},
     UserMessage: {"role": st.just("user"), "content": TEXT},
-    AssistantMessage: {"role": st.just("assistant"), "content": TEXT, "tool_calls": st.lists(CALLS, max_size=2), "raw": st.none() | TEXT},
+    AssistantMessage: {"role": st.just("assistant"), "content": TEXT, "tool_calls": st.lists(CALLS, max_size=2), "raw": st.none() | TEXT, "reasoning": st.none() | TEXT},
     ToolMessage: {"role": st.just("tool"), "tool_call_id": TEXT, "name": TEXT, "content": TEXT, "error": st.none() | KINDS},
 }
 MESSAGES = st.one_of(*(st.builds(cls, **FIELDS[cls]) for cls in (SystemMessage, UserMessage, AssistantMessage, ToolMessage)))

@@ -47,7 +47,7 @@ def test_task_rejects_unknown_fields():
     [
         (ToolMessage, {"role": "tool", "tool_call_id": "a", "name": "f", "content": "c", "error": None}),
         (ToolResult, {"call_id": "a", "name": "f", "output": {"x": 1}, "error": None, "truncated": False}),
-        (AssistantMessage, {"role": "assistant", "content": "hi", "tool_calls": [ToolCall(id="1", name="f")], "raw": "hi"}),
+        (AssistantMessage, {"role": "assistant", "content": "hi", "tool_calls": [ToolCall(id="1", name="f")], "raw": "hi", "reasoning": None}),
         (ToolCall, {"id": "1", "name": "f", "arguments": {"a": [1, 2]}}),
         (Observation, {"messages": [], "tools": []}),
     ],

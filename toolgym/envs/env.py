@@ -347,15 +347,15 @@ class ToolEnv(gymnasium.Env):
             raise ResetNeeded(f"the episode already ended ({self._stop.value}); call env.reset() to start another")
         self._turns += 1
         if isinstance(action, str):
-            turn = self.format.parse(action, id_prefix=f"call_{self._turns}_")
+            turn = self.format.parse(action, id_prefix=f"call_{self._turns}_", tools=self.toolbox.specs())
             raw: str | None = action
         elif isinstance(action, ParsedTurn):
             turn, raw = screen_structured(action), None
         elif isinstance(action, AssistantMessage):
-            turn, raw = screen_structured(ParsedTurn(content=action.content, tool_calls=action.tool_calls)), action.raw
+            turn, raw = screen_structured(ParsedTurn(content=action.content, tool_calls=action.tool_calls, reasoning=action.reasoning)), action.raw
         else:
             raise TypeError(f"step() takes assistant text, a ParsedTurn or an AssistantMessage, got {type(action).__name__}")
-        assistant = trusted(AssistantMessage, {"role": "assistant", "content": turn.content, "tool_calls": turn.tool_calls, "raw": raw})
+        assistant = trusted(AssistantMessage, {"role": "assistant", "content": turn.content, "tool_calls": turn.tool_calls, "raw": raw, "reasoning": turn.reasoning})
         self.messages.append(assistant)
         return turn, assistant
 

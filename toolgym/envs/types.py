@@ -112,10 +112,13 @@ class UserMessage(_Model):
 class AssistantMessage(_Model):
     role: Literal["assistant"] = "assistant"
     content: str = ""
-    """Text outside tool calls (reasoning or the final answer)."""
+    """Text outside tool calls and reasoning blocks: a preamble, or the final answer."""
     tool_calls: list[ToolCall] = Field(default_factory=list)
     raw: str | None = None
     """The exact text the policy produced, when it produced text."""
+    reasoning: str | None = None
+    """The turn's reasoning (``<think>`` blocks, harmony's analysis channel...), split off by
+    the tool-call format; None when the turn had none. Answer checks and critics do not see it."""
 
 
 class ToolMessage(_Model):

@@ -53,8 +53,9 @@ class EnvSection(_Section):
     id: str = "toolgym/unitconv-v0"
     """A registered environment id."""
     tool_format: str | None = None
-    """How the env parses tool calls ("hermes", "kimi_k2", ...): must match the model's chat template
-    (None: the env's default)."""
+    """How the env parses tool calls (a name in ``toolgym.envs.formats.FORMATS``: "hermes", "kimi_k2",
+    "deepseek", "llama3_json", "glm45", "qwen3_coder", "harmony", "mistral", "openai"), or "auto" to
+    detect it from ``model.path``'s chat template; must match that template (None: the env's default)."""
     rubric: str | None = None
     """A rubric file (YAML/JSON) or a catalog rubric name; default: the env's catalog rubric."""
     verifiable_only: bool = True
@@ -299,11 +300,23 @@ def _describe(error: Any) -> str:
     return f"{field}: {error['msg']} (got {error.get('input')!r})"
 
 
+def _detected_format(config: TrainConfig) -> str:
+    """``env.tool_format: auto``: the format ``model.path``'s chat template teaches."""
+    from toolgym.envs.formats import chat_template_of, detect_format
+
+    if config.model.path is None:
+        raise ConfigError("env.tool_format: 'auto' reads the chat template of model.path, which is not set; "
+                          "name the format instead (e.g. env.tool_format: kimi_k2 for the tiny models)")
+    return detect_format(chat_template_of(config.model.path))
+
+
 def env_source(config: TrainConfig) -> Any:
     """The env id, or a factory when a tool format is configured."""
     from toolgym.envs.registry import make
 
     env_id, tool_format = config.env.id, config.env.tool_format
+    if tool_format == "auto":
+        tool_format = _detected_format(config)
     if tool_format is None:
         make(env_id).close()  # fail now, with suggestions, on an unknown id
         return env_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,6 +35,9 @@ class ParsedTurn:
     content: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     errors: list[ParseError] = field(default_factory=list)
+    reasoning: str | None = None
+    """Text of the turn's reasoning blocks (``<think>``, harmony's analysis channel...), None
+    when the turn had none; never part of ``content``."""
 
 
 class ToolCallFormat(Protocol):
@@ -41,12 +45,18 @@ class ToolCallFormat(Protocol):
 
     name: str
 
-    def parse(self, text: str, id_prefix: str = "call_") -> ParsedTurn:
-        """Split text into content and calls; never raises, malformed calls become errors."""
+    def parse(self, text: str, id_prefix: str = "call_", tools: Sequence[ToolSpec] | None = None) -> ParsedTurn:
+        """Split text into reasoning, content and calls; never raises, malformed calls become errors.
+
+        ``tools`` (the specs offered) lets formats that write argument values as bare text
+        (GLM, Qwen3-Coder) type each value from the tool's JSON schema.
+        """
         ...
 
-    def render_turn(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]] = ()) -> str:
-        """Assistant text that ``parse`` reads back as ``content`` and ``calls``.
+    def render_turn(
+        self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]] = (), reasoning: str | None = None
+    ) -> str:
+        """Assistant text that ``parse`` reads back as ``content``, ``calls`` and ``reasoning``.
 
         ``unreadable`` holds (name, raw arguments) of structured calls whose arguments could
         not be read (say, from an endpoint); they are written so that ``parse`` reports each
@@ -101,15 +111,25 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+# Reasoning tags are read anywhere in a turn (see ``reasoning.py``), so JSON must not spell them.
+_ALWAYS_ESCAPED = ("<think>", "</think>", "[THINK]", "[/THINK]")
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _escape_brackets(match: re.Match[str]) -> str:
+    return match.group().replace("<", "\\u003c").replace("[", "\\u005b")
+
+
 def dumps_inside(value: Any, markers: tuple[str, ...]) -> str:
     """JSON for a value that sits between format markers.
 
-    A string argument that contains a marker (say ``</tool_call>``) would end the call early, so
-    then every ``<`` is written as the JSON escape ``\\u003c``, which parses back to ``<``.
+    A string that contains a marker (say ``</tool_call>`` or ``[TOOL_CALLS]``) or a reasoning tag
+    would end the call early, so then every ``<`` and ``[`` inside JSON strings is written as its
+    escape (``\\u003c``, ``\\u005b``), which parses back to the same text.
     """
     text = dumps(value)
-    if any(m in text for m in markers):
-        text = text.replace("<", "\\u003c")
+    if any(m in text for m in markers) or any(t in text for t in _ALWAYS_ESCAPED):
+        text = _JSON_STRING.sub(_escape_brackets, text)
     return text
 
 
@@ -141,4 +161,4 @@ def screen_structured(turn: ParsedTurn) -> ParsedTurn:
     for call in bad:
         what = "nest deeper than {limit} levels" if isinstance(call.arguments, dict) else f"are a {type(call.arguments).__name__}, not an object"
         errors.append(ParseError(message=f"call to {clip(str(call.name))}: arguments {what.format(limit=limit)}", snippet=""))
-    return ParsedTurn(content=turn.content, tool_calls=[c for c in turn.tool_calls if c not in bad], errors=errors)
+    return ParsedTurn(content=turn.content, tool_calls=[c for c in turn.tool_calls if c not in bad], errors=errors, reasoning=turn.reasoning)

@@ -24,17 +24,21 @@ from toolgym.envs.formats.base import (
     snippet,
     tools_json_lines,
 )
+from toolgym.envs.formats.turn import TextFormat
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
 
-class HermesFormat:
+class HermesFormat(TextFormat):
     """``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, several per turn allowed."""
 
     name = "hermes"
+    syntax = '<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>'
+    markers = (OPEN, CLOSE)
+    stops = ("<|im_end|>",)
 
-    def parse(self, text: str, id_prefix: str = "call_") -> ParsedTurn:
+    def parse_calls(self, text: str, id_prefix: str, tools: Sequence[ToolSpec] | None) -> ParsedTurn:
         if OPEN not in text and CLOSE not in text:
             return ParsedTurn(content=text.strip())
         calls: list[ToolCall] = []
@@ -80,7 +84,7 @@ class HermesFormat:
             return ParseError(message=f"call to {clip(data['name'])}: {args}", snippet=snippet(body.strip()))
         return make_call(call_id, data["name"], args)
 
-    def render_turn(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]] = ()) -> str:
+    def render_calls(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]]) -> str:
         blocks = [f"{OPEN}\n{dumps_inside({'name': c.name, 'arguments': c.arguments}, (OPEN, CLOSE))}\n{CLOSE}" for c in calls]
         # Unreadable arguments travel as a JSON string: parse() fails to read them as an object
         # again, and no raw text can close the tag or smuggle in a second "arguments" key.

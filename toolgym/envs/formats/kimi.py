@@ -21,6 +21,7 @@ from toolgym.envs.formats.base import (
     snippet,
     tools_json_lines,
 )
+from toolgym.envs.formats.turn import TextFormat
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 
 SECTION_BEGIN, SECTION_END = "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"
@@ -29,12 +30,15 @@ MARKERS = (SECTION_BEGIN, SECTION_END, CALL_BEGIN, ARG_BEGIN, CALL_END)
 _ID = re.compile(r"^\s*(?:functions\.)?([A-Za-z_][\w.\-]*?):(\d+)\s*$")
 
 
-class KimiK2Format:
+class KimiK2Format(TextFormat):
     """Kimi K2's tool-call section with ``functions.NAME:IDX`` call ids."""
 
     name = "kimi_k2"
+    syntax = f"{SECTION_BEGIN}{CALL_BEGIN}functions.NAME:INDEX{ARG_BEGIN}{{...}}{CALL_END}{SECTION_END}"
+    markers = MARKERS
+    stops = ("<|im_end|>",)
 
-    def parse(self, text: str, id_prefix: str = "call_") -> ParsedTurn:
+    def parse_calls(self, text: str, id_prefix: str, tools: Sequence[ToolSpec] | None) -> ParsedTurn:
         if "<|tool_call" not in text:  # the common prefix of every marker
             return ParsedTurn(content=text.strip())
         start = text.find(SECTION_BEGIN)
@@ -79,7 +83,7 @@ class KimiK2Format:
             return
         turn.tool_calls.append(make_call(raw_id.strip(), name, args))
 
-    def render_turn(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]] = ()) -> str:
+    def render_calls(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]]) -> str:
         if not calls and not unreadable:
             return content
         body = "".join(

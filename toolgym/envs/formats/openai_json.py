@@ -18,6 +18,7 @@ from toolgym.envs.formats.base import (
     ParseError,
     clip,
     dumps,
+    dumps_inside,
     loads,
     make_call,
     raw_text,
@@ -25,15 +26,17 @@ from toolgym.envs.formats.base import (
     snippet,
     tools_json_lines,
 )
+from toolgym.envs.formats.turn import TextFormat
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 
 
-class OpenAIFormat:
+class OpenAIFormat(TextFormat):
     """A JSON message ``{"content": ..., "tool_calls": [...]}``, as in the Chat Completions API."""
 
     name = "openai"
+    syntax = '{"content": "", "tool_calls": [{"id": "call_0", "type": "function", "function": {"name": ..., "arguments": "<json>"}}]}'
 
-    def parse(self, text: str, id_prefix: str = "call_") -> ParsedTurn:
+    def parse_calls(self, text: str, id_prefix: str, tools: Sequence[ToolSpec] | None) -> ParsedTurn:
         stripped = text.strip()
         if '"tool_calls"' not in stripped:
             return ParsedTurn(content=stripped)
@@ -76,7 +79,7 @@ class OpenAIFormat:
         call_id = item.get("id") if isinstance(item.get("id"), str) and item.get("id") else default_id
         return make_call(call_id, fn["name"], args)
 
-    def render_turn(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]] = ()) -> str:
+    def render_calls(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]]) -> str:
         if not calls and not unreadable:
             return content
         items = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": dumps(c.arguments)}} for c in calls]
@@ -85,7 +88,7 @@ class OpenAIFormat:
             {"id": f"call_{len(calls) + i}", "type": "function", "function": {"name": name, "arguments": raw_text(raw) or "?"}}
             for i, (name, raw) in enumerate(unreadable)
         ]
-        return dumps({"content": content, "tool_calls": items})
+        return dumps_inside({"content": content, "tool_calls": items}, ())
 
     def render_tools(self, tools: list[ToolSpec]) -> str:
         return (

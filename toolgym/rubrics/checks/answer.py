@@ -7,7 +7,7 @@ import re
 import unicodedata
 from typing import Any, Literal
 
-from toolgym.envs.types import Task
+from toolgym.envs.types import AssistantMessage, Task
 from toolgym.rollouts.episode import Episode
 
 # A number not glued to a word or another number: "total_5" holds none, "12.5 km" holds 12.5.
@@ -25,14 +25,29 @@ def numbers_in(text: str) -> list[float]:
     return [float(m.group().replace(",", "")) for m in _NUMBER.finditer(text)]
 
 
+def answer_text(episode: Episode, include_reasoning: bool = False) -> str:
+    """What an answer check reads: the final answer, which never holds reasoning.
+
+    With ``include_reasoning`` the reasoning of the answering turn (``AssistantMessage.reasoning``)
+    comes first, for rubrics that mean to judge it; by default checks see only the answer.
+    """
+    if not include_reasoning:
+        return episode.final_answer
+    last = next((m for m in reversed(episode.messages) if isinstance(m, AssistantMessage) and not m.tool_calls), None)
+    reasoning = last.reasoning if last is not None else None
+    return f"{reasoning}\n\n{episode.final_answer}" if reasoning else episode.final_answer
+
+
 def required_outputs_present(
-    task: Task, episode: Episode, env: Any = None, *, outputs: list[str] | None = None, normalized: bool = True
+    task: Task, episode: Episode, env: Any = None, *, outputs: list[str] | None = None, normalized: bool = True,
+    include_reasoning: bool = False,
 ) -> float | None:
     """Share of the required outputs that appear in the final answer.
 
     Args:
         outputs: Required strings; default ``task.expected.outputs``.
         normalized: Compare after ``normalize`` (case, spacing) instead of verbatim.
+        include_reasoning: Also search the answering turn's reasoning (off: the answer only).
 
     Returns:
         None when nothing is required.
@@ -40,7 +55,8 @@ def required_outputs_present(
     required = outputs if outputs is not None else task.expected.outputs
     if not required:
         return None
-    answer = normalize(episode.final_answer) if normalized else episode.final_answer
+    text = answer_text(episode, include_reasoning)
+    answer = normalize(text) if normalized else text
     found = sum((normalize(out) if normalized else out) in answer for out in required)
     return found / len(required)
 
@@ -55,6 +71,7 @@ def answer_matches(
     tol: float = 1e-6,
     rel_tol: float = 0.0,
     pick: Literal["first", "last", "any", "only"] = "first",
+    include_reasoning: bool = False,
 ) -> float | None:
     """1.0 when the final answer matches the reference answer.
 
@@ -65,6 +82,8 @@ def answer_matches(
         rel_tol: Relative tolerance of "numeric".
         pick: Which number of the answer "numeric" compares: the first, the last, any of them
             (easy to game by listing many), or the only one (0.0 if there are several).
+        include_reasoning: Match against the answering turn's reasoning followed by the answer
+            (off: the answer only).
 
     Returns:
         None when there is no reference.
@@ -75,7 +94,7 @@ def answer_matches(
     ref = reference if reference is not None else (task.expected.answer or task.gold_answer)
     if ref is None:
         return None
-    answer = episode.final_answer
+    answer = answer_text(episode, include_reasoning)
     if mode == "exact":
         return float(answer.strip() == ref.strip())
     if mode == "normalized":

@@ -1,0 +1,112 @@
+"""The parse pipeline every format shares: reasoning out, the format's own calls, then a look
+for calls written in some other known format.
+
+A format subclasses ``TextFormat`` and writes ``parse_calls`` (its own syntax only); ``parse``
+adds the rest, so every family handles reasoning, stray formats and stop markers alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from toolgym.envs.formats.base import ParsedTurn, ParseError, snippet
+from toolgym.envs.formats.detect import format_seen
+from toolgym.envs.formats.reasoning import THINK, join_reasoning, split_reasoning
+from toolgym.envs.types import ToolCall, ToolSpec
+
+
+class TextFormat:
+    """Base of the text formats: ``parse`` = reasoning split + ``parse_calls`` + foreign-format check."""
+
+    name: str
+    syntax: ClassVar[str]
+    """One line showing a call, quoted in error messages."""
+    markers: ClassVar[tuple[str, ...]] = ()
+    """Fixed strings this format writes in calls (a foreign-format check skips them)."""
+    think_tags: ClassVar[tuple[tuple[str, str], ...]] = (THINK,)
+    """Reasoning block tags split off before calls are read."""
+    stops: ClassVar[tuple[str, ...]] = ()
+    """End-of-turn markers a decoder may leave at the end of the text; dropped."""
+
+    def parse(self, text: str, id_prefix: str = "call_", tools: Sequence[ToolSpec] | None = None) -> ParsedTurn:
+        """Split ``text`` into reasoning, content and calls; never raises.
+
+        Malformed calls, calls inside reasoning, calls in another known format and broken
+        reasoning blocks all become ``errors`` (so such a turn is never a final answer).
+        """
+        text = _strip_stops(text, self.stops)
+        pieces: list[str] = []
+        errors: list[ParseError] = []
+        for tags in self.think_tags:
+            if tags[0] in text or tags[1] in text:
+                found, text, bad = split_reasoning(text, tags)
+                pieces += found
+                errors += bad
+        turn = self.parse_calls(text, id_prefix, tools)
+        if turn.reasoning is not None:  # a format with its own reasoning channel (harmony)
+            pieces.append(turn.reasoning)
+        turn.reasoning = join_reasoning(pieces)
+        if turn.reasoning:
+            errors += self._calls_in_reasoning(turn.reasoning, tools)
+        errors += turn.errors
+        # A call the own parser took no notice of must not pass as an answer: if a known format's
+        # markers remain (in the content, or anywhere when the turn is already broken), name it.
+        look_at = text if errors else turn.content
+        seen = format_seen(look_at, self.name, self.markers)
+        if seen is not None:
+            errors.append(
+                ParseError(
+                    message=f"this turn holds a tool call in the {seen} format, but this environment reads "
+                    f"{self.name} calls: {self.syntax}",
+                    snippet=snippet(look_at.strip()),
+                )
+            )
+        turn.errors = errors
+        return turn
+
+    def parse_calls(self, text: str, id_prefix: str, tools: Sequence[ToolSpec] | None) -> ParsedTurn:
+        """Content and calls in this format's own syntax (reasoning already taken out)."""
+        raise NotImplementedError
+
+    def _calls_in_reasoning(self, reasoning: str, tools: Sequence[ToolSpec] | None) -> list[ParseError]:
+        inner = self.parse_calls(reasoning, "r_", tools)
+        if not inner.tool_calls and not inner.errors:
+            return []
+        return [
+            ParseError(
+                message="a tool call inside the reasoning block is not run: finish reasoning first, then write "
+                f"the call after it ({self.syntax})",
+                snippet=snippet(reasoning.strip()),
+            )
+        ]
+
+    def render_reasoning(self, reasoning: str | None) -> str:
+        """The reasoning block that starts a rendered turn ('' when there is none)."""
+        if reasoning is None:
+            return ""
+        open_tag, close_tag = self.think_tags[0]
+        return f"{open_tag}{reasoning}{close_tag}\n\n"
+
+    def render_turn(
+        self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]] = (), reasoning: str | None = None
+    ) -> str:
+        """Assistant text that ``parse`` reads back as ``content``, ``calls`` and ``reasoning``."""
+        return self.render_reasoning(reasoning) + self.render_calls(content, calls, unreadable)
+
+    def render_calls(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]]) -> str:
+        """The answer part of a turn: content and calls in this format."""
+        raise NotImplementedError
+
+
+def _strip_stops(text: str, stops: tuple[str, ...]) -> str:
+    if not stops:
+        return text
+    end = text.rstrip()
+    while True:
+        for stop in stops:
+            if end.endswith(stop):
+                end = end[: -len(stop)].rstrip()
+                break
+        else:
+            return end if len(end) != len(text.rstrip()) else text
