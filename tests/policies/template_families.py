@@ -46,15 +46,15 @@ FAMILIES: dict[str, Family] = {
     "qwen25": Family("qwen25", QWEN, ("<|im_end|>",), "<|endoftext|>", "hermes"),
     "qwen3": Family("qwen3", QWEN, ("<|im_end|>",), "<|endoftext|>", "hermes", rewrites=True),
     "qwen3_nothink": Family("qwen3", QWEN, ("<|im_end|>",), "<|endoftext|>", "hermes", kwargs={"enable_thinking": False}, rewrites=True),
-    "hermes3": Family("hermes3", QWEN + ("<|begin_of_text|>",), ("<|im_end|>",), "<|endoftext|>", "hermes", bos="<|begin_of_text|>"),
+    "hermes3": Family("hermes3", QWEN + ("<|begin_of_text|>",), ("<|im_end|>",), "<|endoftext|>", "hermes", bos="<|begin_of_text|>", rewrites=True),
     "kimi_k2": Family("kimi_k2", KIMI, ("<|im_end|>",), "<|endoftext|>", "kimi_k2"),
     "kimi_k2_thinking": Family("kimi_k2_thinking", KIMI, ("<|im_end|>",), "<|endoftext|>", "kimi_k2", rewrites=True),
     "glm45": Family("glm45", GLM, ("<|user|>", "<|observation|>", "<|endoftext|>"), "<|endoftext|>", "glm45", rewrites=True),
-    "deepseek_v31": Family("deepseek_v31", DEEPSEEK, ("<｜end▁of▁sentence｜>",), "<｜end▁of▁sentence｜>", "deepseek", bos="<｜begin▁of▁sentence｜>", rewrites=True),
+    "deepseek_v31": Family("deepseek_v31", DEEPSEEK, ("<｜end▁of▁sentence｜>",), "<｜end▁of▁sentence｜>", "deepseek", bos="<｜begin▁of▁sentence｜>"),
     "llama31": Family("llama31", LLAMA, ("<|eot_id|>", "<|eom_id|>"), "<|finetune_right_pad_id|>", "llama3_json", bos="<|begin_of_text|>"),
     "qwen3_coder": Family("qwen3_coder", QWEN, ("<|im_end|>",), "<|endoftext|>", "qwen3_coder"),
     "gpt_oss": Family("gpt_oss", HARMONY, ("<|call|>", "<|return|>"), "<|endoftext|>", "harmony", kwargs={"reasoning_effort": "low"}, rewrites=True),
-    "mistral": Family("mistral", MISTRAL, ("</s>",), "<pad>", "mistral", bos="<s>"),
+    "mistral": Family("mistral", MISTRAL, ("</s>",), "<pad>", "mistral", bos="<s>", rewrites=True),
 }
 
 
@@ -76,7 +76,7 @@ def family_tokenizer(name: str) -> Any:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=600, min_frequency=2, special_tokens=list(fam.specials),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus(fam), trainer=trainer)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in fam.specials])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=fam.ends[0], pad_token=fam.pad, bos_token=fam.bos, chat_template=template_text(fam.template),
@@ -89,8 +89,23 @@ def end_ids(name: str) -> list[int]:
     return list(family_tokenizer(name).convert_tokens_to_ids(list(FAMILIES[name].ends)))
 
 
-def _corpus() -> list[str]:
-    import json
+def _corpus(fam: Family) -> list[str]:
+    """The family's rendering of the checked conversation, so common pieces become single tokens."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
 
-    words = "Weather in Paris and 3 m in feet? Rome has rain. sunny result get_weather convert city value unit ok"
-    return [words, json.dumps({"name": "get_weather", "arguments": {"city": "Paris"}}), '{"result": "ok"}'] * 3
+    from toolgym.policies.chat import ChatRenderer
+    from toolgym.policies.template_check import TOOLS, generated_conversation
+
+    blank = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()), chat_template=template_text(fam.template),
+                                    bos_token=fam.bos, eos_token=fam.ends[0])
+    renderer = ChatRenderer(blank, end_ids=[], chat_template_kwargs=fam.kwargs)
+    texts = []
+    for parallel in (True, False):
+        try:
+            texts.append(renderer.text(generated_conversation(parallel, reasoning=True), TOOLS, generation_prompt=False))
+        except Exception:  # a template that refuses parallel calls: the single-call rendering is enough
+            continue
+    for special in fam.specials:  # special tokens are whole tokens; keep them out of the merges
+        texts = [t.replace(special, " ") for t in texts]
+    return texts * 2

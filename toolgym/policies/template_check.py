@@ -298,7 +298,10 @@ def _ended(renderer: ChatRenderer, body: str, messages: list[Message], closed: s
 
 def _parse_turn(fmt: Any, text: str, target: AssistantMessage, index: int) -> tuple[AssistantMessage, TurnCheck]:
     """The env's reading of the model's text, and the parse part of the turn's check."""
-    from toolgym.envs.formats.detect import format_seen
+    try:
+        from toolgym.envs.formats.detect import format_seen
+    except ImportError:  # an older formats package: no detection of the format seen
+        format_seen = lambda text, own: None  # noqa: E731
 
     check = TurnCheck(
         index=index, new_messages=[], start="full", prompt_equals_deployment=False, ids_equal_deployment=False,
