@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from toolgym.envs.canonical import seed_from
 from toolgym.envs.sim.schema import SchemaError
-from toolgym.envs.sim.spec import SimTool, compile_tool, split_name
+from toolgym.envs.sim.spec import CompiledTool, SimTool, compile_tool, split_name
 from toolgym.envs.synth.llm import parse_json
 from toolgym.envs.synth.operators import EvolveJob, realize
 from toolgym.envs.synth.records import FailureKind, ItemFailure, ToolRecord
@@ -149,13 +149,33 @@ def job_prompt(job: EvolveJob, taxonomy: Taxonomy, parents: dict[str, ToolRecord
             '"required": [...]}, "returns": {JSON Schema of the output}}.')
 
 
+_COMPILED: dict[str, CompiledTool] = {}
+MAX_COMPILED = 50_000
+
+
+def compile_cached(tool: SimTool) -> CompiledTool:
+    """``compile_tool``, remembered per process by the tool's JSON (compiling is the costly part of a stage).
+
+    Raises:
+        SchemaError: as ``compile_tool``.
+    """
+    key = tool.model_dump_json(exclude_none=True)
+    hit = _COMPILED.get(key)
+    if hit is None:
+        hit = compile_tool(tool)
+        if len(_COMPILED) >= MAX_COMPILED:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[key] = hit
+    return hit
+
+
 def validate(proposal: Proposal, generation: int) -> ToolRecord | ItemFailure:
     """The proposal as a kept-able ``ToolRecord``, or why not (``invalid_spec``)."""
     if proposal.tool is None:
         return proposal.failures[-1] if proposal.failures else ItemFailure(stage=STAGE, item=proposal.job.key, kind="no_answer")
     try:
         tool = SimTool.coerce(proposal.tool)
-        compile_tool(tool)
+        compile_cached(tool)
     except SchemaError as exc:
         return ItemFailure(stage=STAGE, item=proposal.job.key, kind="invalid_spec", message=str(exc)[:300])
     return ToolRecord(tool=tool, domain=proposal.domain, entity=proposal.entity, operator=proposal.job.operator,
