@@ -16,7 +16,7 @@ from toolgym.envs.catalog.unitconv.env import UnitConvEnv
 from toolgym.envs.tools import tool
 from toolgym.envs.types import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
 from toolgym.rollouts import ScriptedPolicy, run_episodes, sample_tasks
-from toolgym.rollouts.env_actor import EnvActor
+from toolgym.rollouts.env_actor import EnvActor, fast_pickling
 from toolgym.rollouts.pool import LocalEnvPool
 
 UNITCONV = "toolgym/unitconv-v0"
@@ -40,9 +40,12 @@ messages = st.lists(st.one_of(
 @settings(max_examples=60, deadline=None)
 @given(msgs=messages)
 def test_messages_cross_a_pickle_unchanged(msgs):
+    fast_pickling()  # what both ends of a Ray pool use
     back = pickle.loads(pickle.dumps(msgs))  # what an actor's reply does to the messages it carries
     assert [type(m) for m in back] == [type(m) for m in msgs]
     assert [m.model_dump() for m in back] == [m.model_dump() for m in msgs]
+    assert back == msgs and [m.model_fields_set for m in back] == [m.model_fields_set for m in msgs]
+    assert [m.model_dump(exclude_unset=True) for m in back] == [m.model_dump(exclude_unset=True) for m in msgs]
 
 
 @settings(max_examples=15, deadline=None)

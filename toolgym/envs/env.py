@@ -2,8 +2,10 @@
 observations are new messages (tool results, user replies).
 
 A new environment overrides at most three things: the ``@tool`` methods, ``setup`` (build the
-world from a task) and ``sample_task`` (seeded task generation). Everything else, budgets,
-error observations, snapshots and digests, is shared.
+world from a task: plain data, or an object with ``save``/``load``/``digest``, see
+``toolgym.envs.world``) and ``sample_task`` (seeded task generation). Everything else, budgets,
+error observations, snapshots and digests, is shared. Tool calls all pass through one async
+method, ``call_tool``, which wrappers override (``toolgym.envs.wrappers.ToolCallWrapper``).
 
 >>> import toolgym
 >>> env = toolgym.make("toolgym/unitconv-v0")
@@ -45,6 +47,7 @@ from toolgym.envs.types import (
     UserMessage,
     trusted,
 )
+from toolgym.envs.world import as_world_state, copy_world
 from toolgym.errors import ConfigError, ResetNeeded, did_you_mean
 
 if TYPE_CHECKING:
@@ -130,25 +133,31 @@ class ToolEnv(gymnasium.Env):
             )
         return self.tasks[int(rng.integers(len(self.tasks)))]
 
+    # The world: a ``WorldState`` in ``self.world`` (or plain data) needs none of the four
+    # methods below overridden. They stay overridable for envs written before the protocol.
+
     def world_state(self) -> Any:
-        """The JSON-able world state that ``state_digest`` hashes. Default: ``self.world``."""
+        """The JSON-able world state that ``state_digest`` hashes (plain-data worlds). Default: ``self.world``."""
         return self.world
 
     def load_world(self, state: Any) -> None:
-        """Inverse of ``world_state`` for ``restore``. Default: ``self.world = state``."""
+        """Inverse of ``world_state`` for ``restore`` (plain-data worlds). Default: ``self.world = state``."""
         self.world = state
 
     def save_world(self) -> Any:
-        """An independent copy of everything the tools can change (for snapshots and rollbacks).
-
-        Default: a deep copy of ``world_state()``. Override when the world holds more than its
-        hashed state (private attributes, RNGs), as wrapped classes do.
-        """
-        return copy_world(self.world_state())
+        """An independent copy of everything the tools can change (for snapshots and rollbacks):
+        the world's own ``save()`` (a ``WorldState``), else a deep copy of ``world_state()``."""
+        own = as_world_state(self.world)
+        return own.save() if own is not None else copy_world(self.world_state())
 
     def load_saved_world(self, saved: Any) -> None:
-        """Put back a ``save_world`` copy (the copy itself stays reusable). Default: ``load_world``."""
-        self.load_world(copy_world(saved))
+        """Put back a ``save_world`` copy (the copy itself stays reusable): the world's own
+        ``load`` (a ``WorldState``), else ``load_world`` of a fresh copy."""
+        own = as_world_state(self.world)
+        if own is not None:
+            own.load(saved)
+        else:
+            self.load_world(copy_world(saved))
 
     def tool_owners(self) -> list[Any]:
         """Objects whose ``@tool`` methods are this environment's tools. Default: the env itself."""
@@ -295,8 +304,10 @@ class ToolEnv(gymnasium.Env):
     # ------------------------------------------------------------------ forking and hashing
 
     def state_digest(self) -> str:
-        """Canonical hash of the world state (same state, same digest, on any machine)."""
-        return digest(self.world_state())
+        """Canonical hash of the world state (same state, same digest, on any machine): the
+        world's own ``digest()`` (a ``WorldState``), else the hash of ``world_state()``."""
+        own = as_world_state(self.world)
+        return own.digest() if own is not None else digest(self.world_state())
 
     def snapshot(self) -> EnvSnapshot:
         """Capture the world, conversation, budgets and RNG so ``restore`` can fork from here."""
@@ -436,35 +447,6 @@ def _check_task_tools(task: Task, toolbox: ToolBox) -> None:
             f"task {task.id!r}: field 'tools' names {name!r}, which this environment does not have."
             f"{did_you_mean(name, toolbox.tools)} Its tools: {', '.join(toolbox.tools) or 'none'}."
         )
-
-
-class _NotJson(Exception):
-    pass
-
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def _clone_json(value: Any) -> Any:
-    # Exact types: a dict or list subclass (defaultdict, a copy-on-write dict) keeps its class
-    # through copy.deepcopy instead. Scalars are shared without a call (most values are).
-    kind = type(value)
-    if kind is dict:
-        return {k: v if type(v) in _SCALARS else _clone_json(v) for k, v in value.items()}
-    if kind is list:
-        return [v if type(v) in _SCALARS else _clone_json(v) for v in value]
-    if kind in _SCALARS or isinstance(value, (str, int, float)):  # immutable (an enum member of str too)
-        return value
-    raise _NotJson
-
-
-def copy_world(value: Any) -> Any:
-    """A deep copy; plain JSON-like data is copied directly, 3-4x faster than ``copy.deepcopy``
-    (this runs before every call of an atomic env)."""
-    try:
-        return _clone_json(value)
-    except (_NotJson, RecursionError):
-        return copy.deepcopy(value)
 
 
 def tool_env(env: Any) -> ToolEnv:

@@ -21,12 +21,14 @@ Rules the actor keeps:
 from __future__ import annotations
 
 import asyncio
+import copyreg
 import gc
 import os
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from toolgym.envs import types
 from toolgym.envs.env import EnvSnapshot, ToolEnv
 from toolgym.errors import UnknownEnvError
 
@@ -51,6 +53,7 @@ class EnvActor:
         self._locks: dict[int, asyncio.Lock] = {}
         if gc_policy == "deferred":
             gc.disable()
+        fast_pickling()
 
     # ------------------------------------------------------------------ health
 
@@ -202,6 +205,35 @@ async def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
             pending = coro.send(None)
         except StopIteration as done:
             return done.value
+
+
+# The models a step's reply carries. pydantic pickles each through Python-level
+# __getstate__/__setstate__; these reducers send the field dict and rebuild without
+# re-validation (the env built the values): the same objects, about half the CPU per reply.
+_REPLY_MODELS: tuple[type[Any], ...] = (
+    types.Observation, types.SystemMessage, types.UserMessage, types.AssistantMessage, types.ToolMessage,
+    types.ToolCall, types.ToolResult, types.ToolError,
+)
+
+
+def _rebuild(cls: type[Any], fields: dict[str, Any], fields_set: set[str]) -> Any:
+    obj = types.trusted(cls, fields)
+    object.__setattr__(obj, "__pydantic_fields_set__", fields_set)  # exactly as sent, not "all fields"
+    return obj
+
+
+def _reduce(model: Any) -> tuple[Any, ...]:
+    return _rebuild, (type(model), model.__dict__, model.__pydantic_fields_set__)
+
+
+def fast_pickling() -> None:
+    """Pickle the message and result models of step replies by their field dicts (both ends of
+    the Ray pool call this: the caller in ``RayEnvPool.bind``, each actor at start).
+
+    What arrives equals what was sent (fields, set fields, types); only the CPU cost changes.
+    """
+    for cls in _REPLY_MODELS:
+        copyreg.pickle(cls, _reduce)
 
 
 def _rss_bytes() -> int:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from toolgym.envs.env import EnvSnapshot, ToolEnv
 from toolgym.envs.types import Observation
 from toolgym.errors import ConfigError, EnvError
-from toolgym.rollouts.env_actor import EnvActor
+from toolgym.rollouts.env_actor import EnvActor, fast_pickling
 from toolgym.rollouts.pool import StepOut
 from toolgym.rollouts.ray_cluster import check_resources, connect, wait_ready
 
@@ -57,10 +57,10 @@ class RayPoolConfig(BaseModel):
     """Custom resources per actor, e.g. ``{"sandbox_host": 1}`` to land on sandbox nodes."""
     max_inflight: int = Field(16, ge=1)
     """Calls outstanding per actor at once; further requests wait and join the next batch."""
-    max_batch: int = Field(256, ge=1)
-    """Most env requests in one actor call. Small enough that replies (~300 bytes a step) stay
-    under Ray's 100 KiB inline limit: larger ones go through the object store, which measured
-    2-3x slower at 10,000 envs (``benchmarks/rollout_scale.py``)."""
+    max_batch: int = Field(160, ge=1)
+    """Most env requests in one actor call. Small enough that replies (a step's 5-tuple pickles
+    to ~450 bytes for unitconv) stay under Ray's 100 KiB inline limit: larger ones go through
+    the object store, which measured 2-3x slower at 10,000 envs (``benchmarks/rollout_scale.py``)."""
     call_timeout_s: float = Field(120.0, gt=0)
     """Deadline of one actor call; past it the episodes in the call fail with ``EnvCallTimeout``."""
     ready_timeout_s: float = Field(120.0, gt=0)
@@ -194,6 +194,7 @@ class RayEnvPool:
         if self._actors:
             self.shutdown()
         self.env_id, self._factory = env_id, factory
+        fast_pickling()
         connect(self.cfg)
         check_resources(self.cfg)
         self._actors = [self._new_actor() for _ in range(self.cfg.actors)]
