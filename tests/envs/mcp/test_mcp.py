@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("mcp")
 
@@ -72,6 +74,49 @@ def test_a_hanging_tool_times_out_and_the_server_lives_on(proxy):
     message, _ = act(proxy, "hang", seconds=3)
     assert message.error == "timeout" and time.perf_counter() - start < 5
     assert act(proxy, "count_notes")[0].error is None and proxy.stop_reason is None
+
+
+def spoil(text: str, surrogate: str, at: int) -> str:
+    i = at % (len(text) + 1)
+    return text[:i] + surrogate + text[i:]
+
+
+@settings(max_examples=15, deadline=None)
+@given(title=st.text(max_size=8), body=st.text(max_size=8), surrogate=st.integers(0xD800, 0xDFFF).map(chr),
+       at=st.integers(0, 9), where=st.sampled_from(["title", "body", "key"]))
+def test_a_lone_surrogate_in_the_models_argument_is_its_error_and_never_reaches_the_server(proxy, title, body, surrogate, at, where):
+    proxy.reset(seed=0, options={"task": TASK})
+    before = json.loads(act(proxy, "count_notes")[0].content)
+    arguments = {"title": title, "body": body}
+    if where == "key":
+        arguments[spoil("x", surrogate, at)] = "y"
+    else:
+        arguments[where] = spoil(arguments[where], surrogate, at)
+    message, info = act(proxy, "add_note", **arguments)
+    assert message.error == "invalid_arguments" and "holds a lone surrogate" in message.content
+    assert info["errors"] == {"invalid_arguments": 1} and proxy.stop_reason is None and proxy.client.alive
+    assert json.loads(act(proxy, "count_notes")[0].content) == before  # the server never saw the call, and lives
+    assert all(c["tool"] != "add_note" for c in proxy.world["calls"])
+
+
+def test_the_client_itself_refuses_to_send_a_lone_surrogate(proxy):
+    with pytest.raises(MCPToolError, match=r"arguments\.title holds a lone surrogate.*not sent to the server"):
+        proxy.client.call_tool("add_note", {"title": "a\ud800"})
+    assert proxy.client.alive
+
+
+@pytest.mark.parametrize("output", [{"title": "a\udfff"}, ["ok", {"\ud800": 1}], "text \udbff"])
+def test_a_server_answer_holding_a_lone_surrogate_is_broken_output_not_the_agents(proxy, monkeypatch, output):
+    proxy.reset(seed=0, options={"task": TASK})
+
+    async def answer(name, arguments, timeout_s=None):
+        return output
+
+    monkeypatch.setattr(proxy.client, "acall_tool", answer)
+    message, info = act(proxy, "count_notes")
+    assert message.error == "simulator_error" and "holds a lone surrogate" in message.content
+    assert info["errors"] == {"simulator_error": 1} and proxy.stop_reason is None  # not fatal: the server lives
+    message.content.encode("utf-8")
 
 
 def test_a_server_that_dies_gives_a_typed_result_and_ends_the_episode():

@@ -29,6 +29,7 @@ from toolgym.aio import loop_needed, run_sync
 from toolgym.envs.mcp.convert import mcp_output, mcp_tool_to_sim
 from toolgym.envs.mcp.errors import MCPServerError, MCPToolError
 from toolgym.envs.sim.spec import SimTool
+from toolgym.envs.sim.text import invalid_text_at
 from toolgym.errors import ConfigError
 
 CONNECTION_CLOSED = -32000
@@ -190,7 +191,12 @@ class MCPClient:
         """Call a tool and return its output; raises ``MCPToolError``/``MCPServerError``.
 
         The request runs on the client's own loop under ``timeout_s`` (default: the config's).
+        Arguments holding text UTF-8 cannot carry (a lone surrogate) are refused with
+        ``MCPToolError`` and never sent: a server dies on them.
         """
+        where = invalid_text_at(arguments, root="arguments")
+        if where is not None:  # the SDK would send it and the server would die on it: the caller's mistake
+            raise MCPToolError(f"{name}: {where} holds a lone surrogate (not valid Unicode text); not sent to the server")
         timeout = timeout_s or self.config.request_timeout_s
         future = self._request(lambda s: s.call_tool(self.names.get(name, name), arguments), timeout)
         return mcp_output(await self._await(future, timeout), name)

@@ -18,11 +18,12 @@ from typing import Any
 
 from toolgym.envs.env import ToolEnv
 from toolgym.envs.mcp.client import MCPClient, MCPServerConfig
-from toolgym.envs.mcp.errors import MCPToolError
+from toolgym.envs.mcp.errors import MCPServerError, MCPToolError
 from toolgym.envs.sim.base import BackendError, Simulator
 from toolgym.envs.sim.box import BackendToolBox, acatch_backend, schema_tool, tool_owner
 from toolgym.envs.sim.env import SimulatedToolEnv
 from toolgym.envs.sim.spec import SimTool
+from toolgym.envs.sim.text import invalid_text_at
 from toolgym.envs.tools import Tool
 from toolgym.envs.types import Observation, StopReason, Task
 from toolgym.envs.users.base import SimulatedUser
@@ -102,15 +103,24 @@ class MCPToolEnv(ToolEnv):
 
     def _make_tool(self, tool: SimTool) -> Tool:
         async def forward(**arguments: Any) -> Any:
+            # The arguments were checked against the schema (lone surrogates included) before this.
             try:
                 output = await self.client.acall_tool(tool.name, arguments)
             except MCPToolError as exc:
+                self._refuse_broken_text(tool.name, str(exc), "its error message")
                 self.world["calls"].append({"tool": tool.name, "arguments": arguments, "error": str(exc)})
                 raise
+            self._refuse_broken_text(tool.name, output, "output")
             self.world["calls"].append({"tool": tool.name, "arguments": arguments, "output": output})
             return output
 
         return schema_tool(tool.spec, acatch_backend(forward), is_async=True)
+
+    def _refuse_broken_text(self, tool: str, value: Any, what: str) -> None:
+        """A server answer holding text UTF-8 cannot carry is broken backend output (not fatal)."""
+        where = invalid_text_at(value, root=what)
+        if where is not None:
+            raise MCPServerError(f"MCP server {self.client.config.name!r} answered {tool!r} unusably: {where} holds a lone surrogate (not valid Unicode text)")
 
     def _on_backend_failure(self, error: BackendError) -> None:
         if error.fatal:  # the server is gone: the episode cannot be scored, end it as infrastructure

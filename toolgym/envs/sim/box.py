@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from toolgym.envs.dispatch import ToolBox, error_result
 from toolgym.envs.sim.base import BackendError
 from toolgym.envs.sim.schema import compile_schema
+from toolgym.envs.sim.text import invalid_text_at
 from toolgym.envs.tools import ArgumentError, BoundTool, Tool
 from toolgym.envs.types import ToolCall, ToolResult, ToolSpec
 from toolgym.errors import did_you_mean
@@ -38,6 +39,9 @@ class SchemaTool(Tool):
         """The arguments unchanged when they fit the schema, else ``ArgumentError`` for the model."""
         if not isinstance(arguments, dict):
             raise ArgumentError(f"arguments of {self.name!r} must be a JSON object, got {type(arguments).__name__}")
+        where = invalid_text_at(arguments, root="arguments")
+        if where is not None:  # the model's mistake; never sent on to a simulator or a server
+            raise ArgumentError(f"invalid arguments for {self.name!r}: {where} holds a lone surrogate (not valid Unicode text); write plain text")
         required = self.spec.function.parameters.get("required", [])
         found = [f"missing required argument {p!r}" for p in required if p not in arguments]
         found += [self._unexpected(k) for k in arguments if self._is_unexpected(k)]

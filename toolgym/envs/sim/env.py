@@ -23,17 +23,29 @@ import numpy as np
 
 from toolgym.aio import run_sync
 from toolgym.envs.env import ToolEnv
-from toolgym.envs.sim.base import BackendError, Simulator
+from toolgym.envs.sim.base import BackendError, Simulator, SimulatorError
 from toolgym.envs.sim.box import BackendToolBox, acatch_backend, catch_backend, schema_tool, tool_owner
 from toolgym.envs.sim.schema_sim import SchemaSimulator
 from toolgym.envs.sim.spec import CompiledTool, SimTool, compile_tool
 from toolgym.envs.sim.state import CallRecord, SimState
+from toolgym.envs.sim.text import invalid_text_at
 from toolgym.envs.tools import Tool
 from toolgym.envs.types import Observation, StopReason, Task, ToolSpec
 from toolgym.envs.users.base import SimulatedUser
 from toolgym.errors import ConfigError
 
 SYSTEM_PROMPT = "You are a helpful assistant with access to an API. Use the tools to do what the user asks, then answer briefly."
+
+
+def broken_text(tool: str, value: Any, what: str) -> None:
+    """Refuse a simulator's output (or error message) holding text UTF-8 cannot carry.
+
+    Raises:
+        SimulatorError: a lone surrogate somewhere in ``value`` (broken output, like a schema mismatch).
+    """
+    where = invalid_text_at(value, root=what)
+    if where is not None:
+        raise SimulatorError(f"the simulator's answer to {tool!r} is unusable: {where} holds a lone surrogate (not valid Unicode text)")
 
 
 class SimulatedToolEnv(ToolEnv):
@@ -126,9 +138,13 @@ class SimulatedToolEnv(ToolEnv):
         async def arun(**arguments: Any) -> Any:
             try:
                 output = await self.simulator.asimulate(compiled, arguments, self.world)
+            except BackendError:
+                raise
             except Exception as exc:
+                broken_text(compiled.name, str(exc), "its error message")
                 self._log_error(compiled, arguments, exc)
                 raise
+            broken_text(compiled.name, output, "output")
             return self._log(compiled, arguments, output)
 
         if self.simulator.is_async:

@@ -27,6 +27,7 @@ from toolgym.envs.sim.base import SimulatedApiError, SimulatorError
 from toolgym.envs.sim.schema import problems
 from toolgym.envs.sim.spec import CompiledTool
 from toolgym.envs.sim.state import SimState
+from toolgym.envs.sim.text import invalid_text_at
 from toolgym.envs.types import SystemMessage, UserMessage
 from toolgym.policy import Policy, PolicyRequest, SamplingParams
 
@@ -183,6 +184,9 @@ def read_answer(text: str, tool: CompiledTool) -> tuple[dict[str, Any] | None, s
         value = safejson.loads(body[start : end + 1])
     except json.JSONDecodeError as exc:
         return None, f"not valid JSON ({exc.msg} at position {exc.pos})"
+    where = invalid_text_at(value, root="reply")
+    if where is not None:
+        return None, f"{where} holds a lone surrogate (a \\ud800-style escape that is not valid Unicode text)"
     if not isinstance(value, dict) or len(value) != 1 or not ({"output", "error"} & set(value)):
         return None, 'the object must have exactly one key, "output" or "error"'
     if "error" in value:
