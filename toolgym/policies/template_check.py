@@ -156,7 +156,7 @@ def check_template(
         return report
     report.tool_format = _resolve_format(tool_format, tokenizer, report)
     renderer = ChatRenderer(tokenizer, end_ids, chat_template_kwargs=kwargs, history_rewrite=history_rewrite)
-    parallel = _renders_parallel_calls(renderer)
+    parallel = _renders_parallel_calls(renderer, profile.nine_char_ids)
     if not parallel:
         report.notes.append("the template cannot render several calls in one assistant turn: the conversation uses one call per turn")
     reasoning = _shows_reasoning(renderer)
@@ -166,8 +166,25 @@ def check_template(
         report.notes.append("the template takes tool-call arguments as a JSON string; toolgym sends them so")
     if profile.tool_names:
         report.notes.append("the template needs a 'name' on tool messages; toolgym sends it")
-    _play(renderer, generated_conversation(parallel, reasoning), report)
+    conversation = generated_conversation(parallel, reasoning)
+    if profile.nine_char_ids:
+        report.notes.append("the template accepts only 9-character alphanumeric call ids (the model writes them; toolgym keeps them)")
+        conversation = _nine_char_ids(conversation)
+    _play(renderer, conversation, report)
     return report
+
+
+def _nine_char_ids(conversation: list[Message]) -> list[Message]:
+    ids: dict[str, str] = {}
+    short = lambda old: ids.setdefault(old, f"call{len(ids):05d}")  # noqa: E731
+    out: list[Message] = []
+    for m in conversation:
+        if isinstance(m, AssistantMessage) and m.tool_calls:
+            m = m.model_copy(update={"tool_calls": [c.model_copy(update={"id": short(c.id)}) for c in m.tool_calls]})
+        elif isinstance(m, ToolMessage):
+            m = m.model_copy(update={"tool_call_id": short(m.tool_call_id)})
+        out.append(m)
+    return out
 
 
 def _resolve_format(tool_format: str, tokenizer: Any, report: TemplateReport) -> str | None:
@@ -185,10 +202,11 @@ def _resolve_format(tool_format: str, tokenizer: Any, report: TemplateReport) ->
         return None
 
 
-def _renders_parallel_calls(renderer: ChatRenderer) -> bool:
+def _renders_parallel_calls(renderer: ChatRenderer, nine_char_ids: bool) -> bool:
     calls = [_call("get_weather", 0, city="Oslo"), _call("convert", 1, value=7, unit="yd")]
     messages: list[Message] = [UserMessage(content="q"), AssistantMessage(content="", tool_calls=calls)]
     messages += [ToolMessage(tool_call_id=c.id, name=c.name, content="r") for c in calls]
+    messages = _nine_char_ids(messages) if nine_char_ids else messages
     try:
         text = renderer.text(messages, TOOLS)
     except Exception:  # the template refuses several calls (Llama 3.x raises)
