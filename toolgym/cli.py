@@ -343,6 +343,18 @@ def train_command(
     train_cli(config, resume=resume, iterations=iterations, out=out, console=console)
 
 
+@app.command("synth")
+def synth_command(
+    config: Path = typer.Argument(..., help="A YAML SynthConfig (see examples/configs/synth_small.yaml)."),
+    out: Path | None = typer.Option(None, help="Override the config's output folder."),
+    name: str | None = typer.Option(None, help="Override the run name (it names the registered envs)."),
+) -> None:
+    """Synthesize tools, agents, tasks and judged trajectories; export a dataset and RL envs (resumable)."""
+    from toolgym.synth_cli import synth_cli
+
+    synth_cli(config, out=out, name=name, console=console)
+
+
 @app.command("view")
 def view_command(
     file: Path = typer.Argument(..., help="Episode file written by `toolgym rollout --out` (.jsonl or .parquet)."),

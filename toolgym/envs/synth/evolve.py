@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from toolgym.aio import loop_needed
 from toolgym.envs.canonical import seed_from
 from toolgym.envs.sim.schema import SchemaError
 from toolgym.envs.sim.spec import CompiledTool, SimTool, compile_tool, split_name
@@ -89,6 +90,7 @@ class PolicyProposer:
                           seed=seed_from(self.seed, "propose", job.key) >> 1, sampling=self.sampling)
             for job in jobs
         ]
+        await loop_needed()  # run from sync code (a shard) this needs an event loop: say so first
         try:
             turns: list[Any] = list(await self.policy.generate(requests))
         except Exception as exc:  # a policy should not raise; if it does, every reply of the batch is missing
