@@ -23,9 +23,10 @@ _TEXT_SIGNS: tuple[tuple[str, tuple[str, ...], re.Pattern[str] | None], ...] = (
     ("mistral", ("[TOOL_CALLS]", "[ARGS]"), None),
     ("glm45", ("<arg_key>", "<arg_value>"), None),
     ("qwen3_coder", ("<function=", "<parameter="), None),
+    # an OpenAI message holds Llama-looking {"name": ..., "arguments": ...} objects: test it first
+    ("openai", (), re.compile(r'"tool_calls"\s*:\s*\[')),
     ("hermes", (), re.compile(r"<tool_call>\s*\{")),
     ("llama3_json", ("<|python_tag|>",), re.compile(r'\{\s*"name"\s*:\s*"[^"]*"\s*,\s*"(?:parameters|arguments)"\s*:')),
-    ("openai", (), re.compile(r'\{\s*"(?:content"\s*:.*?,\s*")?tool_calls"\s*:\s*\[', re.DOTALL)),
 )
 
 

@@ -15,6 +15,7 @@ in this syntax; the renderer then writes a JSON string, which reads back as its 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 KEY, KEY_END, VALUE, VALUE_END = "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>"
 MARKERS = (OPEN, CLOSE, KEY, KEY_END, VALUE, VALUE_END)
+_NAME = re.compile(r'^[^\s<>{}\[\]"]+$')
 
 
 class GLM45Format(TextFormat):
@@ -68,7 +70,7 @@ class GLM45Format(TextFormat):
             return -1
         name = text[pos:stop].strip()
         pairs: list[tuple[str, str]] = []
-        problem = "" if name and "<" not in name and "\n" not in name else "the function name must follow <tool_call> directly"
+        problem = "" if _NAME.match(name) else "the function name must follow <tool_call> directly"
         pos = stop
         while text.startswith(KEY, pos):
             key_end = text.find(KEY_END, pos)

@@ -44,7 +44,7 @@ class HarmonyFormat(TextFormat):
     markers = MARKERS
 
     def parse_calls(self, text: str, id_prefix: str, tools: Sequence[ToolSpec] | None) -> ParsedTurn:
-        if MESSAGE not in text and CHANNEL not in text and START not in text:
+        if not any(m in text for m in MARKERS):
             return ParsedTurn(content=text.strip())
         turn = ParsedTurn()
         content: list[str] = []

@@ -44,6 +44,12 @@ class TextFormat:
                 pieces += found
                 errors += bad
         turn = self.parse_calls(text, id_prefix, tools)
+        for tags in self.think_tags:  # content decoded from JSON (openai) may spell tags with escapes
+            if tags[0] in turn.content or tags[1] in turn.content:
+                found, turn.content, bad = split_reasoning(turn.content, tags)
+                turn.content = turn.content.strip()
+                pieces += found
+                errors += bad
         if turn.reasoning is not None:  # a format with its own reasoning channel (harmony)
             pieces.append(turn.reasoning)
         turn.reasoning = join_reasoning(pieces)
