@@ -231,7 +231,7 @@ def test_a_sandbox_that_cannot_start_says_why_and_leaves_nothing(monkeypatch):
     from toolgym.envs.shell.cgroups import live_dirs
 
     real = BwrapSandbox.argv
-    monkeypatch.setattr(BwrapSandbox, "argv", lambda self, token, fds: [real(self, token, fds)[0], "--bogus-flag", *real(self, token, fds)[1:]])
+    monkeypatch.setattr(BwrapSandbox, "argv", lambda self, fds: [real(self, fds)[0], "--bogus-flag", *real(self, fds)[1:]])
     def ours() -> set:  # other processes on this host make and remove their own
         return {d for d in live_dirs() if d.name.startswith(f"{os.getpid()}-")}
 

@@ -2,31 +2,41 @@
 
 What one sandbox is:
 
+* an unprivileged host uid (``bwrap_setup``: toolgym started as root drops each sandbox to its
+  own uid of ``SANDBOX_UIDS`` before exec'ing bwrap), so no sandbox process is host root,
+  ``/proc/sys`` and root-only kernel files stay closed, and root's keyrings are out of reach;
 * a read-only system (``/usr`` and the few ``/etc`` files programs need, nothing of the host's
-  users, keys or home), a read-only root, and private size-limited tmpfs mounts for
-  ``/workspace`` and ``/tmp`` (the workspace exists only in the sandbox's memory, so closing
-  the sandbox leaves no directory behind);
+  users, keys or home), a read-only root, and ONE size-limited tmpfs holding ``/workspace``,
+  ``/tmp`` and ``/dev/shm`` (one quota over every writable place; per place when not root);
 * fresh user, pid, ipc, uts, net and cgroup namespaces (no network at all), nested user
   namespaces disabled, all capabilities dropped, uid 1000, an empty environment with PATH and
   HOME set, ``--new-session`` (no TIOCSTI into a terminal) and ``--die-with-parent``;
-* ``--as-pid-1``: the small ``sh`` loop that keeps the bash session alive is the namespace's
-  init, which the kernel shields from signals sent inside the namespace, so ``kill -9 -1``
-  ends the model's processes but never the sandbox (the loop also reaps orphans);
+* ``--as-pid-1``: the keeper (``session.keeper_script``, an execute-only ``sh``) is the
+  namespace's init, shielded from signals sent inside the namespace and not dumpable;
 * memory, pids and CPU limits from a per-sandbox cgroup (``toolgym.envs.shell.cgroups``),
-  or per-process rlimits where cgroups are not writable.
+  or rlimits where cgroups are not writable (``enforcement`` says which, in words).
+
+The harness never runs anything in the model's shell: the file tools, digests, snapshots and
+restores read and write the workspace from the host (``hostfs.HostTree`` through the keeper's
+``/proc/<pid>/root``), resets kill every process and wipe ``/tmp`` and ``/dev/shm`` from the
+host, and ``run_isolated`` (the catalog's checks) runs in a second, fresh sandbox that holds a
+host-made copy of the workspace.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import secrets
 from pathlib import Path
 
-from toolgym.envs.shell.cgroups import SandboxCgroup, cgroups_writable, rlimit_fn, sweep_stale
+from toolgym.envs.shell import bwrap_setup
+from toolgym.envs.shell.cgroups import SandboxCgroup, cgroups_writable, sweep_stale
+from toolgym.envs.shell.hostfs import HostTree
 from toolgym.envs.shell.sandbox import WORKSPACE, CommandResult, SandboxError, SandboxLimits, require_program
-from toolgym.envs.shell.session import BashSession, loop_script
-from toolgym.envs.shell.session_sandbox import SessionSandbox, quote
+from toolgym.envs.shell.session import BashSession, command_line, high_fd, keeper_script
+from toolgym.envs.shell.session_sandbox import SessionSandbox
 
+log = logging.getLogger(__name__)
 INSTALL = "Install it with `apt-get install -y bubblewrap` (or `make sandbox-deps`)."
 ETC_FILES = ("/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime", "/etc/mime.types")
 """Host /etc entries the sandbox sees (read-only): dynamic linking, Debian alternatives, time zone."""
@@ -34,9 +44,16 @@ UID = 1000
 PASSWD = f"root:x:0:0:root:/root:/bin/bash\nsandbox:x:{UID}:{UID}:sandbox:{WORKSPACE}:/bin/bash\nnobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n"
 GROUP = f"root:x:0:\nsandbox:x:{UID}:\nnogroup:x:65534:\n"
 HOSTS = "127.0.0.1 localhost sandbox\n::1 localhost\n"
-INIT = f"cd {WORKSPACE}; umask 022; set +m"
+KEEPER = "/.keeper"
+"""Where the keeper binary sits inside the sandbox (its argv[0])."""
+INIT = f"cd {WORKSPACE}; umask 022; set +m; /usr/bin/ipcrm -a 2>/dev/null"
+"""Run by every new shell before the model's first command (no model state exists yet):
+System V IPC objects are the one kind of state outside the file system."""
+WIPED = ("tmp", "dev/shm")
+"""Writable places besides the workspace (HOME is the workspace), emptied at every reset."""
 
 _swept = False
+_warned_rlimits = False
 
 
 class BwrapSandbox(SessionSandbox):
@@ -48,21 +65,25 @@ class BwrapSandbox(SessionSandbox):
     """
 
     backend = "bwrap"
-    tar_create_flags = "--numeric-owner"
 
     def __init__(self, limits: SandboxLimits | None = None, *, use_cgroups: bool | None = None):
         super().__init__(limits)
         self.use_cgroups = cgroups_writable() if use_cgroups is None else use_cgroups
         self.cgroup: SandboxCgroup | None = None
+        self.as_root = bwrap_setup.running_as_root()
+        self.host_uid = bwrap_setup.new_sandbox_uid() if self.as_root else os.geteuid()
+        """The host uid every process of this sandbox runs as (never 0)."""
+        self.enforcement = "cgroup v1 (memory, pids, cpu)" if self.use_cgroups else bwrap_setup.rlimit_guarantee(self.limits, self.as_root)
+        """Which mechanism enforces ``limits`` here, in words (weaker guarantees spelled out)."""
+        self.tree: HostTree | None = None
 
     @staticmethod
     def check_available() -> None:
         """Raise ``SandboxUnavailable`` (with the fix) when bwrap is not installed."""
         require_program("bwrap", INSTALL)
 
-    def argv(self, token: str, data_fds: dict[str, int]) -> list[str]:
+    def argv(self, data_fds: dict[str, int]) -> list[str]:
         """The full bwrap command line of this sandbox."""
-        lim = self.limits
         args = [
             require_program("bwrap", INSTALL),
             "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
@@ -76,36 +97,50 @@ class BwrapSandbox(SessionSandbox):
             args += ["--ro-bind-try", path, path]
         for dest, fd in data_fds.items():
             args += ["--ro-bind-data", str(fd), dest]
-        size = str(lim.workspace_mb * 2**20)
+        args += ["--ro-bind", bwrap_setup.keeper_binary(), KEEPER, "--proc", "/proc", "--dev", "/dev"]
+        if self.as_root:  # the launcher's one tmpfs (bwrap_setup.launcher_fn)
+            store = bwrap_setup.STORE
+            args += ["--bind", f"{store}/ws", WORKSPACE, "--bind", f"{store}/tmp", "/tmp", "--bind", f"{store}/shm", "/dev/shm"]
+        else:
+            size = str(bwrap_setup.quota_mb(self.limits) * 2**20)
+            for place in (WORKSPACE, "/tmp", "/dev/shm"):
+                args += ["--size", size, "--perms", "1777" if place != WORKSPACE else "0755", "--tmpfs", place]
         args += [
-            "--proc", "/proc", "--dev", "/dev",
-            "--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", WORKSPACE,
             "--remount-ro", "/", "--chdir", WORKSPACE,
             "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", WORKSPACE,
-            "--setenv", "USER", "sandbox", "--setenv", "LANG", "C.UTF-8", "--setenv", "TERM", "dumb",
-            "--setenv", "TMPDIR", "/tmp",
-            "/bin/sh", "-c", loop_script(token),
+            "--setenv", "USER", "sandbox", "--setenv", "LOGNAME", "sandbox", "--setenv", "LANG", "C.UTF-8",
+            "--setenv", "TERM", "dumb", "--setenv", "TMPDIR", "/tmp", "--setenv", "TZ", "UTC",
+            KEEPER, "-c", keeper_script(),
         ]
         return args
 
     async def _start(self) -> None:
-        global _swept
+        global _swept, _warned_rlimits
         if not _swept:  # cgroups left by a crashed process go before we add ours
             _swept = True
             if self.use_cgroups:
                 sweep_stale()
-        token = secrets.token_hex(16)
+        if not self.use_cgroups and not _warned_rlimits:
+            _warned_rlimits = True
+            log.warning("bwrap sandboxes: %s", self.enforcement)
+        if self.as_root:
+            os.makedirs(bwrap_setup.STORE, exist_ok=True)
         fds = _data_fds({"/etc/passwd": PASSWD, "/etc/group": GROUP, "/etc/hosts": HOSTS, "/etc/hostname": "sandbox\n"})
         try:
+            enter = None
             if self.use_cgroups:
                 self.cgroup = SandboxCgroup(self.limits)
                 self.cgroup.create()
-                preexec = self.cgroup.enter_fn()
+                enter = self.cgroup.enter_fn()
+            if self.as_root:
+                preexec = bwrap_setup.launcher_fn(self.limits, self.host_uid, enter)
             else:
-                preexec = rlimit_fn(self.limits)
+                preexec = bwrap_setup.user_fn(self.limits, enter)
             members = self.cgroup.members if self.cgroup is not None else None
-            self.session = BashSession(self.argv(token, fds), token, INIT, preexec=preexec, env={}, pass_fds=tuple(fds.values()), members=members)
+            self.session = BashSession(self.argv(fds), INIT, preexec=preexec, env={}, pass_fds=tuple(fds.values()), members=members, keeper=KEEPER)
             await self.session.start()
+            root = f"/proc/{self.session.loop_pid}/root"
+            self.tree = HostTree(f"{root}{WORKSPACE}", WORKSPACE, owner=(self.host_uid, self.host_uid) if self.as_root else None)
         except BaseException:
             await self._close()
             raise
@@ -114,10 +149,16 @@ class BwrapSandbox(SessionSandbox):
                 os.close(fd)
 
     async def _run(self, command: str, timeout_s: float) -> CommandResult:
-        # eval keeps cwd, variables and jobs in the session; </dev/null keeps commands off the
-        # session's own stdin (where the next command line will arrive).
-        script = f"eval {quote(command)} </dev/null"
-        return await self._session().execute(script, timeout_s, cap=self.limits.output_bytes)
+        return await self._session().execute(command_line(command), timeout_s, cap=self.limits.output_bytes)
+
+    async def _reset_session(self) -> None:
+        await self._session().restart_shell(between=self._wipe_places)
+
+    def _wipe_places(self) -> None:
+        """Empty /tmp and /dev/shm from the host (every process of the sandbox is dead by now)."""
+        root = f"/proc/{self._session().loop_pid}/root"
+        for place in WIPED:
+            HostTree(f"{root}/{place}", f"/{place}").wipe()
 
     async def _close(self) -> None:
         if self.session is not None:
@@ -125,6 +166,27 @@ class BwrapSandbox(SessionSandbox):
         if self.cgroup is not None and not await self.cgroup.aremove():
             raise SandboxError(f"cgroup {self.cgroup.name} still has processes after close")
 
+    async def _run_isolated(self, command: str, timeout_s: float) -> CommandResult:
+        """``command`` in a second, fresh sandbox holding a copy of this workspace.
+
+        Nothing of the model's session, processes, /tmp or IPC exists there, and what the
+        command writes (caches, reports) does not reach this workspace.
+        """
+        data, _ = self._host().export_tar()
+        check = BwrapSandbox(self.limits, use_cgroups=self.use_cgroups)
+        try:
+            await check._start()
+            check.started = True
+            check._host().import_tar(data)
+            return await check._run(command, timeout_s)
+        finally:
+            check.closed = True
+            await check._close()
+
+    def _host(self) -> HostTree:
+        if self.tree is None:
+            raise SandboxError("the bwrap sandbox is not started")
+        return self.tree
 
 
 def _data_fds(files: dict[str, str]) -> dict[str, int]:
@@ -134,5 +196,6 @@ def _data_fds(files: dict[str, str]) -> dict[str, int]:
         r, w = os.pipe()
         os.write(w, content.encode())
         os.close(w)
-        out[dest] = r
+        out[dest] = high_fd(r)
+        os.close(r)
     return out

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 import tempfile
 import warnings
 
-from toolgym.envs.shell.sandbox import CommandResult, SandboxLimits, _q
-from toolgym.envs.shell.session import BashSession, loop_script
+from toolgym.envs.shell.hostfs import HostTree
+from toolgym.envs.shell.sandbox import CommandResult, SandboxError, SandboxLimits, _q
+from toolgym.envs.shell.session import BashSession, command_line, keeper_script
 from toolgym.envs.shell.session_sandbox import SessionSandbox
 
 log = logging.getLogger(__name__)
@@ -35,17 +35,21 @@ class LocalSandbox(SessionSandbox):
         warnings.warn(WARNING, RuntimeWarning, stacklevel=3)
         log.warning(WARNING)
         self.workspace = tempfile.mkdtemp(prefix=TEMP_PREFIX)
-        token = secrets.token_hex(16)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.workspace, "LANG": "C.UTF-8", "TERM": "dumb"}
-        self.session = BashSession(["/bin/sh", "-c", loop_script(token)], token, f"cd {_q(self.workspace)}; umask 022", env=env, cwd=self.workspace)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.workspace, "LANG": "C.UTF-8", "TERM": "dumb", "TZ": "UTC"}
+        self.session = BashSession(["/bin/sh", "-c", keeper_script()], f"cd {_q(self.workspace)}; umask 022", env=env, cwd=self.workspace, keeper="")
         try:
             await self.session.start()
         except BaseException:
             await self._close()
             raise
 
+    def _host(self) -> HostTree:
+        if not self.workspace:
+            raise SandboxError("the local sandbox is not started")
+        return HostTree(self.workspace, self.workspace)
+
     async def _run(self, command: str, timeout_s: float) -> CommandResult:
-        return await self._session().execute(f"eval {_q(command)} </dev/null", timeout_s, cap=self.limits.output_bytes)
+        return await self._session().execute(command_line(command), timeout_s, cap=self.limits.output_bytes)
 
     async def _close(self) -> None:
         if self.session is not None:

@@ -157,8 +157,26 @@ class Sandbox(abc.ABC):
         timeout = self.limits.command_timeout_s if timeout_s is None else min(float(timeout_s), 3600.0)
         return await self._call(self._run, command, timeout)
 
+    async def run_isolated(self, command: str, timeout_s: float | None = None) -> CommandResult:
+        """Run a harness command (a task's check) outside the model's session.
+
+        It runs in a fresh shell with a clean environment that no process of the model can
+        reach; on bwrap, in a second sandbox holding a copy of the workspace (so the command
+        cannot change this one). Output is capped like ``run``'s.
+        """
+        if not isinstance(command, str) or not command.strip():
+            raise ValueError("command must be a non-empty bash command")
+        timeout = self.limits.command_timeout_s if timeout_s is None else min(float(timeout_s), 3600.0)
+        return await self._call(self._run_isolated, command, timeout)
+
+    async def _run_isolated(self, command: str, timeout_s: float) -> CommandResult:
+        """Backends override this; the default (``local``, which isolates nothing) uses a fresh shell."""
+        await self._reset_session()
+        return await self._run(command, timeout_s)
+
     async def reset_session(self) -> None:
-        """A fresh shell for a new episode: jobs killed, cwd and variables reset, files kept."""
+        """A fresh shell for a new episode: every process of the last one killed, cwd and
+        variables reset, every writable place but the workspace wiped (files there are kept)."""
         await self._call(self._reset_session)
 
     async def _reset_session(self) -> None:

@@ -1,26 +1,36 @@
 """A persistent bash session over pipes, shared by the ``bwrap`` and ``local`` backends.
 
-The process tree is ``launcher (bwrap or nothing) -> sh loop -> bash``. The small ``sh`` loop
-restarts bash when it exits (``exit`` typed by the model, a shell killed by the OOM killer or by
-a timeout) and prints a marker, so the sandbox and its workspace survive a dead shell.
+The process tree is ``launcher (bwrap or nothing) -> keeper -> bash``. The keeper is a small
+``sh`` loop that starts one bash at a time, and only when the host says so:
 
-Each command is one line on bash's stdin: ``{ eval '<command>'; } </dev/null`` followed by
-``printf`` of a random per-command marker and the exit status on stdout and on stderr. The
-reader keeps at most ``output_bytes`` of each stream and discards the rest while it looks for
-the markers, so endless output costs no memory. Commands never read the session's stdin
-(``</dev/null``); only ``head -c N`` in ``import_tar`` does, for exactly N bytes.
+* fd 4 (``go``): the host writes a random sync line there to ask for a shell. The keeper first
+  reads the shell's stdin up to that same line, so whatever an earlier shell left unread (half a
+  command) is thrown away and never runs in the new shell;
+* fd 3 (``status``): when a bash exits, the keeper writes its exit status there.
+
+Both fds are closed in bash, and the keeper is made non-dumpable by its launcher (bwrap: an
+execute-only copy of ``sh``), so no process of the model can read or write them through
+``/proc/1/fd``; nothing about them is on any command line. The model's shell itself only ever
+runs the model's commands (the host's file tools, measurements and checks never use it).
+
+Each command is one line on bash's stdin: ``{ eval '<command>' </dev/null; }`` followed by
+``printf`` of a random per-command nonce and the exit status on stdout and on stderr. Only the
+model's own result depends on those; forging one can only garble the model's own observation.
+The reader keeps at most ``output_bytes`` of each stream and discards the rest while it looks
+for the nonces, so endless output costs no memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from toolgym.envs.shell.procs import descendants, kill_all, tree_of
@@ -28,43 +38,62 @@ from toolgym.envs.shell.sandbox import CommandResult, SandboxError, _q
 
 _MAX_DISCARD = 256 * 2**20
 """Past this many discarded bytes a command counts as a runaway writer and is stopped."""
-_RESPAWN = "__tg_respawn__"
+STATUS_FD, GO_FD = 3, 4
+"""Where the keeper finds its two private pipes."""
 
 
-def loop_script(token: str) -> str:
-    """The ``sh`` loop that keeps one bash alive and reports each restart with ``token``."""
+def keeper_script() -> str:
+    """The keeper loop (POSIX sh): one bash per sync line on fd 4, exit statuses on fd 3.
+
+    The keeper's own stderr goes to /dev/null (sh reports a killed child there: "Killed"),
+    and bash, in a subshell so that the keeper's fd 2 never changes, gets the session's back.
+    """
     return (
-        "while :; do bash --noprofile --norc; "
-        f"printf '\\n{_RESPAWN}{token} %d\\n' $?; printf '\\n{_RESPAWN}{token}\\n' >&2; done"
+        "exec 5>&2 2>/dev/null; while read -r go <&4; do "
+        'while IFS= read -r line; do [ "$line" = "$go" ] && break; done; '
+        "(exec bash --noprofile --norc 2>&5 3>&- 4<&- 5>&-); echo $? >&3; done"
     )
 
 
-class _Stream:
-    """Collects one pipe's bytes up to a cap while looking for an end marker."""
+def command_line(command: str) -> str:
+    """Bash that runs the model's ``command`` in the session shell, stdin from /dev/null.
 
-    _HOLD = 64  # bytes held back so that a marker split across two reads is still found
+    Sourced from a here-string rather than ``eval``'d: an ``eval`` of text ending inside a
+    quote, a heredoc or after a lone backslash leaves bash's own parser mid-construct, so the
+    next line of the protocol fails to parse; a sourced file ends at its own EOF.
+    """
+    return f". /dev/fd/9 9<<<{_q(command)} </dev/null"
+
+
+class _Stream:
+    """Collects one pipe's bytes up to a cap while looking for the command's nonce."""
+
+    _HOLD = 64  # bytes held back so that a nonce split across two reads is still found
 
     def __init__(self, cap: int | None):
         self.cap = cap
         self.kept = bytearray()
         self.dropped = 0
         self.pending = b""
-        self.tail = b""  # from the marker on, once found
+        self.found = False
+        self.tail = b""  # from the nonce on, once found
 
-    def feed(self, chunk: bytes, markers: Sequence[bytes]) -> bytes | None:
-        """Add ``chunk``; return the marker once one shows up (``tail`` then starts with it)."""
+    def feed(self, chunk: bytes, marker: bytes) -> None:
+        """Add ``chunk``; once ``marker`` shows up, ``found`` is set and ``tail`` starts with it."""
         self.pending += chunk
-        hits = [(self.pending.find(m), m) for m in markers]
-        hits = [(at, m) for at, m in hits if at >= 0]
-        if hits:
-            at, marker = min(hits)
+        at = self.pending.find(marker)
+        if at >= 0:
             self._keep(self.pending[:at])
-            self.tail, self.pending = self.pending[at:], b""
-            return marker
-        if len(self.pending) > self._HOLD:
+            self.tail, self.pending, self.found = self.pending[at:], b"", True
+        elif len(self.pending) > self._HOLD:
             self._keep(self.pending[: -self._HOLD])
             self.pending = self.pending[-self._HOLD:]
-        return None
+
+    def flush(self) -> None:
+        """Keep what is held back (the shell ended: no nonce will come)."""
+        if not self.found:
+            self._keep(self.pending)
+            self.pending = b""
 
     def _keep(self, data: bytes) -> None:
         room = len(data) if self.cap is None else max(0, self.cap - len(self.kept))
@@ -76,129 +105,166 @@ class BashSession:
     """One bash session inside a launched process tree.
 
     Args:
-        argv: Command that ends by running ``sh -c loop_script(token)`` (e.g. under bwrap).
-        token: The random token passed to ``loop_script``.
-        init: Bash run at start and after each restart (``cd``, ``umask``...).
-        preexec: Run in the child before exec (cgroup entry, rlimits); None for none.
+        argv: Command that ends by running ``keeper_script()`` with ``sh -c`` (e.g. under bwrap).
+        init: Bash run at the start of each new shell (``cd``, ``umask``...).
+        preexec: Run in the child before exec (cgroup entry, privilege drop); None for none.
         env: Environment of the launched process.
-        pass_fds: File descriptors the launched process inherits (bwrap's --ro-bind-data).
+        pass_fds: Further file descriptors the launched process inherits (bwrap's --ro-bind-data).
         cwd: Working directory of the launched process.
         members: Pids of every process of the sandbox (its cgroup), so that finding them does
             not scan all of /proc; None: walk /proc from the launched process.
+        keeper: argv[0] of the keeper process, to find it in the tree; "" when the launched
+            process is the keeper itself.
     """
 
     def __init__(
-        self, argv: list[str], token: str, init: str, preexec: Callable[[], None] | None = None,
+        self, argv: list[str], init: str, preexec: Callable[[], None] | None = None,
         env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = (), cwd: str | None = None,
-        members: Callable[[], list[int]] | None = None,
+        members: Callable[[], list[int]] | None = None, keeper: str = "/bin/sh",
     ):
-        self.members = members
-        self.argv, self.token, self.init = argv, token, init
-        self.preexec, self.env, self.pass_fds, self.cwd = preexec, env, pass_fds, cwd
+        self.argv, self.init, self.keeper = argv, init, keeper
+        self.preexec, self.env, self.pass_fds, self.cwd, self.members = preexec, env, pass_fds, cwd, members
         self.proc: subprocess.Popen[bytes] | None = None
-        self._streams: dict[int, _Stream] = {}
-        self._waiter: asyncio.Future[None] | None = None
-        self._markers: dict[int, list[bytes]] = {}
-        self._found: dict[int, bytes] = {}
+        self.loop_pid = -1
+        self._status_fd = self._go_fd = -1
+        self._status_buf = b""
+        self._statuses: list[int] = []
+        self._shell_alive = False
         self._pending_init = False
         self._runaway = False
         self._lock: asyncio.Lock | None = None
-        self.loop_pid = -1
-        self._respawn = f"{_RESPAWN}{token}".encode()
 
     @property
     def pid(self) -> int:
-        """Host pid of the launched process (bwrap, or the sh loop for ``local``)."""
+        """Host pid of the launched process (bwrap, or the keeper for ``local``)."""
         if self.proc is None:
             raise SandboxError("the session was never started")
         return self.proc.pid
 
+    # ------------------------------------------------------------------ lifecycle
+
     async def start(self, timeout_s: float = 30.0) -> None:
         """Launch the process tree and wait for the first shell to answer."""
+        status_r, status_w = os.pipe()
+        go_r, go_w = os.pipe()
+        child_ends = [high_fd(status_w), high_fd(go_r)]
+        for fd in (status_w, go_r):
+            os.close(fd)
+        self._status_fd, self._go_fd = status_r, go_w
+        extra, user_preexec = self.pass_fds, self.preexec
+
+        def child() -> None:  # after fork: put the keeper's pipes at 3 and 4, keep the data fds
+            os.dup2(child_ends[0], STATUS_FD)
+            os.dup2(child_ends[1], GO_FD)
+            for fd in extra:
+                os.set_inheritable(fd, True)
+            if user_preexec is not None:
+                user_preexec()
+
         try:
+            # close_fds=False: every fd of ours is close-on-exec (PEP 446); only 0-4 and the
+            # data fds made inheritable above reach the launcher.
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=self.env, preexec_fn=self.preexec, start_new_session=True, close_fds=True,
-                pass_fds=self.pass_fds, cwd=self.cwd,
+                env=self.env, preexec_fn=child, start_new_session=True, close_fds=False, cwd=self.cwd,
             )
         except OSError as exc:
-            hint = " (each live sandbox holds 3 pipes: raise the open-files limit, e.g. `ulimit -n 65536`)" if exc.errno == errno.EMFILE else ""
+            hint = " (each live sandbox holds 5 pipes: raise the open-files limit, e.g. `ulimit -n 65536`)" if exc.errno == errno.EMFILE else ""
+            self._close_fds()
             raise SandboxError(f"could not launch {self.argv[0]!r}: {exc}{hint}") from exc
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            assert pipe is not None
-            os.set_blocking(pipe.fileno(), False)
-        result = await self.execute(self.init + "\ntrue", timeout_s)
-        # Found once, before any command of the model runs: later, orphans of the model's
-        # processes may also be named sh or bash, but only the loop's child is the session shell.
-        tree = self._tree()
-        self.loop_pid = next((pid for pid, _, argv0 in tree if argv0 == "/bin/sh"), self.proc.pid)
-        if result.exit_code != 0:
+        finally:
+            for fd in child_ends:
+                os.close(fd)
+        for fd in (self.proc.stdin.fileno(), self.proc.stdout.fileno(), self.proc.stderr.fileno(), self._status_fd, self._go_fd):  # type: ignore[union-attr]  # started with PIPE streams
+            os.set_blocking(fd, False)
+        await self._go()
+        result = await self.execute("true", timeout_s)
+        # Found once, before any command of the model runs: later a model process may carry any name.
+        self.loop_pid = next((pid for pid, _, argv0 in self._tree() if argv0 == self.keeper), -1) if self.keeper else self.pid
+        if result.exit_code != 0 or self.loop_pid < 0:
             detail = (result.stderr or result.note or "no output").strip()[:500]
             await self.stop()
             raise SandboxError(f"the sandbox shell did not start ({' '.join(self.argv[:1])}): {detail}")
 
-    async def execute(self, script: str, timeout_s: float, cap: int | None = None, stdin_data: bytes = b"", on_timeout: Callable[[], Any] | None = None) -> CommandResult:
+    async def restart_shell(self, between: Callable[[], Any] | None = None) -> None:
+        """A fresh bash: every process but the keeper killed, then ``between()`` (e.g. wiping
+        /tmp), then a new shell with a clean environment; the next command runs ``init`` first."""
+        async with self._locked():
+            self._read_statuses()
+            if self._pending_init and self._shell_alive:
+                # Nothing ran since the last restart killed everything: the shell is fresh
+                # (and may not even be started yet, so it must not be killed now).
+                if between is not None:
+                    between()
+                return
+            self.kill_all_but_keeper()
+            if self._shell_alive:
+                await self._await_status(5.0)
+            if between is not None:
+                between()
+            await self._go()
+
+    async def execute(self, script: str, timeout_s: float, cap: int | None = None) -> CommandResult:
         """Run ``script`` (already bash source) and collect its output up to ``cap`` bytes a stream.
 
-        On timeout ``on_timeout`` (default: kill every process in the tree but the shell's
-        ancestors) runs; if the shell is itself stuck it is killed and restarted with a note.
-        Calls are serialized: a caller that gave up waiting cannot interleave two commands.
+        On timeout every process but the shell and its ancestors is killed; a shell that is
+        itself stuck is killed too and a fresh one started, with a note. Calls are serialized.
         """
+        async with self._locked():
+            return await self._execute(script, timeout_s, cap)
+
+    def _locked(self) -> asyncio.Lock:
         if self._lock is None:
             self._lock = asyncio.Lock()
-        async with self._lock:
-            return await self._execute(script, timeout_s, cap, stdin_data, on_timeout)
+        return self._lock
 
-    async def restart_shell(self) -> None:
-        """A fresh bash in the workspace: jobs killed, variables and cwd reset, files kept."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._pending_init:  # nothing ran since the last restart: the shell is fresh already
-                return
-            self.kill_children()
-            self.kill_shell()
-            out, _ = await self._exchange(b"", [self._respawn], None, 10.0)
-            if out is None:
-                raise SandboxError("the sandbox shell did not restart")
-            self._pending_init = True  # the next command runs init first, in the same round trip
+    async def _go(self) -> None:
+        """Ask the keeper for a new shell, after throwing away anything left on its stdin."""
+        sync = secrets.token_hex(16)
+        try:
+            os.write(self._go_fd, f"{sync}\n".encode())
+        except OSError as exc:
+            raise SandboxError(f"the sandbox keeper is gone ({exc.strerror}){self._last_words()}") from exc
+        await self._write(f"\n{sync}\n".encode())
+        self._shell_alive, self._pending_init = True, True
 
-    async def _execute(self, script: str, timeout_s: float, cap: int | None, stdin_data: bytes, on_timeout: Callable[[], Any] | None) -> CommandResult:
+    async def _execute(self, script: str, timeout_s: float, cap: int | None) -> CommandResult:
         if self.proc is None or self.proc.poll() is not None:
             raise SandboxError(f"the sandbox process has exited (status {self.proc.returncode if self.proc else None}){self._last_words()}")
-        if self._pending_init:  # the loop restarted bash: run init in front of this command
+        self._read_statuses()
+        if not self._shell_alive:  # the model's last command ended its shell
+            await self._go()
+        if self._pending_init:
             self._pending_init = False
             script = f"{self.init}\n{script}"
         nonce = secrets.token_hex(12)
         line = f"{{ {script}\n}}; __tg_rc=$?; builtin printf '%s %d\\n' {nonce} $__tg_rc; builtin printf '%s\\n' {nonce} >&2\n"
         start = time.monotonic()
-        markers = [nonce.encode(), self._respawn]
-        out, err = await self._exchange(line.encode() + stdin_data, markers, cap, timeout_s)
-        note, timed_out = "", out is None
+        streams = {fd: _Stream(cap) for fd in self._out_fds()}
+        done = await self._collect(streams, nonce.encode(), timeout_s, line.encode())
+        note, timed_out = "", done is None
         if timed_out:
-            (on_timeout or self.kill_children)()
+            self.kill_children()
             note = f"the command ran past its {timeout_s:g} s limit; its processes (background jobs included) were killed"
-            out, err = await self._resume(markers, 1.0)
-            if out is None:  # the shell itself was busy (a builtin loop): restart it
+            done = await self._collect(streams, nonce.encode(), 1.0)
+            if done is None:  # the shell itself was busy (a builtin loop): end it
                 self.kill_shell()
-                out, err = await self._resume([self._respawn], 5.0)
-                if out is None:
-                    raise SandboxError("the sandbox shell did not restart after a timeout")
-        return self._result(nonce, out, err, cap, start, note, timed_out)
+                done = await self._collect(streams, nonce.encode(), 5.0)
+                if done is None:
+                    raise SandboxError("the sandbox shell did not end after a timeout")
+        assert done is not None
+        return self._result(streams, done, nonce, start, note, timed_out)
 
-    def _result(self, nonce: str, out: tuple[_Stream, bytes, bytes], err: tuple[_Stream, bytes, bytes], cap: int | None, start: float, note: str, timed_out: bool) -> CommandResult:
-        (so, omark, orest), (se, _, _) = out, err
+    def _result(self, streams: dict[int, _Stream], exited: bool, nonce: str, start: float, note: str, timed_out: bool) -> CommandResult:
+        so, se = streams.values()
         exit_code: int | None = None
-        rest = orest.decode(errors="replace").split("\n", 1)[0].split()
-        if omark == nonce.encode() and rest and rest[0].lstrip("-").isdigit():
+        rest = so.tail[len(nonce):].decode(errors="replace").split()
+        if not exited and rest and rest[0].lstrip("-").isdigit():
             exit_code = None if timed_out else int(rest[0])
-        else:  # the shell exited or was killed; the loop started a new one
-            for stream in (so, se):  # the loop's marker starts on a fresh line
-                if stream.kept.endswith(b"\n"):
-                    del stream.kept[-1:]
-            why = f"exited with status {rest[0]}" if rest else "exited"
+        else:
+            status = self._statuses.pop() if self._statuses else None
+            why = f"exited with status {status}" if status is not None else "exited"
             note = (note + "; " if note else "") + f"the shell {why}; a new shell started in {self.init_cwd()} (files kept; variables, cwd and jobs reset)"
-            self._pending_init = True
         if self._runaway:
             self._runaway = False
             note = (note + "; " if note else "") + f"output passed {_MAX_DISCARD // 2**20} MiB, so the command was stopped"
@@ -222,81 +288,82 @@ class BashSession:
 
     # ------------------------------------------------------------------ pipes
 
-    async def _exchange(self, data: bytes, markers: list[bytes], cap: int | None, timeout_s: float) -> tuple[Any, Any]:
-        assert self.proc is not None and self.proc.stdin is not None
+    def _out_fds(self) -> list[int]:
+        assert self.proc is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        return [self.proc.stdout.fileno(), self.proc.stderr.fileno()]
+
+    async def _collect(self, streams: dict[int, _Stream], nonce: bytes, timeout_s: float, data: bytes = b"") -> bool | None:
+        """Read until both streams show ``nonce`` (False) or the shell exits (True); None on timeout."""
         loop = asyncio.get_running_loop()
-        self._streams = {fd: _Stream(cap) for fd in (self.proc.stdout.fileno(), self.proc.stderr.fileno())}  # type: ignore[union-attr]  # the process is started with PIPE streams
-        self._found = {}
-        self._markers = {fd: markers for fd in self._streams}
-        self._waiter = loop.create_future()
-        for fd in self._streams:
-            loop.add_reader(fd, self._on_readable, fd)
-        deadline = loop.time() + timeout_s
-        try:
-            await asyncio.wait_for(self._write(data), timeout_s)
-            await asyncio.wait_for(asyncio.shield(self._waiter), max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            return None, None
-        finally:
-            for fd in self._streams:
+        waiter: asyncio.Future[bool] = loop.create_future()
+
+        def finish(value: bool | BaseException) -> None:
+            if not waiter.done():
+                waiter.set_exception(value) if isinstance(value, BaseException) else waiter.set_result(value)
+
+        def on_out(fd: int) -> None:
+            stream = streams[fd]
+            if stream.found:
+                return
+            chunk = _read_some(fd)
+            if chunk is None:
+                return
+            if not chunk:  # EOF: the whole sandbox is gone
                 loop.remove_reader(fd)
-        return self._collected()
+                said = b"".join(bytes(st.kept) + st.pending for st in streams.values()).decode(errors="replace").strip()
+                said = f": {said[-500:]}" if said else self._last_words()
+                finish(SandboxError(f"the sandbox process exited unexpectedly (status {self.proc.poll() if self.proc else None}){said}"))
+                return
+            stream.feed(chunk, nonce)
+            if all(s.found for s in streams.values()):
+                finish(False)
+            elif stream.dropped > _MAX_DISCARD and not self._runaway:
+                self._runaway = True
+                self.kill_children()  # a runaway writer: stop it now rather than at the deadline
 
-    async def _resume(self, markers: list[bytes], wait_s: float) -> tuple[Any, Any]:
-        loop = asyncio.get_running_loop()
-        self._markers = {fd: markers for fd in self._streams}
-        self._found = {fd: hit for fd, hit in self._found.items() if hit in markers}
-        if len(self._found) == len(self._streams):
-            return self._collected()
-        self._waiter = loop.create_future()
-        for fd in self._streams:
-            loop.add_reader(fd, self._on_readable, fd)
+        def on_status() -> None:
+            if self._read_statuses():
+                for fd, stream in streams.items():  # what the dead shell wrote is already in the pipes
+                    while not stream.found and (chunk := _read_some(fd)):
+                        stream.feed(chunk, nonce)
+                    stream.flush()
+                finish(True)
+
+        if all(s.found for s in streams.values()):
+            return False
+        for fd in streams:
+            loop.add_reader(fd, on_out, fd)
+        loop.add_reader(self._status_fd, on_status)
         try:
-            await asyncio.wait_for(asyncio.shield(self._waiter), wait_s)
+            async with asyncio.timeout(timeout_s):
+                if data:
+                    await self._write(data)
+                on_status()
+                return await asyncio.shield(waiter)
         except TimeoutError:
-            return None, None
+            return None
         finally:
-            for fd in self._streams:
+            for fd in [*streams, self._status_fd]:
                 loop.remove_reader(fd)
-        return self._collected()
 
-    def _collected(self) -> tuple[Any, Any]:
-        parts = []
-        for fd, stream in self._streams.items():
-            marker = self._found[fd]
-            rest = stream.tail[len(marker):]
-            parts.append((stream, marker, rest.lstrip(b" ")))
-        return parts[0], parts[1]
+    def _read_statuses(self) -> bool:
+        """Take the exit statuses the keeper reported; True when a shell ended."""
+        got = False
+        while (chunk := _read_some(self._status_fd)):
+            self._status_buf += chunk
+        while b"\n" in self._status_buf:
+            line, self._status_buf = self._status_buf.split(b"\n", 1)
+            self._statuses.append(int(line) if line.strip().isdigit() else -1)
+            del self._statuses[:-8]
+            self._shell_alive, got = False, True
+        return got
 
-    def _on_readable(self, fd: int) -> None:
-        try:
-            chunk = os.read(fd, 65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            chunk = b""
-        waiter = self._waiter
-        if not chunk:  # EOF: the whole sandbox is gone
-            asyncio.get_running_loop().remove_reader(fd)
-            if waiter is not None and not waiter.done():
-                said = b"".join(bytes(st.kept) + st.pending for st in self._streams.values()).decode(errors="replace").strip()
-                waiter.set_exception(SandboxError(
-                    f"the sandbox process exited unexpectedly (status {self.proc.poll() if self.proc else None})"
-                    + (f": {said[-500:]}" if said else "")
-                ))
-            return
-        if fd in self._found:
-            return
-        stream = self._streams[fd]
-        hit = stream.feed(chunk, self._markers[fd])
-        if hit is not None:
-            self._found[fd] = hit
-            if len(self._found) == len(self._streams) and waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        elif stream.dropped > _MAX_DISCARD and waiter is not None and not waiter.done():
-            self._runaway = True
-            stream.dropped -= 1  # report once, not per chunk
-            self.kill_children()  # a runaway writer: stop it now rather than at the deadline
+    async def _await_status(self, wait_s: float) -> None:
+        deadline = time.monotonic() + wait_s
+        while not self._read_statuses():
+            if time.monotonic() > deadline or (self.proc is not None and self.proc.poll() is not None):
+                raise SandboxError(f"the sandbox shell did not end when killed{self._last_words()}")
+            await asyncio.sleep(0.001)
 
     async def _write(self, data: bytes) -> None:
         assert self.proc is not None and self.proc.stdin is not None
@@ -305,8 +372,7 @@ class BashSession:
         loop = asyncio.get_running_loop()
         while view:
             try:
-                n = os.write(fd, view)
-                view = view[n:]
+                view = view[os.write(fd, view):]
             except BlockingIOError:
                 ready = loop.create_future()
                 loop.add_writer(fd, _set_done, ready)
@@ -320,7 +386,7 @@ class BashSession:
     # ------------------------------------------------------------------ processes
 
     def shell_pid(self) -> int | None:
-        """Host pid of the current session bash: the shallowest ``bash`` of the tree, or None."""
+        """Host pid of the current session bash (the keeper's child), or None."""
         return self._shell_of(self._tree())
 
     def kill_children(self) -> None:
@@ -329,16 +395,26 @@ class BashSession:
         Repeated until none is left, because a fork bomb keeps forking between two passes.
         """
         for _ in range(50):
-            if not self._kill_pass():
+            if not self._kill_pass(keep_shell=True):
                 return
             time.sleep(0.002)
 
-    def _kill_pass(self) -> int:
+    def kill_all_but_keeper(self) -> None:
+        """SIGKILL every process of the sandbox but the keeper and the launcher, whatever its name.
+
+        The keeper starts no shell until the host asks, so repeated passes end with none left.
+        """
+        for _ in range(200):
+            if not self._kill_pass(keep_shell=False):
+                return
+            time.sleep(0.002)
+        raise SandboxError("processes of the sandbox kept appearing after 200 kill passes")
+
+    def _kill_pass(self, keep_shell: bool) -> int:
         tree = self._tree()
-        shell = self._shell_of(tree)
         parents = {p: pp for p, pp, _ in tree}
         keep = {self.pid}
-        for start in (shell, self.loop_pid):
+        for start in ((self._shell_of(tree), self.loop_pid) if keep_shell else (self.loop_pid,)):
             node = start
             while node is not None and node not in keep:
                 keep.add(node)
@@ -357,10 +433,10 @@ class BashSession:
         return descendants(self.pid)
 
     def _shell_of(self, tree: list[tuple[int, int, str]]) -> int | None:
-        return next((pid for pid, ppid, argv0 in tree if ppid == self.loop_pid and argv0 == "bash"), None)
+        return next((pid for pid, ppid, _ in tree if ppid == self.loop_pid), None)
 
     def kill_shell(self) -> None:
-        """SIGKILL the bash session itself (the sh loop starts a new one)."""
+        """SIGKILL the bash session itself (the keeper reports it; the next command gets a new one)."""
         pid = self.shell_pid()
         if pid is not None:
             kill_all([pid])
@@ -369,6 +445,7 @@ class BashSession:
         """Kill the whole tree and reap the launched process (idempotent)."""
         proc = self.proc
         if proc is None:
+            self._close_fds()
             return
         if proc.poll() is None:
             tree = [p for p, _, _ in self._tree()]
@@ -385,9 +462,35 @@ class BashSession:
                 loop.remove_reader(pipe.fileno())
                 loop.remove_writer(pipe.fileno())
                 pipe.close()
+        self._close_fds()
         deadline = time.monotonic() + 10
         while proc.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
+
+    def _close_fds(self) -> None:
+        for fd in (self._status_fd, self._go_fd):
+            if fd >= 0:
+                try:
+                    asyncio.get_running_loop().remove_reader(fd)
+                except RuntimeError:
+                    pass
+                os.close(fd)
+        self._status_fd = self._go_fd = -1
+
+
+def high_fd(fd: int) -> int:
+    """A close-on-exec duplicate of ``fd`` numbered 10 or more (clear of the keeper's 3 and 4)."""
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+
+
+def _read_some(fd: int) -> bytes | None:
+    """One read: bytes, b"" at EOF, None when nothing is there now."""
+    try:
+        return os.read(fd, 65536)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
 
 
 def _set_done(future: asyncio.Future[None]) -> None:

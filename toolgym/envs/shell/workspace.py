@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import posixpath
 import tarfile
 from dataclasses import dataclass, field
@@ -17,6 +18,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from toolgym.envs.digest import digest
+
+SPARSE_KEY = "TOOLGYM.sparse"
+"""Pax header of a sparse file's member: JSON ``[[offset, length], ...]`` of the data it holds."""
+SIZE_KEY = "TOOLGYM.size"
+"""Pax header of a sparse file's member: its logical size."""
+SPARSE_HASH_LIMIT = 256 * 2**20
+"""Sparse files up to this logical size are hashed as their full content."""
 
 Manifest = dict[str, dict[str, Any]]
 """Relative path -> {"type": "file"|"dir"|"symlink"|"other", "mode": "0644", "sha256" | "target"}."""
@@ -28,6 +36,8 @@ class WorkspaceSnapshot:
 
     tar: bytes = field(repr=False)
     manifest: Manifest
+    notes: tuple[str, ...] = ()
+    """What the archive could not hold (sockets, devices), one sentence each."""
 
     @property
     def digest(self) -> str:
@@ -60,10 +70,34 @@ def _entry(tar: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, Any]:
     if member.isfile():
         handle = tar.extractfile(member)
         data = handle.read() if handle is not None else b""
+        sparse = member.pax_headers.get(SPARSE_KEY)
+        if sparse is not None:
+            size = int(member.pax_headers[SIZE_KEY])
+            return {"type": "file", "mode": mode, "sha256": _sparse_sha256(data, json.loads(sparse), size), "size": size}
         return {"type": "file", "mode": mode, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     if member.islnk():
         return {"type": "hardlink", "target": _norm(member.linkname)}
     return {"type": "other", "mode": mode}
+
+
+def _sparse_sha256(data: bytes, extents: list[list[int]], size: int) -> str:
+    """The sha256 of a sparse file's logical content (holes read as zeros), as for a dense file.
+
+    Past ``SPARSE_HASH_LIMIT`` bytes hashing the zeros would take minutes, so the digest is
+    ``sparse:`` + the sha256 of the extent map and data instead (stable, but not equal to a
+    dense file of the same bytes; such a file cannot fit a workspace quota anyway).
+    """
+    if size > SPARSE_HASH_LIMIT:
+        return "sparse:" + hashlib.sha256(json.dumps([size, extents]).encode() + data).hexdigest()
+    h, pos, at, zeros = hashlib.sha256(), 0, 0, bytes(1 << 20)
+    for offset, length in [*extents, [size, 0]]:
+        while pos < offset:
+            step = min(offset - pos, len(zeros))
+            h.update(zeros[:step])
+            pos += step
+        h.update(data[at:at + length])
+        at, pos = at + length, pos + length
+    return h.hexdigest()
 
 
 def _norm(name: str) -> str:
@@ -73,7 +107,7 @@ def _norm(name: str) -> str:
 def tar_manifest(data: bytes) -> Manifest:
     """The canonical manifest of a workspace archive (the root directory itself left out)."""
     out: Manifest = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:", encoding="utf-8", errors="surrogateescape") as tar:
         for member in tar:
             name = _norm(member.name)
             if name in ("", "."):
