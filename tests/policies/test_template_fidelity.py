@@ -139,6 +139,8 @@ def test_any_texts_extend_or_start_a_stated_row(name, answer, result, follow_up)
     from toolgym.policies.template_check import TOOLS, _call
 
     call = _call("get_weather", 0, city=answer)
+    if renderer.profile.nine_char_ids:
+        call = call.model_copy(update={"id": "call00000"})
     messages = [UserMessage(content="q" + follow_up), AssistantMessage(content="", tool_calls=[call])]
     first = renderer.next_prompt(messages[:1], TOOLS)
     sampled = tokenizer.encode(renderer.text(messages, TOOLS, generation_prompt=False)[len(renderer.text(messages[:1], TOOLS)) :], add_special_tokens=False)
