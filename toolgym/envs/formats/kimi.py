@@ -21,6 +21,7 @@ from toolgym.envs.formats.base import (
     snippet,
     tools_json_lines,
 )
+from toolgym.envs.formats.reasoning import KIMI_VL_THINK, THINK
 from toolgym.envs.formats.turn import TextFormat
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 
@@ -37,6 +38,7 @@ class KimiK2Format(TextFormat):
     syntax = f"{SECTION_BEGIN}{CALL_BEGIN}functions.NAME:INDEX{ARG_BEGIN}{{...}}{CALL_END}{SECTION_END}"
     markers = MARKERS
     stops = ("<|im_end|>",)
+    think_tags = (THINK, KIMI_VL_THINK)
 
     def parse_calls(self, text: str, id_prefix: str, tools: Sequence[ToolSpec] | None) -> ParsedTurn:
         if "<|tool_call" not in text:  # the common prefix of every marker

@@ -1,7 +1,7 @@
 """Reasoning blocks: the part of an assistant turn that is thinking, not answer.
 
 Qwen3, DeepSeek-R1/V3.1, GLM-4.5 and Kimi-K2-Thinking write ``<think>…</think>``; Magistral
-``[THINK]…[/THINK]``. The text inside goes to ``ParsedTurn.reasoning`` and never into
+``[THINK]…[/THINK]``; Kimi's older thinking models ``◁think▷…◁/think▷``. The text inside goes to ``ParsedTurn.reasoning`` and never into
 ``content`` (so never into ``final_answer`` or an answer check).
 
 Stated handling of the odd cases:
@@ -26,6 +26,8 @@ THINK = ("<think>", "</think>")
 """Qwen3, DeepSeek, GLM, Kimi-K2-Thinking."""
 MISTRAL_THINK = ("[THINK]", "[/THINK]")
 """Magistral."""
+KIMI_VL_THINK = ("◁think▷", "◁/think▷")
+"""Kimi-VL-Thinking and older Kimi reasoning models."""
 
 
 def split_reasoning(text: str, tags: tuple[str, str]) -> tuple[list[str], str, list[ParseError]]:

@@ -35,6 +35,8 @@ class TextFormat:
         Malformed calls, calls inside reasoning, calls in another known format and broken
         reasoning blocks all become ``errors`` (so such a turn is never a final answer).
         """
+        if "<" not in text and "[" not in text and "{" not in text and "◁" not in text:
+            return ParsedTurn(content=text.strip())  # no marker of any format or reasoning tag can be here
         text = _strip_stops(text, self.stops)
         pieces: list[str] = []
         errors: list[ParseError] = []
