@@ -37,7 +37,7 @@ def compose(
     )
     live = [c for c in criteria if c.applicable]
     gates = [c for c in live if c.gate is not None]
-    failed = [c for c in gates if c.value is not None and c.value < c.gate]  # type: ignore[operator]  # gates are the criteria with a gate value
+    failed = [c for c in gates if c.gate is not None and c.value is not None and c.value < c.gate]
     if failed:
         return base.model_copy(update={"total": 0.0, "gated_by": failed[0].id})
     undecided = [c for c in gates if c.unscorable is not None]

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from toolgym.envs import safejson
@@ -42,8 +43,6 @@ def load_rubric(path: str | Path) -> Rubric:
     except UnicodeDecodeError as exc:
         raise RubricError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save the file as UTF-8") from None
     if path.suffix in (".yaml", ".yml"):
-        import yaml
-
         if len(text) > safejson.FILE_LIMITS.max_chars:
             raise RubricError(f"{path}: {len(text):,} characters; a rubric file holds at most {safejson.FILE_LIMITS.max_chars:,}")
         try:

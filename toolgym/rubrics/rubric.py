@@ -63,6 +63,7 @@ class Scale(_Model):
 
     @property
     def is_unit(self) -> bool:
+        """Whether this is the default 0-1 scale (the only one checks may use)."""
         return self.low == 0.0 and self.high == 1.0
 
     def normalize(self, raw: float) -> float:
@@ -98,6 +99,7 @@ class CheckSource(_Model):
 
     @property
     def label(self) -> str:
+        """``check:<name>``, as scores and cost records name the source."""
         return f"check:{self.check}"
 
 
@@ -110,6 +112,7 @@ class CriticSource(_Model):
 
     @property
     def label(self) -> str:
+        """``critic:<name>``, as scores and cost records name the source."""
         return f"critic:{self.critic}"
 
 

@@ -110,6 +110,7 @@ class Score(_Model):
 
     @property
     def scorable(self) -> bool:
+        """Whether the score has a total (``unscorable`` is not set)."""
         return self.unscorable is None
 
     def criterion(self, criterion_id: str) -> CriterionScore:
@@ -125,9 +126,7 @@ class Score(_Model):
 
     def without_timing(self) -> dict:
         """The score as a dict without timing fields: equal for equal judgements."""
-        dumped = _drop_timing(self.model_dump(mode="json"))
-        assert isinstance(dumped, dict)  # a model dumps to a dict; _drop_timing keeps the shape
-        return dumped
+        return {k: _drop_timing(v) for k, v in self.model_dump(mode="json").items() if k not in TIMING_FIELDS}
 
     def fingerprint(self) -> str:
         """Hash of ``without_timing()``: two scorings that agree on everything but time agree here."""
@@ -136,6 +135,7 @@ class Score(_Model):
 
 
 def _drop_timing(value: object) -> object:
+    """``value`` (dumped JSON) without timing fields at any depth."""
     if isinstance(value, dict):
         return {k: _drop_timing(v) for k, v in value.items() if k not in TIMING_FIELDS}
     if isinstance(value, list):

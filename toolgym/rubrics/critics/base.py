@@ -83,6 +83,7 @@ class FunctionCritic:
         self.fn = fn
 
     async def judge(self, episodes: Sequence[Episode], criteria: Sequence[Criterion], rubric: Rubric) -> list[CriticResult]:
+        """One result per episode: the function's verdict on each criterion (in order, one at a time)."""
         return [await self._judge_one(ep, criteria) for ep in episodes]
 
     async def _judge_one(self, episode: Episode, criteria: Sequence[Criterion]) -> CriticResult:

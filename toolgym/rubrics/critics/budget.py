@@ -40,6 +40,7 @@ class JudgementCache:
         self.misses = 0
 
     def get(self, key: str) -> Any | None:
+        """The judgement cached under ``key`` (now the most recently used), or None; counts hits and misses."""
         if key in self._data:
             self._data.move_to_end(key)
             self.hits += 1
@@ -48,6 +49,7 @@ class JudgementCache:
         return None
 
     def put(self, key: str, value: Any) -> None:
+        """Cache ``value`` under ``key``, evicting the least recently used beyond ``max_entries``."""
         self._data[key] = value
         self._data.move_to_end(key)
         while len(self._data) > self.max_entries:
