@@ -89,15 +89,17 @@ class StageCache:
         if path.exists():
             self.hits += 1
             return read_jsonl(path)
-        rows = compute()
-        write_jsonl(path, rows)
-        self.misses += 1
-        return rows
+        return self.put(name, compute())
 
-    def put(self, name: str, rows: list[dict[str, Any]]) -> None:
-        """Write shard ``name`` (rows computed elsewhere, for example on a Ray actor)."""
+    def put(self, name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write shard ``name`` (rows computed elsewhere, for example on a Ray actor); returns it as read back.
+
+        Callers use the rows read back, never the computed ones: JSON sorts keys, and a later
+        step that iterates a dict must see the same order whether the shard was cached or not.
+        """
         write_jsonl(self.path(name), rows)
         self.misses += 1
+        return read_jsonl(self.path(name))
 
     def read(self, name: str) -> list[dict[str, Any]]:
         self.hits += 1

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from toolgym.envs.canonical import seed_from
+from toolgym.envs.synth.records import ItemFailure
 from toolgym.envs.types import JsonDict
 from toolgym.errors import ConfigError
 
@@ -85,8 +86,12 @@ class Taxonomy(BaseModel):
         return Taxonomy(domains=[*rest, domain])
 
 
-def load_taxonomy(path: str | Path) -> Taxonomy:
-    """Read a taxonomy from YAML or JSON; a bad field is a ``ConfigError`` naming it."""
+def load_taxonomy(path: str | Path) -> tuple[Taxonomy, list[ItemFailure]]:
+    """Read a taxonomy from YAML or JSON: the usable domains, and a failure for each malformed one.
+
+    Raises:
+        ConfigError: the file cannot be read, or no domain in it is usable.
+    """
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -94,17 +99,45 @@ def load_taxonomy(path: str | Path) -> Taxonomy:
     return parse_taxonomy(raw, where=str(path))
 
 
-def parse_taxonomy(raw: Any, *, where: str = "taxonomy") -> Taxonomy:
-    """``raw`` (a dict) as a ``Taxonomy``; a bad field is a ``ConfigError`` naming it."""
-    try:
-        return Taxonomy.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        at = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise ConfigError(
-            f"{where}: field '{at}': {first['msg']}; a taxonomy looks like "
-            "{'domains': [{'name': 'clinic', 'area': 'health', 'neighbours': [], 'entities': [{'name': 'clinic_patient', 'fields': {'name': {'type': 'string'}}}]}]}"
-        ) from None
+def parse_taxonomy(raw: Any, *, where: str = "taxonomy") -> tuple[Taxonomy, list[ItemFailure]]:
+    """``raw`` as a ``Taxonomy``: each malformed domain is dropped and counted, the rest kept.
+
+    Raises:
+        ConfigError: ``raw`` has no ``domains`` list, or none of its domains is usable.
+    """
+    if not isinstance(raw, dict) or not isinstance(raw.get("domains"), list):
+        raise ConfigError(f"{where}: expected {{'domains': [...]}}; {_EXAMPLE}")
+    domains: list[Domain] = []
+    failures: list[ItemFailure] = []
+    for i, item in enumerate(raw["domains"]):
+        label = item.get("name", f"domains[{i}]") if isinstance(item, dict) else f"domains[{i}]"
+        try:
+            domain = Domain.model_validate(item)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            at = ".".join(str(p) for p in first["loc"]) or "(domain)"
+            failures.append(ItemFailure(stage="seeds", item=f"{where}: {label}", kind="malformed_input", message=f"field '{at}': {first['msg']}"))
+            continue
+        if domain.name in {d.name for d in domains}:
+            failures.append(ItemFailure(stage="seeds", item=f"{where}: {label}", kind="duplicate", message="a domain of that name came earlier"))
+            continue
+        domains.append(domain)
+    if not domains:
+        raise ConfigError(f"{where}: no usable domain ({len(failures)} malformed); {_EXAMPLE}")
+    known = {d.name for d in domains}
+    seen: set[str] = set()
+    kept = []
+    for d in domains:  # neighbours of dropped domains go; entities repeated across domains are dropped
+        entities = [e for e in d.entities if e.name not in seen]
+        failures += [ItemFailure(stage="seeds", item=f"{where}: {e.name}", kind="duplicate", message="an entity of that name came earlier")
+                     for e in d.entities if e.name in seen]
+        seen.update(e.name for e in entities)
+        kept.append(d.model_copy(update={"neighbours": [n for n in d.neighbours if n in known], "entities": entities}))
+    return Taxonomy(domains=kept), failures
+
+
+_EXAMPLE = ("a taxonomy looks like {'domains': [{'name': 'clinic', 'area': 'health', 'neighbours': [], "
+            "'entities': [{'name': 'clinic_patient', 'fields': {'name': {'type': 'string'}}}]}]}")
 
 
 # ---------------------------------------------------------------------- the generated taxonomy

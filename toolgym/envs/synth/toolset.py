@@ -77,7 +77,7 @@ def load_seeds(cfg: ToolsConfig, seed: int) -> tuple[Taxonomy, list[ToolRecord],
     """The taxonomy (given or generated, plus one domain per seed source) and the seed tools."""
     failures: list[ItemFailure] = []
     if cfg.taxonomy:
-        taxonomy = load_taxonomy(cfg.taxonomy)
+        taxonomy, failures = load_taxonomy(cfg.taxonomy)
     else:
         taxonomy = generated_taxonomy(cfg.domains, cfg.entities_per_domain, seed)
     loaded = [seeds_from_openapi(p) for p in cfg.openapi] + [seeds_from_mcp(s) for s in cfg.mcp] + [seeds_from_env(e) for e in cfg.envs]
@@ -169,8 +169,7 @@ def _run_generation(cache: StageCache, taxonomy: Taxonomy, pool: list[ToolRecord
     for chunk in (todo[k : k + batch] for k in range(0, len(todo), batch)):
         rows = mapper(propose_shard, [(taxonomy, pool, generation, *bounds[i], seed, weights, proposer) for i in chunk])
         for i, r in zip(chunk, rows, strict=True):
-            cache.put(names[i], r)
-            results[i] = r
+            results[i] = cache.put(names[i], r)
             if progress:
                 progress(bounds[i][1] - bounds[i][0])
     return [results[i] for i in range(len(names))]
