@@ -47,6 +47,25 @@ def test_non_finite_numbers_are_refused_at_load_naming_the_field(tmp_path_factor
     assert label in str(err.value) and str(file) in str(err.value)
 
 
+@settings(max_examples=40, deadline=None)
+@given(spot=st.sampled_from(SPOTS), token=st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-2E999"]), indent=st.sampled_from([None, 1, 4]))
+def test_non_finite_numbers_in_json_rubrics_name_the_field_line_and_column(tmp_path_factory, spot, token, indent):
+    (path, label) = spot
+    data = json.loads(json.dumps(BASE))
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = "__X__"
+    text = json.dumps(data, indent=indent)
+    offset = text.index('"__X__"')
+    line, column = text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
+    file = tmp_path_factory.mktemp("r") / "rubric.json"
+    file.write_text(text.replace('"__X__"', token))
+    with pytest.raises(RubricError) as err:
+        load_rubric(file)
+    assert str(err.value).startswith(f"{file}: line {line}, column {column}: {label}: "), str(err.value)
+
+
 @pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000, '{"name": ' + "9" * 6000 + "}", '{"name": NaN}'])
 def test_hostile_json_rubric_files_are_rubric_errors(tmp_path, text):
     file = tmp_path / "r.json"

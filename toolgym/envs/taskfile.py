@@ -6,6 +6,7 @@ import json
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -39,7 +40,10 @@ def load_tasks(path: str | Path) -> list[Task]:
             except json.JSONDecodeError as exc:
                 refused = refused_number(line)  # safejson's refusals carry no position: find the token
                 if refused is not None:
-                    raise TaskFileError(f"{path}:{lineno}: {refused}") from None
+                    where = f"field '{refused.field}'" if refused.loc else "the line"
+                    raise TaskFileError(
+                        f"{path}:{lineno}: {where} (column {refused.offset + 1}): {refused.why}; write a finite number, null or a string"
+                    ) from None
                 raise TaskFileError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
             try:
                 task = Task.model_validate(data)
@@ -73,24 +77,46 @@ _TOKEN = re.compile(
 )
 
 
-def refused_number(line: str) -> str | None:
-    """Where a line holds a number JSON or a 64-bit float cannot (NaN, Infinity, 1e400, 5,000 digits).
+@dataclass(frozen=True)
+class RefusedNumber:
+    """A number in JSON text that JSON or a 64-bit float cannot hold, and where it is."""
+
+    loc: tuple[str | int, ...]
+    """Keys and indices down to it (empty: the whole text is that number)."""
+    offset: int
+    """Its first character's index in the text."""
+    why: str
+    """What is wrong with it, for a message."""
+
+    @property
+    def field(self) -> str:
+        """The path as ``metadata.scores[2]``."""
+        return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in self.loc).lstrip(".")
+
+
+def refused_number(text: str) -> RefusedNumber | None:
+    """The first number JSON or a 64-bit float cannot hold (NaN, Infinity, 1e400, 5,000 digits) in ``text``.
+
+    ``safejson`` refuses such numbers without a position (its parse hooks get the token only);
+    this scans the text for them, keeping track of the keys and indices on the way.
 
     Returns:
-        ``"field 'metadata.scores[2]' (column 31): NaN is not a JSON number; ..."``, or None when
-        the line holds no such number before its first syntax error.
+        The number's field path, offset and problem; None when there is none before the text's
+        first syntax error.
+
+    >>> refused_number('{"a": [1, {"b": NaN}]}').field
+    'a[1].b'
     """
     stack: list[_Frame] = []
     pos = 0
-    while pos < len(line):
-        match = _TOKEN.match(line, pos)
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
         if match is None or not match.group().strip():
             return None
         pos, kind = match.end(), match.lastgroup or ""
-        token, column = match.group(kind), match.start(kind) + 1
+        token = match.group(kind)
         if kind == "const" or (kind == "num" and _unrepresentable(token)):
-            where = f"field '{_path(stack)}'" if stack else "the line"
-            return f"{where} (column {column}): {_why(token)}; write a finite number, null or a string"
+            return RefusedNumber(loc=tuple(f.at for f in stack), offset=match.start(kind), why=_why(token))
         if kind == "str" and stack and stack[-1].wants_key:
             stack[-1].at, stack[-1].wants_key = json.loads(token), False  # an object key; its ':' follows
         elif kind == "punct":
@@ -120,10 +146,6 @@ def _structure(stack: list[_Frame], mark: str) -> None:
             top.at += 1
         else:
             top.wants_key = True
-
-
-def _path(stack: list[_Frame]) -> str:
-    return "".join(f"[{f.at}]" if f.is_array else f".{f.at}" for f in stack).lstrip(".")
 
 
 def _unrepresentable(token: str) -> bool:

@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from toolgym.envs import safejson
+from toolgym.envs.taskfile import refused_number
 from toolgym.errors import ConfigError
 from toolgym.rubrics.rubric import Rubric
 from toolgym.rubrics.shape import find_problem
@@ -57,6 +58,11 @@ def load_rubric(path: str | Path) -> Rubric:
         try:
             data = safejson.loads(text, safejson.FILE_LIMITS)
         except json.JSONDecodeError as exc:
+            refused = refused_number(text)  # safejson's refusals carry no position: find the token
+            if refused is not None:
+                line, column = text.count("\n", 0, refused.offset) + 1, refused.offset - text.rfind("\n", 0, refused.offset)
+                where = _where(refused.loc, _lenient_json(text)) if refused.loc else "(top level)"
+                raise RubricError(f"{path}: line {line}, column {column}: {where}: {refused.why}; write a finite value") from None
             raise RubricError(f"{path}: line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
     else:
         raise RubricError(f"{path}: unknown rubric file type {path.suffix!r}; use .yaml, .yml or .json")
@@ -91,6 +97,15 @@ def rubric_from_dict(data: Any, origin: str = "<rubric>") -> Rubric:
     for loc, value in _non_finite(rubric.model_dump(), ()):
         raise RubricError(f"{origin}: {_where(loc, data)}: {value} is not a finite number; write a finite value")
     return rubric
+
+
+def _lenient_json(text: str) -> dict[str, Any]:
+    """The text parsed as Python's json module would (NaN allowed), for naming criteria by id; {} if not."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _non_finite(node: Any, loc: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], float]]:
