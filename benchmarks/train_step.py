@@ -64,7 +64,7 @@ def plain_update(model: Any, optimizer: Any, batch: Any, micro: int, clip: float
 
 
 def toolgym_update(model: Any, optimizer: Any, batch: Any, micro: int) -> None:
-    from toolgym.trainers.update import LossSettings, update_policy
+    from toolgym.trainers.grpo import LossSettings, update_policy
 
     update_policy(model, optimizer, batch, LossSettings(loss="grpo", aux_weight=0.001), minibatch_size=len(batch),
                   micro_batch_size=micro)
@@ -106,10 +106,10 @@ def cpu_part(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, float]
 
     import torch
 
+    from toolgym.trainers.batch import make_batch
     from toolgym.trainers.config import TrainConfig
     from toolgym.trainers.experience import collect
     from toolgym.trainers.run import build_trainer, load_policy
-    from toolgym.trainers.update import make_batch
 
     torch.set_num_threads(args.threads)
     cfg = TrainConfig.from_dict({
@@ -121,11 +121,11 @@ def cpu_part(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, float]
     model, tokenizer = load_policy(cfg)
     trainer = build_trainer(cfg, model, tokenizer)
     split = trainer.iteration()  # part 2: one RL iteration, timed by phase
-    episodes = trainer.rollout(trainer.task_source(0, args.tasks), group_size=args.group, temperature=1.0, seed=1)
-    collected = collect(episodes, trainer.score(episodes), args.group, budget=None, penalty=0.0)
+    episodes = trainer.sampler.rollout(trainer.sampler.task_source(0, args.tasks), group_size=args.group, temperature=1.0, seed=1)
+    collected = collect(episodes, trainer.sampler.score(episodes), args.group, budget=None, penalty=0.0)
     rows = [r for g in collected.groups for s in g for r in s.rows]
     rng = random.Random(0)
-    batch = make_batch(rows, trainer.pad_id, advantages=[rng.gauss(0, 1) for _ in rows], rewards=[0.0] * len(rows))
+    batch = make_batch(rows, trainer.sampler.pad_id, advantages=[rng.gauss(0, 1) for _ in rows], rewards=[0.0] * len(rows))
     trainer.close()
     result = compare(model, batch, args.micro, args.repeats)
     result.update({"rows": len(rows), "mean_row_tokens": result["tokens"] / max(1, len(rows)), "micro_batch": args.micro,
@@ -141,7 +141,7 @@ def gpu_part(args: argparse.Namespace) -> dict[str, Any] | None:
     from transformers import AutoModelForCausalLM
 
     from toolgym.policies.models import count_parameters, model_config
-    from toolgym.trainers.update import Batch
+    from toolgym.trainers.batch import Batch
 
     config = model_config("kimi", "0.5b")
     params = count_parameters(config)

@@ -70,7 +70,7 @@ def test_unscorable_episodes_are_dropped_and_counted_never_zero():
         return digit_share(episode, criterion)
 
     trainer = trainer_for(config(), critic=flaky)
-    first_task = trainer.task_source(0, 1)[0].id
+    first_task = trainer.sampler.task_source(0, 1)[0].id
     row = trainer.iteration()
     trainer.close()
     assert row[m.UNSCORABLE] == 1
@@ -81,9 +81,9 @@ def test_unscorable_episodes_are_dropped_and_counted_never_zero():
 def test_token_budget_cuts_rows_and_penalizes():
     cfg = config(rollout={"token_budget": 3}, algorithm={"budget_penalty": 0.25})
     trainer = trainer_for(cfg)
-    tasks = trainer.task_source(0, 2)
-    episodes = trainer.rollout(tasks, group_size=2, temperature=1.0, seed=5)
-    scores = trainer.score(episodes)
+    tasks = trainer.sampler.task_source(0, 2)
+    episodes = trainer.sampler.rollout(tasks, group_size=2, temperature=1.0, seed=5)
+    scores = trainer.sampler.score(episodes)
     collected = collect(episodes, scores, 2, budget=3, penalty=0.25)
     trainer.close()
     items = [s for g in collected.groups for s in g]

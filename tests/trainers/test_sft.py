@@ -64,7 +64,7 @@ def test_bad_settings_are_refused_before_work():
 
 @pytest.mark.parametrize("schedule", ["cosine", "constant"])
 def test_learning_rate_schedules(schedule):
-    from toolgym.trainers.sft import _lr_factor
+    from toolgym.trainers.schedule import lr_factor as _lr_factor
 
     warm = [_lr_factor(step, 4, step / 100, schedule) for step in range(4)]
     assert warm == [0.25, 0.5, 0.75, 1.0]

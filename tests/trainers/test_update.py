@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toolgym.trainers import metrics as m
-from toolgym.trainers.update import Batch, LossSettings, accumulate, update_policy
+from toolgym.trainers.batch import Batch
+from toolgym.trainers.grpo import LossSettings, accumulate, update_policy
 
 VOCAB = 300
 

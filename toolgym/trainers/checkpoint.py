@@ -21,6 +21,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from toolgym.errors import ConfigError
 from toolgym.trainers.config import TrainConfig
 
@@ -28,21 +31,16 @@ LATEST = "latest"
 
 
 def checkpoint_root(out_dir: str | os.PathLike[str]) -> Path:
+    """The folder holding a run's checkpoints."""
     return Path(out_dir) / "checkpoints"
 
 
 def rng_state() -> dict[str, Any]:
     """The global RNG states of python, numpy and torch."""
-    import numpy as np
-    import torch
-
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    import numpy as np
-    import torch
-
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -50,8 +48,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(trainer: Any, out_dir: str | os.PathLike[str]) -> Path:
     """Write a checkpoint of ``trainer`` (a GRPO/PPO trainer) and point ``latest`` at it."""
-    import torch
-
     root = checkpoint_root(out_dir)
     name = f"iter-{trainer.iteration_index:06d}"
     final, scratch = root / name, root / f".{name}.tmp"
@@ -101,8 +97,6 @@ def check_compatible(folder: Path, config: TrainConfig) -> None:
 
 def load_checkpoint(trainer: Any, folder: str | os.PathLike[str]) -> None:
     """Restore model, optimizers, RNG states and trainer state from ``folder``."""
-    import torch
-
     folder = Path(folder)
     check_compatible(folder, trainer.config)
     state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)

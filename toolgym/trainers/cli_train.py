@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from toolgym.trainers import metrics as m
 from toolgym.trainers.config import TrainConfig
 
@@ -40,9 +42,7 @@ def summary_line(row: dict[str, float]) -> str:
 
 def train_cli(config_path: Path, *, resume: bool, iterations: int | None, out: Path | None, console: Any) -> None:
     """Load, override, validate, then train with a rich progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from toolgym.trainers.run import preflight, train
+    from toolgym.trainers.run import preflight, train  # torch and transformers load only when training starts
 
     cfg = TrainConfig.from_yaml(config_path)
     overrides: dict[str, Any] = {}

@@ -18,9 +18,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from toolgym.envs.formats import chat_template_of, detect_format
+from toolgym.envs.registry import make
 from toolgym.errors import ConfigError, did_you_mean
+from toolgym.rubrics import load_rubric, rubric_for
+from toolgym.rubrics.catalog import catalog_rubric_by_name
+from toolgym.trainers.schedule import Schedule, lr_factor
 
 LossKind = Literal["grpo", "dapo", "dr_grpo", "k2"]
 """grpo: clipped surrogate, std-normalized advantages, per-sequence mean.
@@ -44,7 +50,9 @@ class ModelSection(_Section):
     seed: int = 0
     """Weight seed of the tiny model."""
     dtype: Literal["float32", "bfloat16"] = "float32"
+    """Weight dtype the model is loaded in."""
     device: str = "cpu"
+    """Torch device of the model ("cpu", "cuda", "cuda:1", ...)."""
 
 
 class EnvSection(_Section):
@@ -74,11 +82,13 @@ class AlgorithmSection(_Section):
     """The RL objective."""
 
     name: Literal["grpo", "ppo"] = "grpo"
+    """grpo: group-relative advantages, no value model (``GRPOTrainer``); ppo: a value model and GAE (``PPOTrainer``)."""
     loss: LossKind = "grpo"
     """Policy loss; PPO always uses the clipped surrogate with GAE advantages ("grpo" or "dapo" aggregation)."""
     group_size: int = Field(default=4, ge=1)
     """K: samples per task (GRPO siblings). GRPO and K2 need K >= 2."""
     clip_low: float = Field(default=0.2, ge=0.0)
+    """Lower clip of the ratio π/π_behaviour: ``1 - clip_low``."""
     clip_high: float = Field(default=0.2, ge=0.0)
     """Upper clip; DAPO's clip-higher sets it above ``clip_low`` (e.g. 0.28)."""
     scale_by_std: bool | None = None
@@ -98,6 +108,9 @@ class AlgorithmSection(_Section):
     lam: float = Field(default=0.95, ge=0.0, le=1.0)
     """PPO GAE lambda."""
     value_coef: float = Field(default=0.5, ge=0.0)
+    """PPO: weight of the value loss in the total loss."""
+    value_clip: float | None = Field(default=None, gt=0.0)
+    """PPO: clip each value update to ``V_old ± value_clip`` in the loss (e.g. 0.2; None: unclipped)."""
     value_model: Literal["head", "critic"] | None = None
     """PPO value function: a head on the policy's last hidden state, or a separate critic copy."""
     budget_penalty: float = Field(default=0.5, ge=0.0)
@@ -108,8 +121,18 @@ class OptimSection(_Section):
     """Optimizer and update sizes."""
 
     kind: Literal["adamw", "muonclip"] = "adamw"
+    """AdamW on everything, or MuonClip (Muon on hidden matrices, AdamW on the rest, QK-Clip after each step)."""
     lr: float = Field(default=1e-5, gt=0.0)
+    """Peak learning rate."""
+    lr_schedule: Schedule = "constant"
+    """After warmup, per iteration: hold ``lr`` ("constant"), or decay it to ``lr_final_ratio`` x ``lr`` by
+    ``run.iterations`` along a cosine ("cosine") or a line ("linear")."""
+    lr_warmup_iterations: int = Field(default=0, ge=0)
+    """Iterations of linear warmup: iteration i < warmup trains at (i + 1) / warmup x ``lr``."""
+    lr_final_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+    """Where the cosine and linear schedules end, as a fraction of ``lr``."""
     weight_decay: float = Field(default=0.0, ge=0.0)
+    """Decoupled weight decay of matrices (norms and biases get none)."""
     qk_clip_tau: float | None = Field(default=100.0, gt=0.0)
     """QK-Clip threshold on the max pre-softmax logit, applied after every MuonClip step (None: off;
     ignored by AdamW). K2 uses 100."""
@@ -129,6 +152,7 @@ class RolloutSection(_Section):
     """Sampling."""
 
     tasks_per_iteration: int = Field(default=4, ge=1)
+    """Tasks drawn per iteration; each is rolled out ``algorithm.group_size`` times."""
     max_new_tokens: int = Field(default=64, ge=1)
     """Per assistant turn."""
     token_budget: int | None = Field(default=None, ge=1)
@@ -138,8 +162,11 @@ class RolloutSection(_Section):
     final_temperature: float | None = Field(default=None, ge=0.0)
     """Temperature reached after ``temperature_decay_iterations`` (linear decay; None: constant)."""
     temperature_decay_iterations: int = Field(default=1, ge=1)
+    """Iterations over which the temperature moves from ``temperature`` to ``final_temperature``."""
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Nucleus sampling threshold (1: off)."""
     concurrency: int = Field(default=256, ge=1)
+    """Episodes in flight at once during rollouts."""
 
 
 class PTXSection(_Section):
@@ -159,16 +186,21 @@ class RunSection(_Section):
     """Length, outputs, checkpoints."""
 
     iterations: int = Field(default=10, ge=1)
+    """RL iterations of the run (the LR schedule decays over them)."""
     seed: int = 0
     """Seeds torch, numpy and python's RNG and every sampling seed."""
     out_dir: str = "runs/train"
+    """Run folder: config.yaml, metrics.jsonl, checkpoints/, reward.png."""
     checkpoint_every: int = Field(default=1, ge=0)
     """Iterations between checkpoints (0: only the final one)."""
     eval_every: int = Field(default=0, ge=0)
     """Iterations between held-out evaluations (0: only before and after training)."""
     tensorboard: bool = True
+    """Also write TensorBoard events under ``<out_dir>/tb`` (when tensorboard is installed)."""
     plots: bool = True
+    """Draw ``reward.png`` at the end of the run."""
     torch_threads: int | None = Field(default=None, ge=1)
+    """``torch.set_num_threads`` for the run (None: torch's default)."""
 
 
 class TrainConfig(_Section):
@@ -196,6 +228,11 @@ class TrainConfig(_Section):
         if self.algorithm.scale_by_std is not None:
             return self.algorithm.scale_by_std
         return self.algorithm.loss != "dr_grpo"
+
+    def lr_factor_at(self, iteration: int) -> float:
+        """Multiplier of ``optim.lr`` at ``iteration`` (0-based): warmup, then the schedule over ``run.iterations``."""
+        o = self.optim
+        return lr_factor(iteration, o.lr_warmup_iterations, iteration / self.run.iterations, o.lr_schedule, o.lr_final_ratio)
 
     def temperature_at(self, iteration: int) -> float:
         """Sampling temperature of ``iteration`` (0-based): linear decay, then constant."""
@@ -232,8 +269,6 @@ class TrainConfig(_Section):
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> TrainConfig:
         """Load a YAML config file."""
-        import yaml
-
         file = Path(path)
         if not file.is_file():
             raise ConfigError(f"config file {str(file)!r} does not exist; see examples/configs/grpo_tiny.yaml")
@@ -245,8 +280,6 @@ class TrainConfig(_Section):
 
     def to_yaml(self, path: str | os.PathLike[str]) -> Path:
         """Write the full config (every field, defaults included)."""
-        import yaml
-
         file = Path(path)
         file.parent.mkdir(parents=True, exist_ok=True)
         file.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
@@ -261,6 +294,8 @@ def _contradictions(cfg: TrainConfig) -> list[str]:
         out.append("algorithm.value_model is required for PPO: set it to 'head' (value head on the policy) or 'critic' (separate model)")
     if a.name == "grpo" and a.value_model is not None:
         out.append(f"algorithm.value_model={a.value_model!r} is unused by GRPO: remove it or set algorithm.name: ppo")
+    if a.name == "grpo" and a.value_clip is not None:
+        out.append(f"algorithm.value_clip={a.value_clip} is unused by GRPO (no value model): remove it or set algorithm.name: ppo")
     if a.name == "grpo" and a.group_size < 2:
         out.append("algorithm.group_size must be >= 2 for GRPO (advantages compare siblings of one task): set it to 4 or more")
     if a.loss == "k2" and a.group_size < 2:
@@ -302,8 +337,6 @@ def _describe(error: Any) -> str:
 
 def _detected_format(config: TrainConfig) -> str:
     """``env.tool_format: auto``: the format ``model.path``'s chat template teaches."""
-    from toolgym.envs.formats import chat_template_of, detect_format
-
     if config.model.path is None:
         raise ConfigError("env.tool_format: 'auto' reads the chat template of model.path, which is not set; "
                           "name the format instead (e.g. env.tool_format: kimi_k2 for the tiny models)")
@@ -312,8 +345,6 @@ def _detected_format(config: TrainConfig) -> str:
 
 def env_source(config: TrainConfig) -> Any:
     """The env id, or a factory when a tool format is configured."""
-    from toolgym.envs.registry import make
-
     env_id, tool_format = config.env.id, config.env.tool_format
     if tool_format == "auto":
         tool_format = _detected_format(config)
@@ -331,9 +362,6 @@ def env_source(config: TrainConfig) -> Any:
 
 def load_rubric_for(config: TrainConfig) -> Any:
     """The run's rubric: ``env.rubric`` (a file or a catalog name) or the env's catalog rubric."""
-    from toolgym.rubrics import load_rubric, rubric_for
-    from toolgym.rubrics.catalog import catalog_rubric_by_name
-
     name = config.env.rubric
     if name is None:
         rubric = rubric_for(config.env.id)

@@ -1,6 +1,8 @@
-"""From scored episodes to training rows: rewards, token budgets, unscorable episodes.
+"""The generation half of an RL iteration: tasks -> episodes -> rubric scores -> training rows.
 
-Shared by GRPO and PPO. An episode becomes ``Scored`` when both the rollout and the rubric
+Shared by GRPO and PPO. ``Sampler`` holds what generation needs (env, policy, rubric, task
+source) and no optimizer state, so it can later run in another process with synced weights;
+``collect`` turns its scored episodes into rows. An episode becomes ``Scored`` when both the rollout and the rubric
 could judge it; anything else is counted in ``unscorable`` and never given a reward. An
 episode whose sampled tokens pass its token budget (K2's per-task budget) has its rows cut at
 the budget, its reward lowered by the budget penalty, and ``metadata["budget_stop"]`` set to
@@ -9,12 +11,26 @@ the budget, its reward lowered by the budget penalty, and ``metadata["budget_sto
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import torch
+
+from toolgym.envs.types import Task
+from toolgym.policies.hf_policy import HFPolicy
+from toolgym.policy import SamplingParams
 from toolgym.rollouts.episode import Episode
+from toolgym.rollouts.loop import EnvSource, run_episodes, sample_tasks
 from toolgym.rollouts.rows import TokenRow, episode_to_rows
+from toolgym.rubrics import Score, score_episodes_sync
+from toolgym.trainers import metrics as m
+from toolgym.trainers.config import TrainConfig, env_source, load_rubric_for
+
+TaskSource = Callable[[int, int], list[Task]]
+"""``(first_index, n) -> tasks``: the training tasks at positions ``first_index .. first_index+n-1``."""
 
 BUDGET_STOP = "token_budget"
 """``Episode.metadata["budget_stop"]`` of an episode cut at its token budget."""
@@ -58,8 +74,8 @@ def cut_rows(rows: Sequence[TokenRow], budget: int) -> list[TokenRow]:
             break
         sampled = 0
         end = len(row.input_ids)
-        for i, m in enumerate(row.loss_mask):
-            if m:
+        for i, bit in enumerate(row.loss_mask):
+            if bit:
                 sampled += 1
                 if sampled == left:
                     end = i + 1
@@ -110,3 +126,91 @@ def collect(episodes: Sequence[Episode], scores: Sequence[Any], group_size: int,
             group.append(item)
         out.groups.append(group)
     return out
+
+
+class Sampler:
+    """Episodes from the policy, and their rubric scores: the generation half of an iteration.
+
+    Args:
+        config: The run's config (env, rollout and held-out settings are read).
+        model: The policy model (shared with the trainer, which updates it in place).
+        tokenizer: Its tokenizer with a tool-capable chat template.
+        env: Env id or factory (default: ``config.env.id``).
+        rubric: A ``Rubric`` (default: from ``config.env.rubric`` or the env's catalog rubric).
+        critics: Critics for critic-sourced rubric criteria.
+        tasks: Where training tasks come from (default: the env's own seeded tasks).
+        heldout: Held-out tasks for ``evaluate`` (default: ``config.env.heldout_tasks`` seeded tasks).
+    """
+
+    def __init__(self, config: TrainConfig, model: Any, tokenizer: Any, *, env: EnvSource | None = None,
+                 rubric: Any = None, critics: Any = None, tasks: TaskSource | None = None,
+                 heldout: Sequence[Task] | None = None):
+        self.config, self.model = config, model
+        self.env: EnvSource = env if env is not None else env_source(config)
+        self.rubric = rubric if rubric is not None else load_rubric_for(config)
+        self.critics = critics
+        self.task_source: TaskSource = tasks or (lambda first, n: sample_tasks(self.env, n=n, seed=config.env.task_seed + first))
+        self.heldout = list(heldout) if heldout is not None else None
+        self.policy = HFPolicy(model, tokenizer, max_batch_size=64)
+        self.pad_id = self.policy.pad_id
+
+    def tasks(self, iteration: int) -> list[Task]:
+        """The training tasks of ``iteration``: the data position is the iteration index, so a resumed run draws the same."""
+        n = self.config.rollout.tasks_per_iteration
+        return self.task_source(iteration * n, n)
+
+    def rollout(self, tasks: Sequence[Task], *, group_size: int, temperature: float, seed: int) -> list[Episode]:
+        """Episodes of ``tasks`` (``group_size`` siblings each, adjacent) sampled from the policy."""
+        r = self.config.rollout
+        sampling = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=temperature, top_p=r.top_p)
+        self.model.eval()  # generation runs under inference_mode on the policy's own thread
+        return run_episodes(self.env, self.policy, tasks=list(tasks), group_size=group_size, seed=seed,
+                            sampling=sampling, concurrency=r.concurrency)
+
+    def score(self, episodes: Sequence[Episode]) -> list[Score]:
+        """One rubric ``Score`` per episode (unscorable episodes get unscorable scores)."""
+        return score_episodes_sync(episodes, self.rubric, critics=self.critics)
+
+    def evaluate(self, tasks: Sequence[Task] | None = None) -> dict[str, float]:
+        """Greedy held-out success and mean score (``{}`` when there are no held-out tasks)."""
+        cfg = self.config
+        if tasks is None:
+            if self.heldout is None:
+                self.heldout = sample_tasks(self.env, n=cfg.env.heldout_tasks, seed=cfg.env.heldout_seed) if cfg.env.heldout_tasks else []
+            tasks = self.heldout
+        if not tasks:
+            return {}
+        episodes = self.rollout(tasks, group_size=1, temperature=0.0, seed=cfg.env.heldout_seed)
+        totals = [s.total for s in self.score(episodes) if s.scorable and s.total is not None]
+        success = sum(t >= cfg.env.success_threshold for t in totals)
+        return {m.HELDOUT_SUCCESS: success / len(tasks), m.HELDOUT_SCORE: sum(totals) / max(1, len(totals))}
+
+    def close(self) -> None:
+        self.policy.close()
+
+
+def iteration_metrics(episodes: Sequence[Episode], collected: Collected, *, rollout_s: float, scoring_s: float,
+                      update_s: float) -> dict[str, float]:
+    """Reward, episode-count and timing metrics of one iteration (the trainers add theirs)."""
+    # Env steps run one at a time on the event loop, so their sum is wall time; the rest of
+    # the rollout is waiting for batched generation (per-turn policy_s overlap across episodes).
+    env_s = min(sum(t.env_s for e in episodes for t in e.turns), rollout_s)
+    items = [s for g in collected.groups for s in g]
+    rewards: dict[str, float] = {}
+    if items:
+        r = torch.tensor([s.reward for s in items])
+        rewards = {m.REWARD_MEAN: float(r.mean()), m.REWARD_STD: float(r.std(unbiased=False)),
+                   m.SCORE_MEAN: sum(s.score for s in items) / len(items)}
+    return {
+        **rewards, m.EPISODES: float(len(episodes)), m.UNSCORABLE: float(collected.unscorable),
+        m.OVER_BUDGET: float(collected.over_budget), m.TIME_PREFIX + "rollout_s": rollout_s,
+        m.TIME_PREFIX + "generation_s": rollout_s - env_s, m.TIME_PREFIX + "env_s": env_s,
+        m.TIME_PREFIX + "scoring_s": scoring_s, m.TIME_PREFIX + "update_s": update_s,
+    }
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

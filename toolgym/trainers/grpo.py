@@ -1,17 +1,21 @@
-"""GRPO (and the Kimi K2 objective) on a local MoE policy, one iteration read top to bottom.
+"""GRPO (and DAPO, Dr. GRPO and the Kimi K2 objective) on a local MoE policy, read top to bottom.
 
-``GRPOTrainer.iteration()``:
+One iteration (``GRPOTrainer.iteration``):
 
-1. draw the iteration's tasks (``tasks_per_iteration`` of them; the data position is the
-   iteration index, so a resumed run draws the same tasks);
-2. roll out K siblings per task with the policy itself (``run_episodes``, batched generation);
-3. score every episode with the rubric; unscorable episodes are dropped and counted, never 0;
-   over-budget episodes are cut and penalized (``experience.collect``);
-4. group advantages (GRPO: divided by the group std; Dr. GRPO: not), dropping groups with fewer
-   than two scorable siblings and counting (optionally filtering) zero-variance groups;
-5. minibatch updates with gradient accumulation (``update.update_policy``): the selected loss,
-   the MoE router aux loss, optional KL and PTX terms, skip-on-NaN, clipping, QK-Clip;
-6. metrics (names in ``toolgym.trainers.metrics``).
+1. **rollouts**: the iteration's tasks (the data position is the iteration index, so a
+   resumed run draws the same tasks), K siblings each, sampled by the policy itself;
+2. **scores**: the rubric judges every episode; unscorable episodes are dropped and counted,
+   never scored 0; over-budget episodes are cut and penalized (``experience.collect``);
+3. **advantages**: each sibling's reward relative to its group (divided by the group std for
+   GRPO, not for Dr. GRPO); groups with fewer than two scorable siblings are dropped and
+   zero-variance groups counted (and filtered when configured) -> a typed ``Batch``;
+4. **update** (``update_policy``): ``epochs`` shuffled passes over the rows; one optimizer step
+   per minibatch, accumulated over micro-batches (``accumulate``, where the loss is written:
+   policy objective, k3 KL, router balance loss), then the PTX loss and the shared optimizer
+   step (``toolgym.trainers.step``: clip, skip non-finite or exploding, step, QK-Clip).
+
+The math is pure functions in ``toolgym.trainers.rl``; the router terms are in
+``toolgym.trainers.moe``; metric names in ``toolgym.trainers.metrics``.
 
 Example (used by the demo and ``toolgym train``):
 
@@ -25,25 +29,65 @@ Example (used by the demo and ``toolgym train``):
 
 from __future__ import annotations
 
-import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from toolgym.envs.canonical import seed_from
 from toolgym.envs.types import Task
-from toolgym.policy import SamplingParams
-from toolgym.rollouts.loop import EnvSource, run_episodes, sample_tasks
+from toolgym.rollouts.loop import EnvSource
 from toolgym.trainers import metrics as m
 from toolgym.trainers import rl
-from toolgym.trainers.config import TrainConfig, env_source, load_rubric_for
-from toolgym.trainers.experience import Collected, Scored, collect
-from toolgym.trainers.update import Batch, LossSettings, make_batch, update_policy
+from toolgym.trainers.batch import Batch, make_batch, micro_batches, ptx_batches
+from toolgym.trainers.config import LossKind, TrainConfig
+from toolgym.trainers.experience import Collected, Sampler, TaskSource, collect, iteration_metrics, seed_everything
+from toolgym.trainers.moe import router_terms, training_forward
+from toolgym.trainers.optim import build_optimizer
+from toolgym.trainers.sft import ptx_backward
+from toolgym.trainers.step import OptimizerStep, SkipReason, UpdateStats
+from toolgym.trainers.value import frozen_copy
 
-TaskSource = Callable[[int, int], list[Task]]
-"""``(first_index, n) -> tasks``: the training tasks at positions ``first_index .. first_index+n-1``."""
+_AGGREGATION: dict[str, rl.Aggregation] = {"grpo": "sequence", "dapo": "token", "dr_grpo": "constant"}
+
+
+@dataclass
+class LossSettings:
+    """The loss terms of one update, taken from a ``TrainConfig``."""
+
+    loss: LossKind = "grpo"
+    """Which policy objective (see ``LossKind``)."""
+    clip_low: float = 0.2
+    """Ratio clip below: ``1 - clip_low``."""
+    clip_high: float = 0.2
+    """Ratio clip above: ``1 + clip_high``."""
+    k2_tau: float = 0.1
+    """τ of the K2 squared loss."""
+    constant: float = 64.0
+    """Dr. GRPO's normalizing length."""
+    kl_beta: float = 0.0
+    """Weight of the k3 KL to the reference model."""
+    aux_weight: float = 0.0
+    """Weight of the router balance loss."""
+    ptx_weight: float = 0.0
+    """Weight of the supervised PTX loss."""
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this norm."""
+    skip_grad_norm: float = 1e4
+    """A larger pre-clip norm skips the step."""
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> LossSettings:
+        a, o = cfg.algorithm, cfg.optim
+        constant = a.dr_grpo_constant or cfg.rollout.token_budget or cfg.rollout.max_new_tokens
+        return cls(
+            loss=a.loss, clip_low=a.clip_low, clip_high=a.clip_high, k2_tau=a.k2_tau, constant=float(constant),
+            kl_beta=a.kl_beta, aux_weight=a.aux_loss_weight, ptx_weight=cfg.ptx.weight,
+            max_grad_norm=o.max_grad_norm, skip_grad_norm=o.skip_grad_norm,
+        )
 
 
 class GRPOTrainer:
@@ -64,73 +108,44 @@ class GRPOTrainer:
     def __init__(self, config: TrainConfig, model: Any, tokenizer: Any, *, env: EnvSource | None = None,
                  rubric: Any = None, critics: Any = None, tasks: TaskSource | None = None,
                  heldout: Sequence[Task] | None = None, ptx_rows: Sequence[Any] | None = None):
-        from toolgym.policies.hf_policy import HFPolicy
-        from toolgym.trainers.optim import build_optimizer
-
         self.config, self.model, self.tokenizer = config, model, tokenizer
-        self.env: EnvSource = env if env is not None else env_source(config)
-        self.rubric = rubric if rubric is not None else load_rubric_for(config)
-        self.critics = critics
-        self.task_source: TaskSource = tasks or (lambda first, n: sample_tasks(self.env, n=n, seed=config.env.task_seed + first))
-        self.heldout = list(heldout) if heldout is not None else None
-        self.policy = HFPolicy(model, tokenizer, max_batch_size=64)
-        self.pad_id = self.policy.pad_id
+        self.sampler = Sampler(config, model, tokenizer, env=env, rubric=rubric, critics=critics, tasks=tasks, heldout=heldout)
+        """The generation half: tasks, rollouts, rubric scores, held-out evaluation."""
         o = config.optim
         self.optimizer = build_optimizer(model, kind=o.kind, lr=o.lr, weight_decay=o.weight_decay,
                                          qk_clip_tau=o.qk_clip_tau if o.kind == "muonclip" else None)
-        self.ref_model = _frozen_copy(model) if config.algorithm.kl_beta > 0 else None
+        self.step = OptimizerStep([self.optimizer], max_grad_norm=o.max_grad_norm, skip_grad_norm=o.skip_grad_norm)
+        self.ref_model = frozen_copy(model) if config.algorithm.kl_beta > 0 else None
         self.settings = LossSettings.from_config(config)
-        self.ptx_batches = _ptx_batches(ptx_rows or [], self.pad_id, config.ptx.batch_size)
+        self.ptx_batches = ptx_batches(ptx_rows or [], self.sampler.pad_id, config.ptx.batch_size)
         self.generator = torch.Generator().manual_seed(config.run.seed)
+        """Shuffles the rows into minibatches; saved in checkpoints."""
         self.iteration_index = 0
         """Iterations done; also the data position (tasks drawn = index x tasks_per_iteration)."""
         seed_everything(config.run.seed)
 
-    # ------------------------------------------------------------------ the loop
-
     def iteration(self) -> dict[str, float]:
-        """One RL iteration: rollouts, scoring, advantages, updates. Returns its metrics."""
-        cfg, i = self.config, self.iteration_index
-        n = cfg.rollout.tasks_per_iteration
-        tasks = self.task_source(i * n, n)
+        """One RL iteration: rollouts, scores, advantages, update. Returns its metrics."""
+        cfg, i, k = self.config, self.iteration_index, self.config.algorithm.group_size
+        temperature = cfg.temperature_at(i)
         t0 = time.perf_counter()
-        # >> 33: a 31-bit run seed, so reset seeds (run seed + task index) stay small ints
-        episodes = self.rollout(tasks, group_size=cfg.algorithm.group_size, temperature=cfg.temperature_at(i),
-                                seed=seed_from(cfg.run.seed, "train", i) >> 33)
+        # 1. rollouts: K siblings per task (>> 33: a 31-bit seed, so reset seeds stay small ints)
+        episodes = self.sampler.rollout(self.sampler.tasks(i), group_size=k, temperature=temperature,
+                                        seed=seed_from(cfg.run.seed, "train", i) >> 33)
         t1 = time.perf_counter()
-        scores = self.score(episodes)
+        # 2. scores, then rows per scorable episode (budget cuts and penalties applied)
+        scores = self.sampler.score(episodes)
         t2 = time.perf_counter()
-        collected = collect(episodes, scores, cfg.algorithm.group_size, budget=cfg.rollout.token_budget,
-                            penalty=cfg.algorithm.budget_penalty)
+        collected = collect(episodes, scores, k, budget=cfg.rollout.token_budget, penalty=cfg.algorithm.budget_penalty)
+        # 3. advantages
         batch, counts = self.build_batch(collected)
+        # 4. update, at this iteration's learning rate
+        self.step.set_lr_factor(cfg.lr_factor_at(i))
         stats = self.update(batch) if batch is not None else {}
         t3 = time.perf_counter()
         self.iteration_index += 1
-        # Env steps run one at a time on the event loop, so their sum is wall time; the rest of
-        # the rollout is waiting for batched generation (per-turn policy_s overlap across episodes).
-        env_s = min(sum(t.env_s for e in episodes for t in e.turns), t1 - t0)
-        return {
-            m.ITERATION: float(i), m.TEMPERATURE: cfg.temperature_at(i), **counts, **stats,
-            **_reward_metrics(collected), m.EPISODES: float(len(episodes)),
-            m.UNSCORABLE: float(collected.unscorable), m.OVER_BUDGET: float(collected.over_budget),
-            m.TIME_PREFIX + "rollout_s": t1 - t0, m.TIME_PREFIX + "generation_s": t1 - t0 - env_s,
-            m.TIME_PREFIX + "env_s": env_s, m.TIME_PREFIX + "scoring_s": t2 - t1,
-            m.TIME_PREFIX + "update_s": t3 - t2,
-        }
-
-    def rollout(self, tasks: Sequence[Task], *, group_size: int, temperature: float, seed: int) -> list:
-        """Episodes of ``tasks`` (``group_size`` siblings each, adjacent) sampled from the policy."""
-        r = self.config.rollout
-        sampling = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=temperature, top_p=r.top_p)
-        self.model.eval()  # generation runs under inference_mode on the policy's own thread
-        return run_episodes(self.env, self.policy, tasks=list(tasks), group_size=group_size, seed=seed,
-                            sampling=sampling, concurrency=r.concurrency)
-
-    def score(self, episodes: Sequence[Any]) -> list:
-        """One rubric ``Score`` per episode (unscorable episodes get unscorable scores)."""
-        from toolgym.rubrics import score_episodes_sync
-
-        return score_episodes_sync(episodes, self.rubric, critics=self.critics)
+        return {m.ITERATION: float(i), m.TEMPERATURE: temperature, m.LR: self.step.lr, **counts, **stats,
+                **iteration_metrics(episodes, collected, rollout_s=t1 - t0, scoring_s=t2 - t1, update_s=t3 - t2)}
 
     def build_batch(self, collected: Collected) -> tuple[Batch | None, dict[str, float]]:
         """Group-relative advantages for the rows of every group that can teach something."""
@@ -147,9 +162,9 @@ class GRPOTrainer:
                 if a.filter_zero_variance:
                     continue
             adv = rl.group_advantages(r, scale_by_std=self.config.scale_by_std)[0]  # (K,)
-            mean = float(r.mean())
+            mean = float(r.mean())  # K2's baseline
             for scored, advantage in zip(group, adv.tolist(), strict=True):
-                for row in scored.rows:
+                for row in scored.rows:  # every row of an episode carries the episode's advantage
                     rows.append(row)
                     advantages.append(advantage)
                     rewards.append(scored.reward)
@@ -159,44 +174,30 @@ class GRPOTrainer:
                   m.TOKENS: float(sum(sum(row.loss_mask) for row in rows))}
         if not rows:
             return None, counts
-        return make_batch(rows, self.pad_id, advantages=advantages, rewards=rewards, baselines=baselines), counts
+        return make_batch(rows, self.sampler.pad_id, advantages=advantages, rewards=rewards, baselines=baselines), counts
 
-    def update(self, batch: Batch, *, value_fn: Any = None, extra_optimizers: Sequence[Any] = ()) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, float]:
         """Minibatch updates over the iteration's rows; returns the update metrics."""
         o = self.config.optim
-        stats = update_policy(
-            self.model, [self.optimizer, *extra_optimizers], batch, self.settings, minibatch_size=o.minibatch_size,
+        return update_policy(
+            self.model, self.step, batch, self.settings, minibatch_size=o.minibatch_size,
             micro_batch_size=o.micro_batch_size, epochs=o.epochs, generator=self.generator, ref_model=self.ref_model,
-            value_fn=value_fn, ptx_batches=self.ptx_batches, after_step=self._after_step,
-        )
-        return stats.metrics()
+            ptx_batches=self.ptx_batches, after_step=self._qk_report,
+        ).metrics()
 
     def evaluate(self, tasks: Sequence[Task] | None = None) -> dict[str, float]:
         """Greedy held-out success and mean score (``{}`` when there are no held-out tasks)."""
-        cfg = self.config
-        if tasks is None:
-            if self.heldout is None:
-                self.heldout = sample_tasks(self.env, n=cfg.env.heldout_tasks, seed=cfg.env.heldout_seed) if cfg.env.heldout_tasks else []
-            tasks = self.heldout
-        if not tasks:
-            return {}
-        episodes = self.rollout(tasks, group_size=1, temperature=0.0, seed=cfg.env.heldout_seed)
-        totals = [s.total for s in self.score(episodes) if s.scorable and s.total is not None]
-        success = sum(t >= cfg.env.success_threshold for t in totals)
-        return {m.HELDOUT_SUCCESS: success / len(tasks), m.HELDOUT_SCORE: sum(totals) / max(1, len(totals))}
+        return self.sampler.evaluate(tasks)
 
     def train(self, iterations: int | None = None, on_iteration: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]]:
         """Run ``iterations`` more iterations (default: up to ``config.run.iterations``)."""
         todo = iterations if iterations is not None else self.config.run.iterations - self.iteration_index
         history = []
         for _ in range(max(0, todo)):
-            row = self.iteration()
-            history.append(row)
+            history.append(self.iteration())
             if on_iteration is not None:
-                on_iteration(row)
+                on_iteration(history[-1])
         return history
-
-    # ------------------------------------------------------------------ state (checkpoints)
 
     def extra_state(self) -> dict[str, Any]:
         """Trainer state beyond model and optimizer, for checkpoints."""
@@ -211,48 +212,108 @@ class GRPOTrainer:
         return {"policy": self.optimizer}
 
     def close(self) -> None:
-        self.policy.close()
+        self.sampler.close()
 
-    def _after_step(self) -> dict[str, float]:
+    def _qk_report(self) -> dict[str, float]:
         # MuonClip runs QK-Clip inside its step and keeps what it saw.
         report = getattr(self.optimizer, "last_qk_report", None)
         return report.metrics() if report is not None else {}
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python's, numpy's and torch's global RNGs."""
-    import numpy as np
+def update_policy(
+    model: Any, step: OptimizerStep | Any, batch: Batch, s: LossSettings, *, minibatch_size: int,
+    micro_batch_size: int, epochs: int = 1, generator: torch.Generator | None = None, ref_model: Any = None,
+    ptx_batches: Sequence[Batch] = (), after_step: Callable[[], dict[str, float]] | None = None,
+) -> UpdateStats:
+    """Run ``epochs`` shuffled passes of minibatch steps over ``batch``.
 
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    Args:
+        model: The policy (train mode is set here).
+        step: The shared ``OptimizerStep``, or a torch optimizer (stepped with ``s``'s clip and skip norms).
+        batch: The iteration's rows.
+        s: Loss settings.
+        minibatch_size: Rows per optimizer step.
+        micro_batch_size: Rows per forward/backward.
+        epochs: Passes over the rows (shuffled with ``generator``).
+        generator: The shuffling RNG.
+        ref_model: Frozen reference for the KL term.
+        ptx_batches: Supervised batches, one per optimizer step, cycled.
+        after_step: Called after each optimizer step (QK-Clip); its dict is kept as metrics.
+    """
+    if not isinstance(step, OptimizerStep):
+        step = OptimizerStep(step if isinstance(step, (list, tuple)) else [step], max_grad_norm=s.max_grad_norm,
+                             skip_grad_norm=s.skip_grad_norm)
+    step.reset_counts()
+    model.train()
+    stats = UpdateStats(step)
+    ptx_i = 0
+    for _ in range(epochs):
+        order = torch.randperm(len(batch), generator=generator)
+        for start in range(0, len(batch), minibatch_size):
+            minibatch = batch.select(order[start : start + minibatch_size])
+            step.zero_grad()
+            sums, reason = accumulate(model, minibatch, s, micro_batch_size, ref_model=ref_model)
+            if reason is None and s.ptx_weight > 0 and ptx_batches:
+                sums[m.PTX_LOSS] = ptx_backward(model, ptx_batches[ptx_i % len(ptx_batches)], s.ptx_weight)
+                ptx_i += 1
+            stats.add(sums)
+            if reason is not None:
+                step.skip(reason, f"(loss {sums.get(m.LOSS)})")
+            elif step.step() is None and after_step is not None:
+                stats.qk = after_step()
+    return stats
 
 
-def _reward_metrics(collected: Collected) -> dict[str, float]:
-    items: list[Scored] = [s for g in collected.groups for s in g]
-    if not items:
-        return {}
-    rewards = torch.tensor([s.reward for s in items])
-    return {m.REWARD_MEAN: float(rewards.mean()), m.REWARD_STD: float(rewards.std(unbiased=False)),
-            m.SCORE_MEAN: sum(s.score for s in items) / len(items)}
+def accumulate(model: Any, minibatch: Batch, s: LossSettings, micro_batch_size: int, *,
+               ref_model: Any = None) -> tuple[dict[str, float], SkipReason | None]:
+    """Back-propagate the minibatch's loss in micro-batches; returns (summed stats, skip reason or None).
 
-
-def _frozen_copy(model: Any) -> Any:
-    from toolgym.trainers.value import detached_copy
-
-    ref = detached_copy(model)
-    ref.eval()
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    return ref
-
-
-def _ptx_batches(rows: Sequence[Any], pad_id: int, size: int) -> list[Batch]:
-    """Supervised rows (``ids``/``mask``) as batches with zero advantages (only ``loss_mask`` is read)."""
-    from toolgym.rollouts.rows import TokenRow
-
-    token_rows = [TokenRow(episode_id=f"ptx/{k}", input_ids=list(r.ids), loss_mask=list(r.mask),
-                           behaviour_logprobs=[0.0] * len(r.ids), prompt_len=0, turn_spans=[], turn_indices=[],
-                           ends_episode=True, terminated=True, truncated=False) for k, r in enumerate(rows)]
-    return [make_batch(token_rows[i : i + size], pad_id, advantages=[0.0] * len(token_rows[i : i + size]),
-                       rewards=[0.0] * len(token_rows[i : i + size])) for i in range(0, len(token_rows), size)]
+    Every term is divided by the whole minibatch's count (tokens or sequences, ``Share``), so
+    the micro-batch losses sum to the loss of the minibatch computed at once: 8 micro-batches
+    of 1 row give the gradient of 1 of 8. A non-finite micro-batch loss stops before its
+    backward with reason ``nonfinite_loss`` (the caller drops the gradients).
+    """
+    totals: Counter[str] = Counter()
+    for micro, share in micro_batches(minibatch, micro_batch_size):
+        outputs = training_forward(model, micro.input_ids, micro.attention_mask)
+        logits = outputs.logits[:, :-1]  # (B, T-1, V): position t predicts token t+1
+        logp = rl.token_logprobs(logits, micro.input_ids[:, 1:])  # (B, T-1)
+        old = micro.old_logp[:, 1:]  # (B, T-1) behaviour log-probs
+        mask = micro.loss_mask[:, 1:]  # (B, T-1) 1 on sampled tokens
+        # The policy objective: the K2 squared loss per sequence, or the clipped surrogate per token.
+        if s.loss == "k2":
+            per_seq = rl.k2_squared_loss(logp, old, micro.rewards, mask, tau=s.k2_tau, baseline=micro.baselines)  # (B,)
+            policy = per_seq.sum() / share.sequences
+        else:
+            adv = micro.advantages[:, 1:] if micro.advantages.dim() == 2 else micro.advantages  # (B,) or (B, T-1)
+            per_tok = rl.clipped_surrogate(logp, old, adv, mask, eps_low=s.clip_low, eps_high=s.clip_high)  # (B, T-1)
+            policy = rl.aggregate(per_tok, mask, _AGGREGATION[s.loss], constant=s.constant,
+                                  num_tokens=share.tokens, num_sequences=share.sequences)
+        loss = policy
+        stats = {m.POLICY_LOSS: float(policy.detach())}
+        with torch.no_grad():  # diagnostics: token means over the minibatch
+            ratio = torch.exp(logp - old)  # (B, T-1)
+            outside = ((ratio < 1 - s.clip_low) | (ratio > 1 + s.clip_high)).float()
+            stats[m.CLIP_FRAC] = float((outside * mask).sum() / share.tokens)
+            stats[m.APPROX_KL] = float(rl.approx_kl(logp, old, mask).sum() / share.tokens)
+            stats[m.ENTROPY] = float((rl.token_entropy(logits) * mask).sum() / share.tokens)
+        # k3 KL to the frozen initial policy.
+        if s.kl_beta > 0 and ref_model is not None:
+            with torch.no_grad():
+                ref_logits = training_forward(ref_model, micro.input_ids, micro.attention_mask).logits[:, :-1]
+                ref_logp = rl.token_logprobs(ref_logits, micro.input_ids[:, 1:])  # (B, T-1)
+            kl = rl.aggregate(rl.kl_k3(logp, ref_logp), mask, "token", num_tokens=share.tokens)
+            loss = loss + s.kl_beta * kl
+            stats[m.KL] = float(kl.detach())
+        # The MoE router balance loss (a metric only at weight 0) and the expert-load figures.
+        aux, moe_stats = router_terms(model, outputs, micro.attention_mask, weight=s.aux_weight,
+                                      routed=share.routed, rows=share.rows)
+        if aux is not None and s.aux_weight > 0:
+            loss = loss + s.aux_weight * aux
+        stats.update(moe_stats)
+        stats[m.LOSS] = float(loss.detach())
+        if not torch.isfinite(loss):
+            return dict(totals), "nonfinite_loss"
+        loss.backward()
+        totals.update(stats)  # every stat is already a share of the minibatch's value
+    return dict(totals), None

@@ -27,6 +27,9 @@ Example (``weight`` is the trainer's configurable coefficient)::
     spec = router_spec(model)
     loss = policy_loss + weight * load_balancing_loss(out.router_logits, spec, mask=am)
     metrics = expert_load_metrics(out.router_logits, spec, mask=am)
+
+In a training step, :func:`training_forward` asks for the router logits and
+:func:`router_terms` turns them into one micro-batch's share of the loss and its load metrics.
 """
 
 from __future__ import annotations
@@ -251,3 +254,43 @@ def expert_load_metrics(router_logits: Sequence[Tensor], spec: RouterSpec, *, ma
     out[CV_MAX] = max(out[LAYER_CV.format(layer=i)] for i in spec.layers)
     out[DEAD_TOTAL] = sum(out[LAYER_DEAD.format(layer=i)] for i in spec.layers)
     return out
+
+def training_forward(model: Any, input_ids: Tensor, attention_mask: Tensor, *, hidden: bool = False) -> Any:
+    """The training forward: router logits on (for the balance loss), hidden states when asked (a value head)."""
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    if hasattr(model.config, "output_router_logits"):
+        kwargs["output_router_logits"] = True
+    if hidden:
+        kwargs["output_hidden_states"] = True
+    return model(**kwargs)
+
+
+def router_terms(model: Any, outputs: Any, attention_mask: Tensor, *, weight: float, routed: float,
+                 rows: float) -> tuple[Tensor | None, dict[str, float]]:
+    """One micro-batch's share of the balance loss, and its expert-load metrics (``None, {}`` for a dense model).
+
+    Args:
+        model: The policy (its routing rule is read by :func:`router_spec`).
+        outputs: The :func:`training_forward` outputs of this micro-batch.
+        attention_mask: ``(B, T)`` of the micro-batch.
+        weight: The loss weight; at 0 the loss is computed without a graph (a metric only).
+        routed: Sequences with an attended token in the whole minibatch: the balance loss is a
+            sum of per-sequence terms divided by it, so micro-batch shares add up exactly.
+        rows: This micro-batch's fraction of the minibatch's rows: the load figures are
+            statistics of one forward, averaged over micro-batches by rows.
+
+    Returns:
+        ``(aux, metrics)``: the unweighted loss share (scalar) and the ``moe/...`` metrics.
+    """
+    import torch
+
+    router_logits: Sequence[Tensor] = getattr(outputs, "router_logits", None) or ()
+    if not router_logits:
+        return None, {}
+    spec = router_spec(model)
+    with torch.set_grad_enabled(weight > 0):  # weight 0: only the metric, no graph
+        aux = sequence_balance_losses(router_logits, spec, mask=attention_mask).sum() / routed  # ()
+    stats = {AUX_LOSS: float(aux.detach())}  # this micro-batch's exact share of the minibatch's loss
+    for key, value in expert_load_metrics(router_logits, spec, mask=attention_mask, include_aux=False).items():
+        stats[key] = value * rows
+    return aux, stats

@@ -19,10 +19,19 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from toolgym.trainers.sft import SFTConfig, SFTResult, SFTRow, conversation_row, train_rows
+import torch
+from transformers import AutoModelForCausalLM
+
+from toolgym.policies.hf_model import load_model_and_tokenizer
+from toolgym.policies.models.configs import model_config
+from toolgym.policies.models.gold_episodes import DOMAINS, gold_conversations
+from toolgym.policies.models.tokenizer import IM_END, PAD, train_compact_tokenizer
+from toolgym.trainers.demo_tasks import DEMO_ENV, DEMO_FAMILY, SPLIT_SEEDS
+from toolgym.trainers.sft import SFTConfig, SFTResult, SFTRow, _batch, conversation_row, masked_lm_loss, train_rows
 
 BASE_DIR_NAME = "tiny-base"
 
@@ -48,16 +57,11 @@ class PretrainConfig:
 
 def base_checkpoint() -> Path:
     """The folder of the shipped base model (inside the installed package)."""
-    from importlib import resources
-
     return Path(str(resources.files("toolgym.trainers").joinpath("checkpoints", BASE_DIR_NAME)))
 
 
 def pretraining_rows(tokenizer: Any, seeds_per_domain: dict[str, int], max_len: int, seed: int = 0) -> list[SFTRow]:
     """Language-model rows (mask 1 everywhere) of gold conversations from the given domains."""
-    from toolgym.policies.models.gold_episodes import gold_conversations
-    from toolgym.trainers.demo_tasks import DEMO_ENV, DEMO_FAMILY, SPLIT_SEEDS
-
     rows = []
     for env_id, count in seeds_per_domain.items():
         if env_id == DEMO_ENV and seed + count > min(SPLIT_SEEDS.values()):
@@ -71,12 +75,6 @@ def pretraining_rows(tokenizer: Any, seeds_per_domain: dict[str, int], max_len: 
 
 def build_base_model(tokenizer: Any, overrides: dict[str, Any], seed: int) -> Any:
     """A freshly initialised tiny Kimi-shaped MoE sized for ``tokenizer``."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from toolgym.policies.models.configs import model_config
-    from toolgym.policies.models.tokenizer import IM_END, PAD
-
     pad_id, end_id = tokenizer.convert_tokens_to_ids([PAD, IM_END])
     config = model_config("kimi", "tiny", vocab_size=len(tokenizer), pad_token_id=pad_id, eos_token_id=[end_id, pad_id], **overrides)
     with torch.random.fork_rng(devices=[]):
@@ -89,18 +87,12 @@ def build_base_model(tokenizer: Any, overrides: dict[str, Any], seed: int) -> An
 
 def pretrain(out_dir: str | os.PathLike[str], config: PretrainConfig | None = None, *, log: Any = print) -> SFTResult:
     """Train the base model from nothing and save it (weights as safetensors) to ``out_dir``."""
-    import torch
-
-    from toolgym.policies.models.tokenizer import train_compact_tokenizer
-
     config = config or PretrainConfig()
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     previous: dict[str, Any] = {}
     if config.init_from:
-        from toolgym.policies.hf_model import load_model_and_tokenizer
-
         model, tokenizer = load_model_and_tokenizer(config.init_from)
         record_file = Path(config.init_from) / "pretrain.json"
         previous = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
@@ -136,12 +128,6 @@ def heldout_lm_loss(model_dir: str | os.PathLike[str], n_per_domain: int = 8, ma
     The conversations come from seeds 900,000 and up: above the default pretraining seeds,
     below the demo splits, and without the demo family.
     """
-    import torch
-
-    from toolgym.policies.hf_model import load_model_and_tokenizer
-    from toolgym.policies.models.gold_episodes import DOMAINS
-    from toolgym.trainers.sft import _batch, masked_lm_loss
-
     model, tokenizer = load_model_and_tokenizer(model_dir)
     rows = pretraining_rows(tokenizer, dict.fromkeys(DOMAINS, n_per_domain), max_len, seed=900_000)
     ids, attention, labels = _batch(rows, tokenizer.pad_token_id, max_len)

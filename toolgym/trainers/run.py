@@ -20,9 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from toolgym.envs.types import AssistantMessage, Message, SystemMessage, ToolCall, ToolMessage, ToolSpec, UserMessage
 from toolgym.errors import ConfigError
+from toolgym.policies.chat import to_chat_dicts, tool_dicts
+from toolgym.policies.hf_model import check_model_dir
+from toolgym.policies.models import cached_tiny_model
+from toolgym.policies.models.gold_episodes import gold_conversations
+from toolgym.rollouts.storage import load_episodes
 from toolgym.trainers import metrics as m
-from toolgym.trainers.config import TrainConfig
+from toolgym.trainers.checkpoint import check_compatible, latest_checkpoint, load_checkpoint, save_checkpoint
+from toolgym.trainers.config import TrainConfig, env_source, load_rubric_for
+from toolgym.trainers.grpo import GRPOTrainer
+from toolgym.trainers.ppo import PPOTrainer
+from toolgym.trainers.pretrain import base_checkpoint
+from toolgym.trainers.sft import conversation_row
 
 OnIteration = Callable[[dict[str, float]], None]
 
@@ -46,17 +60,6 @@ def check_tool_template(tokenizer: Any, where: str) -> None:
     A probe conversation (one tool, one structured call, its result) is rendered; the tool's
     name must appear in the declaration and the call, and the result text must appear.
     """
-    from toolgym.envs.types import (
-        AssistantMessage,
-        Message,
-        SystemMessage,
-        ToolCall,
-        ToolMessage,
-        ToolSpec,
-        UserMessage,
-    )
-    from toolgym.policies.chat import to_chat_dicts, tool_dicts
-
     spec = ToolSpec.model_validate({"type": "function", "function": {
         "name": "probe_lookup", "description": "Look something up.",
         "parameters": {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]}}})
@@ -78,17 +81,9 @@ def check_tool_template(tokenizer: Any, where: str) -> None:
 
 def load_policy(config: TrainConfig) -> tuple[Any, Any]:
     """The model and tokenizer to train (a local folder, or a cached tiny MoE), checked first."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from toolgym.policies.hf_model import check_model_dir
-    from toolgym.policies.models import cached_tiny_model
-
     if config.model.path is not None:
         folder = check_model_dir(config.model.path)
     elif config.model.tiny == "base":
-        from toolgym.trainers.pretrain import base_checkpoint
-
         folder = check_model_dir(base_checkpoint())
     else:
         folder = cached_tiny_model(config.model.tiny or "kimi", seed=config.model.seed)
@@ -101,9 +96,6 @@ def load_policy(config: TrainConfig) -> tuple[Any, Any]:
 
 def build_trainer(config: TrainConfig, model: Any, tokenizer: Any, **kwargs: Any) -> Any:
     """A ``GRPOTrainer`` or ``PPOTrainer`` per ``algorithm.name`` (kwargs go to the trainer)."""
-    from toolgym.trainers.grpo import GRPOTrainer
-    from toolgym.trainers.ppo import PPOTrainer
-
     if "ptx_rows" not in kwargs and config.ptx.weight > 0:
         kwargs["ptx_rows"] = ptx_rows(config, tokenizer)
     cls = PPOTrainer if config.algorithm.name == "ppo" else GRPOTrainer
@@ -112,17 +104,11 @@ def build_trainer(config: TrainConfig, model: Any, tokenizer: Any, **kwargs: Any
 
 def ptx_rows(config: TrainConfig, tokenizer: Any) -> list[Any]:
     """Supervised rows for the PTX loss: gold replays of the env's tasks, or a saved episodes file."""
-    from toolgym.trainers.sft import conversation_row
-
     p = config.ptx
     if p.dataset is not None:
-        from toolgym.rollouts.storage import load_episodes
-
         if not Path(p.dataset).is_file():
             raise ConfigError(f"ptx.dataset {p.dataset!r} does not exist; write one with `toolgym rollout ... --out FILE`")
         return [conversation_row(tokenizer, e.messages, e.tools) for e in load_episodes(p.dataset) if e.scorable]
-    from toolgym.policies.models.gold_episodes import gold_conversations
-
     seeds = range(config.env.task_seed + 10_000_000, config.env.task_seed + 10_000_000 + p.gold_tasks)
     convs = gold_conversations(config.env.id, seeds, compact=False, tool_format="hermes")
     return [conversation_row(tokenizer, c.messages, c.tools) for c in convs]
@@ -130,8 +116,6 @@ def ptx_rows(config: TrainConfig, tokenizer: Any) -> list[Any]:
 
 def prepare_out_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path | None]:
     """The run folder and the checkpoint to resume from, refusing to overwrite a run silently."""
-    from toolgym.trainers.checkpoint import check_compatible, latest_checkpoint
-
     out = Path(config.run.out_dir)
     found = latest_checkpoint(out)
     if resume:
@@ -149,8 +133,6 @@ def preflight(config: TrainConfig, resume: bool, trainer_kwargs: dict[str, Any] 
 
     Fills ``trainer_kwargs["rubric"]`` with the loaded rubric when one was not given.
     """
-    from toolgym.trainers.config import env_source, load_rubric_for
-
     kwargs = trainer_kwargs if trainer_kwargs is not None else {}
     located = prepare_out_dir(config, resume)
     if "env" not in kwargs:
@@ -163,9 +145,6 @@ def preflight(config: TrainConfig, resume: bool, trainer_kwargs: dict[str, Any] 
 def train(config: TrainConfig, *, resume: bool = False, on_iteration: OnIteration | None = None,
           on_start: Callable[[Any], None] | None = None, **trainer_kwargs: Any) -> RunResult:
     """Run (or resume) the training run ``config`` describes. See the module docstring."""
-    import torch
-
-    from toolgym.trainers.checkpoint import load_checkpoint, save_checkpoint
     out, found = preflight(config, resume, trainer_kwargs)
     if config.run.torch_threads:
         torch.set_num_threads(config.run.torch_threads)

@@ -6,8 +6,11 @@ piece tokenized on its own, with loss mask 1 on what the assistant wrote (its te
 prompt, tool declarations, user turns, tool results, the assistant-turn opener). That is the
 same split an RL row has: sampled tokens trained on, observation tokens only read.
 
-``train_rows`` is a plain loop: shuffled batches, right padding, AdamW, gradient clipping,
-and, for MoE models, the router load-balancing loss when the config defines one.
+``train_rows`` is a plain loop: shuffled batches, right padding, the router load-balancing loss
+for MoE models when the config defines one, and RL's optimizer and step (AdamW from
+``toolgym.trainers.optim``, clipping and skip checks from ``toolgym.trainers.step``, the
+warmup-then-decay rate from ``toolgym.trainers.schedule``). ``ptx_backward`` is the same loss
+mixed into RL steps (K2's PTX loss).
 """
 
 from __future__ import annotations
@@ -15,12 +18,22 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import torch
 
 from toolgym.envs.types import Message, ToolSpec
 from toolgym.errors import ConfigError
+from toolgym.policies.chat import to_chat_dicts, tool_dicts
+from toolgym.trainers.moe import load_balancing_loss, router_spec
+from toolgym.trainers.optim import build_optimizer
+from toolgym.trainers.schedule import lr_factor
+from toolgym.trainers.step import OptimizerStep
+
+if TYPE_CHECKING:
+    from toolgym.trainers.batch import Batch
 
 
 @dataclass
@@ -46,8 +59,6 @@ def conversation_row(tokenizer: Any, messages: Sequence[Message], tools: Sequenc
         tools: The tools the conversation offered.
         all_tokens: Mask 1 on every token (plain language-model pretraining).
     """
-    from toolgym.policies.chat import to_chat_dicts, tool_dicts
-
     chat, specs = to_chat_dicts(messages), tool_dicts(tools) or None
     ids: list[int] = []
     mask: list[int] = []
@@ -74,6 +85,7 @@ def conversation_row(tokenizer: Any, messages: Sequence[Message], tools: Sequenc
 
 
 Schedule = Literal["cosine", "constant"]
+"""SFT's schedules after warmup (``toolgym.trainers.schedule.lr_factor``; decay ends at 10% of ``lr``)."""
 _SCHEDULES = frozenset(get_args(Schedule))
 
 
@@ -82,21 +94,31 @@ class SFTConfig:
     """Settings of ``train_rows``."""
 
     lr: float = 3e-3
+    """Peak learning rate."""
     batch_size: int = 16
+    """Rows per step."""
     epochs: float = 1.0
     """Passes over the rows (fractions allowed); ``time_budget_s`` may stop earlier."""
     time_budget_s: float | None = None
+    """Stop after this many seconds (None: no limit); the schedule then counts time as progress."""
     warmup_steps: int = 20
+    """Steps of linear warmup."""
     schedule: Schedule = "cosine"
     """After warmup: "cosine" decays to 10% of ``lr`` by the end; "constant" holds ``lr``."""
     weight_decay: float = 0.01
+    """AdamW weight decay, on every parameter (norms and biases included)."""
     max_grad_norm: float = 1.0
+    """Gradients are clipped to this norm."""
+    skip_grad_norm: float = 1e4
+    """A pre-clip gradient norm above this skips the step (counted in ``SFTResult.skipped``)."""
     max_len: int = 512
     """Rows are cut to this many tokens."""
     aux_loss_weight: float = 0.0
     """Weight of the MoE router load-balancing loss (0: off)."""
     seed: int = 0
+    """Seeds the batch order."""
     log_every: int = 50
+    """Steps per point of the loss curve (and per ``log`` call)."""
 
 
 @dataclass
@@ -108,6 +130,8 @@ class SFTResult:
     trained_tokens: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Steps skipped, by reason (``nonfinite_loss``, ``nonfinite_grad``, ``exploding_grad``)."""
 
     @property
     def final_loss(self) -> float:
@@ -116,8 +140,6 @@ class SFTResult:
 
 def _batch(rows: Sequence[SFTRow], pad_id: int, max_len: int) -> tuple[Any, Any, Any]:
     """Right-padded (B, T) ids, attention mask and labels (-100 where not trained)."""
-    import torch
-
     width = min(max_len, max(len(r.ids) for r in rows))
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
     attention = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
@@ -142,8 +164,6 @@ def masked_lm_loss(model: Any, ids: Any, attention: Any, labels: Any, aux_loss_w
     Returns:
         (loss, number of labelled tokens).
     """
-    import torch
-
     want_aux = aux_loss_weight > 0 and hasattr(model.config, "output_router_logits")
     out = model(input_ids=ids, attention_mask=attention, output_router_logits=True) if want_aux else model(input_ids=ids, attention_mask=attention)
     logits = out.logits[:, :-1, :].float()  # (B, T-1, V): position t predicts token t+1
@@ -151,13 +171,12 @@ def masked_lm_loss(model: Any, ids: Any, attention: Any, labels: Any, aux_loss_w
     count = int((target != -100).sum())
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
     if want_aux:
-        from toolgym.trainers.moe import load_balancing_loss, router_spec
-
         loss = loss + aux_loss_weight * load_balancing_loss(out.router_logits, router_spec(model), mask=attention)
     return loss, count
 
 
-def train_rows(model: Any, rows: Sequence[SFTRow], config: SFTConfig, *, pad_id: int, log: Any = None) -> SFTResult:
+def train_rows(model: Any, rows: Sequence[SFTRow], config: SFTConfig, *, pad_id: int,
+               log: Callable[[int, float], None] | None = None) -> SFTResult:
     """Train ``model`` in place on ``rows``; return the loss curve and counts.
 
     Args:
@@ -167,8 +186,6 @@ def train_rows(model: Any, rows: Sequence[SFTRow], config: SFTConfig, *, pad_id:
         pad_id: Padding token id.
         log: Called as ``log(step, loss)`` every ``config.log_every`` steps (None: silent).
     """
-    import torch
-
     if not rows:
         raise ConfigError("train_rows got no rows; generate some conversations first")
     if config.batch_size < 1 or config.lr <= 0:
@@ -177,57 +194,63 @@ def train_rows(model: Any, rows: Sequence[SFTRow], config: SFTConfig, *, pad_id:
         raise ConfigError(f"schedule must be one of {sorted(_SCHEDULES)}, got {config.schedule!r}")
     rng = random.Random(config.seed)
     total_steps = max(1, math.ceil(len(rows) * config.epochs / config.batch_size))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
+    optimizer = build_optimizer(model, "adamw", lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98),
+                                decay_vectors=True)
+    step = OptimizerStep([optimizer], params=[p for p in model.parameters() if p.requires_grad],
+                         max_grad_norm=config.max_grad_norm, skip_grad_norm=config.skip_grad_norm)
     result, window, start = SFTResult(), [], time.perf_counter()
     order: list[int] = []
     model.train()
     try:
-        for step in range(total_steps):
+        for k in range(total_steps):
             elapsed = time.perf_counter() - start
             if config.time_budget_s is not None and elapsed > config.time_budget_s:
                 break
             # Progress is the larger of steps and time used, so a time-capped run still decays its rate.
-            progress = max(step / total_steps, elapsed / config.time_budget_s if config.time_budget_s else 0.0)
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * _lr_factor(step, config.warmup_steps, progress, config.schedule)
+            progress = max(k / total_steps, elapsed / config.time_budget_s if config.time_budget_s else 0.0)
+            step.set_lr_factor(lr_factor(k, config.warmup_steps, progress, config.schedule))
             while len(order) < config.batch_size:
                 fresh = list(range(len(rows)))
                 rng.shuffle(fresh)
                 order.extend(fresh)
             picked, order = order[: config.batch_size], order[config.batch_size :]
             ids, attention, labels = _batch([rows[i] for i in picked], pad_id, config.max_len)
+            step.zero_grad()
             loss, count = masked_lm_loss(model, ids, attention, labels, config.aux_loss_weight)
             if not torch.isfinite(loss):
-                optimizer.zero_grad(set_to_none=True)  # skip the step, counted as a nan in the curve
+                step.skip("nonfinite_loss")  # a nan in the curve, no step
                 window.append(math.nan)
                 continue
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            result.steps += 1
-            result.tokens += int(attention.sum())
-            result.trained_tokens += count
+            if step.step() is None:
+                result.steps += 1
+                result.tokens += int(attention.sum())
+                result.trained_tokens += count
             window.append(float(loss.detach()))
             if len(window) >= config.log_every:
                 result.losses.append(sum(window) / len(window))
                 window = []
                 if log is not None:
-                    log(step + 1, result.losses[-1])
+                    log(k + 1, result.losses[-1])
         if window:
             result.losses.append(sum(window) / len(window))
     finally:
         model.eval()
+    result.skipped = dict(step.skipped)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _lr_factor(step: int, warmup: int, progress: float, schedule: Schedule = "cosine") -> float:
-    """Linear warmup over ``warmup`` steps, then the peak ("constant") or a cosine decay to 10% of
-    the peak as progress goes 0 -> 1 ("cosine")."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def ptx_backward(model: Any, batch: Batch, weight: float) -> float:
+    """SFT's loss on ``batch``'s masked tokens, back-propagated with ``weight`` (the PTX term of an RL step).
+
+    Returns the unweighted loss (0 when nothing in the batch is supervised; a non-finite loss
+    is returned but not back-propagated).
+    """
+    labels = batch.input_ids.masked_fill(batch.loss_mask == 0, -100)  # (B, T): only masked tokens are targets
+    nll, count = masked_lm_loss(model, batch.input_ids, batch.attention_mask, labels)
+    if count == 0:
+        return 0.0
+    if torch.isfinite(nll):
+        (weight * nll).backward()
+    return float(nll.detach())

@@ -33,6 +33,7 @@ from toolgym.envs.env import ToolEnv, tool_env
 from toolgym.envs.types import AssistantMessage, StopReason, Task, ToolCall, ToolSpec, UserMessage
 from toolgym.errors import ConfigError
 from toolgym.policies.chat import to_chat_dicts
+from toolgym.policies.hf_policy import HFPolicy
 from toolgym.policy import SamplingParams
 from toolgym.rollouts.episode import Episode, TurnRecord
 from toolgym.rollouts.loop import EnvSource, _factory, run_episodes
@@ -372,8 +373,6 @@ class ToolgymRollout:
         return self._by_request[request]
 
     def _policy_for(self, trainer: Any) -> Any:
-        from toolgym.policies.hf_policy import HFPolicy
-
         model = trainer.accelerator.unwrap_model(trainer.model)
         if self._policy is None or self._policy.model is not model:
             self.close()

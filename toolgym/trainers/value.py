@@ -1,4 +1,4 @@
-"""PPO's value function: a head on the policy's last hidden state, or a separate critic model.
+"""PPO's value function (a head on the policy's last hidden state, or a separate critic model), and model copies.
 
 Both predict, at every position ``t`` of a row, the return of the state after token ``t``;
 trainers use positions ``0 .. T-2`` so values line up with the log-probs of tokens ``1 .. T-1``
@@ -69,6 +69,15 @@ class ValueModel(nn.Module):
             out = self.critic(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
             hidden = out.hidden_states[-1]  # (B, T, H)
         return self.head(hidden)  # (B, T)
+
+
+def frozen_copy(model: Any) -> Any:
+    """A :func:`detached_copy` in eval mode with no trainable parameter: the KL term's reference policy."""
+    ref = detached_copy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
 
 
 def detached_copy(model: Any) -> Any:

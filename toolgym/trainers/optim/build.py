@@ -16,7 +16,7 @@ DEFAULT_QK_TAU = 100.0
 def build_optimizer(
     model: Any, kind: OptimizerKind = "adamw", *, lr: float, weight_decay: float = 0.1,
     betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8, momentum: float = 0.95,
-    qk_clip_tau: float | None = DEFAULT_QK_TAU, qk_clip_timing: Timing = "observed",
+    qk_clip_tau: float | None = DEFAULT_QK_TAU, qk_clip_timing: Timing = "observed", decay_vectors: bool = False,
 ) -> Any:
     """An optimizer for ``model``.
 
@@ -34,6 +34,7 @@ def build_optimizer(
         qk_clip_tau: QK-Clip threshold for MuonClip; ``None`` turns QK-Clip off.
         qk_clip_timing: ``"observed"`` (K2: logits of the training forward) or ``"remeasure"`` (again on
             the updated weights, so the step's batches end at or under τ); see ``qk_clip.py``.
+        decay_vectors: AdamW only: decay 1-D parameters too (SFT's setting; RL decays matrices only).
 
     Returns:
         A ``torch.optim.Optimizer``.
@@ -51,7 +52,8 @@ def build_optimizer(
         params = dict(model.named_parameters())
         decay = [params[n] for n, role in plan.items() if role != "adamw_no_decay"]
         no_decay = [params[n] for n, role in plan.items() if role == "adamw_no_decay"]
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [{"params": decay, "weight_decay": weight_decay},
+                  {"params": no_decay, "weight_decay": weight_decay if decay_vectors else 0.0}]
         return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, eps=eps)
     if kind == "muonclip":
         from toolgym.trainers.optim.muonclip import MuonClip

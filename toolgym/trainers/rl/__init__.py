@@ -10,6 +10,7 @@ from toolgym.trainers.rl.logprobs import token_entropy, token_logprobs
 from toolgym.trainers.rl.losses import (
     Aggregation,
     aggregate,
+    approx_kl,
     clip_fraction,
     clipped_surrogate,
     group_mean,
@@ -21,6 +22,7 @@ from toolgym.trainers.rl.losses import (
 __all__ = [
     "Aggregation",
     "aggregate",
+    "approx_kl",
     "clip_fraction",
     "clipped_surrogate",
     "gae",

@@ -98,6 +98,33 @@ def clip_fraction(
         return (active & keep).sum() / keep.sum().clamp(min=1)
 
 
+def approx_kl(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
+    """Per-token estimate of KL(π_old ‖ π) from tokens sampled by π_old: ``(ρ - 1) - log ρ``, ``ρ = π/π_old``.
+
+    Schulman's k3 estimator with the roles of :func:`kl_k3` swapped (the rows were sampled by
+    the behaviour policy): never negative, exactly 0 where the two log-probs agree. A
+    diagnostic, computed without gradient; mask it with :func:`aggregate`.
+
+    Args:
+        logp: ``(B, T)`` current log-probs.
+        old_logp: ``(B, T)`` behaviour log-probs of the same tokens.
+        mask: ``(B, T)`` 1 on policy tokens.
+
+    Returns:
+        ``(B, T)`` float, 0 where ``mask`` is 0.
+
+    Example:
+        >>> import torch
+        >>> approx_kl(torch.log(torch.tensor([[0.5, 0.2]])), torch.log(torch.tensor([[0.25, 0.2]])), torch.ones(1, 2))
+        tensor([[0.3069, 0.0000]])
+    """
+    import torch
+
+    with torch.no_grad():
+        log_ratio = _masked_log_ratio(logp, old_logp, mask)  # (B, T), 0 off the mask
+        return torch.expm1(log_ratio) - log_ratio  # expm1 keeps precision when the ratio is near 1
+
+
 def aggregate(
     per_token: Tensor, mask: Tensor, mode: Aggregation = "token", *, constant: float | None = None,
     num_tokens: float | None = None, num_sequences: float | None = None,
