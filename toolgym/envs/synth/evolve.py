@@ -59,7 +59,7 @@ class FallbackProposer:
 def _fallback(job: EvolveJob, taxonomy: Taxonomy, parents: dict[str, ToolRecord], failures: list[ItemFailure] | None = None) -> Proposal:
     try:
         tool, domain, entity = realize(job, taxonomy, parents)
-    except (KeyError, ValueError) as exc:  # a parent or entity the job names is missing
+    except (KeyError, ValueError, IndexError) as exc:  # a parent or entity the job names is missing or empty
         failure = ItemFailure(stage=STAGE, item=job.key, kind="malformed_input", message=f"{job.operator}: {exc}"[:300])
         return Proposal(job=job, failures=[*(failures or []), failure])
     return Proposal(job=job, tool=tool, domain=domain, entity=entity, source="fallback", failures=failures or [])

@@ -119,7 +119,7 @@ def _entity_fields(taxonomy: Taxonomy, domain: str, entity: str) -> dict[str, Js
     for d in taxonomy.domains:
         if d.name == domain:
             for e in d.entities:
-                if e.name == entity:
+                if e.name == entity and e.fields:
                     return e.fields
     return {"title": dict(FIELD_POOL["title"])}
 
