@@ -197,3 +197,14 @@ def test_a_function_without_a_usable_id_asks_for_one():
         with pytest.raises(ConfigError, match=r"gives no usable criterion id.*id='my_check'"):
             Criterion.from_check(_9lives)
         assert Criterion.from_check(_9lives, id="lives").source.check == "_9lives"
+
+
+def test_a_function_registered_under_its_own_name_is_used_by_that_name():
+    with registry():
+
+        def answer_matches(task, episode) -> float:  # its __name__ is a shipped check's
+            return 1.0
+
+        register_check(answer_matches, name="my_answer_check")
+        criterion = Criterion.from_check(answer_matches)
+        assert criterion.source.check == "my_answer_check" and criterion.id == "my_answer_check"

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from toolgym.envs.types import Task
 from toolgym.errors import ConfigError
-from toolgym.rubrics.checks.registry import get_check, register_check, validate_params
+from toolgym.rubrics.checks.registry import CHECKS, get_check, register_check, validate_params
 
 CriterionKind = Literal["core", "prescriptive", "task_specific"]
 """core: every task of the environment; prescriptive: how the work is done (style, safety,
@@ -176,8 +176,9 @@ class Criterion(_Model):
         'short'
         """
         if callable(check):
-            register_check(check)
-            name = str(check.__name__)
+            # Already registered (perhaps under a name of its own choosing): that name; else its __name__.
+            known = next((n for n, f in CHECKS.items() if f is check), None)
+            name = known if known is not None else getattr(register_check(check), "__name__", "")
             doc = inspect.getdoc(check) or ""
         else:
             name, doc = check, inspect.getdoc(get_check(check)) or ""
