@@ -109,3 +109,21 @@ def _corpus(fam: Family) -> list[str]:
     for special in fam.specials:  # special tokens are whole tokens; keep them out of the merges
         texts = [t.replace(special, " ") for t in texts]
     return texts * 2
+
+
+def tiny_model(name: str, seed: int = 0) -> Any:
+    """A one-layer Qwen3-MoE with the family tokenizer's vocabulary and end ids (random weights)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from toolgym.policies.models.configs import model_config
+
+    tokenizer = family_tokenizer(name)
+    config = model_config(
+        "qwen3", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=end_ids(name),
+        num_hidden_layers=1, hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, num_experts=4, max_position_embeddings=8192,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()

@@ -75,17 +75,7 @@ def tiny_models():
 
 def _tiny_model(cache, name):
     if name not in cache:
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        from toolgym.policies.models.configs import model_config
-
-        tokenizer = family_tokenizer(name)
-        config = model_config("qwen3", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=end_ids(name),
-                              num_hidden_layers=1, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_experts=4, max_position_embeddings=8192)
-        torch.manual_seed(0)
-        cache[name] = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+        cache[name] = _families().tiny_model(name)
     return cache[name]
 
 

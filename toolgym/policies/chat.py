@@ -188,7 +188,7 @@ class ChatRenderer:
         self.tokenizer = tokenizer
         eos = getattr(tokenizer, "eos_token_id", None)
         self.end_ids = set(end_ids) if end_ids is not None else ({int(eos)} if isinstance(eos, int) else set())
-        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self.chat_template_kwargs = check_template_kwargs(chat_template_kwargs)
         self.history_rewrite: HistoryRewrite = history_rewrite
         self.rewrites = 0
         """Turns whose deployment rendering did not extend the sampled history (a diagnostic)."""
@@ -295,3 +295,22 @@ def describe_divergence(sampled: str, deployed: str, width: int = 40) -> str:
         f"the deployment rendering departs from the sampled history at character {at}: "
         f"sampled {sampled[lo : at + width]!r}, deployed {deployed[lo : at + width]!r}"
     )
+
+
+_RESERVED = frozenset({"conversation", "messages", "tools", "documents", "add_generation_prompt", "tokenize", "return_dict", "continue_final_message", "chat_template"})
+
+
+def check_template_kwargs(kwargs: Any, field: str = "chat_template_kwargs") -> dict[str, Any]:
+    """Validated chat-template arguments (``enable_thinking``, ``thinking``, ``reasoning_effort``...).
+
+    Raises:
+        ConfigError: Not a mapping of names to values, or a name toolgym sets itself.
+    """
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kwargs):
+        raise ConfigError(f"{field} must map template variable names to values, e.g. {{'enable_thinking': false}}; got {kwargs!r:.200}")
+    taken = sorted(_RESERVED & set(kwargs))
+    if taken:
+        raise ConfigError(f"{field} cannot set {', '.join(taken)}: toolgym passes those itself; keep only template variables")
+    return dict(kwargs)

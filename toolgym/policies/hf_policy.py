@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from toolgym.errors import ConfigError
-from toolgym.policies.chat import ChatRenderer
+from toolgym.policies.chat import ChatRenderer, HistoryRewrite
 from toolgym.policies.generation import Generated, GenerationJob
 from toolgym.policy import PolicyError, PolicyRequest, PolicyTurn
 
@@ -39,13 +39,21 @@ class HFPolicy:
         max_batch_size: Most sequences decoded together; larger requests lists are split.
         max_context: Longest prompt plus generation, in tokens (default: the model's
             ``max_position_embeddings``).
+        chat_template_kwargs: Template variables for every render (``enable_thinking``,
+            ``thinking``, ``reasoning_effort``...), as a deployment server would pass them.
+        history_rewrite: What a turn does when the template renders history differently from
+            what was sampled: ``"new_row"`` (prompt = deployment rendering; the rows start anew,
+            counted as forks) or ``"keep_row"`` (keep the sampled ids; see ``ChatRenderer``).
 
     Example:
         ``policy = HFPolicy.from_pretrained(cached_tiny_model("kimi"))`` then
         ``run_episodes("toolgym/unitconv-v0", policy, n=8)``.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 32, max_context: int | None = None):
+    def __init__(
+        self, model: Any, tokenizer: Any, *, max_batch_size: int = 32, max_context: int | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None, history_rewrite: HistoryRewrite = "new_row",
+    ):
         if max_batch_size < 1:
             raise ConfigError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.model = model
@@ -54,7 +62,9 @@ class HFPolicy:
         self.max_context = int(max_context or model.config.max_position_embeddings)
         self.pad_id = _pad_id(tokenizer)
         self.end_ids = _end_ids(model, tokenizer)
-        self.renderer = ChatRenderer(tokenizer, end_ids=self.end_ids)
+        self.renderer = ChatRenderer(
+            tokenizer, end_ids=self.end_ids, chat_template_kwargs=chat_template_kwargs, history_rewrite=history_rewrite
+        )
         self.batches = 0
         """Forward batches run so far (a diagnostic)."""
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolgym-hf-policy")
@@ -64,7 +74,8 @@ class HFPolicy:
     @classmethod
     def from_pretrained(
         cls, model_dir: str | os.PathLike[str], *, device: str = "cpu", dtype: str = "float32",
-        max_batch_size: int = 32, max_context: int | None = None,
+        max_batch_size: int = 32, max_context: int | None = None, chat_template_kwargs: dict[str, Any] | None = None,
+        history_rewrite: HistoryRewrite = "new_row",
     ) -> HFPolicy:
         """Load a policy from a local model folder.
 
@@ -74,7 +85,10 @@ class HFPolicy:
         from toolgym.policies.hf_model import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(model_dir, device=device, dtype=dtype)
-        return cls(model, tokenizer, max_batch_size=max_batch_size, max_context=max_context)
+        return cls(
+            model, tokenizer, max_batch_size=max_batch_size, max_context=max_context,
+            chat_template_kwargs=chat_template_kwargs, history_rewrite=history_rewrite,
+        )
 
     # ------------------------------------------------------------------ Policy protocol
 

@@ -48,7 +48,7 @@ from toolgym.envs.formats import get_format
 from toolgym.envs.formats.base import read_arguments
 from toolgym.envs.types import Message, ToolCall, ToolSpec
 from toolgym.errors import ConfigError
-from toolgym.policies.chat import History, to_chat_dicts, tool_dicts
+from toolgym.policies.chat import History, check_template_kwargs, to_chat_dicts, tool_dicts
 from toolgym.policies.openai_schema import (
     ChatCompletionResponse,
     CompletionResponse,
@@ -83,6 +83,9 @@ class OpenAIPolicy:
         extra_body: Fields merged into every request body.
         prompt_renderer: For ``api="completions"``: conversation and tools to a prompt (token
             ids, or text), e.g. ``ChatRenderer(tokenizer)``.
+        chat_template_kwargs: Template variables (``enable_thinking``, ``thinking``,
+            ``reasoning_effort``...) sent as the request field vLLM, SGLang and ``toolgym serve``
+            read (``api="chat"``); with ``api="completions"`` give them to the ``ChatRenderer``.
         transport: An httpx transport (tests use ``httpx.MockTransport``).
     """
 
@@ -92,7 +95,7 @@ class OpenAIPolicy:
         max_concurrency: int = 64, timeout_s: float = 120.0, max_retries: int = 3, backoff_s: float = 0.5,
         max_backoff_s: float = 8.0, logprobs: bool = True, token_ids: bool = True,
         extra_body: dict[str, Any] | None = None, prompt_renderer: PromptRenderer | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None, chat_template_kwargs: dict[str, Any] | None = None,
     ):
         if api not in ("chat", "completions"):
             raise ConfigError(f"api must be 'chat' or 'completions', got {api!r}")
@@ -108,6 +111,9 @@ class OpenAIPolicy:
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.logprobs, self.token_ids = logprobs, token_ids
         self.extra_body = dict(extra_body or {})
+        self.chat_template_kwargs = check_template_kwargs(chat_template_kwargs)
+        if self.chat_template_kwargs and api == "completions":
+            raise ConfigError("chat_template_kwargs go to the prompt renderer with api='completions': ChatRenderer(tokenizer, chat_template_kwargs=...)")
         self.prompt_renderer = prompt_renderer
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.transport = transport
@@ -171,6 +177,8 @@ class OpenAIPolicy:
                 body["tools"] = tool_dicts(request.tools)
             if self.logprobs:
                 body["logprobs"] = True
+            if self.chat_template_kwargs:
+                body["chat_template_kwargs"] = dict(self.chat_template_kwargs)
             if self.token_ids and request.prefix_token_ids:
                 # toolgym serve continues from these ids; servers that ignore them re-render (a counted fork).
                 body.update(prompt_prefix_token_ids=request.prefix_token_ids, prompt_prefix_messages=request.prefix_messages)

@@ -103,6 +103,9 @@ class ChatCompletionRequest(_SamplingFields):
     conversation, and the client's rows count that turn as a fork."""
     prompt_prefix_messages: int = Field(default=0, ge=0)
     """toolgym extension: how many leading ``messages`` ``prompt_prefix_token_ids`` covers."""
+    chat_template_kwargs: dict[str, Any] | None = None
+    """Template variables for this request (``enable_thinking``, ``thinking``, ``reasoning_effort``...),
+    as vLLM and SGLang accept them; they override the server's own."""
 
 
 class CompletionRequest(_SamplingFields):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import socket
@@ -51,6 +52,7 @@ from toolgym.envs.types import (
     UserMessage,
 )
 from toolgym.errors import ConfigError
+from toolgym.policies.chat import ChatRenderer, check_template_kwargs
 from toolgym.policies.generation import Generated, GenerationJob
 from toolgym.policies.hf_policy import HFPolicy
 from toolgym.policies.openai_schema import (
@@ -155,6 +157,7 @@ def create_app(
     app = FastAPI(title="toolgym serve", lifespan=lifespan)
     app.state.scheduler = scheduler
     prompts = {"extended": 0, "rendered": 0}  # chat prompts built from a client's prefix ids vs rendered in full
+    renderers: dict[str, ChatRenderer] = {}  # per distinct request chat_template_kwargs
 
     def error(status: int, message: str, code: str | None = None) -> JSONResponse:
         kind = "invalid_request_error" if status < 500 else "server_error"
@@ -190,7 +193,10 @@ def create_app(
         prefix = _prompt_ids(policy, body.prompt_prefix_token_ids, "prompt_prefix_token_ids") if body.prompt_prefix_token_ids else None
         try:
             # With a prefix, only the new messages are tokenized: the model's earlier output keeps its ids.
-            prompt = policy.renderer.prompt_ids(messages, tools, prefix_ids=prefix, prefix_messages=body.prompt_prefix_messages)
+            renderer = _renderer(policy, renderers, body.chat_template_kwargs)
+            prompt = renderer.prompt_ids(messages, tools, prefix_ids=prefix, prefix_messages=body.prompt_prefix_messages)
+        except ConfigError as exc:  # bad chat_template_kwargs, or a template that cannot render tool use with them
+            raise BadRequest(f"chat_template_kwargs: {_short(exc)}") from None
         except Exception as exc:  # the template rejected this conversation: the client's input
             raise BadRequest(f"the chat template cannot render these messages: {type(exc).__name__}: {_short(exc)}") from None
         job = _job(prompt, body, body.max_completion_tokens or body.max_tokens, limit)
@@ -230,6 +236,20 @@ def _check_plain(stream: bool, n: int) -> None:
         raise BadRequest("streaming is not supported by toolgym serve; send stream=false")
     if n != 1:
         raise BadRequest(f"n={n} is not supported; send one request per sample (n=1)")
+
+
+def _renderer(policy: HFPolicy, cache: dict[str, ChatRenderer], kwargs: dict[str, Any] | None) -> ChatRenderer:
+    """The policy's renderer, or one with the request's template arguments over the server's
+    (kept per distinct set, so a template is probed once per set)."""
+    if not kwargs:
+        return policy.renderer
+    merged = {**policy.renderer.chat_template_kwargs, **check_template_kwargs(kwargs)}
+    key = json.dumps(merged, sort_keys=True, default=str)
+    if key not in cache:
+        if len(cache) >= 64:  # clients with ever-new arguments must not grow memory without bound
+            cache.clear()
+        cache[key] = ChatRenderer(policy.tokenizer, policy.end_ids, chat_template_kwargs=merged, history_rewrite=policy.renderer.history_rewrite)
+    return cache[key]
 
 
 def _prompt_ids(policy: HFPolicy, prompt: str | list[int], field: str = "prompt") -> list[int]:
