@@ -33,7 +33,7 @@ from toolgym.envs.shell import bwrap_setup
 from toolgym.envs.shell.cgroups import SandboxCgroup, cgroups_writable, sweep_stale
 from toolgym.envs.shell.hostfs import HostTree
 from toolgym.envs.shell.sandbox import WORKSPACE, CommandResult, SandboxError, SandboxLimits, require_program
-from toolgym.envs.shell.session import BashSession, command_line, high_fd, keeper_script
+from toolgym.envs.shell.session import DETERMINISM, BashSession, command_line, high_fd, keeper_script
 from toolgym.envs.shell.session_sandbox import SessionSandbox
 
 log = logging.getLogger(__name__)
@@ -109,9 +109,11 @@ class BwrapSandbox(SessionSandbox):
             "--remount-ro", "/", "--chdir", WORKSPACE,
             "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", WORKSPACE,
             "--setenv", "USER", "sandbox", "--setenv", "LOGNAME", "sandbox", "--setenv", "LANG", "C.UTF-8",
-            "--setenv", "TERM", "dumb", "--setenv", "TMPDIR", "/tmp", "--setenv", "TZ", "UTC",
-            KEEPER, "-c", keeper_script(),
+            "--setenv", "TERM", "dumb", "--setenv", "TMPDIR", "/tmp",
         ]
+        for name, value in DETERMINISM.items():
+            args += ["--setenv", name, value]
+        args += [KEEPER, "-c", keeper_script()]
         return args
 
     async def _start(self) -> None:

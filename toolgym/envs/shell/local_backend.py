@@ -14,7 +14,7 @@ import warnings
 
 from toolgym.envs.shell.hostfs import HostTree
 from toolgym.envs.shell.sandbox import CommandResult, SandboxError, SandboxLimits, _q
-from toolgym.envs.shell.session import BashSession, command_line, keeper_script
+from toolgym.envs.shell.session import DETERMINISM, BashSession, command_line, keeper_script
 from toolgym.envs.shell.session_sandbox import SessionSandbox
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class LocalSandbox(SessionSandbox):
         warnings.warn(WARNING, RuntimeWarning, stacklevel=3)
         log.warning(WARNING)
         self.workspace = tempfile.mkdtemp(prefix=TEMP_PREFIX)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.workspace, "LANG": "C.UTF-8", "TERM": "dumb", "TZ": "UTC"}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.workspace, "LANG": "C.UTF-8", "TERM": "dumb", **DETERMINISM}
         self.session = BashSession(["/bin/sh", "-c", keeper_script()], f"cd {_q(self.workspace)}; umask 022", env=env, cwd=self.workspace, keeper="")
         try:
             await self.session.start()

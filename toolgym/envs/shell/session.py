@@ -38,6 +38,19 @@ from toolgym.envs.shell.sandbox import CommandResult, SandboxError, _q
 
 _MAX_DISCARD = 256 * 2**20
 """Past this many discarded bytes a command counts as a runaway writer and is stopped."""
+DETERMINISM = {
+    "TZ": "UTC",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "SOURCE_DATE_EPOCH": "1767225600",
+    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00+00:00",
+    "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+00:00",
+}
+"""Environment that keeps episodes identical across runs: the task clock (2026-01-01) for git
+commits and tools honouring SOURCE_DATE_EPOCH, and no byte-code caches (a .pyc holds the
+source's mtime, which would put the wall clock into the workspace digest). What cannot be
+fixed: durations a program measures itself (``Ran 2 tests in 0.002s``) and the mtime of files
+the model creates (restored files all carry the task clock)."""
+
 STATUS_FD, GO_FD = 3, 4
 """Where the keeper finds its two private pipes."""
 

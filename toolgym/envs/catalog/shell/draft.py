@@ -16,6 +16,7 @@ all three to hold, so a family whose expectations disagree with real tools fails
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,19 @@ GIT_INIT = (
     "git init -q -b main && git config user.name 'Dev Example' && git config user.email dev@example.com"
 )
 """Setup prefix of git tasks: a repo whose setup commits have fixed dates and an identity in .git/config."""
+
+PYTHON = "/usr/bin/python3 -I -S"
+"""The checks' interpreter: isolated (no PYTHON* variables, no user site, the script's folder
+not on the path) and without site hooks, so nothing in the project runs before it asks."""
+UNITTEST = PYTHON + " -c 'import os, sys; sys.path.append(os.getcwd()); import unittest; unittest.main(module=None, argv=[\"unittest\", \"discover\", \"-t\", \".\"])'"
+"""``python3 -m unittest`` with the project's folder AFTER the standard library on the path: a
+project file named like a stdlib module (``unittest.py``, ``re.py``) cannot replace it."""
+
+
+def python_probe(module: str, function: str, calls: list[list[Any]]) -> str:
+    """A command printing, as JSON on one line, ``function(*args)`` for each of ``calls``."""
+    script = f"import json, os, sys; sys.path.append(os.getcwd()); from {module} import {function} as f; print(json.dumps([f(*a) for a in {json.dumps(calls)}]))"
+    return f"{PYTHON} -c {quote(script)}"
 
 WORDS = (
     "alpha", "bravo", "cedar", "delta", "ember", "falcon", "garnet", "harbor", "indigo", "juniper",
@@ -59,6 +73,10 @@ class ShellDraft:
     """Final file contents a correct episode leaves (see the module docstring)."""
     check: str | None = None
     """Bash command whose exit status 0 means the task is done."""
+    probe: tuple[str, Any] | None = None
+    """A hidden check: (bash command, the JSON value its last stdout line must hold). Run after
+    the episode on inputs the model never saw, so a shortcut (tests deleted, a module that
+    patches unittest, a printed summary) that makes the visible tests pass still fails it."""
     category: str = ""
     """One of ``CATEGORIES``."""
 
@@ -94,6 +112,8 @@ def shell_task(families: dict[str, Family], seed: int, split: str) -> Task:
         metadata["expected_files"] = draft.expected_files
     if draft.check is not None:
         metadata["check"] = draft.check
+    if draft.probe is not None:
+        metadata["probe"] = {"command": draft.probe[0], "expect": draft.probe[1]}
     state: dict[str, Any] = {"files": draft.files}
     if draft.setup:
         state["setup"] = draft.setup

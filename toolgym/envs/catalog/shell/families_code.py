@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
-from toolgym.envs.catalog.shell.draft import GIT_INIT, NAMES, WORDS, ShellDraft, pick, quote
+from toolgym.envs.catalog.shell.draft import GIT_INIT, NAMES, UNITTEST, WORDS, ShellDraft, pick, python_probe, quote
 
 # ---------------------------------------------------------------------- make the tests pass
 
@@ -37,6 +39,22 @@ _BUGS = (
 )
 
 
+# Hidden inputs per bug above (same order): lists of argument lists.
+_BUG_PROBES: tuple[Callable[[random.Random], list[list[Any]]], ...] = (
+    lambda r: [[[r.randint(-50, 50) for _ in range(r.randint(1, 6))]] for _ in range(3)],
+    lambda r: [[r.randint(0, 120)] for _ in range(4)],
+    lambda r: [[[r.randint(1, 99) for _ in range(r.choice((2, 4)))]] for _ in range(3)],
+    lambda r: [[r.randint(-500, 1500), 0, r.choice((100, 1000))] for _ in range(4)],
+)
+
+
+def _expected(code: str, function: str, calls: list[list[Any]]) -> Any:
+    """What the correct code returns for ``calls`` (the catalog's own implementation, run here)."""
+    space: dict[str, Any] = {}
+    exec(compile(code, "<catalog>", "exec"), space)  # our own fixed code, never the model's
+    return [space[function](*args) for args in calls]
+
+
 def _unittest_file(module: str, body: str) -> str:
     return f"import unittest\n\nfrom {module} import *\n\n\nclass Test{module.capitalize()}(unittest.TestCase):\n{body}\n\nif __name__ == '__main__':\n    unittest.main()\n"
 
@@ -53,10 +71,13 @@ def fix_python_bug(rng: random.Random) -> ShellDraft:
         category="tests", files=files,
         instruction=f"The tests in app/ fail (run them with: cd app && python3 -m unittest). Fix the bug in app/{module}.py so they pass; do not edit the tests.",
     )
-    d.bash("cd app && python3 -m unittest 2>&1 | tail -n 5")
-    d.bash(f"sed -i 's|{wrong.format(**fill)}|{right.format(**fill)}|' {module}.py && python3 -m unittest 2>&1 | tail -n 3")
-    d.check = "cd app && python3 -m unittest 2>&1"
+    d.bash("cd app && python3 -m unittest 2>&1 | grep -v '^Ran ' | tail -n 5")
+    d.bash(f"sed -i 's|{wrong.format(**fill)}|{right.format(**fill)}|' {module}.py && python3 -m unittest 2>&1 | grep -v '^Ran ' | tail -n 3")
+    d.check = f"cd app && {UNITTEST} 2>&1"
     d.expected_files = {f"app/test_{module}.py": test_file}
+    calls = _BUG_PROBES[_BUGS.index((code, wrong, right, tests))](rng)
+    fixed = code.format(**fill).replace(wrong.format(**fill), right.format(**fill))
+    d.probe = (f"cd app && {python_probe(module, f, calls)}", _expected(fixed, f, calls))
     return d
 
 
@@ -94,9 +115,11 @@ def implement_function(rng: random.Random) -> ShellDraft:
         instruction=f"Implement {f}() in lib/{module}.py as its docstring says, so that `cd lib && python3 -m unittest` passes. Do not edit the tests.",
     )
     d.write(f"lib/{module}.py", impl.format(**fill))
-    d.bash("cd lib && python3 -m unittest 2>&1 | tail -n 3")
-    d.check = "cd lib && python3 -m unittest 2>&1"
+    d.bash("cd lib && python3 -m unittest 2>&1 | grep -v '^Ran ' | tail -n 3")
+    d.check = f"cd lib && {UNITTEST} 2>&1"
     d.expected_files = {f"lib/test_{module}.py": test_file}
+    calls = [[f"{rng.choice(WORDS).upper()}, {rng.choice(WORDS)}  {rng.randint(0, 99)}!"] for _ in range(3)]
+    d.probe = (f"cd lib && {python_probe(module, f, calls)}", _expected(impl.format(**fill), f, calls))
     return d
 
 
@@ -120,6 +143,13 @@ def fix_shell_script(rng: random.Random) -> ShellDraft:
     d.bash(f"sed -i 's/{wrong}/{right}/' {name} && sh test.sh")
     d.check = "cd tools && sh test.sh"
     d.expected_files = {"tools/test.sh": test}
+    words = pick(rng, WORDS, rng.randint(3, 9))
+    if name == "words.sh":  # hidden input: a file whose words the script must count
+        run = f"printf %s {quote(' '.join(words[:2]) + chr(10) + ' '.join(words[2:]) + chr(10))} > /tmp/p.txt && sh words.sh /tmp/p.txt"
+        want: Any = str(len(words))
+    else:
+        run, want = f"sh greet.sh {words[0]}", f"Hello, {words[0]}!"
+    d.probe = (f"cd tools && out=$({run} | tr -d ' ') && printf '\"%s\"\\n' \"$out\"", want.replace(" ", ""))
     return d
 
 

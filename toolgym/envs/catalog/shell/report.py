@@ -6,22 +6,34 @@ the contract the ``files_as_expected`` and ``tests_pass`` checks read from
 
 * ``files``: the final text of every file in ``task.metadata["expected_files"]`` (None when
   missing);
-* ``tests``: the outcome of ``task.metadata["check"]``, run in a fresh shell (so nothing the
-  model defined in its session, such as a function shadowing ``python3``, can fake it);
-  unittest and pytest summaries are counted, other commands count by exit status.
+* ``tests``: the outcome of ``task.metadata["check"]``, run by ``Sandbox.run_isolated``
+  (outside the model's session: nothing the model defined there, such as a function
+  shadowing ``python3``, exists; on bwrap in a second sandbox holding a copy of the
+  workspace); unittest and pytest summaries are counted, other commands count by exit status;
+* the hidden ``task.metadata["probe"]``, when the task has one, counts as one more test: its
+  command's last stdout line must hold the expected JSON value (compared here, on the host).
+
+Git reads configuration from the workspace (``.git/config``): the checks run with hooks and
+fsmonitor commands switched off, so a repository cannot run code of the model's during a check.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from toolgym.envs.shell.sandbox import PathOutsideWorkspace, Sandbox
+from toolgym.envs.shell.sandbox import PathOutsideWorkspace, Sandbox, SandboxError
 from toolgym.envs.types import Task
 
 CHECK_TIMEOUT_S = 60.0
 """Wall-clock limit of a task's check command."""
+GIT_SAFE = (
+    "export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null "
+    "GIT_CONFIG_PARAMETERS=\"'core.fsmonitor'='false' 'core.hooksPath'='/dev/null'\""
+)
+"""Prefix of every check: git ignores system/global config, the repo's hooks and fsmonitor command."""
 MAX_FILE_BYTES = 1 << 20
 """Expected files are read up to this size (a bigger one cannot match an expected text anyway)."""
 
@@ -82,29 +94,44 @@ def summary_counts(output: str) -> dict[str, int]:
 
 
 async def read_expected(sandbox: Sandbox, paths: list[str]) -> dict[str, str | None]:
-    """Final text of each path (None when it does not exist or is not a readable file)."""
+    """Final text of each path (None when it does not exist or is not a readable regular file:
+    a FIFO, a socket or a link out of the workspace is a wrong file, never a crash)."""
     out: dict[str, str | None] = {}
     for path in paths:
         try:
             out[path] = await sandbox.read_file(path, max_bytes=MAX_FILE_BYTES)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PathOutsideWorkspace):
+        except SandboxError:
+            raise
+        except (OSError, PathOutsideWorkspace, ValueError):
             out[path] = None
     return out
 
 
 async def run_check(sandbox: Sandbox, check: str) -> CheckRun:
-    """Run a task's check command in a fresh shell at the workspace; count what it reports."""
-    await sandbox.reset_session()
-    result = await sandbox.run(f"( {check} )", timeout_s=CHECK_TIMEOUT_S)
+    """Run a task's check command outside the model's session; count what it reports."""
+    result = await sandbox.run_isolated(f"{GIT_SAFE}; ( {check} )", timeout_s=CHECK_TIMEOUT_S)
     return CheckRun(exit_code=result.exit_code, **summary_counts(f"{result.stdout}\n{result.stderr}"))
+
+
+async def run_probe(sandbox: Sandbox, probe: dict[str, Any]) -> bool:
+    """Whether the hidden probe's last stdout line holds the expected JSON value."""
+    result = await sandbox.run_isolated(f"{GIT_SAFE}; ( {probe['command']} )", timeout_s=CHECK_TIMEOUT_S)
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    try:
+        return result.exit_code == 0 and bool(lines) and json.loads(lines[-1]) == probe["expect"]
+    except ValueError:
+        return False
 
 
 async def measure(sandbox: Sandbox, task: Task) -> ShellOutcome:
     """The ``ShellOutcome`` of the sandbox's workspace for ``task``."""
     expected: dict[str, Any] = task.metadata.get("expected_files") or {}
-    check = task.metadata.get("check")
+    check, probe = task.metadata.get("check"), task.metadata.get("probe")
     files = await read_expected(sandbox, sorted(expected)) if expected else None
     tests = await run_check(sandbox, check) if check else None
+    if tests is not None and probe is not None:
+        hidden_ok = await run_probe(sandbox, probe)
+        tests.passed, tests.failed = tests.passed + hidden_ok, tests.failed + (not hidden_ok)
     return ShellOutcome(files=files, tests=tests)
 
 
