@@ -104,6 +104,7 @@ def _outputs(out: Path) -> dict:
     return {"files": files, "rows": data.to_list(), "counts": report["counts"], "dropped": report["dropped"], "diversity": report["diversity"]}
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_stage_resumes_to_the_same_output(run, tmp_path):
     out = tmp_path / "out"
     path = tmp_path / "synth.yaml"

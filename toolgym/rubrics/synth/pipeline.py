@@ -11,6 +11,7 @@ the report; the export writes whole files or nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -157,11 +158,8 @@ def _trajectory_stages(cfg: SynthConfig, root: Path, key: str, st: _Stages, task
         cache = StageCache(root, "trajectories", traj_key)
         policy = endpoint(cfg.trajectories.policy)
         for start in range(0, len(chosen), size):
-            part = chosen[start : start + size]
-            rows = cache.shard(f"s{start // size:05d}", lambda p=part, s=start: [
-                {"episode": e.model_dump(mode="json")}
-                for e in asyncio.run(synthesize_episodes(p, by_name, compiled, cfg.trajectories, run=cfg.name, seed=cfg.seed + s, policy=policy))])
-            episodes += [Episode.model_validate(r["episode"]) for r in rows]
+            run = functools.partial(_episode_rows, chosen[start : start + size], by_name, compiled, cfg, cfg.seed + start, policy)
+            episodes += [Episode.model_validate(r["episode"]) for r in cache.shard(f"s{start // size:05d}", run)]
             st.advance("trajectories", len(episodes), len(chosen))
         stats.items, stats.cache_hits = len(episodes), cache.hits
         stats.tokens = sum(len(t.token_ids or []) + len(t.prompt_token_ids or []) for e in episodes for t in e.turns)
@@ -170,13 +168,22 @@ def _trajectory_stages(cfg: SynthConfig, root: Path, key: str, st: _Stages, task
         cache = StageCache(root, "judge", fingerprint(traj_key, cfg.judge.model_dump(mode="json")))
         critic = make_judge(cfg.judge, cfg.seed)
         for start in range(0, len(episodes), size):
-            part = episodes[start : start + size]
-            rows = cache.shard(f"s{start // size:05d}", lambda p=part: [{"score": s.model_dump(mode="json")} for s in asyncio.run(judge_episodes(p, critic))])
-            scores += [Score.model_validate(r["score"]) for r in rows]
+            judge = functools.partial(_score_rows, episodes[start : start + size], critic)
+            scores += [Score.model_validate(r["score"]) for r in cache.shard(f"s{start // size:05d}", judge)]
             st.advance("judge", len(scores), len(episodes))
         stats.items, stats.cache_hits = len(scores), cache.hits
         stats.tokens = sum(c.prompt_tokens + c.completion_tokens for s in scores for c in s.components)
     return episodes, scores
+
+
+def _episode_rows(tasks: list[Task], agents: dict[str, AgentSpec], compiled: dict[str, Any], cfg: SynthConfig, seed: int,
+                  policy: Any) -> list[dict[str, Any]]:
+    episodes = asyncio.run(synthesize_episodes(tasks, agents, compiled, cfg.trajectories, run=cfg.name, seed=seed, policy=policy))
+    return [{"episode": e.model_dump(mode="json")} for e in episodes]
+
+
+def _score_rows(episodes: list[Episode], critic: Any) -> list[dict[str, Any]]:
+    return [{"score": s.model_dump(mode="json")} for s in asyncio.run(judge_episodes(episodes, critic))]
 
 
 def _export(cfg: SynthConfig, out: Path, st: _Stages, tools: ToolsOutput, agents: list[AgentSpec], tasks: list[Task],
