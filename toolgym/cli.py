@@ -113,6 +113,10 @@ def rollout(
     factory.__name__ = env_id
     tasks = sample_tasks(factory, episodes, seed)
     model_dir = _tiny_model_dir(model) if policy is PolicyKind.hf and model in TINY_MODELS else model
+    if policy is PolicyKind.hf and model_dir:  # refuse a template whose prompts would differ from deployment, before any work
+        from toolgym.policies.template_cli import preflight_template_dir
+
+        preflight_template_dir(model_dir, tool_format=tool_format)
     agent = make_policy(policy.value, PolicyOptions(tasks=tasks, tool_format=tool_format, model=model_dir, base_url=base_url))
     policy_name = model if policy is PolicyKind.hf and model else policy.value
     label = f"{policy_name} on {env_id}"
@@ -295,6 +299,22 @@ def serve_command(
     except ToolgymError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
+
+
+@app.command("check-template")
+def check_template_command(
+    model_dir: Path = typer.Argument(..., help="Local Hugging Face model folder (its tokenizer and chat template; no weights are loaded)."),
+    tool_format: str = typer.Option("auto", "--format", help="The env's tool-call format, or auto (detected from the template)."),
+    template_kwargs: str | None = typer.Option(None, help='Chat-template arguments as JSON, e.g. \'{"enable_thinking": false}\'.'),
+    history_rewrite: str = typer.Option("new_row", help="new_row (a row starts where the template rewrites history) or keep_row."),
+) -> None:
+    """Check, turn by turn, that toolgym's prompts equal MODEL_DIR's deployment rendering and its calls parse."""
+    from toolgym.policies.template_cli import check_template_command as run_check
+
+    if not run_check(str(model_dir), tool_format=tool_format, template_kwargs=template_kwargs,
+                     history_rewrite=history_rewrite,  # type: ignore[arg-type]  # validated by ChatRenderer
+                     print_line=lambda line: console.print(line, markup=False, highlight=False)):
+        raise typer.Exit(1)
 
 
 @app.command("score")

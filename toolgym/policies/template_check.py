@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from toolgym.envs.types import AssistantMessage, Message, SystemMessage, ToolCall, ToolMessage, ToolSpec, UserMessage
@@ -190,11 +191,8 @@ def _nine_char_ids(conversation: list[Message]) -> list[Message]:
 def _resolve_format(tool_format: str, tokenizer: Any, report: TemplateReport) -> str | None:
     if tool_format != "auto":
         return tool_format
-    try:
-        from toolgym.envs.formats import detect_format  # type: ignore[attr-defined]
-    except ImportError:
-        report.problems.append("tool_format='auto' needs toolgym.envs.formats.detect_format; pass the format by name")
-        return None
+    from toolgym.envs.formats import detect_format
+
     try:
         return str(detect_format(tokenizer.chat_template))
     except ConfigError as exc:
@@ -316,10 +314,7 @@ def _ended(renderer: ChatRenderer, body: str, messages: list[Message], closed: s
 
 def _parse_turn(fmt: Any, text: str, target: AssistantMessage, index: int) -> tuple[AssistantMessage, TurnCheck]:
     """The env's reading of the model's text, and the parse part of the turn's check."""
-    try:
-        from toolgym.envs.formats.detect import format_seen
-    except ImportError:  # an older formats package: no detection of the format seen
-        format_seen = lambda text, own: None  # noqa: E731
+    from toolgym.envs.formats.detect import format_seen
 
     check = TurnCheck(
         index=index, new_messages=[], start="full", prompt_equals_deployment=False, ids_equal_deployment=False,
@@ -350,9 +345,14 @@ def check_template_dir(
     """``check_template`` on a model folder's tokenizer and end ids (no weights are loaded)."""
     from transformers import AutoTokenizer, GenerationConfig
 
-    from toolgym.policies.hf_model import check_model_dir
+    from toolgym.policies.hf_model import TOKENIZER_FILES, ModelDirError
 
-    folder = check_model_dir(model_dir)
+    folder = Path(model_dir).expanduser()
+    if not folder.is_dir() or not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelDirError(
+            f"{str(folder)!r} is not a folder holding a tokenizer (expected one of {', '.join(TOKENIZER_FILES)}); "
+            "check-template reads the tokenizer and its chat template only"
+        )
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if not getattr(tokenizer, "chat_template", None):
         raise TemplateError(f"the tokenizer in {str(folder)!r} has no chat template; add chat_template.jinja")
@@ -363,7 +363,7 @@ def check_template_dir(
         configured = None
     end_ids |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
     return check_template(
-        tokenizer, end_ids=end_ids or None, tool_format=tool_format, chat_template_kwargs=chat_template_kwargs,
+        tokenizer, end_ids=sorted(end_ids) or None, tool_format=tool_format, chat_template_kwargs=chat_template_kwargs,
         history_rewrite=history_rewrite,
     )
 

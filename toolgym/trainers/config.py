@@ -53,6 +53,9 @@ class ModelSection(_Section):
     """Weight dtype the model is loaded in."""
     device: str = "cpu"
     """Torch device of the model ("cpu", "cuda", "cuda:1", ...)."""
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Chat-template arguments used in deployment ({"enable_thinking": false}, {"reasoning_effort": "low"}...),
+    passed to every render of the policy's prompts and to the template preflight."""
 
 
 class EnvSection(_Section):

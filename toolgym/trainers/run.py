@@ -23,12 +23,12 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from toolgym.envs.types import AssistantMessage, Message, SystemMessage, ToolCall, ToolMessage, ToolSpec, UserMessage
 from toolgym.errors import ConfigError
-from toolgym.policies.chat import to_chat_dicts, tool_dicts
 from toolgym.policies.hf_model import check_model_dir
 from toolgym.policies.models import cached_tiny_model
 from toolgym.policies.models.gold_episodes import gold_conversations
+from toolgym.policies.template_cli import preflight_template
+from toolgym.policies.template_probe import TemplateError, probe_template
 from toolgym.rollouts.storage import load_episodes
 from toolgym.trainers import metrics as m
 from toolgym.trainers.checkpoint import check_compatible, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -57,26 +57,18 @@ class RunResult:
 def check_tool_template(tokenizer: Any, where: str) -> None:
     """Refuse a tokenizer whose chat template cannot show tools, tool calls and tool results.
 
-    A probe conversation (one tool, one structured call, its result) is rendered; the tool's
-    name must appear in the declaration and the call, and the result text must appear.
+    ``probe_template`` renders a probe conversation in every message shape templates take
+    (arguments as an object or a JSON string, tool messages with or without a name...), so a
+    template such as DeepSeek's, which concatenates string arguments, is not refused.
     """
-    spec = ToolSpec.model_validate({"type": "function", "function": {
-        "name": "probe_lookup", "description": "Look something up.",
-        "parameters": {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]}}})
-    messages: list[Message] = [SystemMessage(content="s"), UserMessage(content="u"),
-                AssistantMessage(content="", tool_calls=[ToolCall(id="c0", name="probe_lookup", arguments={"key": "k"})]),
-                ToolMessage(tool_call_id="c0", name="probe_lookup", content="probe-result-77")]
     fix = ("give the model folder a chat template that renders `tools`, assistant `tool_calls` and `tool` messages "
            "(e.g. the one toolgym.policies.models.build_tiny_model writes)")
-    template = getattr(tokenizer, "chat_template", None)
-    if not template:
+    if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(f"model.path {where!r}: the tokenizer has no chat template; {fix}")
     try:
-        text = tokenizer.apply_chat_template(to_chat_dicts(messages, history="structured"), tools=tool_dicts([spec]), tokenize=False)
-    except Exception as exc:  # any template failure is the same user error
-        raise ConfigError(f"model.path {where!r}: the chat template fails on a tool conversation ({type(exc).__name__}: {exc}); {fix}") from None
-    if text.count("probe_lookup") < 2 or "probe-result-77" not in text:
-        raise ConfigError(f"model.path {where!r}: the chat template drops tool declarations, calls or results; {fix}")
+        probe_template(tokenizer)
+    except TemplateError as exc:
+        raise ConfigError(f"model.path {where!r}: {exc}; {fix}") from None
 
 
 def load_policy(config: TrainConfig) -> tuple[Any, Any]:
@@ -89,9 +81,25 @@ def load_policy(config: TrainConfig) -> tuple[Any, Any]:
         folder = cached_tiny_model(config.model.tiny or "kimi", seed=config.model.seed)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     check_tool_template(tokenizer, str(folder))
+    # Prompts must equal what the model sees in deployment, and its calls must parse: refused before any work.
+    preflight_template(
+        tokenizer, where=f"model.path {str(folder)!r}", end_ids=_end_ids(folder, tokenizer),
+        tool_format=config.env.tool_format or "hermes", chat_template_kwargs=config.model.chat_template_kwargs,
+    )
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, config.model.dtype))
     model.to(config.model.device)  # type: ignore[arg-type]  # transformers types .to() as a decorator wrapper
     return model, tokenizer
+
+
+def _end_ids(folder: Any, tokenizer: Any) -> list[int]:
+    from transformers import GenerationConfig
+
+    try:
+        configured = GenerationConfig.from_pretrained(folder).eos_token_id
+    except OSError:  # no generation_config.json: the tokenizer's eos only
+        configured = None
+    ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
+    return [int(i) for i in {*ids, tokenizer.eos_token_id} if i is not None]
 
 
 def build_trainer(config: TrainConfig, model: Any, tokenizer: Any, **kwargs: Any) -> Any:
