@@ -66,6 +66,8 @@ class ToolsOutput(BaseModel):
     failures: list[ItemFailure] = Field(default_factory=list)
     tokens: int = 0
     generations: int = 0
+    cache_hits: int = 0
+    """Shards read back from the cache (a resumed run)."""
 
 
 def local_map(fn: Callable[..., list[dict[str, Any]]], args: list[tuple[Any, ...]]) -> list[list[dict[str, Any]]]:
@@ -151,7 +153,7 @@ def build_tools(cfg: ToolsConfig, root: Path, *, seed: int = 0, proposer: Any = 
         if len(pool) == before:  # nothing new can be made from this taxonomy and pool
             break
     # Built at the end: pydantic copies lists, so a model made earlier would not see them grow.
-    return ToolsOutput(taxonomy=taxonomy, records=pool, failures=failures, tokens=tokens, generations=generations)
+    return ToolsOutput(taxonomy=taxonomy, records=pool, failures=failures, tokens=tokens, generations=generations, cache_hits=cache.hits)
 
 
 def _run_generation(cache: StageCache, taxonomy: Taxonomy, pool: list[ToolRecord], generation: int, bounds: list[tuple[int, int]],

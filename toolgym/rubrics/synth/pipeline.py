@@ -70,6 +70,7 @@ class _Stages:
     @contextmanager
     def stage(self, name: str) -> Iterator[StageStats]:
         stats = StageStats(name=name)
+        self.advance(name, 0, None)
         start = time.perf_counter()
         yield stats
         stats.seconds = round(time.perf_counter() - start, 3)
@@ -103,6 +104,7 @@ def run_synth(cfg: SynthConfig, *, advance: Advance | None = None) -> SynthRun:
     with st.stage("export") as stats:
         run = _export(cfg, out, st, tools, agents, tasks, episodes, scores)
         stats.items = run.report.counts.get("kept", 0)
+        st.advance("export", stats.items, stats.items)
     run.report.stages = st.stats
     atomic_write_text(out / "report.json", run.report.model_dump_json(indent=1) + "\n")
     return run
@@ -124,7 +126,7 @@ def _tools_stage(cfg: SynthConfig, root: Path, st: _Stages, stats: StageStats) -
     out = build_tools(cfg.tools, root, seed=cfg.seed, proposer=proposer, key=fingerprint(cfg.proposer.model_dump(mode="json")),
                       progress=progress, mapper=mapper)
     st.failures += out.failures
-    stats.items, stats.tokens = len(out.records), out.tokens
+    stats.items, stats.tokens, stats.cache_hits = len(out.records), out.tokens, out.cache_hits
     st.advance("tools", len(out.records), len(out.records))
     return out
 
