@@ -106,7 +106,9 @@ class BwrapSandbox(SessionSandbox):
             for place in (WORKSPACE, "/tmp", "/dev/shm"):
                 args += ["--size", size, "--perms", "1777" if place != WORKSPACE else "0755", "--tmpfs", place]
         args += [
-            "--remount-ro", "/", "--chdir", WORKSPACE,
+            # bwrap's own /dev tmpfs belongs to the sandbox user: read-only, or it would be a
+            # writable place outside the quota (sized at half the host's memory).
+            "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", WORKSPACE,
             "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", WORKSPACE,
             "--setenv", "USER", "sandbox", "--setenv", "LOGNAME", "sandbox", "--setenv", "LANG", "C.UTF-8",
             "--setenv", "TERM", "dumb", "--setenv", "TMPDIR", "/tmp",

@@ -98,9 +98,9 @@ class SandboxPool:
         if self.closed or len(self._ready) >= self.size:
             await sandbox.close()
             return
-        try:
-            await sandbox.import_tar(tar_of_files({}))
+        try:  # processes first (they could write on), then every file
             await sandbox.reset_session()
+            await sandbox.import_tar(tar_of_files({}))
         except Exception:
             await sandbox.close()  # a sandbox that cannot be wiped is never handed out again
             return
