@@ -18,8 +18,9 @@ from toolgym.envs.sim.spec import SimTool, compile_tool
 from toolgym.envs.synth.openapi import OpenAPIError, load_openapi
 from toolgym.envs.synth.records import ItemFailure, ToolRecord
 from toolgym.envs.synth.taxonomy import Domain, Entity
-from toolgym.envs.types import ToolSpec
-from toolgym.errors import ToolgymError
+from toolgym.envs.tools import collect_tools
+from toolgym.envs.types import Task, ToolSpec
+from toolgym.errors import ConfigError, ToolgymError
 
 STAGE = "seeds"
 _HOSTILE = re.compile(r"recursive|backtracks|enum lists|nests deeper|more than|outside the document|exceeds|loops")
@@ -113,9 +114,12 @@ def _env_specs(target: str) -> tuple[list[ToolSpec], str]:
         env = toolgym.make(target)
         name = target.split("/")[-1].rsplit("-v", 1)[0]
     try:
-        box = getattr(env.unwrapped, "toolbox", None)
-        tools = list(box.tools.values()) if box is not None and getattr(box, "tools", None) else []
-        specs = [t.spec for t in tools] or list(env.reset(seed=0)[0].tools)
+        try:
+            env.reset(seed=0)
+        except ConfigError:  # an env without tasks of its own (a wrapped class): any task will do
+            env.reset(seed=0, options={"task": Task(id="seed-listing", instruction="List the tools.")})
+        # Every tool of the env's owners, not only those the sampled task offers.
+        specs = [t.spec for owner in env.unwrapped.tool_owners() for t in collect_tools(owner)]
     finally:
         env.close()
     return specs, name
