@@ -16,8 +16,10 @@ cannot signal, ptrace or read the memory of a root process, so it cannot tamper 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -165,13 +167,20 @@ async def run_exec(client: Any, container_id: str, argv: list[str], *, user: str
         exec_id = api.exec_create(container_id, argv, stdin=stdin is not None, user=user, workdir=workdir)["Id"]
         stream = api.exec_start(exec_id, socket=True)  # kept referenced: its GC would close the socket
         sock = stream._sock
+        # Input goes in from a second thread while output is read: a command that stops reading
+        # (a full disk) ends, its output ends, and the unsent rest of the input is dropped.
+        sender = None
+        if stdin is not None:
+            sender = threading.Thread(target=_send_all, args=(sock, stdin), daemon=True)
+            sender.start()
         try:
-            sock.settimeout(timeout_s)
-            if stdin is not None:
-                _send_all(sock, stdin)
             out, err, finished = _read_all(sock, time.monotonic() + timeout_s, cap)
         finally:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a sender blocked on a command that stopped reading
             sock.close()
+        if sender is not None:
+            sender.join(5.0)
         if not finished:
             return ExecResult(out, err, None)
         info = api.exec_inspect(exec_id)
@@ -191,11 +200,14 @@ async def run_script(client: Any, container_id: str, script: str, *args: str, us
 
 
 def _send_all(sock: socket.socket, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        sent = sock.send(view[: 1 << 20])
-        view = view[sent:]
-    sock.shutdown(socket.SHUT_WR)  # the command needs its end of input
+    try:
+        view = memoryview(data)
+        while view:
+            sent = sock.send(view[: 1 << 20])
+            view = view[sent:]
+        sock.shutdown(socket.SHUT_WR)  # the command needs its end of input
+    except OSError:
+        pass  # the command ended without reading it all (closed socket); its exit code says why
 
 
 def _read_all(sock: socket.socket, deadline: float, cap: int) -> tuple[bytes, bytes, bool]:
