@@ -10,9 +10,15 @@ conversation, would have given:
   encoding of their own text (BPE splits the model's output differently from how it sampled it);
 * ``re-rendered prompt differs``: later turns whose full re-render differs from the prompt the
   policy actually saw (what a trainer re-templating the history would train on);
-* prompt-building time per turn: the observation suffix (a fixed-size render) against a full
-  render of the conversation so far;
+* prompt-building time per turn: ``ChatRenderer.next_prompt`` (the deployment render compared
+  with the decoded prefix, then only the new text tokenized) against a full render and tokenization;
 * forks: turns whose prompt did not extend the previous turn (0 expected).
+
+``--families`` measures instead the two answers to templates that rewrite history (toolgym's test
+templates of each family, ``tests/policies/templates``, on their in-process tokenizers), on a
+conversation of parallel calls, an answer and ``--follow-ups`` user follow-ups each with a call:
+``new_row`` (prompts equal deployment; rows start where history is rewritten) costs rows and
+re-prefilled tokens; ``keep_row`` (one row) costs turns whose prompt differs from deployment.
 
 The default policy is a random-weight tiny Kimi-shaped MoE, on each template's own tokenizer
 (Hermes: the tiny models' BPE; compact Kimi: the compact tokenizer with atomic digits and
@@ -22,6 +28,7 @@ its mismatch rate is lower; pass ``--model DIR`` to measure one.
     python benchmarks/token_faithful.py
     python benchmarks/token_faithful.py --episodes 8 --turns 3   # a quick run
     python benchmarks/token_faithful.py --model toolgym/trainers/checkpoints/tiny-base --templates kimi_compact
+    python benchmarks/token_faithful.py --families --follow-ups 4
 """
 
 from __future__ import annotations
@@ -95,8 +102,9 @@ def measure(model_dir: Path | None, template: str, episodes: int, turns: int, ma
                 continue
             history = ep.messages[: turn.observation_start - 1]
             previous = ep.turns[k - 1]
+            prefix = [*(previous.prompt_token_ids or []), *(previous.token_ids or [])]
             t0 = time.perf_counter()
-            policy.renderer.observation_ids(history[previous.observation_start :], last_sampled=previous.token_ids[-1])
+            policy.renderer.next_prompt(history, ep.tools, prefix_ids=prefix, prefix_messages=previous.observation_start)
             t1 = time.perf_counter()
             full = policy.renderer.token_ids(history, ep.tools)
             t2 = time.perf_counter()
@@ -115,6 +123,50 @@ def measure(model_dir: Path | None, template: str, episodes: int, turns: int, ma
     }
 
 
+def families_table(follow_ups: int) -> list[dict[str, Any]]:
+    """new_row against keep_row for every test family (see the module docstring)."""
+    import importlib.util
+    import sys
+
+    from toolgym.policies.template_check import check_template
+    from toolgym.rollouts.episode import Episode, TurnRecord
+    from toolgym.rollouts.rows import episode_to_rows
+
+    where = Path(__file__).parents[1] / "tests" / "policies" / "template_families.py"
+    spec = importlib.util.spec_from_file_location("template_families", where)
+    families = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["template_families"] = families
+    spec.loader.exec_module(families)  # type: ignore[union-attr]
+    rows = []
+    for name, fam in families.FAMILIES.items():
+        row: dict[str, Any] = {"family": name}
+        for mode in ("new_row", "keep_row"):
+            report = check_template(families.family_tokenizer(name), end_ids=families.end_ids(name), tool_format=fam.tool_format,
+                                    chat_template_kwargs=fam.kwargs, history_rewrite=mode, follow_ups=follow_ups)
+            turns = [TurnRecord(text="", prompt_token_ids=t.prompt_ids, token_ids=t.sampled_ids, logprobs=[0.0] * len(t.sampled_ids))
+                     for t in report.turns]
+            episode = Episode(id="e", env_id="x", task=toolgym.Task(id="t", instruction="i"), seed=0, turns=turns,
+                              stop_reason=toolgym.StopReason.ANSWERED)
+            built = episode_to_rows(episode)
+            row.update({f"{mode}_rows": len(built), f"{mode}_tokens": sum(len(r) for r in built)})
+            if mode == "keep_row":
+                row["keep_row_turns_off_deployment"] = sum(t.start == "keep_row" for t in report.turns)
+        row["turns"] = len(report.turns)
+        rows.append(row)
+    return rows
+
+
+def print_families(rows: list[dict[str, Any]], follow_ups: int) -> None:
+    table = Table(title=f"Templates that rewrite history: new_row vs keep_row ({follow_ups} follow-ups)")
+    for column in ("family", "turns", "new_row rows", "new_row tokens", "keep_row tokens", "token cost of new_row",
+                   "keep_row turns off deployment"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(r["family"], str(r["turns"]), str(r["new_row_rows"]), str(r["new_row_tokens"]), str(r["keep_row_tokens"]),
+                      f"{r['new_row_tokens'] / r['keep_row_tokens']:.2f}x", str(r["keep_row_turns_off_deployment"]))
+    Console(width=160).print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="model folder, rendered with each template (default: random tiny MoEs)")
@@ -122,12 +174,22 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=24)
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--families", action="store_true", help="measure new_row against keep_row on every test family")
+    parser.add_argument("--follow-ups", type=int, default=4, help="--families: user follow-ups in the conversation")
     args = parser.parse_args()
+    if args.families:
+        family_rows = families_table(args.follow_ups)
+        print_families(family_rows, args.follow_ups)
+        out = RESULTS.with_name("token_faithful_families.json")
+        meta = {"follow_ups": args.follow_ups, "machine": platform.platform(), "python": platform.python_version()}
+        out.write_text(json.dumps({"meta": meta, "rows": family_rows}, indent=2) + "\n")
+        print(f"wrote {out}")
+        return
     name = args.model.name if args.model else "random tiny Kimi-shaped MoE, each template on its own tokenizer"
     rows = [measure(args.model, t, args.episodes, args.turns, args.max_new_tokens) for t in args.templates]
     table = Table(title=f"Token-faithful prompts vs full re-render ({name})")
     for column in ("template", "turns", "turn text re-tokenizes differently", "re-rendered prompt differs",
-                   "suffix ms/turn", "full render ms/turn", "mean prompt tokens", "forks"):
+                   "next_prompt ms/turn", "full render ms/turn", "mean prompt tokens", "forks"):
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(r["template"], str(r["turns"]), f"{r['turn_text_retokenizes_differently']:.0%}",

@@ -110,8 +110,9 @@ def _call(name: str, index: int, **arguments: Any) -> ToolCall:
     return ToolCall(id=f"functions.{name}:{index}", name=name, arguments=arguments)
 
 
-def generated_conversation(parallel: bool = True, reasoning: bool = True) -> list[Message]:
-    """The checked conversation: parallel calls, results, an answer, a follow-up, a call, an answer."""
+def generated_conversation(parallel: bool = True, reasoning: bool = True, follow_ups: int = 1) -> list[Message]:
+    """The checked conversation: parallel calls, results, an answer, then ``follow_ups`` times a
+    user follow-up, a call, its result and an answer."""
     think = (lambda text: text) if reasoning else (lambda text: None)
     first = [_call("get_weather", 0, city="Paris"), _call("convert", 1, value=3, unit="ft")]
     turns: list[list[ToolCall]] = [first] if parallel else [first[:1], [_call("convert", 0, value=3, unit="ft")]]
@@ -123,10 +124,11 @@ def generated_conversation(parallel: bool = True, reasoning: bool = True) -> lis
         messages.append(AssistantMessage(content="", tool_calls=calls, **_reasoning(think("I need both tools."))))
         messages += [ToolMessage(tool_call_id=c.id, name=c.name, content=f'{{"result": "{c.name} ok {i}"}}') for i, c in enumerate(calls)]
     messages.append(AssistantMessage(content="Paris is sunny; 3 m is 9.84 ft.", **_reasoning(think("Both results are in."))))
-    messages.append(UserMessage(content="And in Rome?"))
-    messages.append(AssistantMessage(content="", tool_calls=[_call("get_weather", 0, city="Rome")], **_reasoning(think("One more call."))))
-    messages.append(ToolMessage(tool_call_id="functions.get_weather:0", name="get_weather", content='{"result": "rain"}'))
-    messages.append(AssistantMessage(content="Rome has rain.", **_reasoning(think("Done."))))
+    for city in (["Rome", "Oslo", "Lima", "Kyiv", "Pune"] * (1 + follow_ups // 5))[:follow_ups]:
+        messages.append(UserMessage(content=f"And in {city}?"))
+        messages.append(AssistantMessage(content="", tool_calls=[_call("get_weather", 0, city=city)], **_reasoning(think("One more call."))))
+        messages.append(ToolMessage(tool_call_id="functions.get_weather:0", name="get_weather", content='{"result": "rain"}'))
+        messages.append(AssistantMessage(content=f"{city} has rain.", **_reasoning(think("Done."))))
     return messages
 
 
@@ -137,7 +139,7 @@ def _reasoning(text: str | None) -> dict[str, Any]:
 
 def check_template(
     tokenizer: Any, *, end_ids: Sequence[int] | None = None, tool_format: str = "auto",
-    chat_template_kwargs: dict[str, Any] | None = None, history_rewrite: HistoryRewrite = "new_row",
+    chat_template_kwargs: dict[str, Any] | None = None, history_rewrite: HistoryRewrite = "new_row", follow_ups: int = 1,
 ) -> TemplateReport:
     """Play a generated tool-use conversation through the token path and compare with deployment.
 
@@ -147,6 +149,7 @@ def check_template(
         tool_format: The env's tool-call format, or ``"auto"`` to detect it from the template.
         chat_template_kwargs: Template variables used in deployment (``enable_thinking``...).
         history_rewrite: How the run treats rewritten history (``"new_row"`` or ``"keep_row"``).
+        follow_ups: User follow-ups after the first answer (each: a call, its result, an answer).
     """
     report = TemplateReport(tool_format=None, history_rewrite=history_rewrite)
     kwargs = dict(chat_template_kwargs or {})
@@ -167,7 +170,7 @@ def check_template(
         report.notes.append("the template takes tool-call arguments as a JSON string; toolgym sends them so")
     if profile.tool_names:
         report.notes.append("the template needs a 'name' on tool messages; toolgym sends it")
-    conversation = generated_conversation(parallel, reasoning)
+    conversation = generated_conversation(parallel, reasoning, follow_ups)
     if profile.nine_char_ids:
         report.notes.append("the template accepts only 9-character alphanumeric call ids (the model writes them; toolgym keeps them)")
         conversation = _nine_char_ids(conversation)
