@@ -137,3 +137,12 @@ def test_resume_after_a_kill_reproduces_the_next_iteration(tmp_path):
 
     assert steady(resumed[0]) == steady(straight[2])
     assert steady(straight[2])[m.STEPS] == 1
+
+
+def test_lr_schedule_sets_each_iterations_rate():
+    cfg = config(optim={"lr_schedule": "linear", "lr_warmup_iterations": 1, "lr_final_ratio": 0.0}, run={"iterations": 2})
+    trainer = trainer_for(cfg)
+    rows = [trainer.iteration() for _ in range(2)]
+    trainer.close()
+    assert [r[m.LR] for r in rows] == [pytest.approx(1e-3), pytest.approx(5e-4)]  # warmup 1 -> peak, then half-way down
+    assert all(g["lr"] == pytest.approx(5e-4) for g in trainer.optimizer.param_groups)

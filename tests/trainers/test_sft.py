@@ -75,3 +75,15 @@ def test_learning_rate_schedules(schedule):
         assert all(a >= b for a, b in zip(after, after[1:], strict=False)) and after[-1] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="differ in length"):
         SFTRow([1, 2], [1])
+
+
+def test_sft_steps_through_the_shared_optimizer_step_and_counts_skips():
+    rows, tok = rows_and_tokenizer()
+    model = build_base_model(tok, SMALL, seed=0)
+    before = [p.detach().clone() for p in model.parameters()]
+    result = train_rows(model, rows, SFTConfig(batch_size=4, epochs=1, skip_grad_norm=1e-9, log_every=1), pad_id=tok.pad_token_id)
+    assert result.steps == 0 and result.skipped == {"exploding_grad": 2}
+    assert len(result.losses) == 2 and all(math.isfinite(x) for x in result.losses)  # measured, only the step skipped
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    empty = [SFTRow(r.ids, [0] * len(r.ids)) for r in rows]
+    assert train_rows(model, empty, SFTConfig(batch_size=4, epochs=1), pad_id=tok.pad_token_id).skipped == {"nonfinite_loss": 2}

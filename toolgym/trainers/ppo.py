@@ -238,7 +238,8 @@ def accumulate(model: Any, value: ValueModel, minibatch: Batch, s: PPOSettings, 
             outside = ((ratio < 1 - s.clip_low) | (ratio > 1 + s.clip_high)).float()
             stats[m.CLIP_FRAC] = float((outside * mask).sum() / share.tokens)
             stats[m.APPROX_KL] = float(rl.approx_kl(logp, old, mask).sum() / share.tokens)
-            stats[m.ENTROPY] = float((rl.token_entropy(logits) * mask).sum() / share.tokens)
+            sampled = logits[mask.bool()][None]  # (1, N, V): only sampled positions, prompts are most of a row
+            stats[m.ENTROPY] = float(rl.token_entropy(sampled).sum() / share.tokens)
         # k3 KL to the frozen initial policy.
         if s.kl_beta > 0 and ref_model is not None:
             with torch.no_grad():

@@ -209,11 +209,7 @@ def train_rows(model: Any, rows: Sequence[SFTRow], config: SFTConfig, *, pad_id:
             # Progress is the larger of steps and time used, so a time-capped run still decays its rate.
             progress = max(k / total_steps, elapsed / config.time_budget_s if config.time_budget_s else 0.0)
             step.set_lr_factor(lr_factor(k, config.warmup_steps, progress, config.schedule))
-            while len(order) < config.batch_size:
-                fresh = list(range(len(rows)))
-                rng.shuffle(fresh)
-                order.extend(fresh)
-            picked, order = order[: config.batch_size], order[config.batch_size :]
+            picked, order = _draw(order, rng, len(rows), config.batch_size)
             ids, attention, labels = _batch([rows[i] for i in picked], pad_id, config.max_len)
             step.zero_grad()
             loss, count = masked_lm_loss(model, ids, attention, labels, config.aux_loss_weight)
@@ -239,6 +235,15 @@ def train_rows(model: Any, rows: Sequence[SFTRow], config: SFTConfig, *, pad_id:
     result.skipped = dict(step.skipped)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _draw(order: list[int], rng: random.Random, rows: int, size: int) -> tuple[list[int], list[int]]:
+    """The next ``size`` row indices of a stream of shuffled epochs, and what is left of the stream."""
+    while len(order) < size:
+        fresh = list(range(rows))
+        rng.shuffle(fresh)
+        order.extend(fresh)
+    return order[:size], order[size:]
 
 
 def ptx_backward(model: Any, batch: Batch, weight: float) -> float:
