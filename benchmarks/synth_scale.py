@@ -6,7 +6,8 @@ generated 60-domain taxonomy, 1,000 agents, 10,000 tasks (each gold-replayed in 
 env), and ``--trajectories`` judged episodes, into a fresh folder. A second run on the same
 folder measures the resume path (every stage read back from its cache).
 
-Time is wall time of each stage in this process; memory is the process's resident set,
+Time is wall time of each stage and CPU time of this process during it (on a shared machine
+wall time also counts other jobs' turns on the cores); memory is the process's resident set,
 sampled every 50 ms by a thread and attributed to the stage running at the time (the peak is
 cumulative: Python rarely returns memory to the OS, so a stage's peak includes what earlier
 stages still hold).
@@ -49,10 +50,17 @@ class Sampler:
     def __init__(self) -> None:
         self.stage = "start"
         self.peaks: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        """CPU seconds of this process per stage (wall time also counts other jobs on a shared machine)."""
+        self._since = time.process_time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def advance(self, stage: str, done: int, total: int | None) -> None:
+        now = time.process_time()
+        if stage != self.stage:  # CPU time of the stage that just ended
+            self.cpu[self.stage] = self.cpu.get(self.stage, 0.0) + now - self._since
+            self._since = now
         self.stage = stage
         self._sample()
 
@@ -88,7 +96,8 @@ def measure(cfg: SynthConfig) -> dict:
         started = time.perf_counter()
         run = run_synth(cfg, advance=sampler.advance)
         wall = time.perf_counter() - started
-    stages = {s.name: {"seconds": s.seconds, "kept": s.items, "cache_hits": s.cache_hits,
+    sampler.advance("end", 0, None)
+    stages = {s.name: {"seconds": s.seconds, "cpu_s": round(sampler.cpu.get(s.name, 0.0), 2), "kept": s.items, "cache_hits": s.cache_hits,
                        "peak_rss_mib": round(sampler.peaks.get(s.name, 0.0), 1)} for s in run.report.stages}
     return {"wall_s": round(wall, 2), "start_rss_mib": round(start_rss, 1), "peak_rss_mib": round(max(sampler.peaks.values()), 1),
             "stages": stages, "counts": run.report.counts, "pass_rate": run.report.pass_rate,
@@ -100,10 +109,10 @@ def show(console: Console, results: dict) -> None:
     for label in ("fresh", "resumed"):
         r = results[label]
         table = Table(title=f"{label} run: {r['wall_s']:.1f} s wall, peak RSS {r['peak_rss_mib']:.0f} MiB (start {r['start_rss_mib']:.0f})")
-        for col in ("stage", "kept", "seconds", "peak RSS MiB", "cache hits"):
+        for col in ("stage", "kept", "wall s", "CPU s", "peak RSS MiB", "cache hits"):
             table.add_column(col, justify="left" if col == "stage" else "right")
         for name, s in r["stages"].items():
-            table.add_row(name, f"{s['kept']:,}", f"{s['seconds']:.1f}", f"{s['peak_rss_mib']:.0f}", str(s["cache_hits"]))
+            table.add_row(name, f"{s['kept']:,}", f"{s['seconds']:.1f}", f"{s['cpu_s']:.1f}", f"{s['peak_rss_mib']:.0f}", str(s["cache_hits"]))
         console.print(table)
     fresh = results["fresh"]
     console.print(f"counts {fresh['counts']}; pass rate {fresh['pass_rate']}; dropped {fresh['dropped']}")

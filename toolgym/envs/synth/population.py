@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,8 +26,8 @@ from toolgym.envs.synth.records import ItemFailure, ToolRecord
 from toolgym.envs.types import Expected, JsonDict, Task, ToolCall
 from toolgym.errors import ToolgymError
 
-Difficulty = str
-DIFFICULTY_PLANS = {"easy": 1, "medium": 2, "hard": 3}
+Difficulty = Literal["easy", "medium", "hard"]
+DIFFICULTY_PLANS: dict[str, int] = {"easy": 1, "medium": 2, "hard": 3}
 """Requests combined in one task, per difficulty label."""
 
 
@@ -41,7 +41,7 @@ class PopulationConfig(BaseModel):
     """Tasks over all agents (spread evenly, agents in turn)."""
     min_tools: int = Field(default=3, ge=1)
     max_tools: int = Field(default=8, ge=1)
-    difficulty: dict[str, float] = Field(default_factory=lambda: {"easy": 0.5, "medium": 0.35, "hard": 0.15})
+    difficulty: dict[Difficulty, float] = Field(default_factory=lambda: {"easy": 0.5, "medium": 0.35, "hard": 0.15})
     """Relative frequency of each label (keys among easy, medium, hard)."""
     shard_size: int = Field(default=1000, ge=1)
     """Tasks per cache shard."""

@@ -136,13 +136,13 @@ def _agent_rows(records: list[ToolRecord], cfg: SynthConfig) -> list[dict[str, A
     return [{"agent": a.model_dump(mode="json")} for a in agents] + [{"failure": f.model_dump(mode="json")} for f in failures]
 
 
-def _counted(cache: StageCache, st: _Stages, stage: str, total: int) -> Callable[[str, Callable[[], list[dict[str, Any]]]], list[dict[str, Any]]]:
-    """``cache.shard`` that also reports progress."""
+def _counted(cache: StageCache, st: _Stages, stage: str, total: int, key: str = "task") -> Callable[[str, Callable[[], list[dict[str, Any]]]], list[dict[str, Any]]]:
+    """``cache.shard`` that also reports progress (rows holding ``key`` count as done)."""
     done = [0]
 
     def shard(name: str, compute: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
         rows = cache.shard(name, compute)
-        done[0] += sum(1 for r in rows if stage[:-1] in r)
+        done[0] += sum(1 for r in rows if key in r)
         st.advance(stage, min(done[0], total), total)
         return rows
 

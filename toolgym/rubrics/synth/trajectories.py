@@ -27,6 +27,7 @@ from toolgym.envs.types import Task, ToolMessage
 from toolgym.envs.users.llm import LLMUser
 from toolgym.envs.users.scripted import ScriptedUser
 from toolgym.envs.wrappers.faults import FaultInjection
+from toolgym.errors import ConfigError
 from toolgym.policies.scripted import ScriptedPolicy
 from toolgym.policy import Policy, SamplingParams
 from toolgym.rollouts.episode import Episode
@@ -58,8 +59,6 @@ def endpoint(cfg: EndpointConfig) -> Policy | None:
     from toolgym.policies.openai_policy import OpenAIPolicy
 
     if not cfg.base_url:
-        from toolgym.errors import ConfigError
-
         raise ConfigError("an endpoint of kind 'openai' needs base_url (for example http://127.0.0.1:8000/v1, from `toolgym serve`)")
     return OpenAIPolicy(cfg.base_url, cfg.model, token_ids=False, logprobs=False, timeout_s=cfg.timeout_s)
 
