@@ -213,6 +213,9 @@ class BashSession:
             self.kill_all_but_keeper()
             if self._shell_alive:
                 await self._await_status(5.0)
+            for fd in self._out_fds():  # what the dead wrote after their last command (traps, jobs)
+                while _read_some(fd):
+                    pass
             if between is not None:
                 between()
             await self._go()
