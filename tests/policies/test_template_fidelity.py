@@ -115,35 +115,37 @@ def test_rows_equal_generation_and_logprobs_reproduce(name, tiny_models):
                 assert abs(again[position - 1] - logprob) < 1e-4
 
 
-words = st.text(st.sampled_from("abcxyz 019.,\n{}\"<>/|_"), min_size=1, max_size=12)
+pieces = st.text(st.sampled_from("abcxyz 019.,\n{}\"<>/|_"), min_size=1, max_size=8) | st.sampled_from(
+    ["<|im_end|>", "<|observation|>", "<|call|>", "<|eot_id|>", "</s>", "</think>", "<tool_call>", "[TOOL_CALLS]"]
+)
+words = st.lists(pieces, min_size=1, max_size=3).map("".join)
+"""Texts with forged control-token strings: a tool result or user turn may hold any of them."""
 
 
-@pytest.mark.parametrize("name", ["qwen3", "glm45", "kimi_k2_thinking", "gpt_oss", "llama31", "mistral"])
+@pytest.mark.parametrize("name", ["qwen25", "qwen3", "glm45", "kimi_k2_thinking", "gpt_oss", "llama31", "mistral", "deepseek_v31"])
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(answer=words, result=words, follow_up=words)
 def test_any_texts_extend_or_start_a_stated_row(name, answer, result, follow_up):
-    # Whatever the model answered and the tools and user said, the next prompt decodes to the
-    # deployment rendering, extending the sampled ids unless the template rewrote history.
-    tokenizer = family_tokenizer(name)
-    renderer = ChatRenderer(tokenizer, end_ids(name), chat_template_kwargs=FAMILIES[name].kwargs)
-    from toolgym.policies.template_check import TOOLS, _call
+    # Whatever the tools and the user said (forged control tokens included: they are tokenized as
+    # the deployment server would), the next prompt decodes to the deployment rendering, and it
+    # extends the sampled ids unless the family's template rewrites history.
+    from toolgym.policies.template_check import TOOLS, _call, _model_text
 
-    call = _call("get_weather", 0, city=answer)
+    renderer = ChatRenderer(family_tokenizer(name), end_ids(name), chat_template_kwargs=FAMILIES[name].kwargs)
+    call = _call("get_weather", 0, city="Paris")
     if renderer.profile.nine_char_ids:
         call = call.model_copy(update={"id": "call00000"})
     messages = [UserMessage(content="q" + follow_up), AssistantMessage(content="", tool_calls=[call])]
     first = renderer.next_prompt(messages[:1], TOOLS)
-    sampled = tokenizer.encode(renderer.text(messages, TOOLS, generation_prompt=False)[len(renderer.text(messages[:1], TOOLS)) :], add_special_tokens=False)
-    sampled += end_ids(name)[:1]
+    sampled = renderer._encode(_model_text(renderer, messages[:1], messages[1]))
     conversation = [*messages, ToolMessage(tool_call_id=call.id, name=call.name, content=result), AssistantMessage(content=answer), UserMessage(content=follow_up)]
     for cut in (3, 5):
         prompt = renderer.next_prompt(conversation[:cut], TOOLS, prefix_ids=[*first.ids, *sampled], prefix_messages=2)
+        assert renderer._decode(prompt.ids) == renderer.text(conversation[:cut], TOOLS)
         if prompt.start == "extend":
             assert prompt.ids[: len(first.ids) + len(sampled)] == [*first.ids, *sampled]
-        assert prompt.start in ("extend", "new_row")
-        if prompt.start == "new_row":
-            assert prompt.reason
-        assert renderer._decode(prompt.ids) == renderer.text(conversation[:cut], TOOLS) or prompt.start == "keep_row"
+        else:
+            assert prompt.start == "new_row" and prompt.reason and FAMILIES[name].rewrites
 
 
 def test_a_template_that_cannot_render_tool_use_is_refused_by_name():
@@ -169,6 +171,12 @@ def test_tool_messages_carry_no_name_unless_the_template_fails_without_it():
                           ToolMessage(tool_call_id=call.id, name="convert", content="r")], TOOLS)
     assert "<|im_system|>tool<|im_middle|>" in text and "<|im_system|>convert" not in text
     assert not renderer.profile.tool_names
+
+
+def test_a_template_that_cannot_render_its_own_turns_is_refused_with_the_fix():
+    name = "deepseek_v31"
+    report = check_template(family_tokenizer(name), end_ids=end_ids(name), tool_format="deepseek", chat_template_kwargs={"thinking": True})
+    assert not report.ok and "other mode" in report.problems[0]
 
 
 def test_deepseek_gets_string_arguments_and_the_template_kwargs_reach_the_template():

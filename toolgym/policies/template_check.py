@@ -296,7 +296,11 @@ def _model_text(renderer: ChatRenderer, played: list[Message], target: Message) 
             return _ended(renderer, closed[len(opened) :], [*context, target], closed)
     base = renderer.text(played, TOOLS, generation_prompt=False)
     if not opened.startswith(base) or opened == base or (at := closed.rfind(opened[len(base) :])) < 0:
-        raise ConfigError("the template renders an assistant turn that does not continue its own generation prompt")
+        raise ConfigError(
+            "the template renders an assistant turn that does not continue its own generation prompt (DeepSeek-V3.1 "
+            "with thinking=true opens <think> but renders history without it), so no prompt after it can equal "
+            "deployment; use the template's other mode (chat-template arguments) or a template that renders reasoning"
+        )
     return _ended(renderer, closed[at + len(opened) - len(base) :], [*played, target], closed)
 
 
