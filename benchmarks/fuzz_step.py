@@ -15,6 +15,11 @@ every ``--episode-len`` steps and their worlds hashed. Counted:
 
     python benchmarks/fuzz_step.py                 # table + benchmarks/results/fuzz_step.json
     python benchmarks/fuzz_step.py --calls 2000    # a quick look
+    python benchmarks/fuzz_step.py --envs toolgym/shell-v0   # real bwrap shells (ShellFuzzer)
+
+``toolgym/shell-v0`` runs in real sandboxes: its steps are hostile bash commands (lone
+backslashes, unterminated quotes and heredocs, binary output, protocol-like text, closed
+stdio, killed shells, shadowed functions) and file-tool calls with hostile paths and contents.
 """
 
 from __future__ import annotations
@@ -129,13 +134,39 @@ class Fuzzer:
         return "".join(self.rng.choice(pieces) for _ in range(self.rng.randint(1, 30)))
 
 
+SHELL_PIECES = [
+    "\\", "'", '"', "<<EOF", "<<'E'\nx", "$(", "`", "{", "}", "(", ")", ";", "&&", "||", "|", "&", "\n", " ", "echo hi", "exit", "exit 7",
+    "exec 1>&-", "exec 2>&-", "exec 0<&-", "cat /proc/1/cmdline", "ps aux", "printf '\\x00\\xff\\xfe'", "head -c 3000 /dev/urandom",
+    "yes | head -c 100000", "sleep 0.3 &", "kill -9 $$", "kill -9 -1", "trap 'echo T' DEBUG EXIT", "python3(){ echo fake; }", "export -f python3",
+    "export BASH_ENV=/tmp/x", "cd /", "cd ..", "set -e", "set -u", "false", "__tg_respawn__", "deadbeefdeadbeefdeadbeef 0", "\x1b[2J", "é",
+    "cat /proc/self/fd/0", "echo x > /proc/$$/fd/0", "read x", "mkfifo p; cat p &", "chmod 000 .", "rm -rf /workspace/*", "touch $'a\\nb'",
+    "truncate -s 1T sparse", "ln -s /etc/passwd out", "\ud800", "\x00",
+]
+"""Pieces of the shell fuzzer's commands: unterminated constructs, protocol-like text, fd and process abuse."""
+
+
+class ShellFuzzer(Fuzzer):
+    """Hostile bash commands and file-tool calls for a shell environment."""
+
+    def call(self, hostile: bool = True) -> ToolCall:
+        r = self.rng.random()
+        if r < 0.75:
+            command = "".join(self.rng.choice(SHELL_PIECES) for _ in range(self.rng.randint(1, 8)))
+            return ToolCall(id=f"s{self.rng.getrandbits(16)}", name="bash", arguments={"command": command})
+        path = self.rng.choice(["a.txt", "../x", "/etc/passwd", "out", "p", "sparse", "a\nb", "d/e/f", "/proc/1/environ", "", "\ud800", "."])
+        if r < 0.85:
+            return ToolCall(id="w", name="write_file", arguments={"path": path, "content": self.rng.choice(["x", "\ud800", "y" * 100_000, ""])})
+        return ToolCall(id="r", name=self.rng.choice(["read_file", "list_dir"]), arguments={"path": path})
+
+
 def fuzz(env_id: str, calls: int, episode_len: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    env = toolgym.make(env_id)
+    shell = env_id.startswith("toolgym/shell")
+    env = toolgym.make(env_id, limits={"command_timeout_s": 2.0, "workspace_mb": 16}) if shell else toolgym.make(env_id)
     limits = Limits(max_turns=episode_len + 1, max_tool_calls=episode_len * 10 + 1, tool_timeout_s=TOOL_TIMEOUT_S)
     tasks = [t.model_copy(update={"limits": limits}) for t in sample_tasks(env_id, 64, seed=seed)]
     env.reset(seed=0, options={"task": tasks[0]})
-    fuzzer = Fuzzer(env, rng)
+    fuzzer = (ShellFuzzer if shell else Fuzzer)(env, rng)
     exceptions: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     errors: Counter[str] = Counter()
@@ -177,6 +208,7 @@ def fuzz(env_id: str, calls: int, episode_len: int, seed: int) -> dict[str, Any]
             if env.state_digest() != before:
                 stats["rollback_broken"] += 1
     _hash(env, stats, exceptions, examples)
+    env.close()
     elapsed = time.perf_counter() - started
     return {
         "env_id": env_id, "calls": calls, "exceptions": sum(exceptions.values()), "exception_types": dict(exceptions),

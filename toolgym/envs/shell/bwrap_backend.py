@@ -162,7 +162,7 @@ class BwrapSandbox(SessionSandbox):
         """Empty /tmp and /dev/shm from the host (every process of the sandbox is dead by now)."""
         root = f"/proc/{self._session().loop_pid}/root"
         for place in WIPED:
-            HostTree(f"{root}/{place}", f"/{place}").wipe()
+            HostTree(f"{root}/{place}", f"/{place}", owner=self.tree.owner if self.tree else None).wipe(0o1777)
 
     async def _close(self) -> None:
         if self.session is not None:

@@ -192,10 +192,17 @@ class HostTree:
 
     # ------------------------------------------------------------------ whole tree
 
-    def wipe(self) -> None:
-        """Remove everything under the root (the root directory itself stays)."""
+    def wipe(self, mode: int = 0o755) -> None:
+        """Remove everything under the root; the root directory itself stays, back at ``mode``."""
         with self._root_fd() as root:
             _empty(root)
+            self._reset_root(root, mode)
+
+    def _reset_root(self, root: int, mode: int) -> None:
+        # The model may have chmod-ed or chown-ed the root itself (`chmod 000 .`).
+        if self.owner is not None:
+            os.chown(root, *self.owner)
+        os.chmod(root, mode)
 
     def export_tar(self) -> tuple[bytes, list[str]]:
         """The tree as a canonical tar archive, and notes on what could not be archived."""
@@ -209,8 +216,10 @@ class HostTree:
         """Replace the tree by the archive's entries (created through descriptors, never following links)."""
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:", encoding="utf-8", errors="surrogateescape") as tar:
             members = tar.getmembers()
+            top = next((m.mode & 0o7777 for m in members if not _member_parts(m.name) and m.isdir()), 0o755)
             with self._root_fd() as root:
                 _empty(root)
+                self._reset_root(root, 0o755)
                 dirs: list[tuple[list[str], int]] = []
                 for member in members:
                     parts = _member_parts(member.name)
@@ -226,6 +235,7 @@ class HostTree:
                         os.utime(name, (FIXED_MTIME, FIXED_MTIME), dir_fd=parent, follow_symlinks=False)
                     finally:
                         os.close(parent)
+                os.chmod(root, top)
                 os.utime(root, (FIXED_MTIME, FIXED_MTIME))
 
     def _extract(self, tar: tarfile.TarFile, root: int, parts: list[str], member: tarfile.TarInfo) -> None:

@@ -154,6 +154,10 @@ class Sandbox(abc.ABC):
             raise ValueError("command is empty; give a bash command such as 'ls -la'")
         if "\x00" in command:
             raise ValueError("command contains a NUL byte, which bash cannot run")
+        try:
+            command.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"command is not valid text (unpaired surrogate at {exc.start}); send UTF-8 text") from None
         timeout = self.limits.command_timeout_s if timeout_s is None else min(float(timeout_s), 3600.0)
         return await self._call(self._run, command, timeout)
 
