@@ -197,3 +197,17 @@ def test_the_only_writable_places_are_the_ones_a_reset_wipes(sb):
     paths = found.stdout.split("\n")
     assert "/workspace" in paths and "/tmp" in paths
     assert [p for p in paths if p and not any(p == r or p.startswith(r + "/") for r in roots)] == []
+
+
+def test_a_check_cannot_forge_its_status_change_the_workspace_or_outlive_its_limit(sb):
+    sb.sync.reset_session()
+    sb.sync.import_tar(project_tar())
+    sb.sync.run("cd sub; V=7")
+    digest = sb.sync.workspace_digest()
+    forged = sb.sync.run_isolated("printf '0 0 0\\n'; echo tg:outside >&2; touch new; rm a.txt; exit 125", 10)
+    assert (forged.exit_code, forged.stdout, forged.stderr) == (125, "0 0 0\n", "tg:outside\n")
+    slow = sb.sync.run_isolated("(sleep 60 &); sleep 60", 1)
+    assert slow.timed_out and slow.exit_code is None
+    assert sb.sync.workspace_digest() == digest  # neither check changed the workspace
+    after = sb.sync.run("pwd; echo $V; ps -u 1000 -o args= | grep -c '^sleep'")
+    assert after.stdout.split() == ["/workspace/sub", "7", "0"]  # the model's shell kept its state

@@ -34,6 +34,7 @@ from toolgym.envs.shell.docker_harness import (
     MODEL_USER,
     READ_FILE,
     RUN_ISOLATED,
+    SCRATCH,
     SHELL_PATH,
     WIPE_SCRATCH,
     WRITE_FILE,
@@ -182,6 +183,7 @@ class DockerSandbox(Sandbox):
                 tmpfs={  # exec: ./script.sh must run; nosuid, nodev are Docker's defaults
                     WORKSPACE: f"size={lim.workspace_mb}m,exec,uid={MODEL_UID},gid={MODEL_UID},mode=0755",
                     "/tmp": f"size={tmp_mb}m,exec,mode=1777",
+                    SCRATCH: f"size={lim.workspace_mb}m,mode=0700",  # the harness's own (a check's saved workspace)
                 },
                 shm_size=f"{shm_mb}m", ipc_mode="private",
                 mem_limit=f"{lim.memory_mb}m", memswap_limit=f"{lim.memory_mb}m", pids_limit=lim.pids,
@@ -238,27 +240,26 @@ class DockerSandbox(Sandbox):
         await self._harness(KILL_MODEL, "none", what="kill")
 
     async def _run_isolated(self, command: str, timeout_s: float) -> CommandResult:
-        """A task's check, outside the model's session: a fresh ``bash -c`` with a clean environment.
+        """A task's check, outside the model's session (see ``docker_harness.RUN_ISOLATED``).
 
-        Every model process but the (stopped) session shell is killed before and after, so nothing
-        the model left running can interfere and the check's own processes do not outlive it. The
-        workspace is put back afterwards, so the check cannot change it (``__pycache__``, say).
+        A fresh ``bash -c`` as the model's uid with a clean environment; every model process but
+        the (stopped) session shell is killed before and after, and the workspace is put back
+        afterwards, so the check can neither be disturbed nor change what it measures.
         """
         session = self._session()
-        before = await self._export_tar()
+        cap = self.limits.output_bytes
         async with session.lock:
-            keep = session.shell_pid or "none"
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            done = await run_script(docker_client(), self.container.id, RUN_ISOLATED, keep, f"{timeout_s:.3f}", command,
-                                    timeout_s=timeout_s + 30.0)
-            duration = loop.time() - started
-        await self._import_tar(before)
-        if done.exit_code == 125:
-            raise SandboxError(f"could not isolate the check: {done.why()}")
-        stdout, cut_out = _capped(done.stdout, self.limits.output_bytes)
-        stderr, cut_err = _capped(done.stderr, self.limits.output_bytes)
-        result = CommandResult(stdout=stdout, stderr=stderr, exit_code=done.exit_code, duration_s=duration, truncated=cut_out or cut_err)
+            started = asyncio.get_running_loop().time()
+            done = await run_script(docker_client(), self.container.id, RUN_ISOLATED, session.shell_pid or "none",
+                                    f"{timeout_s:.3f}", command, str(cap), timeout_s=timeout_s + 60.0)
+            duration = asyncio.get_running_loop().time() - started
+        header, _, stdout = done.stdout.partition(b"\n")
+        fields = header.split()
+        if done.exit_code != 0 or len(fields) != 3:
+            raise SandboxError(f"could not run the check outside the model's session: {done.why()}")
+        code, out_size, err_size = (int(f) for f in fields)
+        result = CommandResult(stdout=_capped(stdout, out_size, cap), stderr=_capped(done.stderr, err_size, cap),
+                               exit_code=code, duration_s=duration, truncated=max(out_size, err_size) > cap)
         if duration >= timeout_s:
             result.exit_code, result.timed_out = None, True
             result.note = f"the command ran past its {timeout_s:g} s limit; its processes were killed"
@@ -363,11 +364,10 @@ def _file_error(path: str, reason: str) -> Exception:
     return errors.get(key, OSError(f"{path!r}: {reason[:300]}"))
 
 
-def _capped(data: bytes, cap: int) -> tuple[str, bool]:
-    text = data[:cap].decode("utf-8", "replace")
-    if len(data) > cap:
-        return text + TRUNCATION_MARKER.format(cut=len(data) - cap), True
-    return text, False
+def _capped(kept: bytes, size: int, cap: int) -> str:
+    """``kept`` (the first ``cap`` of ``size`` bytes) as text, with the truncation marker when cut."""
+    text = kept[:cap].decode("utf-8", "replace")
+    return text + TRUNCATION_MARKER.format(cut=size - cap) if size > cap else text
 
 
 def _remove(container: Any) -> None:

@@ -35,6 +35,8 @@ HARNESS_CAPS = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "KILL", "S
 """What the harness needs (read mode-000 files, kill model processes, drop to the model's uid).
 Only uid-0 processes hold them; the model's uid gets none and cannot gain any (no-new-privileges)."""
 SHELL_PATH = "/usr/local/bin:/usr/bin:/bin"
+SCRATCH = "/run/toolgym"
+"""The harness's own tmpfs (mode 0700, root): no model process can read or write it."""
 CLEAN = ["/usr/bin/env", "-i", f"PATH={SHELL_PATH}", "LANG=C.UTF-8", "LC_ALL=C.UTF-8"]
 """Prefix of every harness command: no variable of anyone else's reaches it."""
 AS_MODEL = ["/usr/bin/setpriv", f"--reuid={MODEL_UID}", f"--regid={MODEL_UID}", "--clear-groups", "--"]
@@ -123,18 +125,26 @@ trap '[ "$keep" = none ] || /bin/kill -CONT "$keep" 2>/dev/null' EXIT
 {" ".join(AS_MODEL)} /bin/tar -C {WORKSPACE} --no-same-owner --preserve-permissions -xf -
 """
 # A check of the task, outside the model's session: $1 = the session shell (spared, stopped
-# meanwhile) or "none", $2 = seconds, $3 = the command. Every other model process is killed
-# before (nothing the model left running can touch the check) and after (nothing the check
-# started outlives it). The check runs as the model's uid in a clean environment in the workspace.
+# meanwhile) or "none", $2 = seconds, $3 = the command, $4 = bytes of output kept. Every other
+# model process is killed before (nothing the model left running can touch the check) and after
+# (nothing the check started outlives it). The check runs as the model's uid in a clean
+# environment in the workspace; the workspace is saved first to a root-only tmpfs and put back
+# after, so the check cannot change it. Its output goes to root-only files, so the first line of
+# stdout (exit status and stdout size) and this script's exit status are the harness's alone.
 RUN_ISOLATED = _KILL_FN + rf"""
-trap '[ "$keep" = none ] || /bin/kill -CONT "$keep" 2>/dev/null' EXIT
-tg_kill_model || exit 125
-cd {WORKSPACE} || exit 125
+trap '[ "$keep" = none ] || /bin/kill -CONT "$keep" 2>/dev/null; /bin/rm -f {SCRATCH}/*' EXIT
+tg_kill_model || exit 1
+/bin/tar -C {WORKSPACE} --sparse -cf {SCRATCH}/pre.tar . || exit 1
+cd {WORKSPACE} || exit 1
 /usr/bin/timeout -s KILL "$2" {" ".join(AS_MODEL)} /usr/bin/env -i PATH={SHELL_PATH} HOME=/tmp LANG=C.UTF-8 \
-    /bin/bash --noprofile --norc -c "$3" </dev/null
+    /bin/bash --noprofile --norc -c "$3" </dev/null >{SCRATCH}/out 2>{SCRATCH}/err
 rc=$?
-tg_kill_model
-exit $rc
+cd / && tg_kill_model || exit 1
+/usr/bin/find {WORKSPACE} -mindepth 1 -maxdepth 1 -exec /bin/rm -rf -- {{}} + || exit 1
+{" ".join(AS_MODEL)} /bin/tar -C {WORKSPACE} --no-same-owner --preserve-permissions -xf - <{SCRATCH}/pre.tar || exit 1
+printf '%s %s %s\n' "$rc" "$(/usr/bin/stat -c %s {SCRATCH}/out)" "$(/usr/bin/stat -c %s {SCRATCH}/err)"
+/usr/bin/head -c "$4" {SCRATCH}/out
+/usr/bin/head -c "$4" {SCRATCH}/err >&2
 """
 
 
