@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from typing import cast
 
 from toolgym.envs.shell.workspace import SIZE_KEY, SPARSE_KEY
 
@@ -32,7 +33,8 @@ def from_gnu(data: bytes) -> bytes:
             if not member.sparse:
                 dst.addfile(member, tar.extractfile(member) if member.isfile() else None)
                 continue
-            extents = [[offset, length] for offset, length in member.sparse if length]
+            # typeshed types TarInfo.sparse as int; tarfile stores a list of (offset, length).
+            extents = [[offset, length] for offset, length in cast("list[tuple[int, int]]", member.sparse) if length]
             stored = sum(length for _, length in extents)
             # The stored bytes are the extents' data, back to back, where the member's data starts.
             body = data[member.offset_data : member.offset_data + stored]
