@@ -59,6 +59,13 @@ def test_prompts_equal_the_deployment_rendering_and_calls_parse(name):
     assert all(t.reason for t in report.turns if t.start == "new_row")
 
 
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_auto_format_is_the_family_format(name):
+    family = FAMILIES[name]
+    report = check_template(family_tokenizer(name), end_ids=end_ids(name), tool_format="auto", chat_template_kwargs=family.kwargs)
+    assert report.tool_format == family.tool_format and report.ok
+
+
 @pytest.mark.parametrize("name", sorted(n for n, f in FAMILIES.items() if f.rewrites))
 def test_keep_row_keeps_one_row_and_says_where_deployment_differs(name):
     report = _report(name, "keep_row")
