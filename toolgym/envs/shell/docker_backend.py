@@ -217,7 +217,16 @@ class DockerSandbox(Sandbox):
     # ------------------------------------------------------------------ the model's session
 
     async def _run(self, command: str, timeout_s: float) -> CommandResult:
-        return await self._session().run(command, timeout_s)
+        try:
+            return await self._session().run(command, timeout_s)
+        except SandboxError as exc:
+            if not self._container_running():
+                raise  # gone (dockerd, the OOM killer): infrastructure; ShellEnv replaces it at the next reset
+            # Up, but its processes could not be killed (a fork bomb outracing the kill): the
+            # model's doing, so it gets a new sandbox and a note rather than an env error.
+            await self._new_container()
+            return CommandResult(exit_code=None, note=f"the sandbox could not recover ({str(exc)[:200]}) and was replaced: "
+                                 f"the workspace is empty and a new shell started in {WORKSPACE}")
 
     async def _reset_session(self) -> None:
         """Every model process killed, /tmp, /dev/shm and IPC wiped, a new shell; the workspace kept.
@@ -229,7 +238,7 @@ class DockerSandbox(Sandbox):
         async with session.lock:
             session.detach()
             try:
-                await self._harness(KILL_MODEL + WIPE_SCRATCH, "none", what="reset")
+                await self._harness_with_pids(KILL_MODEL + WIPE_SCRATCH, "reset")
                 await session.open()
                 return
             except SandboxError:
@@ -237,7 +246,30 @@ class DockerSandbox(Sandbox):
         await self._new_container()
 
     async def _kill_model(self) -> None:
-        await self._harness(KILL_MODEL, "none", what="kill")
+        await self._harness_with_pids(KILL_MODEL, "kill every model process")
+
+    async def _harness_with_pids(self, script: str, what: str) -> None:
+        """Run a kill script; when a fork bomb holds every pid (no exec can start), lend the
+        container a few pids for the kill (the bomb mostly sleeps in fork retries) and take them back."""
+        try:
+            await self._harness(script, "none", what=what)
+            return
+        except SandboxError:
+            if not self._container_running():
+                raise
+        container, pids = self.container, self.limits.pids
+        await asyncio.to_thread(container.update, pids_limit=pids + 64)
+        try:
+            await self._harness(script, "none", what=what)
+        finally:
+            await asyncio.to_thread(container.update, pids_limit=pids)
+
+    def _container_running(self) -> bool:
+        try:
+            self.container.reload()
+            return bool(self.container.status == "running")
+        except Exception:  # NotFound, API errors: as good as gone
+            return False
 
     async def _run_isolated(self, command: str, timeout_s: float) -> CommandResult:
         """A task's check, outside the model's session (see ``docker_harness.RUN_ISOLATED``).
