@@ -171,3 +171,20 @@ def test_config_errors_name_the_field(tmp_path):
     with pytest.raises(ConfigError, match="needs base_url"):
         run_synth(cfg.model_copy(update={"tools": cfg.tools.model_copy(update={"target": 10, "domains": 2})}))
     assert os.environ.get("TOOLGYM_SYNTH_RUNS") is None
+
+
+@pytest.mark.slow
+def test_token_rows_for_a_tokenizer(run, tmp_path):
+    from transformers import AutoTokenizer
+
+    from toolgym.policies.models.build import cached_tiny_model
+    from toolgym.rubrics.synth.export import add_token_rows, write_dataset
+
+    folder = str(cached_tiny_model("qwen3"))
+    rows = datasets.load_from_disk(str(run.out / "dataset")).to_list()[:3]
+    add_token_rows(rows, folder)
+    write_dataset(rows, tmp_path / "tokens")
+    data = datasets.load_from_disk(str(tmp_path / "tokens"))
+    text = AutoTokenizer.from_pretrained(folder).decode(data[0]["input_ids"])
+    first_call = next(c for m in rows[0]["messages"] for c in m["tool_calls"])
+    assert first_call["function"]["name"] in text and rows[0]["messages"][1]["content"][:20] in text

@@ -65,13 +65,16 @@ def add_token_rows(rows: list[dict[str, Any]], tokenizer_path: str) -> None:
     for row in rows:
         messages = [_for_template(m) for m in row["messages"]]
         tools = json.loads(row["tools"])
-        row["input_ids"] = list(tok.apply_chat_template(messages, tools=tools or None, tokenize=True))
+        encoded = tok.apply_chat_template(messages, tools=tools or None, tokenize=True)
+        # Newer transformers return an encoding (a mapping), older ones the id list.
+        row["input_ids"] = [int(i) for i in (encoded["input_ids"] if hasattr(encoded, "keys") else encoded)]
 
 
 def _for_template(m: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in m.items() if v not in (None, [])}
-    for call in out.get("tool_calls", []):
-        call["function"] = {**call["function"], "arguments": json.loads(call["function"]["arguments"])}
+    """A row's message as chat templates take it: no empty keys, tool-call arguments as objects (a new dict; the row is kept)."""
+    out = {k: v for k, v in m.items() if v not in (None, []) and k != "tool_calls"}
+    if m.get("tool_calls"):
+        out["tool_calls"] = [{**c, "function": {**c["function"], "arguments": json.loads(c["function"]["arguments"])}} for c in m["tool_calls"]]
     return out
 
 
