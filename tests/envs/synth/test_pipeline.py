@@ -188,3 +188,15 @@ def test_token_rows_for_a_tokenizer(run, tmp_path):
     text = AutoTokenizer.from_pretrained(folder).decode(data[0]["input_ids"])
     first_call = next(c for m in rows[0]["messages"] for c in m["tool_calls"])
     assert first_call["function"]["name"] in text and rows[0]["messages"][1]["content"][:20] in text
+
+
+@pytest.mark.slow
+def test_tools_on_ray_actors_equal_tools_in_process(ray_local, tmp_path):
+    from toolgym.envs.synth.toolset import ToolsConfig, build_tools
+    from toolgym.rubrics.synth.pipeline import ray_mapper
+
+    cfg = ToolsConfig(target=90, openapi=[CLINIC], domains=3, shard_size=15)
+    local = build_tools(cfg, tmp_path / "local")
+    remote = build_tools(cfg, tmp_path / "ray", mapper=ray_mapper(2))
+    assert [r.model_dump() for r in remote.records] == [r.model_dump() for r in local.records]
+    assert len(list((tmp_path / "ray" / "tools").glob("g*.jsonl"))) == len(list((tmp_path / "local" / "tools").glob("g*.jsonl")))
