@@ -2,8 +2,8 @@
 
 Protocol. Every command goes to bash as one line: the command as a ``$'...'`` word with every
 byte but plain ones escaped (so no quoting, newline, heredoc or syntax error of the model's can
-desynchronise the session, and nothing is forked to decode it), ``eval``-ed in the shell itself
-(so ``cd`` and variables persist) with stdin from ``/dev/null``, then a line carrying a random
+desynchronise the session, and nothing is forked to decode it), sourced in the shell itself
+from a here-string (so ``cd`` and variables persist) with stdin from ``/dev/null``, then a line carrying a random
 per-command marker and the exit status on stdout, and the marker alone on stderr. The
 reader demultiplexes Docker's stream frames and stops when both markers have arrived.
 
@@ -202,8 +202,10 @@ class DockerSession:
             raise SandboxError("the shell session is closed")
         nonce = b"__tg_end_" + secrets.token_hex(12).encode()
         body = f"eval {ansi_c_quote(command)}"
-        if not raw:  # the watchdog guards model commands; the sandbox's own need none
-            body = f"printf 'arm %s\\n' {timeout_s:.3f} >&$__tg_fd; {body} </dev/null"
+        if not raw:  # the watchdog guards model commands; the prelude needs none
+            # Sourced from a here-string, not eval'd: bash 5.2 can corrupt its heap and abort at
+            # the next command after an eval of text ending inside `$(` (seen: `x|$(`).
+            body = f"printf 'arm %s\\n' {timeout_s:.3f} >&$__tg_fd; . /dev/fd/9 9<<<{ansi_c_quote(command)} </dev/null"
         line = (
             f"{body}\n__tg_rc=$?; {'' if raw else _DISARM}"
             f"printf '\\n%s %s\\n' {nonce.decode()} $__tg_rc; printf '\\n%s\\n' {nonce.decode()} >&2\n"
