@@ -39,6 +39,9 @@ from toolgym.envs.shell.docker_harness import (
     WIPE_SCRATCH,
     WRITE_FILE,
     ExecResult,
+    checked_path,
+    file_error,
+    parse_listing,
     run_script,
 )
 from toolgym.envs.shell.docker_session import TRUNCATION_MARKER, DockerSession
@@ -46,7 +49,6 @@ from toolgym.envs.shell.docker_tar import from_gnu, to_gnu
 from toolgym.envs.shell.sandbox import (
     WORKSPACE,
     CommandResult,
-    PathOutsideWorkspace,
     Sandbox,
     SandboxError,
     SandboxLimits,
@@ -84,6 +86,17 @@ def userns_remapped() -> bool:
     """Whether dockerd remaps container uids (``--userns-remap``): then container root is not host root."""
     options = docker_client().info().get("SecurityOptions") or []
     return any("name=userns" in opt for opt in options)
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_if_not_remapped() -> None:
+    """Say once per process that the daemon gives a weaker guarantee than it should."""
+    if not userns_remapped():
+        warnings.warn(
+            "dockerd runs without --userns-remap: root in a container (the sandbox's keeper and harness, never the "
+            f"model's uid {MODEL_UID}) is host root with a few capabilities; {FIX} to restart it remapped",
+            RuntimeWarning, stacklevel=3,
+        )
 
 
 def scratch_sizes(limits: SandboxLimits) -> tuple[int, int]:
@@ -144,12 +157,7 @@ class DockerSandbox(Sandbox):
             client.images.get(image)
         except docker.errors.ImageNotFound:
             raise SandboxUnavailable(f"docker image {image!r} is not built; {FIX} (or pass image= an existing local image)") from None
-        if not userns_remapped():
-            warnings.warn(
-                "dockerd runs without --userns-remap: root in a container (the sandbox's keeper and harness, never the "
-                f"model's uid {MODEL_UID}) is host root without most capabilities; {FIX} to restart it remapped",
-                RuntimeWarning, stacklevel=2,
-            )
+        _warn_if_not_remapped()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -326,7 +334,7 @@ class DockerSandbox(Sandbox):
         Read by a harness process, so it sees the file whatever its mode; a FIFO, socket or
         device is refused (reading one could block or never end). Raises as ``Sandbox.read_file``.
         """
-        full = _checked(self.resolve(path))
+        full = checked_path(self.resolve(path))
         cap = min(max_bytes or self.limits.output_bytes, self.limits.output_bytes)
         done = await self._harness_file_op(READ_FILE, path, full, str(int(cap)))
         return done.stdout.decode("utf-8", "replace")
@@ -335,7 +343,7 @@ class DockerSandbox(Sandbox):
         """Create or overwrite a workspace file as the model's uid; a short or failed write raises ``OSError``."""
         if not isinstance(content, str):
             raise TypeError(f"content must be a string, got {type(content).__name__}")
-        full = _checked(self.resolve(path))
+        full = checked_path(self.resolve(path))
         data = content.encode("utf-8", "surrogateescape")
         await self._harness_file_op(WRITE_FILE, path, full, str(len(data)), stdin=data, user=MODEL_USER)
         return len(data)
@@ -346,21 +354,16 @@ class DockerSandbox(Sandbox):
         Names are exact whatever bytes they hold (newlines included); bytes that are not UTF-8
         show as ``\\xHH``.
         """
-        full = _checked(self.resolve(path))
+        full = checked_path(self.resolve(path))
         done = await self._harness_file_op(LIST_DIR, path, full)
-        names = []
-        for record in done.stdout.split(b"\0"):
-            if record:
-                kind, _, raw = record.partition(b"\t")
-                names.append(raw + b"/" if kind == b"d" else raw)
-        return [name.decode("utf-8", "backslashreplace") for name in sorted(names)]
+        return parse_listing(done.stdout)
 
     async def _harness_file_op(self, script: str, path: str, *args: str, stdin: bytes | None = None, user: str = "0:0") -> ExecResult:
         await self._ensure_started()
         done: ExecResult = await self._call(self._harness_file_exec, script, args, stdin, user)
         if done.exit_code == 0:
             return done
-        raise _file_error(path, done.why())
+        raise file_error(path, done.why())
 
     async def _harness_file_exec(self, script: str, args: tuple[str, ...], stdin: bytes | None, user: str) -> ExecResult:
         if self.container is None:
@@ -371,29 +374,6 @@ class DockerSandbox(Sandbox):
         if self.session is None:
             raise SandboxError("the docker sandbox is not running (closed, or its start failed)")
         return self.session
-
-
-def _checked(full: str) -> str:
-    try:
-        full.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"path {full!r} is not valid UTF-8; name files with UTF-8 text") from None
-    return full
-
-
-def _file_error(path: str, reason: str) -> Exception:
-    """The exception a file tool raises for a harness refusal (``tg:<key> ...`` on stderr)."""
-    key = reason.removeprefix("tg:").split(None, 1)[0] if reason.startswith("tg:") else ""
-    detail = reason.partition(" ")[2]
-    errors: dict[str, Exception] = {
-        "outside": PathOutsideWorkspace(f"{path!r} leads outside the workspace through a symlink"),
-        "missing": FileNotFoundError(f"no such file or directory: {path!r}"),
-        "isdir": IsADirectoryError(f"{path!r} is a directory; use list_dir"),
-        "notdir": NotADirectoryError(f"{path!r} is not a directory"),
-        "notfile": OSError(f"{path!r} is not a regular file ({detail}); only regular files can be read or written"),
-        "short": OSError(f"{path!r}: the write did not complete ({detail}); the disk may be full"),
-    }
-    return errors.get(key, OSError(f"{path!r}: {reason[:300]}"))
 
 
 def _capped(kept: bytes, size: int, cap: int) -> str:

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from toolgym.envs.shell.sandbox import WORKSPACE, SandboxError
+from toolgym.envs.shell.sandbox import WORKSPACE, PathOutsideWorkspace, SandboxError
 
 MODEL_UID = 1000
 """The uid (and gid) of the model's shell and of every process it starts."""
@@ -207,6 +207,41 @@ async def run_script(client: Any, container_id: str, script: str, *args: str, us
     """Run a bash ``script`` (with positional ``args``) as a clean harness process."""
     argv = [*CLEAN, "/bin/bash", "--noprofile", "--norc", "-c", script, "tg", *args]
     return await run_exec(client, container_id, argv, user=user, stdin=stdin, timeout_s=timeout_s)
+
+
+def checked_path(full: str) -> str:
+    """``full`` if it can travel to the container as text (UTF-8), else a ValueError for the model."""
+    try:
+        full.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"path {full!r} is not valid UTF-8; name files with UTF-8 text") from None
+    return full
+
+
+def file_error(path: str, reason: str) -> Exception:
+    """The exception a file tool raises for a harness refusal (``tg:<key> ...`` on stderr)."""
+    key = reason.removeprefix("tg:").split(None, 1)[0] if reason.startswith("tg:") else ""
+    detail = reason.partition(" ")[2]
+    errors: dict[str, Exception] = {
+        "outside": PathOutsideWorkspace(f"{path!r} leads outside the workspace through a symlink"),
+        "missing": FileNotFoundError(f"no such file or directory: {path!r}"),
+        "isdir": IsADirectoryError(f"{path!r} is a directory; use list_dir"),
+        "notdir": NotADirectoryError(f"{path!r} is not a directory"),
+        "notfile": OSError(f"{path!r} is not a regular file ({detail}); only regular files can be read or written"),
+        "short": OSError(f"{path!r}: the write did not complete ({detail}); the disk may be full"),
+    }
+    return errors.get(key, OSError(f"{path!r}: {reason[:300]}"))
+
+
+def parse_listing(out: bytes) -> list[str]:
+    """The names of ``LIST_DIR``'s records, sorted by their bytes, directories with a ``/``;
+    bytes that are not UTF-8 show as ``\\xHH``."""
+    names = []
+    for record in out.split(b"\0"):
+        if record:
+            kind, _, raw = record.partition(b"\t")
+            names.append(raw + b"/" if kind == b"d" else raw)
+    return [name.decode("utf-8", "backslashreplace") for name in sorted(names)]
 
 
 def _send_all(sock: socket.socket, data: bytes) -> None:
