@@ -40,28 +40,23 @@ class TextFormat:
         text = _strip_stops(text, self.stops)
         pieces: list[str] = []
         errors: list[ParseError] = []
-        for tags in self.think_tags:
-            if tags[0] in text or tags[1] in text:
-                found, text, bad = split_reasoning(text, tags)
-                pieces += found
-                errors += bad
+        if "think" in text or "THINK" in text or "◁" in text:  # every reasoning tag holds one of these
+            text = self._split_reasoning(text, pieces, errors)
         turn = self.parse_calls(text, id_prefix, tools)
-        for tags in self.think_tags:  # content decoded from JSON (openai) may spell tags with escapes
-            if tags[0] in turn.content or tags[1] in turn.content:
-                found, turn.content, bad = split_reasoning(turn.content, tags)
-                turn.content = turn.content.strip()
-                pieces += found
-                errors += bad
+        if "think" in turn.content or "THINK" in turn.content or "◁" in turn.content:
+            # content decoded from JSON (openai) may spell the tags with escapes
+            turn.content = self._split_reasoning(turn.content, pieces, errors).strip()
         if turn.reasoning is not None:  # a format with its own reasoning channel (harmony)
             pieces.append(turn.reasoning)
-        turn.reasoning = join_reasoning(pieces)
-        if turn.reasoning:
-            errors += self._calls_in_reasoning(turn.reasoning, tools)
+        if pieces:
+            turn.reasoning = join_reasoning(pieces)
+            if turn.reasoning:
+                errors += self._calls_in_reasoning(turn.reasoning, tools)
         errors += turn.errors
         # A call the own parser took no notice of must not pass as an answer: if a known format's
         # markers remain (in the content, or anywhere when the turn is already broken), name it.
         look_at = text if errors else turn.content
-        seen = format_seen(look_at, self.name, self.markers)
+        seen = format_seen(look_at, self.name, self.markers) if look_at else None
         if seen is not None:
             errors.append(
                 ParseError(
@@ -76,6 +71,15 @@ class TextFormat:
     def parse_calls(self, text: str, id_prefix: str, tools: Sequence[ToolSpec] | None) -> ParsedTurn:
         """Content and calls in this format's own syntax (reasoning already taken out)."""
         raise NotImplementedError
+
+    def _split_reasoning(self, text: str, pieces: list[str], errors: list[ParseError]) -> str:
+        """``text`` without its reasoning blocks, which go to ``pieces`` (problems to ``errors``)."""
+        for tags in self.think_tags:
+            if tags[0] in text or tags[1] in text:
+                found, text, bad = split_reasoning(text, tags)
+                pieces += found
+                errors += bad
+        return text
 
     def _calls_in_reasoning(self, reasoning: str, tools: Sequence[ToolSpec] | None) -> list[ParseError]:
         inner = self.parse_calls(reasoning, "r_", tools)
@@ -108,8 +112,11 @@ class TextFormat:
 
 
 def _strip_stops(text: str, stops: tuple[str, ...]) -> str:
-    if not stops:
-        return text
+    for stop in stops:
+        if stop in text:
+            break
+    else:
+        return text  # the common case: no stop marker at all, no copy made
     end = text.rstrip()
     while True:
         for stop in stops:
