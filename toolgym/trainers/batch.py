@@ -36,6 +36,7 @@ class Batch:
     baselines: torch.Tensor  # (B,)
     returns: torch.Tensor | None = None  # (B, T)
     old_values: torch.Tensor | None = None  # (B, T)
+    prox_logp: torch.Tensor | None = None  # (B, T) the learner's log-probs before the update (importance corrections)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])

@@ -26,6 +26,7 @@ from toolgym.envs.registry import make
 from toolgym.errors import ConfigError, did_you_mean
 from toolgym.rubrics import load_rubric, rubric_for
 from toolgym.rubrics.catalog import catalog_rubric_by_name
+from toolgym.trainers.rl.importance import Correction
 from toolgym.trainers.schedule import Schedule, lr_factor
 
 LossKind = Literal["grpo", "dapo", "dr_grpo", "k2"]
@@ -33,6 +34,14 @@ LossKind = Literal["grpo", "dapo", "dr_grpo", "k2"]
 dapo: clip-higher surrogate, token-level mean over the whole accumulated batch.
 dr_grpo: advantages not divided by the group std, sum over tokens / (batch x constant).
 k2: Kimi K1.5/K2 squared loss with the group-mean baseline and tau-weighted log-ratio."""
+
+
+ImportanceKind = Correction
+"""none: train on the behaviour log-probs as they came. truncated / masked: see ``AlgorithmSection.importance``."""
+
+SystemMode = Literal["inprocess", "sync", "async"]
+"""inprocess: the readable reference trainer in one process. sync: roles on Ray, generation then update.
+async: generation of later iterations overlaps the update, at most ``system.max_staleness`` versions behind."""
 
 
 class _Section(BaseModel):
@@ -118,6 +127,12 @@ class AlgorithmSection(_Section):
     """PPO value function: a head on the policy's last hidden state, or a separate critic copy."""
     budget_penalty: float = Field(default=0.5, ge=0.0)
     """Subtracted from the reward of an episode whose sampled tokens exceed its token budget."""
+    importance: ImportanceKind = "none"
+    """Correction for tokens sampled by another policy version or engine (stale weights in async mode, an
+    inference engine that differs from training): "truncated" weights each token by min(π_prox/π_behaviour, C),
+    "masked" drops tokens whose ratio leaves [1/C, C]; π_prox is the learner's log-prob before the update."""
+    importance_cap: float = Field(default=2.0, gt=1.0)
+    """C of the importance correction."""
 
 
 class OptimSection(_Section):
@@ -206,6 +221,57 @@ class RunSection(_Section):
     """``torch.set_num_threads`` for the run (None: torch's default)."""
 
 
+PLACEMENT_FIELDS = ("address", "env_actors", "inference_workers", "env_actor_cpus", "inference_cpus", "learner_cpus",
+                    "inference_gpus", "learner_gpus", "resources", "engine_urls", "ray_num_cpus", "pool")
+"""System fields that say where roles run, not what is computed: a run may resume elsewhere."""
+
+
+class SystemSection(_Section):
+    """Where the roles run: env pool, inference workers, learners (``toolgym.trainers.system``)."""
+
+    mode: SystemMode = "inprocess"
+    """"inprocess" (one process), "sync" or "async" (roles on Ray, see ``SystemMode``)."""
+    pool: Literal["local", "ray"] = "local"
+    """Where the envs live: "local" (the driver's process) or "ray" (``env_actors`` EnvActors)."""
+    env_actors: int = Field(default=2, ge=1)
+    """pool "ray": env actors, each hosting any number of envs."""
+    address: str | None = None
+    """Ray cluster to join ("auto", "host:port"); None starts Ray locally (``toolgym train --ray-address``)."""
+    inference_workers: int = Field(default=2, ge=1)
+    """Inference workers (one engine each) serving the current policy."""
+    engine: Literal["hf", "openai"] = "hf"
+    """Inference engine per worker: "hf" (in-process transformers) or "openai" (an OpenAI-compatible server
+    returning token ids and log-probs: ``toolgym serve``, vLLM)."""
+    engine_urls: list[str] = Field(default_factory=list)
+    """engine "openai": one base URL per inference worker (e.g. "http://127.0.0.1:8000/v1")."""
+    learners: int = Field(default=1, ge=1)
+    """Data-parallel learners (Ray Train ``TorchTrainer``, DDP-style gradient all-reduce; gloo on CPU)."""
+    learner_backend: Literal["local", "ray_train"] = "ray_train"
+    """"ray_train": learners are Ray Train workers; "local": one learner in the driver's process (learners: 1)."""
+    env_actor_cpus: float = Field(default=0.25, ge=0.0)
+    """CPUs Ray reserves per env actor."""
+    inference_cpus: float = Field(default=0.5, ge=0.0)
+    """CPUs Ray reserves per inference worker."""
+    learner_cpus: float = Field(default=0.5, ge=0.0)
+    """CPUs Ray reserves per learner."""
+    inference_gpus: float = Field(default=0.0, ge=0.0)
+    """GPUs per inference worker (0 on CPU machines)."""
+    learner_gpus: float = Field(default=0.0, ge=0.0)
+    """GPUs per learner (> 0 selects NCCL for the gradient all-reduce)."""
+    resources: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """Custom Ray resources per role: {"env": {...}, "inference": {...}, "learner": {...}}."""
+    max_staleness: int = 0
+    """async: a sample may be at most this many policy versions older than the update that trains on it
+    (tokens older than that are left out of the loss and counted)."""
+    partial_turn_budget: int | None = Field(default=None, ge=1)
+    """async: turns an episode may play per iteration before it pauses and resumes under newer weights
+    (Kimi partial rollouts); None: episodes finish within their iteration."""
+    fork_siblings: bool = True
+    """The K siblings of a task start from one reset: the first resets, the others restore its snapshot."""
+    ray_num_cpus: int | None = Field(default=None, ge=1)
+    """CPUs of a locally started Ray (None: the machine's); ignored when joining ``address``."""
+
+
 class TrainConfig(_Section):
     """A whole training run. Every section has defaults; YAML files name only what they change."""
 
@@ -216,6 +282,7 @@ class TrainConfig(_Section):
     rollout: RolloutSection = Field(default_factory=RolloutSection)
     ptx: PTXSection = Field(default_factory=PTXSection)
     run: RunSection = Field(default_factory=RunSection)
+    system: SystemSection = Field(default_factory=SystemSection)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -254,6 +321,8 @@ class TrainConfig(_Section):
         data = self.model_dump(mode="json")
         for key in ("iterations", "out_dir", "checkpoint_every", "eval_every", "tensorboard", "plots", "torch_threads"):
             data["run"].pop(key)
+        for key in PLACEMENT_FIELDS:  # where roles run changes no result
+            data["system"].pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ files
@@ -315,6 +384,39 @@ def _contradictions(cfg: TrainConfig) -> list[str]:
         out.append("ptx.gold_tasks and ptx.dataset are both set; choose one source for the PTX data")
     if cfg.model.path is None and cfg.model.tiny is None:
         out.append("model.path or model.tiny is required: a model folder, or 'kimi'/'qwen3' for a tiny MoE")
+    if a.importance != "none" and a.loss == "k2":
+        out.append(f"algorithm.importance={a.importance!r} corrects a per-token ratio; the k2 loss has none: "
+                   "set algorithm.importance: none or use loss grpo/dapo/dr_grpo")
+    return out + _system_contradictions(cfg)
+
+
+def _system_contradictions(cfg: TrainConfig) -> list[str]:
+    """Placement and staleness settings that cannot run, each with its fix."""
+    s, o = cfg.system, cfg.optim
+    out = []
+    if s.max_staleness < 0:
+        out.append(f"system.max_staleness must be >= 0 (versions a sample may lag the update), got {s.max_staleness}: "
+                   "use 0 for on-policy or 1-2 for async")
+    if s.mode != "async" and s.max_staleness > 0:
+        out.append(f"system.max_staleness={s.max_staleness} needs system.mode: async (sync modes are on-policy)")
+    if s.mode != "async" and s.partial_turn_budget is not None:
+        out.append("system.partial_turn_budget (partial rollouts) needs system.mode: async")
+    if s.mode == "inprocess" and (s.learners > 1 or s.engine != "hf"):
+        out.append("system.learners > 1 and system.engine: openai need system.mode: sync or async (roles on Ray)")
+    if s.learners > 1:
+        rows_per_rank, rem = divmod(o.minibatch_size, s.learners)
+        if rem or rows_per_rank % o.micro_batch_size:
+            out.append(f"system.learners ({s.learners}) must divide optim.minibatch_size ({o.minibatch_size}) into "
+                       f"whole micro-batches of optim.micro_batch_size ({o.micro_batch_size}): e.g. minibatch_size "
+                       f"{s.learners * o.micro_batch_size} or learners 1")
+        if s.learner_backend == "local":
+            out.append("system.learner_backend: local runs one learner; set learners: 1 or learner_backend: ray_train")
+    if s.engine == "openai" and len(s.engine_urls) != s.inference_workers:
+        out.append(f"system.engine: openai needs one URL per inference worker in system.engine_urls "
+                   f"({s.inference_workers} workers, {len(s.engine_urls)} URLs)")
+    unknown = set(s.resources) - {"env", "inference", "learner"}
+    if unknown:
+        out.append(f"system.resources: unknown role(s) {sorted(unknown)}; roles are env, inference, learner")
     return out
 
 

@@ -78,6 +78,10 @@ class LossSettings:
     """Gradients are clipped to this norm."""
     skip_grad_norm: float = 1e4
     """A larger pre-clip norm skips the step."""
+    importance: rl.Correction = "none"
+    """Importance correction of tokens sampled by another policy version or engine (``rl.importance``)."""
+    importance_cap: float = 2.0
+    """C of the importance correction."""
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> LossSettings:
@@ -86,7 +90,8 @@ class LossSettings:
         return cls(
             loss=a.loss, clip_low=a.clip_low, clip_high=a.clip_high, k2_tau=a.k2_tau, constant=float(constant),
             kl_beta=a.kl_beta, aux_weight=a.aux_loss_weight, ptx_weight=cfg.ptx.weight,
-            max_grad_norm=o.max_grad_norm, skip_grad_norm=o.skip_grad_norm,
+            max_grad_norm=o.max_grad_norm, skip_grad_norm=o.skip_grad_norm, importance=a.importance,
+            importance_cap=a.importance_cap,
         )
 
 
@@ -122,6 +127,8 @@ class GRPOTrainer:
         """Shuffles the rows into minibatches; saved in checkpoints."""
         self.iteration_index = 0
         """Iterations done; also the data position (tasks drawn = index x tasks_per_iteration)."""
+        self.shard = (0, 1)
+        """(rank, world) of a data-parallel learner: it back-propagates every world-th micro-batch."""
         seed_everything(config.run.seed)
 
     def iteration(self) -> dict[str, float]:
@@ -149,32 +156,7 @@ class GRPOTrainer:
 
     def build_batch(self, collected: Collected) -> tuple[Batch | None, dict[str, float]]:
         """Group-relative advantages for the rows of every group that can teach something."""
-        a = self.config.algorithm
-        rows, advantages, rewards, baselines = [], [], [], []
-        dropped = zero_var = 0
-        for group in collected.groups:
-            if len(group) < 2:  # nothing to compare a lone sibling with
-                dropped += 1
-                continue
-            r = torch.tensor([[s.reward for s in group]])  # (1, K)
-            if bool(rl.zero_variance_groups(r)[0]):
-                zero_var += 1
-                if a.filter_zero_variance:
-                    continue
-            adv = rl.group_advantages(r, scale_by_std=self.config.scale_by_std)[0]  # (K,)
-            mean = float(r.mean())  # K2's baseline
-            for scored, advantage in zip(group, adv.tolist(), strict=True):
-                for row in scored.rows:  # every row of an episode carries the episode's advantage
-                    rows.append(row)
-                    advantages.append(advantage)
-                    rewards.append(scored.reward)
-                    baselines.append(mean)
-        counts = {m.GROUPS: float(len(collected.groups)), m.GROUPS_DROPPED: float(dropped),
-                  m.ZERO_VARIANCE_GROUPS: float(zero_var), m.ROWS: float(len(rows)),
-                  m.TOKENS: float(sum(sum(row.loss_mask) for row in rows))}
-        if not rows:
-            return None, counts
-        return make_batch(rows, self.sampler.pad_id, advantages=advantages, rewards=rewards, baselines=baselines), counts
+        return build_batch(collected, self.config, self.sampler.pad_id)
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Minibatch updates over the iteration's rows; returns the update metrics."""
@@ -182,7 +164,7 @@ class GRPOTrainer:
         return update_policy(
             self.model, self.step, batch, self.settings, minibatch_size=o.minibatch_size,
             micro_batch_size=o.micro_batch_size, epochs=o.epochs, generator=self.generator, ref_model=self.ref_model,
-            ptx_batches=self.ptx_batches, after_step=self._qk_report,
+            ptx_batches=self.ptx_batches, after_step=self._qk_report, shard=self.shard,
         ).metrics()
 
     def evaluate(self, tasks: Sequence[Task] | None = None) -> dict[str, float]:
@@ -220,10 +202,41 @@ class GRPOTrainer:
         return report.metrics() if report is not None else {}
 
 
+def build_batch(collected: Collected, config: TrainConfig, pad_id: int) -> tuple[Batch | None, dict[str, float]]:
+    """Group-relative advantages for the rows of every group that can teach something, and the group counts."""
+    a = config.algorithm
+    rows, advantages, rewards, baselines = [], [], [], []
+    dropped = zero_var = 0
+    for group in collected.groups:
+        if len(group) < 2:  # nothing to compare a lone sibling with
+            dropped += 1
+            continue
+        r = torch.tensor([[s.reward for s in group]])  # (1, K)
+        if bool(rl.zero_variance_groups(r)[0]):
+            zero_var += 1
+            if a.filter_zero_variance:
+                continue
+        adv = rl.group_advantages(r, scale_by_std=config.scale_by_std)[0]  # (K,)
+        mean = float(r.mean())  # K2's baseline
+        for scored, advantage in zip(group, adv.tolist(), strict=True):
+            for row in scored.rows:  # every row of an episode carries the episode's advantage
+                rows.append(row)
+                advantages.append(advantage)
+                rewards.append(scored.reward)
+                baselines.append(mean)
+    counts = {m.GROUPS: float(len(collected.groups)), m.GROUPS_DROPPED: float(dropped),
+              m.ZERO_VARIANCE_GROUPS: float(zero_var), m.ROWS: float(len(rows)),
+              m.TOKENS: float(sum(sum(row.loss_mask) for row in rows))}
+    if not rows:
+        return None, counts
+    return make_batch(rows, pad_id, advantages=advantages, rewards=rewards, baselines=baselines), counts
+
+
 def update_policy(
     model: Any, step: OptimizerStep | Any, batch: Batch, s: LossSettings, *, minibatch_size: int,
     micro_batch_size: int, epochs: int = 1, generator: torch.Generator | None = None, ref_model: Any = None,
     ptx_batches: Sequence[Batch] = (), after_step: Callable[[], dict[str, float]] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> UpdateStats:
     """Run ``epochs`` shuffled passes of minibatch steps over ``batch``.
 
@@ -239,11 +252,15 @@ def update_policy(
         ref_model: Frozen reference for the KL term.
         ptx_batches: Supervised batches, one per optimizer step, cycled.
         after_step: Called after each optimizer step (QK-Clip); its dict is kept as metrics.
+        shard: ``(rank, world)`` of a data-parallel learner: it runs micro-batches ``rank, rank + world, ...``
+            of each minibatch (``step`` sums the gradients over the ranks).
     """
     if not isinstance(step, OptimizerStep):
         step = OptimizerStep(step if isinstance(step, (list, tuple)) else [step], max_grad_norm=s.max_grad_norm,
                              skip_grad_norm=s.skip_grad_norm)
     step.reset_counts()
+    if s.importance != "none":  # π_prox: the weights before this update's first step
+        batch.prox_logp = proximal_logprobs(model, batch, micro_batch_size)
     model.train()
     stats = UpdateStats(step)
     ptx_i = 0
@@ -252,7 +269,7 @@ def update_policy(
         for start in range(0, len(batch), minibatch_size):
             minibatch = batch.select(order[start : start + minibatch_size])
             step.zero_grad()
-            sums, reason = accumulate(model, minibatch, s, micro_batch_size, ref_model=ref_model)
+            sums, reason = accumulate(model, minibatch, s, micro_batch_size, ref_model=ref_model, shard=shard)
             if reason is None and s.ptx_weight > 0 and ptx_batches:
                 sums[m.PTX_LOSS] = ptx_backward(model, ptx_batches[ptx_i % len(ptx_batches)], s.ptx_weight)
                 ptx_i += 1
@@ -265,7 +282,7 @@ def update_policy(
 
 
 def accumulate(model: Any, minibatch: Batch, s: LossSettings, micro_batch_size: int, *,
-               ref_model: Any = None) -> tuple[dict[str, float], SkipReason | None]:
+               ref_model: Any = None, shard: tuple[int, int] = (0, 1)) -> tuple[dict[str, float], SkipReason | None]:
     """Back-propagate the minibatch's loss in micro-batches; returns (summed stats, skip reason or None).
 
     Every term is divided by the whole minibatch's count (tokens or sequences, ``Share``), so
@@ -274,23 +291,27 @@ def accumulate(model: Any, minibatch: Batch, s: LossSettings, micro_batch_size: 
     backward with reason ``nonfinite_loss`` (the caller drops the gradients).
     """
     totals: Counter[str] = Counter()
-    for micro, share in micro_batches(minibatch, micro_batch_size):
+    rank, world = shard
+    for micro, share in micro_batches(minibatch, micro_batch_size)[rank::world]:
         outputs = training_forward(model, micro.input_ids, micro.attention_mask)
         logits = outputs.logits[:, :-1]  # (B, T-1, V): position t predicts token t+1
         logp = rl.token_logprobs(logits, micro.input_ids[:, 1:])  # (B, T-1)
         old = micro.old_logp[:, 1:]  # (B, T-1) behaviour log-probs
         mask = micro.loss_mask[:, 1:]  # (B, T-1) 1 on sampled tokens
+        weight, is_stats = importance(micro, mask, s, share.tokens)  # (B, T-1) 1 without a correction
+        if micro.prox_logp is not None:  # decoupled PPO: clip against the learner's own pre-update policy
+            old = micro.prox_logp[:, 1:]
         # The policy objective: the K2 squared loss per sequence, or the clipped surrogate per token.
         if s.loss == "k2":
             per_seq = rl.k2_squared_loss(logp, old, micro.rewards, mask, tau=s.k2_tau, baseline=micro.baselines)  # (B,)
             policy = per_seq.sum() / share.sequences
         else:
             adv = micro.advantages[:, 1:] if micro.advantages.dim() == 2 else micro.advantages  # (B,) or (B, T-1)
-            per_tok = rl.clipped_surrogate(logp, old, adv, mask, eps_low=s.clip_low, eps_high=s.clip_high)  # (B, T-1)
+            per_tok = rl.clipped_surrogate(logp, old, adv, mask, eps_low=s.clip_low, eps_high=s.clip_high) * weight  # (B, T-1)
             policy = rl.aggregate(per_tok, mask, _AGGREGATION[s.loss], constant=s.constant,
                                   num_tokens=share.tokens, num_sequences=share.sequences)
         loss = policy
-        stats = {m.POLICY_LOSS: float(policy.detach())}
+        stats = {m.POLICY_LOSS: float(policy.detach()), **is_stats}
         with torch.no_grad():  # diagnostics: token means over the minibatch
             ratio = torch.exp(logp - old)  # (B, T-1)
             outside = ((ratio < 1 - s.clip_low) | (ratio > 1 + s.clip_high)).float()
@@ -318,3 +339,29 @@ def accumulate(model: Any, minibatch: Batch, s: LossSettings, micro_batch_size: 
         loss.backward()
         totals.update(stats)  # every stat is already a share of the minibatch's value
     return dict(totals), None
+
+
+def proximal_logprobs(model: Any, batch: Batch, micro_batch_size: int) -> torch.Tensor:
+    """``(B, T)`` the model's log-prob of every token (0 at position 0), without gradient: π_prox."""
+    out = torch.zeros_like(batch.old_logp)
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(batch), micro_batch_size):
+            ids = batch.input_ids[start : start + micro_batch_size]
+            logits = training_forward(model, ids, batch.attention_mask[start : start + micro_batch_size]).logits[:, :-1]
+            out[start : start + micro_batch_size, 1:] = rl.token_logprobs(logits, ids[:, 1:])  # (b, T-1)
+    return out
+
+
+def importance(micro: Batch, mask: torch.Tensor, s: LossSettings, tokens: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per-token weights of ``s.importance`` and the train-inference metrics (token means over the minibatch)."""
+    if micro.prox_logp is None:
+        return torch.ones_like(mask), {}
+    prox, behaviour = micro.prox_logp[:, 1:], micro.old_logp[:, 1:]  # (B, T-1)
+    weight = rl.importance_weights(prox, behaviour, mask, kind=s.importance, cap=s.importance_cap)
+    hit = rl.corrected_tokens(prox, behaviour, mask, kind=s.importance, cap=s.importance_cap)
+    return weight, {
+        m.IS_LOGPROB_GAP: float(rl.logprob_gap(prox, behaviour, mask).sum() / tokens),
+        m.IS_KL: float(rl.behaviour_kl(prox, behaviour, mask).sum() / tokens),
+        m.IS_CORRECTED_FRAC: float(hit.sum() / tokens),
+    }

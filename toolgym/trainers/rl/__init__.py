@@ -6,6 +6,7 @@ state or imports transformers. ``docs/training_math.md`` lists the formulas and 
 
 from toolgym.trainers.rl.advantages import group_advantages, zero_variance_groups
 from toolgym.trainers.rl.gae import gae, masked_whiten, terminal_rewards
+from toolgym.trainers.rl.importance import Correction, behaviour_kl, corrected_tokens, importance_weights, logprob_gap
 from toolgym.trainers.rl.logprobs import token_entropy, token_logprobs
 from toolgym.trainers.rl.losses import (
     Aggregation,
@@ -21,6 +22,11 @@ from toolgym.trainers.rl.losses import (
 
 __all__ = [
     "Aggregation",
+    "Correction",
+    "behaviour_kl",
+    "corrected_tokens",
+    "importance_weights",
+    "logprob_gap",
     "aggregate",
     "approx_kl",
     "clip_fraction",
