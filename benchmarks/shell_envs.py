@@ -8,6 +8,9 @@ Per backend (``bwrap``, ``local``, and ``docker`` when its backend, dockerd and 
 * **memory per live sandbox**: the proportional set size (PSS, shared pages split fairly) of
   every process of ``--live`` started sandboxes, divided by their number (bwrap and local; for
   docker the containers' own cgroup usage is what ``docker stats`` shows, not measured here);
+* **harness**: what the env does per episode outside the model's shell (median ms): a reset
+  with a 20-file import and the first command, ``write_file`` + ``read_file``, the workspace
+  digest, and ``run_isolated`` (how every catalog check runs);
 * **concurrent**: ``--concurrent`` sandboxes started together (in waves of ``--wave``), each
   then asked ``echo $i`` at once; the row says how many answered correctly, the time it took,
   the memory they used together, and how many processes and cgroup directories were left
@@ -19,6 +22,7 @@ For reference, the same ``echo`` commands run through plain ``subprocess.run(["b
 
     python benchmarks/shell_envs.py                        # full run: 1,000 bwrap shells, 50 containers
     python benchmarks/shell_envs.py --concurrent 100 --docker-concurrent 10   # a quick run
+    python benchmarks/shell_envs.py --backends bwrap       # bwrap only (1,000 live shells)
 """
 
 from __future__ import annotations
@@ -154,6 +158,32 @@ def measure_concurrent(backend: str, n: int, wave: int) -> dict[str, Any]:
     }
 
 
+def measure_harness(backend: str, repeats: int) -> dict[str, Any]:
+    """Median ms of what the harness does per episode, outside the model's shell."""
+    from toolgym.envs.shell.sandbox import tar_of_files
+
+    sb = run_sync(_start(backend))
+    files = tar_of_files({f"f{i}.txt": "x" * 100 for i in range(20)})
+
+    def median_ms(fn: Any, n: int = repeats) -> float:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return 1000 * statistics.median(times)
+
+    row = {
+        "backend": backend,
+        "reset_import_ms": median_ms(lambda: (sb.sync.reset_session(), sb.sync.import_tar(files), sb.sync.run("true"))),
+        "write_read_ms": median_ms(lambda: (sb.sync.write_file("a.txt", "hello"), sb.sync.read_file("a.txt"))),
+        "digest_ms": median_ms(sb.sync.workspace_digest),
+        "run_isolated_ms": median_ms(lambda: sb.sync.run_isolated("true"), max(3, repeats // 3)),
+    }
+    run_sync(sb.close())
+    return row
+
+
 def measure_subprocess(commands: int) -> dict[str, Any]:
     """The reference: each command in a fresh ``bash -c`` through ``subprocess.run``, no sandbox."""
     latencies = []
@@ -177,19 +207,24 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=1000, help="bwrap sandboxes live at once")
     parser.add_argument("--docker-concurrent", type=int, default=50)
     parser.add_argument("--wave", type=int, default=50, help="sandboxes started together")
+    parser.add_argument("--backends", nargs="*", default=["bwrap", "local", "docker"], help="which backends to measure")
+    parser.add_argument("--harness-repeats", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 3 pipes per live sandbox
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     warnings.simplefilter("ignore", RuntimeWarning)  # the local backend's loud warning, once per start
     logging.getLogger("toolgym.envs.shell.local_backend").setLevel(logging.ERROR)
 
-    rows = [measure_backend("bwrap", args.starts, args.commands, args.live),
-            measure_backend("local", args.starts, args.commands, args.live)]
-    skip = docker_reason()
+    rows = [measure_backend(b, args.starts, args.commands, args.live) for b in ("bwrap", "local") if b in args.backends]
+    skip = docker_reason() if "docker" in args.backends else "not asked for (--backends)"
     if skip is None:
         rows.append(measure_backend("docker", max(3, args.starts // 4), args.commands, 0))
     rows.append(measure_subprocess(args.commands))
-    concurrent = [measure_concurrent("bwrap", args.concurrent, args.wave)]
+    harness = [measure_harness(b, args.harness_repeats) for b in ("bwrap", "local") if b in args.backends]
+    if skip is None:
+        harness.append(measure_harness("docker", max(3, args.harness_repeats // 3)))
+    concurrent = [measure_concurrent("bwrap", args.concurrent, args.wave)] if "bwrap" in args.backends else []
     if skip is None:
         concurrent.append(measure_concurrent("docker", args.docker_concurrent, 10))
 
@@ -201,6 +236,12 @@ def main() -> None:
         table.add_row(r["backend"], _f(r.get("start_p50_ms")), _f(r["commands_per_s"], 0), _f(r["latency_p50_ms"], 2),
                       _f(r["latency_p99_ms"], 2), _f(r.get("pss_per_sandbox_mb"), 2))
     console.print(table)
+    tools = Table(title="harness per episode, outside the model's shell (median ms)")
+    for col in ("backend", "reset+import+1st cmd", "write+read file", "digest", "run_isolated (a check)"):
+        tools.add_column(col, justify="right")
+    for r in harness:
+        tools.add_row(r["backend"], _f(r["reset_import_ms"], 1), _f(r["write_read_ms"], 2), _f(r["digest_ms"], 2), _f(r["run_isolated_ms"], 1))
+    console.print(tools)
     conc = Table(title="sandboxes live at once")
     for col in ("backend", "live", "answered", "start all s", "ask all s", "PSS total MB", "procs left", "cgroups left"):
         conc.add_column(col, justify="right")
@@ -210,12 +251,12 @@ def main() -> None:
     console.print(conc)
     if skip is not None:
         console.print(f"docker rows skipped: {skip}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "args": vars(args), "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "load_avg": os.getloadavg(), "backends": rows, "concurrent": concurrent, "docker_skipped": skip,
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "load_avg": os.getloadavg(), "backends": rows, "harness": harness, "concurrent": concurrent, "docker_skipped": skip,
     }, indent=2) + "\n")
-    console.print(f"wrote {RESULTS}")
+    console.print(f"wrote {args.out}")
 
 
 def _f(value: float | None, digits: int = 1) -> str:

@@ -116,3 +116,35 @@ def test_test_summaries_are_counted(ok, failures, errors):
     text = f"....\n{'-' * 70}\nRan {total} test{'s' if total != 1 else ''} in 0.004s\n\n{tail}\n"
     assert summary_counts(text) == {"passed": ok, "failed": failures, "errors": errors}
     assert summary_counts("no summary here") == {"passed": 0, "failed": 0, "errors": 0}
+
+
+_EPISODE_HASHES = """
+import hashlib, json, sys
+import toolgym
+from toolgym.envs.catalog.shell.env import ShellTaskEnv
+from toolgym.envs.taskfile import load_tasks
+from toolgym.policies.scripted import ScriptedPolicy
+from toolgym.rollouts import run_episodes
+from toolgym.envs.catalog.shell.families_code import FAMILIES
+tasks = [t for t in load_tasks(ShellTaskEnv.eval_split) if t.metadata["family"] in FAMILIES][: len(FAMILIES)]
+episodes = run_episodes(lambda: toolgym.make("toolgym/shell-v0"), ScriptedPolicy.gold(tasks), tasks=tasks, concurrency=int(sys.argv[1]))
+for e in episodes:
+    seen = json.dumps([m.model_dump(mode="json") for m in e.messages], sort_keys=True) + e.final_state_digest
+    print(e.task.id, e.reward, hashlib.sha256(seen.encode()).hexdigest())
+"""
+
+
+def test_gold_episodes_are_identical_across_hash_seeds_and_concurrency():
+    """The code and git families (clock, commit ids, byte-code caches, test timings) in two processes."""
+    import os
+    import subprocess
+    import sys
+
+    runs = []
+    for seed, concurrency in (("1", "1"), ("2", "3")):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", _EPISODE_HASHES, concurrency], capture_output=True, text=True, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs.append(out.stdout.split("\n"))
+    assert len(runs[0]) >= 10 and all(" 1.0 " in line for line in runs[0] if line)
+    assert runs[0] == runs[1]

@@ -1,4 +1,4 @@
-"""Per-sandbox cgroup v1 directories (memory, pids, cpu), with an rlimit fallback.
+"""Per-sandbox cgroup v1 directories (memory, pids, cpu); the rlimit fallback is in ``bwrap_setup``.
 
 bwrap sets no resource limits of its own. As root on a cgroup v1 host, a sandbox gets a
 directory ``/sys/fs/cgroup/<controller>/toolgym/<owner pid>-<n>`` per controller, the limits
@@ -112,22 +112,6 @@ def _rmdirs(dirs: list[Path], wait_s: float) -> bool:
             break
         time.sleep(0.01)
     return not left
-
-
-def rlimit_fn(limits: SandboxLimits) -> Callable[[], None]:
-    """The fallback ``preexec_fn`` when cgroups are not writable: per-process rlimits.
-
-    Weaker than cgroups: memory is capped per process (address space), not per sandbox, and
-    RLIMIT_NPROC counts per real uid (and is not enforced for root).
-    """
-    mem = limits.memory_mb * 2**20
-
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.pids, limits.pids))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
 
 
 def live_dirs() -> list[Path]:

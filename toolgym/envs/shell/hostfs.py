@@ -108,7 +108,7 @@ class HostTree:
                     raise FileNotFoundError(f"no such file or directory: {name!r}")
                 elif not stat.S_ISDIR(st.st_mode):
                     raise NotADirectoryError(f"{name!r} is not a directory")
-                stack.append(os.open(name, _DIR, dir_fd=stack[-1]))
+                stack.append(_open(name, _DIR, stack[-1], st))
             return stack.pop(), ""
         finally:
             for fd in stack:
@@ -134,7 +134,7 @@ class HostTree:
                     raise IsADirectoryError(f"{path!r} is a directory; use list_dir")
                 if not stat.S_ISREG(st.st_mode):
                     raise OSError(f"{path!r} is not a regular file ({_kind(st.st_mode)}); it cannot be read as text")
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+                fd = _open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, parent, st)
                 try:
                     return _read_upto(fd, cap)
                 finally:
@@ -176,7 +176,7 @@ class HostTree:
                         raise FileNotFoundError(f"no such file or directory: {path!r}")
                     if not stat.S_ISDIR(st.st_mode):
                         raise NotADirectoryError(f"{path!r} is not a directory")
-                    fd = os.open(name, _DIR, dir_fd=parent)
+                    fd = _open(name, _DIR, parent, st)
                 else:
                     fd = os.dup(parent)
                 try:
@@ -274,6 +274,26 @@ class HostTree:
 # ---------------------------------------------------------------------------- helpers
 
 
+def _open(name: str, flags: int, dir_fd: int, st: os.stat_result | None = None) -> int:
+    """``os.open`` that also opens an entry whose mode shuts its owner out (``chmod 000``).
+
+    Root reads through any mode. An ordinary user (the sandbox runs as that user's uid, so it
+    owns everything in the workspace) lends itself read access for the moment of the open.
+    """
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except PermissionError:
+        st = st or os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if st.st_uid != os.geteuid():
+            raise
+        need = 0o500 if stat.S_ISDIR(st.st_mode) else 0o400
+        os.chmod(name, st.st_mode & 0o7777 | need, dir_fd=dir_fd, follow_symlinks=False)
+        try:
+            return os.open(name, flags, dir_fd=dir_fd)
+        finally:
+            os.chmod(name, st.st_mode & 0o7777, dir_fd=dir_fd, follow_symlinks=False)
+
+
 def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -347,7 +367,7 @@ def _add_dir(tar: tarfile.TarFile, dir_fd: int, prefix: str, notes: list[str]) -
         if stat.S_ISDIR(st.st_mode):
             info.type = tarfile.DIRTYPE
             tar.addfile(info)
-            sub = os.open(entry.name, _DIR, dir_fd=dir_fd)
+            sub = _open(entry.name, _DIR, dir_fd, st)
             try:
                 _add_dir(tar, sub, name + "/", notes)
             finally:
@@ -365,7 +385,7 @@ def _add_dir(tar: tarfile.TarFile, dir_fd: int, prefix: str, notes: list[str]) -
 
 
 def _add_file(tar: tarfile.TarFile, dir_fd: int, name: str, info: tarfile.TarInfo, st: os.stat_result) -> None:
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    fd = _open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd, st)
     try:
         extents = _extents(fd, st.st_size) if st.st_blocks * 512 < st.st_size else None
         if extents is None:

@@ -113,7 +113,36 @@ def tar_manifest(data: bytes) -> Manifest:
             if name in ("", "."):
                 continue
             out[name] = _entry(tar, member)
+            if name == ".git/index" or name.endswith("/.git/index"):
+                _canonical_git_index(tar, member, out[name])
     return dict(sorted(out.items()))
+
+
+def _canonical_git_index(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: dict[str, Any]) -> None:
+    """Hash a git index by what it means, not by when it was written.
+
+    The index caches each file's ctime, mtime, device, inode, owner and (for "racily clean"
+    entries, depending on timing) size; none of it is the repository's state, all of it
+    differs between runs. Those fields and the trailing checksum are zeroed; mode, blob id,
+    flags, path and the extensions stay. Formats other than v2/v3 are hashed as they are.
+    """
+    handle = tar.extractfile(member)
+    data = bytearray(handle.read() if handle is not None else b"")
+    if len(data) < 32 or data[:4] != b"DIRC" or int.from_bytes(data[4:8], "big") not in (2, 3):
+        return
+    at, count = 12, int.from_bytes(data[8:12], "big")
+    for _ in range(count):
+        if at + 62 > len(data):
+            return
+        data[at:at + 24] = bytes(24)  # ctime, mtime, dev, ino
+        data[at + 28:at + 40] = bytes(12)  # uid, gid, size
+        flags = int.from_bytes(data[at + 60:at + 62], "big")
+        fixed = 64 if flags & 0x4000 else 62  # v3 extended flags
+        end = data.find(b"\0", at + fixed)
+        if end < 0:
+            return
+        at += (end - at + 8) // 8 * 8  # entries are NUL-padded to a multiple of 8 bytes
+    entry["sha256"] = "gitindex:" + hashlib.sha256(bytes(data[:-20])).hexdigest()
 
 
 def manifest_digest(manifest: Manifest) -> str:
