@@ -27,6 +27,9 @@ class EndpointConfig(_Section):
     max_new_tokens: int = Field(default=512, ge=1)
     temperature: float = Field(default=0.7, ge=0)
     timeout_s: float = Field(default=120.0, gt=0)
+    token_ids: bool = True
+    """Ask for token ids (vLLM's extension, which ``toolgym serve`` speaks): the token cost counts them.
+    Set false for an endpoint that refuses the extension fields (the cost then reads 0)."""
     fallback: bool = True
     """``openai`` proposer: the deterministic operators fill in after an unusable reply (counted either way)."""
 

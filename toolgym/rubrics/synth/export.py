@@ -85,7 +85,10 @@ def write_dataset(rows: list[dict[str, Any]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
-        datasets.Dataset.from_list(rows, features=_features(bool(rows and "input_ids" in rows[0]))).save_to_disk(str(tmp / "data"))
+        features = _features(bool(rows and "input_ids" in rows[0]))
+        # By column, and one shard: a run that kept nothing still exports a 0-row dataset that loads.
+        columns = {k: [r[k] for r in rows] for k in features}
+        datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(tmp / "data"), num_shards=1)
         _swap(tmp / "data", path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

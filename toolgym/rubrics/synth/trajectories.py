@@ -60,7 +60,7 @@ def endpoint(cfg: EndpointConfig) -> Policy | None:
 
     if not cfg.base_url:
         raise ConfigError("an endpoint of kind 'openai' needs base_url (for example http://127.0.0.1:8000/v1, from `toolgym serve`)")
-    return OpenAIPolicy(cfg.base_url, cfg.model, token_ids=False, logprobs=False, timeout_s=cfg.timeout_s)
+    return OpenAIPolicy(cfg.base_url, cfg.model, token_ids=cfg.token_ids, logprobs=False, timeout_s=cfg.timeout_s)
 
 
 async def synthesize_episodes(tasks: Sequence[Task], agents: dict[str, AgentSpec], compiled: dict[str, CompiledTool],
