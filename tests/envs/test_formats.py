@@ -39,6 +39,8 @@ def test_render_then_parse_round_trips(name, content, calls):
     tool_calls = [ToolCall(id=f"functions.{n}:{i}", name=n, arguments=a) for i, (n, a) in enumerate(calls)]
     if name == "openai" and not tool_calls and content.startswith(("{", "[")):
         return  # plain JSON-looking text with no calls is simply content; nothing to round-trip
+    if name == "llama3_json" and not tool_calls and content.startswith("{"):
+        return  # a Llama turn opening with "{" is read as a (here broken) call, by design
     parsed = fmt.parse(fmt.render_turn(content, tool_calls))
     assert parsed.errors == []
     assert [(c.name, c.arguments) for c in parsed.tool_calls] == [(c.name, c.arguments) for c in tool_calls]

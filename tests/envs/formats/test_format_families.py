@@ -150,3 +150,30 @@ def test_every_format_renders_tools_and_results():
     for fmt in FORMATS.values():
         assert "get_weather" in fmt.render_tools([WEATHER])
         assert "sunny" in fmt.render_result(ToolMessage(tool_call_id="c0", name="get_weather", content="sunny"))
+
+
+ATOMIC = tuple(m for f in FORMATS.values() for m in getattr(f, "markers", ())) + ("<think>", "</think>", "<|eot_id|>")
+
+
+def _cuts(text: str) -> list[int]:
+    """Positions a generation can stop at: anywhere but inside a special-token marker."""
+    inside: set[int] = set()
+    for marker in ATOMIC:
+        start = text.find(marker)
+        while start >= 0:
+            inside.update(range(start + 1, start + len(marker)))
+            start = text.find(marker, start + 1)
+    return [i for i in range(1, len(text)) if i not in inside]
+
+
+@pytest.mark.parametrize("name", sorted(set(FORMATS) - {"openai"}))
+def test_half_a_call_is_never_an_answer(name):
+    """Every prefix of a rendered two-call turn (a generation stopped mid-call) is read as calls
+    or as an error, never as a clean final answer. (openai: text that does not yet say
+    "tool_calls" is plain content by that format's definition.)"""
+    fmt = get_format(name)
+    calls = [ToolCall(id=f"c{i}", name=f"f{i}", arguments={"q": f"v{i}", "n": [i]}) for i in range(2)]
+    text = fmt.render_turn("", calls)
+    for cut in _cuts(text):
+        parsed = fmt.parse(text[:cut], tools=[])
+        assert parsed.errors or parsed.tool_calls, (name, text[:cut])

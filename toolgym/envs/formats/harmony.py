@@ -86,7 +86,7 @@ class HarmonyFormat(TextFormat):
             content.append(body)
         elif channel == "commentary" and len(recipients) == 1 and recipients[0].startswith("functions."):
             name = recipients[0][len("functions.") :]
-            args = read_arguments(body)
+            args = read_arguments(body) if body.strip() else "the arguments are missing (a call with none sends {})"
             if not name:
                 turn.errors.append(ParseError(message="the recipient must be functions.NAME", snippet=snippet(header)))
             elif isinstance(args, str):

@@ -58,11 +58,23 @@ class Llama3JsonFormat(TextFormat):
                                snippet=snippet(rest.strip()))
                 )
             return turn
-        if '"name"' not in text:
+        if '"name"' not in text and not text.lstrip().startswith("{"):
             return ParsedTurn(content=text.strip())
         turn = ParsedTurn()
         turn.content = self._scan(text, id_prefix, turn).strip()
+        if not turn.tool_calls and not turn.errors and turn.content.startswith("{"):
+            self._opening_brace(turn)
         return turn
+
+    def _opening_brace(self, turn: ParsedTurn) -> None:
+        """A turn that opens with ``{`` is how every Llama call starts: if it is not JSON, it is
+        a call cut off (or garbled) before its name was complete, not an answer."""
+        end = json_end(turn.content, 0)
+        try:
+            loads(turn.content[:end] if end >= 0 else turn.content)
+        except (json.JSONDecodeError, ValueError):
+            turn.errors.append(ParseError(message=f"the turn opens like a call but is not valid JSON; a call is {self.syntax}",
+                                          snippet=snippet(turn.content)))
 
     def _scan(self, text: str, id_prefix: str, turn: ParsedTurn) -> str:
         """Read every call object in ``text`` into ``turn``; returns the text outside them."""

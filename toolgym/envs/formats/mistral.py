@@ -65,7 +65,7 @@ class MistralFormat(TextFormat):
         for segment in segments:
             if segment.lstrip().startswith("["):
                 self._read_list(segment, id_prefix, turn)
-            elif segment.strip():
+            else:  # an empty segment is a call cut off right after its marker: _read_named reports it
                 self._read_named(segment, f"{id_prefix}{len(turn.tool_calls) + len(turn.errors)}", turn)
         return turn
 
@@ -106,7 +106,7 @@ class MistralFormat(TextFormat):
         start = len(rest) - len(rest.lstrip())
         end = json_end(rest, start) if rest[start : start + 1] == "{" else -1
         raw = rest[start:end] if end >= 0 else rest
-        args = read_arguments(raw)
+        args = read_arguments(raw) if raw.strip() else "the arguments are missing (a call with none sends {})"
         if isinstance(args, str):
             turn.errors.append(ParseError(message=f"call to {clip(name)}: {args}", snippet=snippet(raw.strip())))
             return
