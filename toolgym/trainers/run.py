@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from toolgym.errors import ConfigError
 from toolgym.policies.hf_model import check_model_dir
@@ -92,8 +92,6 @@ def load_policy(config: TrainConfig) -> tuple[Any, Any]:
 
 
 def _end_ids(folder: Any, tokenizer: Any) -> list[int]:
-    from transformers import GenerationConfig
-
     try:
         configured = GenerationConfig.from_pretrained(folder).eos_token_id
     except OSError:  # no generation_config.json: the tokenizer's eos only

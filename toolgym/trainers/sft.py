@@ -20,20 +20,18 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 
 from toolgym.envs.types import Message, ToolSpec
 from toolgym.errors import ConfigError
 from toolgym.policies.chat import to_chat_dicts, tool_dicts
+from toolgym.trainers.batch import Batch
 from toolgym.trainers.moe import load_balancing_loss, router_spec
 from toolgym.trainers.optim import build_optimizer
 from toolgym.trainers.schedule import lr_factor
 from toolgym.trainers.step import OptimizerStep
-
-if TYPE_CHECKING:
-    from toolgym.trainers.batch import Batch
 
 
 @dataclass
