@@ -35,7 +35,9 @@ else:
 
 
 def instructions(tree: Path, fmt: str, mode: str) -> int:
-    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{ROOT / 'benchmarks'}", OMP_NUM_THREADS="1")
+    # A fixed hash seed: with random string hashing, dict and set layouts (and so the counts) move
+    # by a few percent between runs of the same tree.
+    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{ROOT / 'benchmarks'}", OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
     out = subprocess.run(
         ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", sys.executable, "-c", CHILD, fmt, mode],
         capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(), check=True,

@@ -69,6 +69,7 @@ class EnvSnapshot:
     rng_state: dict[str, Any]
     final_answer: str
     episode_seed: int = 0
+    """The seed of tool-call decisions (``CallContext.episode_seed``): a restored episode repeats them."""
 
 
 class ToolEnv(gymnasium.Env):
@@ -269,8 +270,8 @@ class ToolEnv(gymnasium.Env):
 
         ``info`` holds what the episode loop keeps: ``assistant`` (the turn as parsed),
         ``stop_reason``, ``errors``, ``faults``, ``tool_calls``, ``results``; ``final_answer``
-        after an answer turn and once the episode is over; ``state_digest`` once it is over. ``call_tool`` (set by wrappers)
-        replaces ``self.call_tool`` for this turn's calls.
+        after an answer turn and once the episode is over; ``state_digest`` once it is over.
+        ``call_tool`` (set by wrappers) replaces ``self.call_tool`` for this turn's calls.
         """
         turn, assistant = self._begin_step(action)
         admitted = self._admit(turn.tool_calls)
