@@ -32,8 +32,9 @@ from pathlib import Path
 from toolgym.envs.shell import bwrap_setup
 from toolgym.envs.shell.cgroups import SandboxCgroup, cgroups_writable, sweep_stale
 from toolgym.envs.shell.hostfs import HostTree
+from toolgym.envs.shell.protocol import DETERMINISM, command_line, high_fd, keeper_script
 from toolgym.envs.shell.sandbox import WORKSPACE, CommandResult, SandboxError, SandboxLimits, require_program
-from toolgym.envs.shell.session import DETERMINISM, BashSession, command_line, high_fd, keeper_script
+from toolgym.envs.shell.session import BashSession
 from toolgym.envs.shell.session_sandbox import SessionSandbox
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,8 @@ class BwrapSandbox(SessionSandbox):
     async def _close(self) -> None:
         if self.session is not None:
             await self.session.stop()
+        if self.as_root:
+            bwrap_setup.release_sandbox_uid(self.host_uid)
         if self.cgroup is not None and not await self.cgroup.aremove():
             raise SandboxError(f"cgroup {self.cgroup.name} still has processes after close")
 

@@ -41,6 +41,7 @@ _KEYCTL_JOIN_SESSION_KEYRING = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _keeper_path: str | None = None
+_live_uids: set[int] = set()
 
 
 def running_as_root() -> bool:
@@ -49,8 +50,22 @@ def running_as_root() -> bool:
 
 
 def new_sandbox_uid() -> int:
-    """A random uid of ``SANDBOX_UIDS`` (2^24 of them: two live sandboxes rarely share one)."""
-    return SANDBOX_UIDS.start + secrets.randbelow(len(SANDBOX_UIDS))
+    """A random uid of ``SANDBOX_UIDS`` that no live sandbox of this process holds.
+
+    Random rather than counted, so that other toolgym processes on the host rarely pick the
+    same (2^24 uids); sharing one only merges ``RLIMIT_NPROC`` accounting, as two sandboxes
+    never see each other's processes. Give it back with ``release_sandbox_uid``.
+    """
+    while True:
+        uid = SANDBOX_UIDS.start + secrets.randbelow(len(SANDBOX_UIDS))
+        if uid not in _live_uids:
+            _live_uids.add(uid)
+            return uid
+
+
+def release_sandbox_uid(uid: int) -> None:
+    """Mark ``uid`` free again (its sandbox is closed)."""
+    _live_uids.discard(uid)
 
 
 def quota_mb(limits: SandboxLimits) -> int:

@@ -13,8 +13,9 @@ import tempfile
 import warnings
 
 from toolgym.envs.shell.hostfs import HostTree
+from toolgym.envs.shell.protocol import DETERMINISM, command_line, keeper_script
 from toolgym.envs.shell.sandbox import CommandResult, SandboxError, SandboxLimits, _q
-from toolgym.envs.shell.session import DETERMINISM, BashSession, command_line, keeper_script
+from toolgym.envs.shell.session import BashSession
 from toolgym.envs.shell.session_sandbox import SessionSandbox
 
 log = logging.getLogger(__name__)

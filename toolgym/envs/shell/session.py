@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import os
 import secrets
 import signal
@@ -34,84 +33,20 @@ from collections.abc import Callable
 from typing import Any
 
 from toolgym.envs.shell.procs import descendants, kill_all, tree_of
-from toolgym.envs.shell.sandbox import CommandResult, SandboxError, _q
+from toolgym.envs.shell.protocol import (
+    GO_FD,
+    STATUS_FD,
+    Stream,
+    high_fd,
+    read_some,
+    set_done,
+    stream_text,
+)
+from toolgym.envs.shell.sandbox import CommandResult, SandboxError
 
 _MAX_DISCARD = 256 * 2**20
 """Past this many discarded bytes a command counts as a runaway writer and is stopped."""
-DETERMINISM = {
-    "TZ": "UTC",
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "SOURCE_DATE_EPOCH": "1767225600",
-    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00+00:00",
-    "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+00:00",
-}
-"""Environment that keeps episodes identical across runs: the task clock (2026-01-01) for git
-commits and tools honouring SOURCE_DATE_EPOCH, and no byte-code caches (a .pyc holds the
-source's mtime, which would put the wall clock into the workspace digest). What cannot be
-fixed: durations a program measures itself (``Ran 2 tests in 0.002s``) and the mtime of files
-the model creates (restored files all carry the task clock)."""
 
-STATUS_FD, GO_FD = 3, 4
-"""Where the keeper finds its two private pipes."""
-
-
-def keeper_script() -> str:
-    """The keeper loop (POSIX sh): one bash per sync line on fd 4, exit statuses on fd 3.
-
-    The keeper's own stderr goes to /dev/null (sh reports a killed child there: "Killed"),
-    and bash, in a subshell so that the keeper's fd 2 never changes, gets the session's back.
-    """
-    return (
-        "exec 5>&2 2>/dev/null; while read -r go <&4; do "
-        'while IFS= read -r line; do [ "$line" = "$go" ] && break; done; '
-        "(exec bash --noprofile --norc 2>&5 3>&- 4<&- 5>&-); echo $? >&3; done"
-    )
-
-
-def command_line(command: str) -> str:
-    """Bash that runs the model's ``command`` in the session shell, stdin from /dev/null.
-
-    Sourced from a here-string rather than ``eval``'d: an ``eval`` of text ending inside a
-    quote, a heredoc or after a lone backslash leaves bash's own parser mid-construct, so the
-    next line of the protocol fails to parse; a sourced file ends at its own EOF.
-    """
-    return f". /dev/fd/9 9<<<{_q(command)} </dev/null"
-
-
-class _Stream:
-    """Collects one pipe's bytes up to a cap while looking for the command's nonce."""
-
-    _HOLD = 64  # bytes held back so that a nonce split across two reads is still found
-
-    def __init__(self, cap: int | None):
-        self.cap = cap
-        self.kept = bytearray()
-        self.dropped = 0
-        self.pending = b""
-        self.found = False
-        self.tail = b""  # from the nonce on, once found
-
-    def feed(self, chunk: bytes, marker: bytes) -> None:
-        """Add ``chunk``; once ``marker`` shows up, ``found`` is set and ``tail`` starts with it."""
-        self.pending += chunk
-        at = self.pending.find(marker)
-        if at >= 0:
-            self._keep(self.pending[:at])
-            self.tail, self.pending, self.found = self.pending[at:], b"", True
-        elif len(self.pending) > self._HOLD:
-            self._keep(self.pending[: -self._HOLD])
-            self.pending = self.pending[-self._HOLD:]
-
-    def flush(self) -> None:
-        """Keep what is held back (the shell ended: no nonce will come)."""
-        if not self.found:
-            self._keep(self.pending)
-            self.pending = b""
-
-    def _keep(self, data: bytes) -> None:
-        room = len(data) if self.cap is None else max(0, self.cap - len(self.kept))
-        self.kept += data[:room]
-        self.dropped += len(data) - min(room, len(data))
 
 
 class BashSession:
@@ -214,7 +149,7 @@ class BashSession:
             if self._shell_alive:
                 await self._await_status(5.0)
             for fd in self._out_fds():  # what the dead wrote after their last command (traps, jobs)
-                while _read_some(fd):
+                while read_some(fd):
                     pass
             if between is not None:
                 between()
@@ -256,7 +191,7 @@ class BashSession:
         nonce = secrets.token_hex(12)
         line = f"{{ {script}\n}}; __tg_rc=$?; builtin printf '%s %d\\n' {nonce} $__tg_rc; builtin printf '%s\\n' {nonce} >&2\n"
         start = time.monotonic()
-        streams = {fd: _Stream(cap) for fd in self._out_fds()}
+        streams = {fd: Stream(cap) for fd in self._out_fds()}
         done = await self._collect(streams, nonce.encode(), timeout_s, line.encode())
         note, timed_out = "", done is None
         if timed_out:
@@ -271,7 +206,7 @@ class BashSession:
         assert done is not None
         return self._result(streams, done, nonce, start, note, timed_out)
 
-    def _result(self, streams: dict[int, _Stream], exited: bool, nonce: str, start: float, note: str, timed_out: bool) -> CommandResult:
+    def _result(self, streams: dict[int, Stream], exited: bool, nonce: str, start: float, note: str, timed_out: bool) -> CommandResult:
         so, se = streams.values()
         exit_code: int | None = None
         rest = so.tail[len(nonce):].decode(errors="replace").split()
@@ -286,7 +221,7 @@ class BashSession:
             note = (note + "; " if note else "") + f"output passed {_MAX_DISCARD // 2**20} MiB, so the command was stopped"
         dropped = so.dropped + se.dropped
         return CommandResult(
-            stdout=_text(so, "stdout"), stderr=_text(se, "stderr"), exit_code=exit_code, timed_out=timed_out,
+            stdout=stream_text(so, "stdout"), stderr=stream_text(se, "stderr"), exit_code=exit_code, timed_out=timed_out,
             truncated=dropped > 0, duration_s=round(time.monotonic() - start, 6), note=note,
         )
 
@@ -308,7 +243,7 @@ class BashSession:
         assert self.proc is not None and self.proc.stdout is not None and self.proc.stderr is not None
         return [self.proc.stdout.fileno(), self.proc.stderr.fileno()]
 
-    async def _collect(self, streams: dict[int, _Stream], nonce: bytes, timeout_s: float, data: bytes = b"") -> bool | None:
+    async def _collect(self, streams: dict[int, Stream], nonce: bytes, timeout_s: float, data: bytes = b"") -> bool | None:
         """Read until both streams show ``nonce`` (False) or the shell exits (True); None on timeout."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
@@ -321,7 +256,7 @@ class BashSession:
             stream = streams[fd]
             if stream.found:
                 return
-            chunk = _read_some(fd)
+            chunk = read_some(fd)
             if chunk is None:
                 return
             if not chunk:  # EOF: the whole sandbox is gone
@@ -340,7 +275,7 @@ class BashSession:
         def on_status() -> None:
             if self._read_statuses():
                 for fd, stream in streams.items():  # what the dead shell wrote is already in the pipes
-                    while not stream.found and (chunk := _read_some(fd)):
+                    while not stream.found and (chunk := read_some(fd)):
                         stream.feed(chunk, nonce)
                     stream.flush()
                 finish(True)
@@ -365,7 +300,7 @@ class BashSession:
     def _read_statuses(self) -> bool:
         """Take the exit statuses the keeper reported; True when a shell ended."""
         got = False
-        while (chunk := _read_some(self._status_fd)):
+        while (chunk := read_some(self._status_fd)):
             self._status_buf += chunk
         while b"\n" in self._status_buf:
             line, self._status_buf = self._status_buf.split(b"\n", 1)
@@ -391,7 +326,7 @@ class BashSession:
                 view = view[os.write(fd, view):]
             except BlockingIOError:
                 ready = loop.create_future()
-                loop.add_writer(fd, _set_done, ready)
+                loop.add_writer(fd, set_done, ready)
                 try:
                     await ready
                 finally:
@@ -492,35 +427,3 @@ class BashSession:
                     pass
                 os.close(fd)
         self._status_fd = self._go_fd = -1
-
-
-def high_fd(fd: int) -> int:
-    """A close-on-exec duplicate of ``fd`` numbered 10 or more (clear of the keeper's 3 and 4)."""
-    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
-
-
-def _read_some(fd: int) -> bytes | None:
-    """One read: bytes, b"" at EOF, None when nothing is there now."""
-    try:
-        return os.read(fd, 65536)
-    except (BlockingIOError, InterruptedError):
-        return None
-    except OSError:
-        return b""
-
-
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _text(stream: _Stream, name: str) -> str:
-    text = bytes(stream.kept).decode("utf-8", errors="replace")
-    if stream.dropped:
-        text += f"\n[... {name} truncated: {stream.dropped} more bytes not shown ...]\n"
-    return text
-
-
-def quote(text: str) -> str:
-    """Single-quote ``text`` for bash (re-exported for backends)."""
-    return _q(text)
