@@ -211,3 +211,18 @@ def test_a_check_cannot_forge_its_status_change_the_workspace_or_outlive_its_lim
     assert sb.sync.workspace_digest() == digest  # neither check changed the workspace
     after = sb.sync.run("pwd; echo $V; ps -u 1000 -o args= | grep -c '^sleep'")
     assert after.stdout.split() == ["/workspace/sub", "7", "0"]  # the model's shell kept its state
+
+
+def test_root_processes_are_out_of_the_models_reach(sb):
+    """The keeper and every harness process run as the container's root: no signal, ptrace or /proc peek."""
+    sb.sync.reset_session()
+    probe = (
+        "for p in $(ps -u 0 -o pid=); do kill -0 $p 2>&1; cat /proc/$p/environ 2>&1 | head -c 60; echo; done; "
+        "python3 -c \"import ctypes, subprocess; libc = ctypes.CDLL(None, use_errno=True); "
+        "pids = subprocess.run(['ps', '-u', '0', '-o', 'pid='], capture_output=True, text=True).stdout.split(); "
+        "print('ptrace', sorted({libc.ptrace(16, int(p), 0, 0) for p in pids}), ctypes.get_errno())\""
+    )
+    out = sb.sync.run(probe).stdout
+    assert out.count("Operation not permitted") >= 2 and out.count("Permission denied") >= 2
+    assert "ptrace [-1] 1" in out  # EPERM for every root process
+    assert sb.sync.run("echo alive").stdout == "alive\n"
