@@ -25,6 +25,7 @@ host-made copy of the workspace.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -179,12 +180,12 @@ class BwrapSandbox(SessionSandbox):
         Nothing of the model's session, processes, /tmp or IPC exists there, and what the
         command writes (caches, reports) does not reach this workspace.
         """
-        data, _ = self._host().export_tar()
+        data, _ = await asyncio.to_thread(self._host().export_tar)
         check = BwrapSandbox(self.limits, use_cgroups=self.use_cgroups)
         try:
             await check._start()
             check.started = True
-            check._host().import_tar(data)
+            await asyncio.to_thread(check._host().import_tar, data)
             return await check._run(command, timeout_s)
         finally:
             check.closed = True

@@ -23,6 +23,7 @@ import os
 import resource
 import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 
@@ -139,17 +140,35 @@ def keeper_binary() -> str:
     """Host path of an execute-only copy of ``sh``, the sandbox's keeper.
 
     A process that execs a file it may not read is not dumpable, so no other process of the
-    sandbox (same uid) can open the keeper's ``/proc/1/fd`` pipes or ptrace it.
+    sandbox (same uid) can open the keeper's ``/proc/1/fd`` pipes or ptrace it. One copy per
+    host user, at a fixed place (``/run/toolgym-keeper`` for root), rewritten atomically by each
+    process, so a killed process leaves nothing new behind.
     """
     global _keeper_path
     if _keeper_path is None or not os.path.exists(_keeper_path):
-        folder = tempfile.mkdtemp(prefix="toolgym-keeper-")
-        os.chmod(folder, 0o711)  # the launcher, once unprivileged, must still reach the file
-        path = os.path.join(folder, "sh")
-        shutil.copyfile(os.path.realpath("/bin/sh"), path)
-        os.chmod(path, 0o111)
-        _keeper_path = path
+        folder = _keeper_folder()
+        fd, tmp = tempfile.mkstemp(dir=folder)
+        with open(os.path.realpath("/bin/sh"), "rb") as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.chmod(tmp, 0o111)
+        os.replace(tmp, os.path.join(folder, "sh"))
+        _keeper_path = os.path.join(folder, "sh")
     return _keeper_path
+
+
+def _keeper_folder() -> str:
+    """A directory only this user can write, that the sandbox's uid can traverse (mode 0711)."""
+    uid = os.geteuid()
+    folder = "/run/toolgym-keeper" if uid == 0 else os.path.join(tempfile.gettempdir(), f"toolgym-keeper-{uid}")
+    try:
+        os.mkdir(folder, 0o711)
+    except FileExistsError:
+        pass
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
+        folder = tempfile.mkdtemp(prefix="toolgym-keeper-")  # someone else's (or a link): never trust it
+    os.chmod(folder, 0o711)
+    return folder
 
 
 def _keyctl() -> None:
