@@ -130,6 +130,8 @@ def test_hostile_file_kinds_are_measured_exported_and_restored_exactly(sb):
     manifest = snap.manifest
     assert manifest["sparse"]["size"] == 2**40 and manifest["locked/inner/f"]["mode"] == "0000"
     assert manifest["pipe"]["type"] == "other" and "sock" not in manifest  # a socket cannot be archived
+    check = sb.sync.run_isolated("ls | wc -l; rm -rf many; chmod 777 locked", 30)  # the check sees all, changes nothing
+    assert (check.exit_code, check.stdout) == (0, "13\n") and sb.sync.workspace_digest() == snap.digest
     sb.sync.import_tar(tar_of_files({}))
     sb.sync.restore(snap)
     assert sb.sync.workspace_digest() == snap.digest

@@ -191,7 +191,8 @@ class DockerSandbox(Sandbox):
                 tmpfs={  # exec: ./script.sh must run; nosuid, nodev are Docker's defaults
                     WORKSPACE: f"size={lim.workspace_mb}m,exec,uid={MODEL_UID},gid={MODEL_UID},mode=0755",
                     "/tmp": f"size={tmp_mb}m,exec,mode=1777",
-                    SCRATCH: f"size={lim.workspace_mb}m,mode=0700",  # the harness's own (a check's saved workspace)
+                    # The harness's own: a check's copy of the workspace plus the check's output.
+                    SCRATCH: f"size={2 * lim.workspace_mb + 16}m,mode=0700",
                 },
                 shm_size=f"{shm_mb}m", ipc_mode="private",
                 mem_limit=f"{lim.memory_mb}m", memswap_limit=f"{lim.memory_mb}m", pids_limit=lim.pids,

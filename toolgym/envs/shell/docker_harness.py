@@ -128,20 +128,20 @@ trap '[ "$keep" = none ] || /bin/kill -CONT "$keep" 2>/dev/null' EXIT
 # meanwhile) or "none", $2 = seconds, $3 = the command, $4 = bytes of output kept. Every other
 # model process is killed before (nothing the model left running can touch the check) and after
 # (nothing the check started outlives it). The check runs as the model's uid in a clean
-# environment in the workspace; the workspace is saved first to a root-only tmpfs and put back
-# after, so the check cannot change it. Its output goes to root-only files, so the first line of
+# environment in the workspace; the workspace is copied first (cp -a: modes, owners, links,
+# holes, FIFOs) to a root-only tmpfs and put back after, so the check cannot change it. Its output goes to root-only files, so the first line of
 # stdout (exit status and stdout size) and this script's exit status are the harness's alone.
 RUN_ISOLATED = _KILL_FN + rf"""
-trap '[ "$keep" = none ] || /bin/kill -CONT "$keep" 2>/dev/null; /bin/rm -f {SCRATCH}/*' EXIT
+trap '[ "$keep" = none ] || /bin/kill -CONT "$keep" 2>/dev/null; /bin/rm -rf {SCRATCH}/ws {SCRATCH}/out {SCRATCH}/err' EXIT
 tg_kill_model || exit 1
-/bin/tar -C {WORKSPACE} --sparse -cf {SCRATCH}/pre.tar . || exit 1
+mode=$(/usr/bin/stat -c %a {WORKSPACE}) && /bin/mkdir {SCRATCH}/ws && /bin/cp -a {WORKSPACE}/. {SCRATCH}/ws/ || exit 1
 cd {WORKSPACE} || exit 1
 /usr/bin/timeout -s KILL "$2" {" ".join(AS_MODEL)} /usr/bin/env -i PATH={SHELL_PATH} HOME=/tmp LANG=C.UTF-8 \
     /bin/bash --noprofile --norc -c "$3" </dev/null >{SCRATCH}/out 2>{SCRATCH}/err
 rc=$?
 cd / && tg_kill_model || exit 1
 /usr/bin/find {WORKSPACE} -mindepth 1 -maxdepth 1 -exec /bin/rm -rf -- {{}} + || exit 1
-{" ".join(AS_MODEL)} /bin/tar -C {WORKSPACE} --no-same-owner --preserve-permissions -xf - <{SCRATCH}/pre.tar || exit 1
+/bin/cp -a {SCRATCH}/ws/. {WORKSPACE}/ && /bin/chmod "$mode" {WORKSPACE} || exit 1
 printf '%s %s %s\n' "$rc" "$(/usr/bin/stat -c %s {SCRATCH}/out)" "$(/usr/bin/stat -c %s {SCRATCH}/err)"
 /usr/bin/head -c "$4" {SCRATCH}/out
 /usr/bin/head -c "$4" {SCRATCH}/err >&2
