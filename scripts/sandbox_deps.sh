@@ -72,7 +72,7 @@ stop_dockerd() {
     while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
 }
 if docker info >/dev/null 2>&1 && { [ "$USERNS" = 0 ] || dockerd_remapped; }; then
-    done_step dockerd "already answering"
+    done_step dockerd "already answering ($(dockerd_remapped && echo with || echo WITHOUT) user-namespace remap)"
 else
     if docker info >/dev/null 2>&1; then
         log "dockerd runs without --userns-remap: restarting it with the remap"
