@@ -359,7 +359,9 @@ class ToolEnv(gymnasium.Env):
             raise ResetNeeded(f"the episode already ended ({self._stop.value}); call env.reset() to start another")
         self._turns += 1
         if isinstance(action, str):
-            turn = self.format.parse(action, id_prefix=f"call_{self._turns}_", tools=self.toolbox.specs())
+            # only formats that write values as bare text need the specs (building them costs ~8k instructions)
+            tools = self.toolbox.specs() if getattr(self.format, "typed_values", False) else None
+            turn = self.format.parse(action, id_prefix=f"call_{self._turns}_", tools=tools)
             raw: str | None = action
         elif isinstance(action, ParsedTurn):
             turn, raw = screen_structured(action), None

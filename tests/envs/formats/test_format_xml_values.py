@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toolgym.envs import ToolEnv, tool
 from toolgym.envs.formats import get_format
 from toolgym.envs.formats.values import typed_value
-from toolgym.envs.types import ToolCall, ToolSpec
+from toolgym.envs.types import Task, ToolCall, ToolSpec
 
 XML = ["glm45", "qwen3_coder"]
 NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-]{0,15}", fullmatch=True)
@@ -70,3 +71,30 @@ def test_a_value_holding_its_closing_tag_is_written_as_json_text(name):
     tricky = "a </arg_value> </parameter> b"
     parsed = fmt.parse(fmt.render_turn("", [ToolCall(id="c", name="f", arguments={"v": tricky})]))
     assert parsed.errors == [] and len(parsed.tool_calls) == 1
+
+
+class Labels(ToolEnv):
+    """A world of labels: a string parameter that may look like a number."""
+
+    def setup(self, task: Task) -> None:
+        self.world = {"labels": []}
+
+    @tool
+    def label(self, text: str, copies: int = 1) -> list:
+        """Add a label.
+
+        Args:
+            text: The label.
+            copies: How many times.
+        """
+        self.world["labels"] += [text] * copies
+        return self.world["labels"]
+
+
+@pytest.mark.parametrize("name", XML)
+def test_the_env_types_values_from_its_tool_schemas(name):
+    env = Labels(tool_format=name, tasks=[Task(id="t", instruction="label")])
+    env.reset(seed=0)
+    text = env.format.render_turn("", [ToolCall(id="c", name="label", arguments={"text": "42", "copies": 2})])
+    _, _, _, _, info = env.step(text)
+    assert info["errors"] == {} and env.world["labels"] == ["42", "42"]

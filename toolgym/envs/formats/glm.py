@@ -36,6 +36,7 @@ class GLM45Format(TextFormat):
     name = "glm45"
     syntax = f"{OPEN}NAME\\n{KEY}KEY{KEY_END}\\n{VALUE}VALUE{VALUE_END}\\n{CLOSE}"
     markers = MARKERS
+    typed_values = True
     stops = ("<|user|>", "<|observation|>", "<|endoftext|>")
 
     def parse_calls(self, text: str, id_prefix: str, tools: Sequence[ToolSpec] | None) -> ParsedTurn:

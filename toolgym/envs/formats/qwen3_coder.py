@@ -35,6 +35,7 @@ class Qwen3CoderFormat(TextFormat):
     name = "qwen3_coder"
     syntax = f"{OPEN}\\n{FUNC}NAME>\\n{PARAM}KEY>\\nVALUE\\n{PARAM_END}\\n{FUNC_END}\\n{CLOSE}"
     markers = MARKERS
+    typed_values = True
     stops = ("<|im_end|>",)
 
     def parse_calls(self, text: str, id_prefix: str, tools: Sequence[ToolSpec] | None) -> ParsedTurn:

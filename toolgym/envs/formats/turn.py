@@ -28,6 +28,8 @@ class TextFormat:
     """Reasoning block tags split off before calls are read."""
     stops: ClassVar[tuple[str, ...]] = ()
     """End-of-turn markers a decoder may leave at the end of the text; dropped."""
+    typed_values: ClassVar[bool] = False
+    """Argument values are bare text typed from the tool schemas: ``parse`` needs ``tools``."""
 
     def parse(self, text: str, id_prefix: str = "call_", tools: Sequence[ToolSpec] | None = None) -> ParsedTurn:
         """Split ``text`` into reasoning, content and calls; never raises.
