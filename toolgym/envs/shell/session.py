@@ -197,7 +197,7 @@ class BashSession:
         if timed_out:
             self.kill_children()
             note = f"the command ran past its {timeout_s:g} s limit; its processes (background jobs included) were killed"
-            done = await self._collect(streams, nonce.encode(), 1.0)
+            done = await self._collect(streams, nonce.encode(), 0.5)
             if done is None:  # the shell itself was busy (a builtin loop): end it
                 self.kill_shell()
                 done = await self._collect(streams, nonce.encode(), 5.0)
