@@ -1,0 +1,93 @@
+"""Placing the roles: join or start Ray, and refuse placements the cluster cannot hold, before any work.
+
+``preflight(config)`` runs before a model is loaded: it joins the cluster (``system.address``,
+checked to answer first) or starts Ray locally, sums what every role asks for (env actors,
+inference workers, learners, per ``system.*_cpus``/``*_gpus``/``resources``) against what the
+cluster has, and asks every ``system.engine_urls`` server for a token-id completion. Each
+failure is a ``ConfigError`` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from toolgym.errors import ConfigError
+from toolgym.trainers.config import SystemSection, TrainConfig
+
+
+def connect(s: SystemSection) -> None:
+    """Join ``s.address`` or start Ray on this machine (once per process)."""
+    import ray
+
+    from toolgym.rollouts.ray_cluster import check_address
+
+    if ray.is_initialized():
+        return
+    if s.address not in (None, "auto"):
+        check_address(s.address)
+    if s.address is None:
+        ray.init(num_cpus=s.ray_num_cpus, include_dashboard=False, log_to_driver=False)
+        return
+    try:
+        ray.init(address=s.address, log_to_driver=False)
+    except (ConnectionError, RuntimeError, TimeoutError) as exc:
+        raise ConfigError(f"system.address {s.address!r}: could not join the Ray cluster ({exc}); is `ray start --head` running there?") from None
+
+
+def role_demands(s: SystemSection) -> dict[str, Counter[str]]:
+    """What each role asks of the cluster in total: {"env": {"CPU": ...}, "inference": ..., "learner": ...}."""
+    roles = {
+        "env": (s.env_actors if s.pool == "ray" else 0, {"CPU": s.env_actor_cpus}),
+        "inference": (s.inference_workers, {"CPU": s.inference_cpus, "GPU": s.inference_gpus}),
+        "learner": (s.learners if s.learner_backend == "ray_train" else 0, {"CPU": s.learner_cpus, "GPU": s.learner_gpus}),
+    }
+    out: dict[str, Counter[str]] = {}
+    for role, (count, each) in roles.items():
+        wants: Counter[str] = Counter()
+        for name, amount in {**each, **s.resources.get(role, {})}.items():
+            if amount:
+                wants[name] += count * amount
+        out[role] = wants
+    return out
+
+
+def check_placement(s: SystemSection, total: dict[str, float]) -> None:
+    """Refuse roles that ask for more of a resource than the cluster has, naming the fields to lower."""
+    demands = role_demands(s)
+    needed: Counter[str] = Counter()
+    for wants in demands.values():
+        needed.update(wants)
+    for name, need in needed.items():
+        have = float(total.get(name, 0.0))
+        if need > have + 1e-9:
+            parts = ", ".join(f"{role} {w[name]:g}" for role, w in demands.items() if w.get(name))
+            fields = {"CPU": "system.env_actor_cpus / inference_cpus / learner_cpus", "GPU": "system.inference_gpus / learner_gpus"}
+            raise ConfigError(
+                f"the roles ask for {need:g} {name} ({parts}) but the Ray cluster has {have:g}: lower "
+                f"{fields.get(name, 'system.resources')} or the counts (system.env_actors, inference_workers, learners), "
+                "or join a larger cluster (system.address / --ray-address)"
+            )
+
+
+def preflight(config: TrainConfig) -> None:
+    """Every system check that needs no model: cluster, placement, engine URLs."""
+    import ray
+
+    s = config.system
+    if s.mode == "inprocess" and s.pool == "local":
+        return
+    for i, url in enumerate(s.engine_urls if s.engine == "openai" else []):
+        from toolgym.trainers.system.inference import check_engine_url
+
+        check_engine_url(url, f"system.engine_urls[{i}]")
+    connect(s)
+    if s.mode != "inprocess":
+        check_placement(s, ray.cluster_resources())
+
+
+def remote_options(s: SystemSection, role: str) -> dict[str, Any]:
+    """``.options(...)`` of one actor of ``role`` ("env", "inference" or "learner")."""
+    cpus = {"env": s.env_actor_cpus, "inference": s.inference_cpus, "learner": s.learner_cpus}[role]
+    gpus = {"env": 0.0, "inference": s.inference_gpus, "learner": s.learner_gpus}[role]
+    return {"num_cpus": cpus, "num_gpus": gpus, "resources": dict(s.resources.get(role, {}))}
