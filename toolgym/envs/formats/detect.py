@@ -25,15 +25,17 @@ _TEXT_SIGNS: tuple[tuple[str, tuple[str, ...], re.Pattern[str] | None], ...] = (
     ("qwen3_coder", ("<function=", "<parameter="), None),
     # an OpenAI message holds Llama-looking {"name": ..., "arguments": ...} objects: test it first
     ("openai", (), re.compile(r'"tool_calls"\s*:\s*\[')),
-    ("hermes", (), re.compile(r"<tool_call>\s*\{")),
+    ("hermes", ("<tool_call>\n{", "<tool_call>{"), re.compile(r"<tool_call>\s*\{")),
     ("llama3_json", ("<|python_tag|>",), re.compile(r'\{\s*"name"\s*:\s*"[^"]*"\s*,\s*"(?:parameters|arguments)"\s*:')),
 )
 
 
-def format_seen(text: str, own: str, own_markers: Iterable[str] = ()) -> str | None:
+def format_seen(text: str, own: str, own_markers: Iterable[str] = (), patterns: bool = True) -> str | None:
     """The first other format whose call markers appear in ``text``, or None.
 
     A marker the env's own format also uses (``own_markers``) proves nothing and is skipped.
+    ``patterns=False`` looks for fixed markers only: the JSON shapes of Llama and OpenAI calls
+    also occur inside other formats' calls, so they only count in text outside any call.
     """
     if "<" not in text and "[" not in text and "{" not in text:
         return None  # every sign holds one of these: most answers end here
@@ -41,7 +43,7 @@ def format_seen(text: str, own: str, own_markers: Iterable[str] = ()) -> str | N
     for name, markers, pattern in _TEXT_SIGNS:
         if name == own:
             continue
-        if any(m in text for m in markers if m not in skip) or (pattern is not None and pattern.search(text)):
+        if any(m in text for m in markers if m not in skip) or (patterns and pattern is not None and pattern.search(text)):
             return name
     return None
 

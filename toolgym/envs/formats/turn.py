@@ -58,7 +58,7 @@ class TextFormat:
         # A call the own parser took no notice of must not pass as an answer: if a known format's
         # markers remain (in the content, or anywhere when the turn is already broken), name it.
         look_at = text if errors else turn.content
-        seen = format_seen(look_at, self.name, self.markers) if look_at else None
+        seen = format_seen(look_at, self.name, self.markers, patterns=not errors) if look_at else None
         if seen is not None:
             errors.append(
                 ParseError(
