@@ -28,6 +28,7 @@ from toolgym.errors import ToolgymError
 
 Difficulty = Literal["easy", "medium", "hard"]
 DIFFICULTY_PLANS: dict[str, int] = {"easy": 1, "medium": 2, "hard": 3}
+DEFAULT_DIFFICULTY: dict[Difficulty, float] = {"easy": 0.5, "medium": 0.35, "hard": 0.15}
 """Requests combined in one task, per difficulty label."""
 
 
@@ -41,7 +42,7 @@ class PopulationConfig(BaseModel):
     """Tasks over all agents (spread evenly, agents in turn)."""
     min_tools: int = Field(default=3, ge=1)
     max_tools: int = Field(default=8, ge=1)
-    difficulty: dict[Difficulty, float] = Field(default_factory=lambda: {"easy": 0.5, "medium": 0.35, "hard": 0.15})
+    difficulty: dict[Difficulty, float] = Field(default_factory=lambda: dict(DEFAULT_DIFFICULTY))
     """Relative frequency of each label (keys among easy, medium, hard)."""
     shard_size: int = Field(default=1000, ge=1)
     """Tasks per cache shard."""

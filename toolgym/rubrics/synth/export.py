@@ -65,9 +65,10 @@ def add_token_rows(rows: list[dict[str, Any]], tokenizer_path: str) -> None:
     for row in rows:
         messages = [_for_template(m) for m in row["messages"]]
         tools = json.loads(row["tools"])
-        encoded = tok.apply_chat_template(messages, tools=tools or None, tokenize=True)
+        encoded: Any = tok.apply_chat_template(messages, tools=tools or None, tokenize=True)
         # Newer transformers return an encoding (a mapping), older ones the id list.
-        row["input_ids"] = [int(i) for i in (encoded["input_ids"] if hasattr(encoded, "keys") else encoded)]
+        ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+        row["input_ids"] = [int(i) for i in ids]
 
 
 def _for_template(m: dict[str, Any]) -> dict[str, Any]:
