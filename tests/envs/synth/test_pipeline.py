@@ -86,7 +86,9 @@ def test_registered_envs_replay_their_gold_actions(run):
     ids = register_run(run.out)
     try:
         assert ids == run.env_ids
-        for env_id in ids[:4]:
+        evolved_clinic = {r.name for r in run.tools if r.domain == "clinic_api" and r.operator != "seed"}
+        assert evolved_clinic and any(set(a.tools) & evolved_clinic for a in run.agents)  # OpenAPI tools evolved, and are used
+        for env_id in ids:
             tasks = [Task.model_validate(t) for t in map(json.loads, (run.out / "tasks.jsonl").read_text().splitlines())
                      if t["metadata"]["agent"] == env_id.split("/")[1][:-3]]
             episodes = run_episodes(env_id, ScriptedPolicy.gold(tasks), tasks=tasks)
