@@ -76,7 +76,9 @@ class ToolEnv(gymnasium.Env):
     """Base class of tool-use environments.
 
     Args:
-        tool_format: How assistant text encodes tool calls ("hermes", "openai", "kimi_k2").
+        tool_format: How assistant text encodes tool calls: a name in ``toolgym.envs.formats.FORMATS``
+            ("hermes", "openai", "kimi_k2", "deepseek", "llama3_json", "glm45", "qwen3_coder", "harmony",
+            "mistral"); for a model's own template see ``toolgym.envs.formats.detect_format``.
         tasks: Tasks to draw from when ``reset`` is given none (by the seeded RNG).
         user: A simulated user who answers the assistant's tool-free turns (None: solo mode,
             the first answer ends the episode). See ``toolgym.envs.users``.
