@@ -159,10 +159,16 @@ def tasks_for(agent_index: int, n_agents: int, n_tasks: int) -> range:
 
 
 def task_rows(agents: Sequence[AgentSpec], compiled: dict[str, CompiledTool], cfg: PopulationConfig, seed: int,
-              start: int, stop: int) -> list[JsonDict]:
-    """Tasks ``start:stop`` of the global order (agent ``i % n``, its task ``i // n``), replayed: rows of tasks or failures."""
+              start: int, stop: int, envs: dict[str, SimulatedToolEnv] | None = None) -> list[JsonDict]:
+    """Tasks ``start:stop`` of the global order (agent ``i % n``, its task ``i // n``), replayed: rows of tasks or failures.
+
+    Args:
+        envs: Agent envs to reuse across calls (a shard meets every agent; building the env is
+            the costly part of a replay). Without it, envs are built here and closed at the end.
+    """
     rows: list[JsonDict] = []
-    envs: dict[str, SimulatedToolEnv] = {}
+    owned = envs is None
+    envs = {} if envs is None else envs
     for i in range(start, stop):
         agent = agents[i % len(agents)]
         try:
@@ -177,8 +183,9 @@ def task_rows(agents: Sequence[AgentSpec], compiled: dict[str, CompiledTool], cf
             rows.append({"task": task.model_dump(mode="json", exclude_defaults=True)})
         else:
             rows.append({"failure": ItemFailure(stage="tasks", item=task.id, kind="gold_replay_failed", message=problem).model_dump(mode="json")})
-    for env in envs.values():
-        env.close()
+    if owned:
+        for env in envs.values():
+            env.close()
     return rows
 
 
@@ -209,13 +216,16 @@ def build_tasks(agents: Sequence[AgentSpec], compiled: dict[str, CompiledTool], 
     """
     tasks: list[Task] = []
     failures: list[ItemFailure] = []
+    envs: dict[str, SimulatedToolEnv] = {}
     start, size = 0, min(cfg.shard_size, cfg.tasks)
     while len(tasks) < cfg.tasks and start < 2 * cfg.tasks + size:
         stop = start + size
-        for row in shard(f"s{start // size:05d}", lambda a=start, b=stop: task_rows(agents, compiled, cfg, seed, a, b)):
+        for row in shard(f"s{start // size:05d}", lambda a=start, b=stop: task_rows(agents, compiled, cfg, seed, a, b, envs)):
             if "task" in row and len(tasks) < cfg.tasks:
                 tasks.append(Task.model_validate(row["task"]))
             elif "failure" in row:
                 failures.append(ItemFailure.model_validate(row["failure"]))
         start = stop
+    for env in envs.values():
+        env.close()
     return tasks, failures
