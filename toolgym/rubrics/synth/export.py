@@ -85,6 +85,8 @@ def write_dataset(rows: list[dict[str, Any]], path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    quiet = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # the run has its own progress display; the user's setting is restored below
     try:
         features = _features(bool(rows and "input_ids" in rows[0]))
         # By column, and one shard: a run that kept nothing still exports a 0-row dataset that loads.
@@ -93,6 +95,8 @@ def write_dataset(rows: list[dict[str, Any]], path: Path) -> None:
         _swap(tmp / "data", path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not quiet:
+            datasets.enable_progress_bars()
 
 
 def _features(tokens: bool) -> Any:
