@@ -48,9 +48,11 @@ GROUP = f"root:x:0:\nsandbox:x:{UID}:\nnogroup:x:65534:\n"
 HOSTS = "127.0.0.1 localhost sandbox\n::1 localhost\n"
 KEEPER = "/.keeper"
 """Where the keeper binary sits inside the sandbox (its argv[0])."""
-INIT = f"cd {WORKSPACE}; umask 022; set +m; /usr/bin/ipcrm -a 2>/dev/null"
-"""Run by every new shell before the model's first command (no model state exists yet):
-System V IPC objects are the one kind of state outside the file system."""
+INIT = f"cd {WORKSPACE}; umask 022; set +m"
+"""Run by every new shell before the model's first command."""
+IPC_WIPE = "/usr/bin/ipcrm -a 2>/dev/null"
+"""Run by the first shell after a reset, before anything of the model's exists: System V IPC
+objects are the one kind of state outside the file system (a new sandbox has none)."""
 WIPED = ("tmp", "dev/shm")
 """Writable places besides the workspace (HOME is the workspace), emptied at every reset."""
 
@@ -158,7 +160,7 @@ class BwrapSandbox(SessionSandbox):
         return await self._session().execute(command_line(command), timeout_s, cap=self.limits.output_bytes)
 
     async def _reset_session(self) -> None:
-        await self._session().restart_shell(between=self._wipe_places)
+        await self._session().restart_shell(between=self._wipe_places, prelude=IPC_WIPE)
 
     def _wipe_places(self) -> None:
         """Empty /tmp and /dev/shm from the host (every process of the sandbox is dead by now)."""

@@ -79,6 +79,7 @@ class BashSession:
         self._statuses: list[int] = []
         self._shell_alive = False
         self._pending_init = False
+        self._prelude = ""
         self._runaway = False
         self._lock: asyncio.Lock | None = None
 
@@ -134,10 +135,12 @@ class BashSession:
             await self.stop()
             raise SandboxError(f"the sandbox shell did not start ({' '.join(self.argv[:1])}): {detail}")
 
-    async def restart_shell(self, between: Callable[[], Any] | None = None) -> None:
+    async def restart_shell(self, between: Callable[[], Any] | None = None, prelude: str = "") -> None:
         """A fresh bash: every process but the keeper killed, then ``between()`` (e.g. wiping
-        /tmp), then a new shell with a clean environment; the next command runs ``init`` first."""
+        /tmp), then a new shell with a clean environment; the next command runs ``init`` and
+        ``prelude`` first (in the new shell, before anything of the model's exists)."""
         async with self._locked():
+            self._prelude = prelude
             self._read_statuses()
             if self._pending_init and self._shell_alive:
                 # Nothing ran since the last restart killed everything: the shell is fresh
@@ -186,8 +189,8 @@ class BashSession:
         if not self._shell_alive:  # the model's last command ended its shell
             await self._go()
         if self._pending_init:
-            self._pending_init = False
-            script = f"{self.init}\n{script}"
+            self._pending_init, prelude, self._prelude = False, self._prelude, ""
+            script = f"{self.init}\n{prelude}\n{script}" if prelude else f"{self.init}\n{script}"
         nonce = secrets.token_hex(12)
         line = f"{{ {script}\n}}; __tg_rc=$?; builtin printf '%s %d\\n' {nonce} $__tg_rc; builtin printf '%s\\n' {nonce} >&2\n"
         start = time.monotonic()
