@@ -84,6 +84,9 @@ class PolicyTurn(BaseModel):
     """Behaviour log-probability of each generated id (same length as ``token_ids``)."""
     finish_reason: Literal["stop", "length", "error"] = "stop"
     error: PolicyError | None = None
+    routed_experts: list[list[list[int]]] | None = None
+    """MoE policies recording routing: per generated id, per MoE layer, the top-k expert ids of
+    the forward position that sampled it (for routing replay; see ``toolgym.policies.routing``)."""
 
 
 @runtime_checkable

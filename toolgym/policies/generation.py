@@ -14,6 +14,10 @@ This is toolgym's own decoding loop rather than ``model.generate``, for three gu
   are the same quantity).
 * **Router logits off.** MoE models generate with ``output_router_logits`` forced off,
   since transformers fails to generate with it on.
+* **Routed experts on request.** With ``record_routing=True`` each sampled token also gets,
+  per MoE layer, the top-k experts of the forward position whose logits sampled it (the
+  prompt's last token for the first, the previous sampled token after that); a trainer
+  replays them (``toolgym.policies.routing``, routing replay).
 
 Finished rows are dropped from the batch (and the KV cache) as they end.
 """
@@ -53,6 +57,8 @@ class Generated(BaseModel):
     text: str
     """The decoded ids without a final end-of-turn token; a stop string that ended the turn is kept."""
     finish_reason: Literal["stop", "length"]
+    routed_experts: list[list[list[int]]] | None = None
+    """With ``record_routing``: per sampled id, per MoE layer, the top-k experts of the position that sampled it."""
 
 
 GREEDY_BELOW = 1e-5
@@ -120,6 +126,7 @@ class _Row:
         self.generator = torch.Generator().manual_seed(job.seed & SEED_MASK)
         self.ids: list[int] = []
         self.logprobs: list[float] = []
+        self.routed: list[list[list[int]]] = []
         self.finish: Literal["stop", "length"] | None = None
         self.checked = 0  # characters of decoded text already searched for stop strings
 
@@ -133,7 +140,7 @@ class _Row:
 
 def generate_batch(
     model: Any, jobs: Sequence[GenerationJob], *, pad_id: int, end_ids: set[int], max_context: int,
-    decode: Callable[[list[int]], str],
+    decode: Callable[[list[int]], str], record_routing: bool = False,
 ) -> list[Generated]:
     """Continue every job's prompt in one batch; see the module docstring for the guarantees.
 
@@ -144,16 +151,22 @@ def generate_batch(
         end_ids: Ids that end a turn (kept in ``token_ids``, dropped from ``text``).
         max_context: Longest sequence (prompt plus generation) the model accepts.
         decode: Token ids to text, special tokens kept.
+        record_routing: Record each sampled token's routed experts (``Generated.routed_experts``);
+            a model whose routers cannot be recorded raises ``RoutingError`` before any forward.
     """
     import torch
 
+    from toolgym.policies.routing import RoutingHooks, last_position_routing
+
     rows = [_Row(j, min(j.sampling.max_new_tokens, max_context - len(j.prompt_ids))) for j in jobs]
     device = next(model.parameters()).device
-    with torch.inference_mode(), router_logits_off(model):
+    hooks = RoutingHooks(model, field="record_routing") if record_routing else None
+    with torch.inference_mode(), router_logits_off(model), hooks or contextlib.nullcontext():
         logits, cache, mask, positions = _prefill(model, jobs, pad_id, device)
         live = list(range(len(rows)))  # batch position -> row index
         while live:
-            _sample_step([rows[i] for i in live], logits, device, end_ids, decode)
+            routed = last_position_routing(hooks, len(live)).tolist() if hooks else None  # (B, L, k)
+            _sample_step([rows[i] for i in live], logits, device, end_ids, decode, routed)
             keep = [b for b, i in enumerate(live) if rows[i].finish is None]
             if not keep:
                 break
@@ -192,8 +205,9 @@ def _prefill(model: Any, jobs: Sequence[GenerationJob], pad_id: int, device: Any
     return out.logits[:, -1, :].float(), out.past_key_values, mask, position_ids[:, -1:]
 
 
-def _sample_step(rows: list[_Row], logits: Any, device: Any, end_ids: set[int], decode: Callable[[list[int]], str]) -> None:
-    """Sample one token for each live row, record its raw log-prob and check the stop rules."""
+def _sample_step(rows: list[_Row], logits: Any, device: Any, end_ids: set[int], decode: Callable[[list[int]], str],
+                 routed: list[list[list[int]]] | None = None) -> None:
+    """Sample one token for each live row, record its raw log-prob (and routing) and check the stop rules."""
     import torch
 
     temperature = torch.tensor([r.job.sampling.temperature for r in rows], device=device)
@@ -201,9 +215,11 @@ def _sample_step(rows: list[_Row], logits: Any, device: Any, end_ids: set[int], 
     uniforms = torch.tensor([r.draw() for r in rows], device=device)
     tokens = sample_tokens(logits, temperature, top_p, uniforms)  # (B,)
     raw = torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)  # (B,)
-    for row, token, logprob in zip(rows, tokens.tolist(), raw.tolist(), strict=True):
+    for b, (row, token, logprob) in enumerate(zip(rows, tokens.tolist(), raw.tolist(), strict=True)):
         row.ids.append(token)
         row.logprobs.append(logprob)
+        if routed is not None:
+            row.routed.append(routed[b])  # (L, k): the experts of the position these logits came from
         if token in end_ids or _hit_stop_string(row, decode):
             row.finish = "stop"
         elif len(row.ids) >= row.budget:
@@ -222,4 +238,5 @@ def _hit_stop_string(row: _Row, decode: Callable[[list[int]], str]) -> bool:
 
 def _result(row: _Row, end_ids: set[int], decode: Callable[[list[int]], str]) -> Generated:
     body = row.ids[:-1] if row.ids and row.ids[-1] in end_ids else row.ids
-    return Generated(token_ids=row.ids, logprobs=row.logprobs, text=decode(body), finish_reason=row.finish or "length")
+    return Generated(token_ids=row.ids, logprobs=row.logprobs, text=decode(body), finish_reason=row.finish or "length",
+                     routed_experts=row.routed if row.routed else None)

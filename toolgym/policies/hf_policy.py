@@ -44,6 +44,9 @@ class HFPolicy:
         history_rewrite: What a turn does when the template renders history differently from
             what was sampled: ``"new_row"`` (prompt = deployment rendering; the rows start anew,
             counted as forks) or ``"keep_row"`` (keep the sampled ids; see ``ChatRenderer``).
+        record_routing: Record each sampled token's routed experts per MoE layer
+            (``PolicyTurn.routed_experts``) for routing replay; a model whose routers cannot be
+            recorded (dense, unknown MoE) raises here.
 
     Example:
         ``policy = HFPolicy.from_pretrained(cached_tiny_model("kimi"))`` then
@@ -53,9 +56,15 @@ class HFPolicy:
     def __init__(
         self, model: Any, tokenizer: Any, *, max_batch_size: int = 32, max_context: int | None = None,
         chat_template_kwargs: dict[str, Any] | None = None, history_rewrite: HistoryRewrite = "new_row",
+        record_routing: bool = False,
     ):
         if max_batch_size < 1:
             raise ConfigError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if record_routing:
+            from toolgym.policies.routing import moe_gates
+
+            moe_gates(model, field="record_routing")  # fails before any work for a dense or unknown MoE model
+        self.record_routing = record_routing
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
@@ -75,7 +84,7 @@ class HFPolicy:
     def from_pretrained(
         cls, model_dir: str | os.PathLike[str], *, device: str = "cpu", dtype: str = "float32",
         max_batch_size: int = 32, max_context: int | None = None, chat_template_kwargs: dict[str, Any] | None = None,
-        history_rewrite: HistoryRewrite = "new_row",
+        history_rewrite: HistoryRewrite = "new_row", record_routing: bool = False,
     ) -> HFPolicy:
         """Load a policy from a local model folder.
 
@@ -87,7 +96,7 @@ class HFPolicy:
         model, tokenizer = load_model_and_tokenizer(model_dir, device=device, dtype=dtype)
         return cls(
             model, tokenizer, max_batch_size=max_batch_size, max_context=max_context,
-            chat_template_kwargs=chat_template_kwargs, history_rewrite=history_rewrite,
+            chat_template_kwargs=chat_template_kwargs, history_rewrite=history_rewrite, record_routing=record_routing,
         )
 
     # ------------------------------------------------------------------ Policy protocol
@@ -163,7 +172,7 @@ class HFPolicy:
             return list(
                 generate_batch(
                     self.model, jobs, pad_id=self.pad_id, end_ids=self.end_ids, max_context=self.max_context,
-                    decode=self._decode,
+                    decode=self._decode, record_routing=self.record_routing,
                 )
             )
         except Exception as exc:  # the model failed: this batch's requests fail, the rollout goes on
@@ -180,7 +189,7 @@ def _to_turn(job: GenerationJob, result: Generated | PolicyError) -> PolicyTurn:
         return PolicyTurn(prompt_token_ids=job.prompt_ids, finish_reason="error", error=result)
     return PolicyTurn(
         text=result.text, prompt_token_ids=job.prompt_ids, token_ids=result.token_ids, logprobs=result.logprobs,
-        finish_reason=result.finish_reason,
+        finish_reason=result.finish_reason, routed_experts=result.routed_experts,
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from toolgym.policies.generation import (
     router_logits_off,
 )
 from toolgym.policies.hf_policy import HFPolicy, _overflow
+from toolgym.policies.routing import RoutingHooks, last_position_routing
 from toolgym.policy import PolicyError
 
 
@@ -54,10 +56,14 @@ class DecodeEngine:
         end_ids: Ids that end a turn.
         max_context: Longest prompt plus generation.
         decode: Token ids to text, special tokens kept.
+        record_routing: Record each sampled token's routed experts (``Generated.routed_experts``).
     """
 
-    def __init__(self, model: Any, *, pad_id: int, end_ids: set[int], max_context: int, decode: Callable[[list[int]], str]):
+    def __init__(self, model: Any, *, pad_id: int, end_ids: set[int], max_context: int, decode: Callable[[list[int]], str],
+                 record_routing: bool = False):
         self.model, self.pad_id, self.end_ids, self.max_context, self.decode = model, pad_id, end_ids, max_context, decode
+        self.hooks = RoutingHooks(model, field="record_routing") if record_routing else None
+        self.routed: list[Any] = []  # with hooks: (L, k) experts of each row's last forward position
         self.keys: list[int] = []
         """Caller's key of each live row, in batch order."""
         self.rows: list[_Row] = []
@@ -77,7 +83,7 @@ class DecodeEngine:
         """
         import torch
 
-        with torch.inference_mode(), router_logits_off(self.model):
+        with torch.inference_mode(), router_logits_off(self.model), self.hooks or contextlib.nullcontext():
             if drop:
                 self._select([b for b, key in enumerate(self.keys) if key not in drop])
             if admit:
@@ -85,7 +91,7 @@ class DecodeEngine:
             if not self.rows:
                 return []
             device = self.logits.device
-            _sample_step(self.rows, self.logits, device, self.end_ids, self.decode)
+            _sample_step(self.rows, self.logits, device, self.end_ids, self.decode, self.routed if self.hooks else None)
             done = [(key, _result(row, self.end_ids, self.decode)) for key, row in zip(self.keys, self.rows, strict=True) if row.finish]
             if done:
                 self._select([b for b, row in enumerate(self.rows) if row.finish is None])
@@ -95,7 +101,7 @@ class DecodeEngine:
 
     def reset(self) -> None:
         """Forget every row (after a failed step)."""
-        self.keys, self.rows = [], []
+        self.keys, self.rows, self.routed = [], [], []
         self.cache = self.mask = self.positions = self.logits = None
 
     # ------------------------------------------------------------------ batch surgery
@@ -110,6 +116,8 @@ class DecodeEngine:
             input_ids=step, attention_mask=self.mask, position_ids=self.positions, past_key_values=self.cache, use_cache=True
         )
         self.logits = out.logits[:, -1, :].float()  # (B, V)
+        if self.hooks:
+            self.routed = last_position_routing(self.hooks, len(self.rows)).tolist()  # (B, L, k)
 
     def _join(self, admit: Sequence[tuple[int, GenerationJob]]) -> None:
         """Prefill the admitted prompts and append them to the batch."""
@@ -118,6 +126,8 @@ class DecodeEngine:
         jobs = [job for _, job in admit]
         logits, cache, mask, positions = _prefill(self.model, jobs, self.pad_id, self.logits.device if self.rows else _device(self.model))
         rows = [_Row(job, min(job.sampling.max_new_tokens, self.max_context - len(job.prompt_ids))) for job in jobs]
+        if self.hooks:
+            self.routed = self.routed + last_position_routing(self.hooks, len(jobs)).tolist()  # (B, L, k)
         if not self.rows:
             self.cache, self.mask, self.positions, self.logits = cache, mask, positions, logits
         else:
@@ -146,6 +156,7 @@ class DecodeEngine:
         self.cache.batch_select_indices(index)
         self.mask, self.positions, self.logits = self.mask[index], self.positions[index], self.logits[index]
         self.keys, self.rows = [self.keys[b] for b in keep], [self.rows[b] for b in keep]
+        self.routed = [self.routed[b] for b in keep] if self.hooks else []
         # A long row that left may leave leading columns that are padding for every remaining row.
         first = int(self.mask.any(dim=0).int().argmax())
         if first > 0:
@@ -207,7 +218,7 @@ class Scheduler:
         self.policy, self.max_batch, self.wait_s, self.continuous = policy, max_batch, wait_s, continuous
         self.engine = DecodeEngine(
             policy.model, pad_id=policy.pad_id, end_ids=policy.end_ids, max_context=policy.max_context,
-            decode=policy._decode,
+            decode=policy._decode, record_routing=policy.record_routing,
         )
         self.steps = 0
         """Decode steps run so far."""

@@ -176,6 +176,7 @@ def create_app(
         return {
             "status": "ok", "batches": scheduler.batches, "jobs": scheduler.jobs, "steps": scheduler.steps,
             "running": scheduler.running, "waiting": scheduler.waiting, "chat_prompts": dict(prompts),
+            "weights_version": app.state.weights_version,
         }
 
     @app.get("/v1/models")
@@ -215,9 +216,39 @@ def create_app(
             return _failure(error, result)
         return JSONResponse(_completion_response(policy, model_name, body, prompt, result).model_dump(exclude_none=True))
 
+    async def weights(request: Request) -> Any:
+        # A trainer's weight sync (toolgym.trainers.system): a torch.save'd state_dict on this machine, loaded on
+        # the model's own thread, so it lands between decode steps; requests after it see the new version.
+        body = await read_request(request, WeightUpdate, max_body_bytes)
+        try:
+            await asyncio.get_running_loop().run_in_executor(policy.executor, _load_weights, policy, body.path)
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise BadRequest(f"path: cannot load weights from {body.path!r}: {_short(exc)}") from None
+        app.state.weights_version = body.version
+        return JSONResponse({"version": body.version})
+
+    app.state.weights_version = 0
     app.add_route("/v1/chat/completions", chat, methods=["POST"])
     app.add_route("/v1/completions", completions, methods=["POST"])
+    app.add_route("/v1/weights", weights, methods=["POST"])
     return app
+
+
+class WeightUpdate(BaseModel):
+    """``POST /v1/weights``: load new weights into the served model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    """A ``torch.save``'d ``state_dict`` readable by the server (tensors only: loaded with ``weights_only``)."""
+    version: int = Field(ge=0)
+    """The policy version these weights are (reported back, and by ``/health``)."""
+
+
+def _load_weights(policy: HFPolicy, path: str) -> None:
+    import torch
+
+    policy.model.load_state_dict(torch.load(path, map_location=policy.model.device, weights_only=True))
 
 
 async def _submit_watching(scheduler: Scheduler, job: GenerationJob, request: Any) -> Generated | PolicyError:
@@ -303,6 +334,11 @@ def _usage(prompt: list[int], result: Generated) -> Usage:
     return Usage(prompt_tokens=len(prompt), completion_tokens=len(result.token_ids), total_tokens=len(prompt) + len(result.token_ids))
 
 
+def _routing(result: Generated) -> dict[str, Any]:
+    """toolgym extension ``routed_experts`` (per generated id, per MoE layer, top-k ids) when the policy records routing."""
+    return {"routed_experts": result.routed_experts} if result.routed_experts is not None else {}
+
+
 def _chat_response(policy: HFPolicy, model: str, body: ChatCompletionRequest, prompt: list[int], result: Generated) -> ChatCompletionResponse:
     logprobs = None
     if body.logprobs:
@@ -313,7 +349,7 @@ def _chat_response(policy: HFPolicy, model: str, body: ChatCompletionRequest, pr
         logprobs = ChoiceLogprobs(content=entries)
     choice = ChatChoice(
         message=WireMessage(role="assistant", content=result.text), finish_reason=result.finish_reason, logprobs=logprobs,
-        token_ids=result.token_ids if body.return_token_ids else None,
+        token_ids=result.token_ids if body.return_token_ids else None, **_routing(result),
     )
     return ChatCompletionResponse(
         id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model, choices=[choice],
@@ -329,7 +365,7 @@ def _completion_response(policy: HFPolicy, model: str, body: CompletionRequest, 
     choice = CompletionChoice(
         text=result.text, finish_reason=result.finish_reason, logprobs=logprobs,
         token_ids=result.token_ids if body.return_token_ids else None,
-        prompt_token_ids=prompt if body.return_token_ids else None,
+        prompt_token_ids=prompt if body.return_token_ids else None, **_routing(result),
     )
     return CompletionResponse(
         id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model, choices=[choice], usage=_usage(prompt, result)

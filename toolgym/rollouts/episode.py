@@ -25,6 +25,8 @@ class TurnRecord(BaseModel):
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
     finish_reason: Literal["stop", "length", "error"] = "stop"
+    routed_experts: list[list[list[int]]] | None = None
+    """Per generated id, per MoE layer, the top-k experts that sampled it (``PolicyTurn.routed_experts``)."""
     tool_calls: int = 0
     """Calls parsed from this turn."""
     errors: dict[str, int] = Field(default_factory=dict)

@@ -73,6 +73,10 @@ class TokenRow(BaseModel):
     """The row holds the episode's last turn (its stop reason applies to this row)."""
     terminated: bool
     truncated: bool
+    routed_experts: list[list[list[int]]] | None = None
+    """Routing replay: aligned with ``input_ids``, per token the top-k experts of each MoE layer at
+    the position that sampled it (``TurnRecord.routed_experts``); ``[]`` on tokens not sampled or
+    sampled without a record. ``None`` when no turn of the row recorded routing."""
     reward: float | None = None
     """Left to the trainer (episode score, advantage...); rows carry no reward of their own."""
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -155,6 +159,8 @@ class _Builder:
         self.prompt_len = len(prompt)
         self.spans: list[tuple[int, int]] = []
         self.turns: list[int] = []
+        self.routed: list[list[list[int]]] = [[] for _ in prompt]
+        self.any_routed = False
 
     def add(self, turn: TurnRecord, index: int) -> None:
         prompt = turn.prompt_token_ids or []
@@ -162,6 +168,10 @@ class _Builder:
         self.ids += observation
         self.mask += [0] * len(observation)
         self.logprobs += [0.0] * len(observation)
+        self.routed += [[] for _ in observation]
+        ids, routed = turn.token_ids or [], turn.routed_experts
+        self.routed += routed if routed is not None and len(routed) == len(ids) else [[] for _ in ids]
+        self.any_routed = self.any_routed or (routed is not None and len(routed) == len(ids))
         start = len(self.ids)
         self.ids += turn.token_ids or []
         self.mask += [1] * len(turn.token_ids or [])
@@ -175,6 +185,7 @@ class _Builder:
             loss_mask=list(self.mask), behaviour_logprobs=list(self.logprobs), prompt_len=self.prompt_len,
             turn_spans=list(self.spans), turn_indices=list(self.turns), ends_episode=ends,
             terminated=ends and episode.terminated, truncated=ends and episode.truncated,
+            routed_experts=[list(r) for r in self.routed] if self.any_routed else None,
         )
 
 
@@ -188,7 +199,8 @@ def collate(rows: Sequence[TokenRow], pad_id: int) -> dict[str, Any]:
 
     Returns:
         ``input_ids`` (B, T) long, padded with ``pad_id``; ``attention_mask`` (B, T) long;
-        ``loss_mask`` (B, T) float32; ``behaviour_logprobs`` (B, T) float32, 0 off the mask.
+        ``loss_mask`` (B, T) float32; ``behaviour_logprobs`` (B, T) float32, 0 off the mask;
+        ``routed_experts`` (B, T, L, k) long, -1 where a token has no record, only when a row has one.
         Token ``t`` of a row is predicted from position ``t - 1``: a trainer compares
         ``log_softmax(logits[:, :-1]).gather(input_ids[:, 1:])`` with ``behaviour_logprobs[:, 1:]``.
     """
@@ -207,4 +219,28 @@ def collate(rows: Sequence[TokenRow], pad_id: int) -> dict[str, Any]:
         attention[b, :n] = 1
         mask[b, :n] = torch.tensor(r.loss_mask, dtype=torch.float32)
         logprobs[b, :n] = torch.tensor(r.behaviour_logprobs, dtype=torch.float32)
-    return {"input_ids": ids, "attention_mask": attention, "loss_mask": mask, "behaviour_logprobs": logprobs}
+    out = {"input_ids": ids, "attention_mask": attention, "loss_mask": mask, "behaviour_logprobs": logprobs}
+    if any(r.routed_experts is not None for r in rows):
+        out["routed_experts"] = collate_routing(rows, width)
+    return out
+
+
+def collate_routing(rows: Sequence[TokenRow], width: int) -> Any:
+    """``(B, width, L, k)`` long tensor of the rows' ``routed_experts``, -1 where a token has none."""
+    import torch
+
+    shapes = {(len(e), len(e[0])) for r in rows for e in r.routed_experts or [] if e}
+    if len(shapes) != 1:
+        raise ValueError(f"routed_experts: every record must be (MoE layers, top_k) of one model, got shapes "
+                         f"{sorted(shapes)}; rows from different models cannot share a batch")
+    (layers, k), = shapes
+    out = torch.full((len(rows), width, layers, k), -1, dtype=torch.long)  # (B, T, L, k)
+    for b, r in enumerate(rows):
+        records = r.routed_experts or []
+        if records and len(records) != len(r.input_ids):
+            raise ValueError(f"routed_experts of row {r.episode_id!r} has {len(records)} entries for "
+                             f"{len(r.input_ids)} tokens; it must be aligned with input_ids")
+        recorded = [t for t, entry in enumerate(records) if entry]
+        if recorded:
+            out[b, recorded] = torch.tensor([records[t] for t in recorded], dtype=torch.long)  # (n, L, k)
+    return out

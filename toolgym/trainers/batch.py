@@ -37,6 +37,7 @@ class Batch:
     returns: torch.Tensor | None = None  # (B, T)
     old_values: torch.Tensor | None = None  # (B, T)
     prox_logp: torch.Tensor | None = None  # (B, T) the learner's log-probs before the update (importance corrections)
+    routed_experts: torch.Tensor | None = None  # (B, T, L, k) long: experts that sampled token t, -1 if none (routing replay)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -51,7 +52,7 @@ class Batch:
                 out[f.name] = None
                 continue
             value = value[index]
-            out[f.name] = value[:, :width] if value.dim() == 2 else value
+            out[f.name] = value[:, :width] if value.dim() >= 2 else value
         return Batch(**out)
 
     @property
@@ -69,7 +70,7 @@ def make_batch(rows: Sequence[TokenRow], pad_id: int, *, advantages: Sequence[fl
         input_ids=t["input_ids"], attention_mask=t["attention_mask"], loss_mask=t["loss_mask"],
         old_logp=t["behaviour_logprobs"], advantages=torch.tensor(list(advantages), dtype=torch.float32),
         rewards=torch.tensor(list(rewards), dtype=torch.float32),
-        baselines=torch.tensor(list(baselines or zeros), dtype=torch.float32),
+        baselines=torch.tensor(list(baselines or zeros), dtype=torch.float32), routed_experts=t.get("routed_experts"),
     )
 
 

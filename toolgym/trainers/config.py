@@ -133,6 +133,8 @@ class AlgorithmSection(_Section):
     "masked" drops tokens whose ratio leaves [1/C, C]; π_prox is the learner's log-prob before the update."""
     importance_cap: float = Field(default=2.0, gt=1.0)
     """C of the importance correction."""
+    routing_replay: bool = False
+    """MoE routing replay (R3): generation records each sampled token's experts, the training forward reuses them."""
 
 
 class OptimSection(_Section):

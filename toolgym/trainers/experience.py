@@ -151,7 +151,8 @@ class Sampler:
         self.critics = critics
         self.task_source: TaskSource = tasks or (lambda first, n: sample_tasks(self.env, n=n, seed=config.env.task_seed + first))
         self.heldout = list(heldout) if heldout is not None else None
-        self.policy = HFPolicy(model, tokenizer, max_batch_size=64, chat_template_kwargs=config.model.chat_template_kwargs)
+        self.policy = HFPolicy(model, tokenizer, max_batch_size=64, chat_template_kwargs=config.model.chat_template_kwargs,
+                               record_routing=config.algorithm.routing_replay)
         self.pad_id = self.policy.pad_id
 
     def tasks(self, iteration: int) -> list[Task]:

@@ -47,6 +47,7 @@ from toolgym.trainers.config import LossKind, TrainConfig
 from toolgym.trainers.experience import Collected, Sampler, TaskSource, collect, iteration_metrics, seed_everything
 from toolgym.trainers.moe import router_terms, training_forward
 from toolgym.trainers.optim import build_optimizer
+from toolgym.trainers.routing import check_replayable, routing_terms, routing_trace
 from toolgym.trainers.sft import ptx_backward
 from toolgym.trainers.step import OptimizerStep, SkipReason, UpdateStats
 from toolgym.trainers.value import frozen_copy
@@ -82,6 +83,8 @@ class LossSettings:
     """Importance correction of tokens sampled by another policy version or engine (``rl.importance``)."""
     importance_cap: float = 2.0
     """C of the importance correction."""
+    routing_replay: bool = False
+    """Force the experts recorded at generation in the training forward (``toolgym.trainers.routing``)."""
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> LossSettings:
@@ -91,7 +94,7 @@ class LossSettings:
             loss=a.loss, clip_low=a.clip_low, clip_high=a.clip_high, k2_tau=a.k2_tau, constant=float(constant),
             kl_beta=a.kl_beta, aux_weight=a.aux_loss_weight, ptx_weight=cfg.ptx.weight,
             max_grad_norm=o.max_grad_norm, skip_grad_norm=o.skip_grad_norm, importance=a.importance,
-            importance_cap=a.importance_cap,
+            importance_cap=a.importance_cap, routing_replay=a.routing_replay,
         )
 
 
@@ -114,6 +117,8 @@ class GRPOTrainer:
                  rubric: Any = None, critics: Any = None, tasks: TaskSource | None = None,
                  heldout: Sequence[Task] | None = None, ptx_rows: Sequence[Any] | None = None):
         self.config, self.model, self.tokenizer = config, model, tokenizer
+        if config.algorithm.routing_replay:  # a dense or unknown MoE model fails here, before any rollout
+            check_replayable(model)
         self.sampler = Sampler(config, model, tokenizer, env=env, rubric=rubric, critics=critics, tasks=tasks, heldout=heldout)
         """The generation half: tasks, rollouts, rubric scores, held-out evaluation."""
         o = config.optim
@@ -260,7 +265,7 @@ def update_policy(
                              skip_grad_norm=s.skip_grad_norm)
     step.reset_counts()
     if s.importance != "none":  # π_prox: the weights before this update's first step
-        batch.prox_logp = proximal_logprobs(model, batch, micro_batch_size)
+        batch.prox_logp = proximal_logprobs(model, batch, micro_batch_size, replay=s.routing_replay)
     model.train()
     stats = UpdateStats(step)
     ptx_i = 0
@@ -293,7 +298,8 @@ def accumulate(model: Any, minibatch: Batch, s: LossSettings, micro_batch_size: 
     totals: Counter[str] = Counter()
     rank, world = shard
     for micro, share in micro_batches(minibatch, micro_batch_size)[rank::world]:
-        outputs = training_forward(model, micro.input_ids, micro.attention_mask)
+        with routing_trace(model, micro.routed_experts, replay=s.routing_replay) as trace:  # no-op without records
+            outputs = training_forward(model, micro.input_ids, micro.attention_mask)
         logits = outputs.logits[:, :-1]  # (B, T-1, V): position t predicts token t+1
         logp = rl.token_logprobs(logits, micro.input_ids[:, 1:])  # (B, T-1)
         old = micro.old_logp[:, 1:]  # (B, T-1) behaviour log-probs
@@ -333,6 +339,7 @@ def accumulate(model: Any, minibatch: Batch, s: LossSettings, micro_batch_size: 
         if aux is not None and s.aux_weight > 0:
             loss = loss + s.aux_weight * aux
         stats.update(moe_stats)
+        stats.update(routing_terms(model, micro, trace, logp, replay=s.routing_replay, rows=share.rows))
         stats[m.LOSS] = float(loss.detach())
         if not torch.isfinite(loss):
             return dict(totals), "nonfinite_loss"
@@ -341,14 +348,16 @@ def accumulate(model: Any, minibatch: Batch, s: LossSettings, micro_batch_size: 
     return dict(totals), None
 
 
-def proximal_logprobs(model: Any, batch: Batch, micro_batch_size: int) -> torch.Tensor:
-    """``(B, T)`` the model's log-prob of every token (0 at position 0), without gradient: π_prox."""
+def proximal_logprobs(model: Any, batch: Batch, micro_batch_size: int, *, replay: bool = False) -> torch.Tensor:
+    """``(B, T)`` the model's log-prob of every token (0 at position 0), without gradient: π_prox (routing replayed if asked)."""
     out = torch.zeros_like(batch.old_logp)
     model.eval()
     with torch.no_grad():
         for start in range(0, len(batch), micro_batch_size):
             ids = batch.input_ids[start : start + micro_batch_size]
-            logits = training_forward(model, ids, batch.attention_mask[start : start + micro_batch_size]).logits[:, :-1]
+            routed = batch.routed_experts[start : start + micro_batch_size] if batch.routed_experts is not None else None
+            with routing_trace(model, routed if replay else None, replay=True):
+                logits = training_forward(model, ids, batch.attention_mask[start : start + micro_batch_size]).logits[:, :-1]
             out[start : start + micro_batch_size, 1:] = rl.token_logprobs(logits, ids[:, 1:])  # (b, T-1)
     return out
 
