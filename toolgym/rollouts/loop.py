@@ -182,7 +182,7 @@ class _Run:
                     text=out.text, prompt_token_ids=out.prompt_token_ids, token_ids=out.token_ids,
                     logprobs=out.logprobs, finish_reason=out.finish_reason, tool_calls=info["tool_calls"],
                     errors=info["errors"], faults=info.get("faults", []), observation_start=start, reward=state.reward,
-                    env_s=time.perf_counter() - t1, policy_s=t1 - t0,
+                    env_s=time.perf_counter() - t1, policy_s=t1 - t0, routed_experts=out.routed_experts,
                 )
             )
             if state.stop is None and pause is not None and pause(state):
