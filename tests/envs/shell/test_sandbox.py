@@ -240,3 +240,10 @@ def test_a_sandbox_that_cannot_start_says_why_and_leaves_nothing(monkeypatch):
     with pytest.raises(SandboxError, match="Unknown option --bogus-flag"):
         box.sync.start()
     assert ours() <= before
+
+
+@pytest.mark.parametrize("said", ["bwrap: setting up uid map: Permission denied", "bwrap: No permissions to create new namespace, likely because the kernel does not allow non-privileged user namespaces"])
+def test_a_host_without_unprivileged_user_namespaces_gets_the_fix(said):
+    from toolgym.envs.shell.bwrap_backend import _userns_hint
+
+    assert "unprivileged_userns" in _userns_hint(said) and _userns_hint("bwrap: Unknown option --bogus") == ""

@@ -146,7 +146,10 @@ class BwrapSandbox(SessionSandbox):
                 preexec = bwrap_setup.user_fn(self.limits, enter)
             members = self.cgroup.members if self.cgroup is not None else None
             self.session = BashSession(self.argv(fds), INIT, preexec=preexec, env={}, pass_fds=tuple(fds.values()), members=members, keeper=KEEPER)
-            await self.session.start()
+            try:
+                await self.session.start()
+            except SandboxError as exc:
+                raise SandboxError(f"{exc}{_userns_hint(str(exc))}") from exc
             root = f"/proc/{self.session.loop_pid}/root"
             self.tree = HostTree(f"{root}{WORKSPACE}", WORKSPACE, owner=(self.host_uid, self.host_uid) if self.as_root else None)
         except BaseException:
@@ -197,6 +200,18 @@ class BwrapSandbox(SessionSandbox):
         if self.tree is None:
             raise SandboxError("the bwrap sandbox is not started")
         return self.tree
+
+
+def _userns_hint(message: str) -> str:
+    """The fix, when bwrap failed because unprivileged user namespaces are switched off."""
+    words = ("uid map", "No permissions to create new namespace", "Operation not permitted", "setting up uid")
+    if not any(w in message for w in words):
+        return ""
+    return (
+        " -- sandboxes run bwrap as an unprivileged uid, which needs unprivileged user namespaces: "
+        "`sysctl -w user.max_user_namespaces=15000`, on Debian `sysctl -w kernel.unprivileged_userns_clone=1`, "
+        "on Ubuntu 24.04+ `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` (or an AppArmor profile for bwrap)"
+    )
 
 
 def _data_fds(files: dict[str, str]) -> dict[str, int]:
