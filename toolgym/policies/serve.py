@@ -19,7 +19,9 @@ context with ``finish_reason="length"``. Endpoints:
 * ``POST /v1/completions``: the prompt is text or a list of token ids.
 * ``GET /v1/models``, ``GET /health`` (admission rounds ``batches``, ``jobs``, decode ``steps``,
   ``running`` and ``waiting`` jobs, and how many chat prompts were extended from a client's
-  prefix ids or rendered in full).
+  prefix ids or rendered in full, and the served ``weights_version``).
+* ``POST /v1/weights`` ``{"path": ..., "version": n}``: load a ``torch.save``'d state_dict from this
+  machine into the model between decode steps (a trainer's weight sync, ``toolgym.trainers.system``).
 
 Both generation endpoints return log-probs when asked (``logprobs``), and vLLM's extensions
 ``return_token_ids`` and ``return_tokens_as_token_ids`` (see ``toolgym.policies.openai_schema``).
@@ -39,6 +41,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from toolgym.envs.formats.base import read_arguments
 from toolgym.envs.types import (

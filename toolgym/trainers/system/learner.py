@@ -102,7 +102,10 @@ class Updater:
 
             parts: list[Any] = [None] * self.world
             dist.all_gather_object(parts, dict(stats.sums))
-            stats.sums = sum((Counter(p) for p in parts), Counter())
+            total: Counter[str] = Counter()
+            for part in parts:
+                total.update(part)  # update() keeps negative and zero sums (Counter's + would drop them)
+            stats.sums = total
         return {m.LR: t.step.lr, **stats.metrics()}
 
     def state(self) -> dict[str, Any]:
