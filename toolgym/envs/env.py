@@ -99,6 +99,13 @@ class ToolEnv(gymnasium.Env):
     Tools that declare ``timeout_s`` still run on workers, and a tool caught blocking past its
     deadline moves to them for good (see ``toolgym.envs.deadline``)."""
 
+    _plain_calls: ClassVar[bool] = True
+    """No subclass overrides ``call_tool``: ``astep`` may call the toolbox directly (set per class)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._plain_calls = cls.call_tool is ToolEnv.call_tool
+
     def __init__(self, *, tool_format: str = "hermes", tasks: Sequence[Task] | None = None, render_mode: str | None = None, user: SimulatedUser | None = None):
         self.user = user
         self.format = get_format(tool_format)
@@ -271,15 +278,16 @@ class ToolEnv(gymnasium.Env):
         a tool-free answer to ``aon_answer``; return the gymnasium 5-tuple.
 
         ``info`` holds what the episode loop keeps: ``assistant`` (the turn as parsed),
-        ``stop_reason``, ``errors``, ``faults``, ``tool_calls``, ``results``; ``final_answer``
-        after an answer turn and once the episode is over; ``state_digest`` once it is over.
+        ``stop_reason``, ``errors``, ``faults``, ``tool_calls``, ``results``, ``final_answer``
+        (the last tool-free turn's content, "" before one), and ``state_digest`` once the
+        episode is over.
         ``call_tool`` (set by wrappers) replaces ``self.call_tool`` for this turn's calls.
         """
         turn, assistant = self._begin_step(action)
         admitted = self._admit(turn.tool_calls)
         results: list[ToolResult] = []
         faults: list[dict[str, Any]] = []
-        if call_tool is None and type(self).call_tool is ToolEnv.call_tool:
+        if call_tool is None and self._plain_calls:
             acall = self.toolbox.acall  # nothing intercepts calls: straight to the toolbox, no context
             for call, refused in admitted:  # a plain loop: an async comprehension costs a coroutine
                 results.append(await acall(call) if refused is None else refused)
@@ -399,7 +407,7 @@ class ToolEnv(gymnasium.Env):
 
     def _finish_step(
         self, turn: ParsedTurn, assistant: AssistantMessage, results: list[ToolResult],
-        reply: tuple[list[Message], StopReason | None] | None = None, faults: list[dict[str, Any]] | None = None,
+        reply: tuple[list[Message], StopReason | None] | None, faults: list[dict[str, Any]],
     ) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         task = self.task
         assert task is not None
@@ -428,16 +436,13 @@ class ToolEnv(gymnasium.Env):
         self.messages.extend(new)
         stop = self._stop
         info: dict[str, Any] = {"turn": self._turns, "stop_reason": stop, "tool_calls": len(turn.tool_calls), "errors": errors,
-                                "results": results, "assistant": assistant, "faults": [] if faults is None else faults}
-        if reply is not None:
-            info["final_answer"] = turn.content
+                                "results": results, "assistant": assistant, "faults": faults, "final_answer": self._final_answer}
         if stop is None:
             return trusted(Observation, {"messages": new, "tools": []}), 0.0, False, False, info
         terminated = stop.terminated
         # The episode is over and the world can no longer change: hash it once for info,
         # the reward and the rollout loop.
         self._end_digest = info["state_digest"] = self.state_digest()
-        info["final_answer"] = self._final_answer
         return trusted(Observation, {"messages": new, "tools": []}), self.outcome_reward(), terminated, not terminated, info
 
 

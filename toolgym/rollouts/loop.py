@@ -174,7 +174,7 @@ class _Run:
             messages.append(info["assistant"])
             messages.extend(obs.messages)
             state.stop = info["stop_reason"]
-            state.final_answer = info.get("final_answer", state.final_answer)
+            state.final_answer = info["final_answer"]
             state.final_digest = info.get("state_digest")
             state.metadata.update(info.get("episode_metadata") or {})
             turns.append(
