@@ -3,7 +3,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.toolgym-installed
 
-.PHONY: install demo demo-quick test bench lint typecheck clean sandbox-deps
+.PHONY: install demo demo-quick test bench lint typecheck clean sandbox-deps vllm-venv test-vllm
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,14 @@ bench: install
 # bubblewrap, docker.io and debootstrap; dockerd started; the shell base image built offline (root, Debian)
 sandbox-deps:
 	bash scripts/sandbox_deps.sh
+
+# vLLM's CPU build in its own venv (.venv-vllm; it pins its own torch and transformers)
+vllm-venv:
+	bash scripts/vllm_venv.sh
+
+# The real-engine tier: one vLLM server per model per module (~1-3 min to start each on 2 cores)
+test-vllm: install vllm-venv
+	$(PY) -m pytest -q -m vllm tests/policies/test_vllm.py
 
 lint: install
 	$(PY) -m ruff check toolgym tests examples benchmarks scripts

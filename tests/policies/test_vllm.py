@@ -1,0 +1,243 @@
+"""vLLM as an inference engine: launch checks without a server, then a real server per model.
+
+The first tests need no vLLM (model-folder patching, the typed errors). The ``vllm`` tier
+starts one real server per tiny model for the whole module (``make test-vllm``; ~1-3 min each
+on 2 cores) and checks the engine against a fresh HF forward in the main venv: behaviour
+log-probs, weight updates (and that reloading the old weights restores the old outputs bit for
+bit), token-faithful rows through ``run_episodes``, and a short GRPO run synced after each update.
+It runs only when asked for (``-m vllm``): the default suite never pays for a server start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import socket
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from toolgym.policies.vllm_engine import (
+    MLA_LATENT_WIDTH,
+    VLLMNotInstalledError,
+    VLLMNoTokenIdsError,
+    VLLMServer,
+    VLLMServerConfig,
+    VLLMUnreachableError,
+    prepare_model_dir,
+    vllm_python,
+)
+
+LOGPROB_TOL = 1e-4
+
+
+# ---------------------------------------------------------------------------------------- no server
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["deepseek_v3", "qwen3_moe", "llama"]), rank=st.integers(1, 600), rope=st.integers(1, 128),
+       routing=st.booleans(), extra=st.dictionaries(st.text("abcdefgh_", min_size=1, max_size=8), st.integers(), max_size=4))
+def test_prepare_model_dir_patches_only_what_vllm_needs(tmp_path_factory, kind, rank, rope, routing, extra):
+    src = tmp_path_factory.mktemp("src")
+    config = {**extra, "model_type": kind, "kv_lora_rank": rank, "qk_rope_head_dim": rope}
+    if routing:
+        config |= {"topk_method": "greedy", "scoring_func": "softmax"}
+    (src / "config.json").write_text(json.dumps(config))
+    (src / "model.safetensors").write_bytes(b"weights")
+    folder, env = prepare_model_dir(src, tmp_path_factory.mktemp("out") / "model")
+    patched = json.loads((folder / "config.json").read_text())
+    if kind != "deepseek_v3":
+        assert (folder, env) == (src, {})
+        return
+    assert ("VLLM_MLA_DISABLE" in env) == (rank + rope != MLA_LATENT_WIDTH)
+    assert {k: v for k, v in patched.items() if k not in ("topk_method", "scoring_func")} == \
+        {k: v for k, v in config.items() if k not in ("topk_method", "scoring_func")}
+    expected = ("greedy", "softmax") if routing else ("noaux_tc", "sigmoid")  # a config's own routing is kept
+    assert (patched["topk_method"], patched["scoring_func"]) == expected
+    assert (folder / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_missing_venv_names_the_fix(tmp_path):
+    with pytest.raises(VLLMNotInstalledError, match="make vllm-venv"):
+        vllm_python(tmp_path / "nowhere")
+    with pytest.raises(VLLMNotInstalledError, match="make vllm-venv"):
+        VLLMServer.start(VLLMServerConfig(model_dir=str(tmp_path), venv=str(tmp_path)))
+
+
+def test_a_url_that_does_not_answer_is_refused_with_the_url():
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(VLLMUnreachableError, match=f"127.0.0.1:{port}.*did not answer"):
+        VLLMServer.attach(f"http://127.0.0.1:{port}/v1", timeout_s=1.0)
+    assert time.monotonic() - t0 < 10
+
+
+class _NoIds(http.server.BaseHTTPRequestHandler):
+    """A healthy OpenAI-style server whose completions carry text only (as many hosted APIs do)."""
+
+    def do_GET(self):
+        self._send({})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._send({"choices": [{"index": 0, "text": "hi", "finish_reason": "length", "logprobs": None}]})
+
+    def _send(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_server_without_token_ids_is_refused():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoIds)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(VLLMNoTokenIdsError, match="without token_ids"):
+            VLLMServer.attach(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+
+
+# ---------------------------------------------------------------------------------------- real vLLM
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module", params=["qwen3", "kimi"])
+def engine(request):
+    """``(policy, model_dir)``: one vLLM server per tiny model, shared by the module's tests."""
+    if "vllm" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("the vLLM tier runs only when asked for: make test-vllm (pytest -m vllm)")
+    try:
+        vllm_python()
+    except VLLMNotInstalledError as exc:
+        pytest.skip(str(exc))
+    from toolgym.policies.models import cached_tiny_model
+    from toolgym.policies.vllm_policy import VLLMPolicy
+
+    model_dir = cached_tiny_model(request.param)
+    policy = VLLMPolicy.start(model_dir)
+    yield policy, model_dir
+    policy.close()
+
+
+def hf_model(model_dir, state=None):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    if state is not None:
+        model.load_state_dict(state)
+    return model
+
+
+def hf_logprobs(model, prompt: list[int], ids: list[int]) -> list[float]:
+    """Raw log-probs of ``ids`` after ``prompt`` from one full forward."""
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt + ids])).logits[0].float()  # (T, V)
+    logp = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)  # (len(ids), V)
+    return logp.gather(1, torch.tensor(ids)[:, None]).squeeze(1).tolist()
+
+
+def sample(policy, n: int = 4, seed: int = 0):
+    from toolgym.policies.generation import GenerationJob
+    from toolgym.policy import SamplingParams
+
+    jobs = [GenerationJob(prompt_ids=[7 + i, 40 + 3 * i, 100 + i, 9], seed=seed + i,
+                          sampling=SamplingParams(max_new_tokens=24, temperature=1.0)) for i in range(n)]
+    return jobs, asyncio.run(policy.generate_ids(jobs))
+
+
+def worst_gap(model, jobs, results) -> float:
+    gaps = [abs(a - b) for job, r in zip(jobs, results, strict=True)
+            for a, b in zip(hf_logprobs(model, job.prompt_ids, r.token_ids), r.logprobs, strict=True)]
+    return max(gaps)
+
+
+@pytest.mark.vllm
+def test_behaviour_logprobs_equal_a_fresh_hf_forward(engine):
+    policy, model_dir = engine
+    jobs, results = sample(policy)
+    assert all(r.token_ids and len(r.token_ids) == len(r.logprobs) for r in results)
+    assert worst_gap(hf_model(model_dir), jobs, results) < LOGPROB_TOL
+    _, again = sample(policy)
+    assert [r.token_ids for r in again] == [r.token_ids for r in results]  # per-request seeds reproduce
+
+
+@pytest.mark.vllm
+def test_weight_update_matches_hf_on_the_new_weights_and_the_old_ones_come_back(engine):
+    policy, model_dir = engine
+    jobs, before = sample(policy, seed=100)
+    generator = torch.Generator().manual_seed(0)
+    old = hf_model(model_dir).state_dict()
+    new = {k: v + 0.05 * torch.randn(v.shape, generator=generator) for k, v in old.items()}
+    seconds = policy.load_state_dict(new, version=1)
+    _, after = sample(policy, seed=100)
+    print(f"weight sync {seconds:.3f} s for {sum(v.numel() for v in new.values())} parameters")
+    assert [r.token_ids for r in after] != [r.token_ids for r in before]
+    assert worst_gap(hf_model(model_dir, new), jobs, after) < LOGPROB_TOL
+    policy.load_weights_from(model_dir, version=2)
+    _, restored = sample(policy, seed=100)
+    assert [(r.token_ids, r.logprobs) for r in restored] == [(r.token_ids, r.logprobs) for r in before]
+
+
+@pytest.mark.vllm
+def test_episodes_give_token_faithful_rows(engine):
+    from toolgym.policy import SamplingParams
+    from toolgym.rollouts.loop import run_episodes
+    from toolgym.rollouts.rows import episode_to_rows
+
+    policy, model_dir = engine
+    episodes = run_episodes("toolgym/unitconv-v0", policy, n=4, seed=3, sampling=SamplingParams(max_new_tokens=32))
+    model = hf_model(model_dir)
+    checked = 0
+    for ep in episodes:
+        for row in episode_to_rows(ep):
+            for (start, end), index in zip(row.turn_spans, row.turn_indices, strict=True):
+                turn = ep.turns[index]
+                assert row.input_ids[:start] == turn.prompt_token_ids and row.input_ids[start:end] == turn.token_ids
+                assert max(abs(a - b) for a, b in zip(hf_logprobs(model, row.input_ids[:start], turn.token_ids),
+                                                      turn.logprobs, strict=True)) < LOGPROB_TOL
+                checked += 1
+    assert checked >= 4
+
+
+@pytest.mark.vllm
+def test_grpo_trains_through_vllm_with_a_sync_after_each_update(engine):
+    from toolgym.trainers.config import TrainConfig
+    from toolgym.trainers.run import build_trainer, load_policy
+
+    policy, model_dir = engine
+    kind = "qwen3" if "qwen3" in str(model_dir) else "kimi"
+    cfg = TrainConfig.from_dict({
+        "model": {"tiny": kind}, "algorithm": {"group_size": 2}, "rollout": {"tasks_per_iteration": 2, "max_new_tokens": 8},
+        "optim": {"lr": 1e-3, "minibatch_size": 4, "micro_batch_size": 2}, "run": {"iterations": 2, "tensorboard": False, "plots": False},
+    })
+    model, tokenizer = load_policy(cfg)
+    trainer = build_trainer(cfg, model, tokenizer)
+    trainer.sampler.policy.close()
+    trainer.sampler.policy = policy  # generation on vLLM; the trainer's model is the learner
+    policy.load_state_dict(model.state_dict(), version=0)
+    versions = []
+
+    def sync(metrics):
+        versions.append(trainer.iteration_index)
+        policy.load_state_dict(trainer.model.state_dict(), version=trainer.iteration_index)
+
+    history = trainer.train(2, on_iteration=sync)
+    assert len(history) == 2 and versions == [1, 2]
+    assert all(row.get("steps", 1) >= 0 for row in history)
+    # vLLM now serves the learner's updated weights
+    jobs, results = sample(policy, seed=7)
+    assert worst_gap(trainer.model.eval(), jobs, results) < LOGPROB_TOL
+    policy.load_weights_from(model_dir, version=0)  # leave the shared server on the folder's weights
