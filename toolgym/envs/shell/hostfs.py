@@ -361,32 +361,41 @@ def _info(name: str, st: os.stat_result) -> tarfile.TarInfo:
 def _add_dir(tar: tarfile.TarFile, dir_fd: int, prefix: str, notes: list[str]) -> None:
     entries = sorted(os.scandir(dir_fd), key=lambda e: os.fsencode(e.name))
     for entry in entries:
-        name = f"{prefix}{entry.name}"
-        st = entry.stat(follow_symlinks=False)
-        info = _info(name, st)
-        if stat.S_ISDIR(st.st_mode):
-            info.type = tarfile.DIRTYPE
+        try:
+            _add_entry(tar, dir_fd, entry, f"{prefix}{entry.name}", notes)
+        except OSError as exc:  # the model's processes may change the tree while we read it
+            notes.append(f"{prefix}{entry.name!r} changed while being archived ({exc.strerror or exc}): left out")
+
+
+def _add_entry(tar: tarfile.TarFile, dir_fd: int, entry: os.DirEntry[str], name: str, notes: list[str]) -> None:
+    st = entry.stat(follow_symlinks=False)
+    info = _info(name, st)
+    if stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+        sub = _open(entry.name, _DIR, dir_fd, st)
+        try:
             tar.addfile(info)
-            sub = _open(entry.name, _DIR, dir_fd, st)
-            try:
-                _add_dir(tar, sub, name + "/", notes)
-            finally:
-                os.close(sub)
-        elif stat.S_ISLNK(st.st_mode):
-            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(entry.name, dir_fd=dir_fd)
-            tar.addfile(info)
-        elif stat.S_ISFIFO(st.st_mode):
-            info.type = tarfile.FIFOTYPE
-            tar.addfile(info)
-        elif stat.S_ISREG(st.st_mode):
-            _add_file(tar, dir_fd, entry.name, info, st)
-        else:
-            notes.append(f"{name!r} is a {_kind(st.st_mode)}: left out of the archive")
+            _add_dir(tar, sub, name + "/", notes)
+        finally:
+            os.close(sub)
+    elif stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(entry.name, dir_fd=dir_fd)
+        tar.addfile(info)
+    elif stat.S_ISFIFO(st.st_mode):
+        info.type = tarfile.FIFOTYPE
+        tar.addfile(info)
+    elif stat.S_ISREG(st.st_mode):
+        _add_file(tar, dir_fd, entry.name, info, st)
+    else:
+        notes.append(f"{name!r} is a {_kind(st.st_mode)}: left out of the archive")
 
 
 def _add_file(tar: tarfile.TarFile, dir_fd: int, name: str, info: tarfile.TarInfo, st: os.stat_result) -> None:
     fd = _open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd, st)
     try:
+        st = os.fstat(fd)  # what was opened, which a racing process may have swapped
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"it became a {_kind(st.st_mode)}")
         extents = _extents(fd, st.st_size) if st.st_blocks * 512 < st.st_size else None
         if extents is None:
             data = _read_upto(fd, st.st_size)
