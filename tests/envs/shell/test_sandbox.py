@@ -247,3 +247,16 @@ def test_a_host_without_unprivileged_user_namespaces_gets_the_fix(said):
     from toolgym.envs.shell.bwrap_backend import _userns_hint
 
     assert "unprivileged_userns" in _userns_hint(said) and _userns_hint("bwrap: Unknown option --bogus") == ""
+
+
+def test_run_isolated_sees_the_files_but_nothing_else_of_the_model():
+    box = make_sandbox("bwrap", {"command_timeout_s": 5})
+    box.sync.start()
+    try:
+        box.sync.write_file("app/x.txt", "from the model\n")
+        box.sync.run("export SECRET=1; f(){ :; }; sleep 30 & echo t > /tmp/model")
+        seen = box.sync.run_isolated("cat app/x.txt; echo ${SECRET:-unset}; type -t f || echo nofunc; ls /tmp; ps -e -o comm= | grep -c sleep; touch made_by_check")
+        assert seen.stdout == "from the model\nunset\nnofunc\n0\n" and seen.exit_code == 0, seen
+        assert box.sync.list_dir(".") == ["app/"]  # what the check writes stays in its own sandbox
+    finally:
+        box.sync.close()
