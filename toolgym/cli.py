@@ -356,11 +356,12 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in run.out_dir from its latest checkpoint."),
     iterations: int | None = typer.Option(None, min=1, help="Override run.iterations."),
     out: Path | None = typer.Option(None, help="Override run.out_dir."),
+    ray_address: str | None = typer.Option(None, help="Override system.address: join this Ray cluster (host:port or auto)."),
 ) -> None:
     """Train a policy with GRPO, PPO or the K2 loss; a progress bar and a summary line per iteration."""
     from toolgym.trainers.cli_train import train_cli
 
-    train_cli(config, resume=resume, iterations=iterations, out=out, console=console)
+    train_cli(config, resume=resume, iterations=iterations, out=out, console=console, ray_address=ray_address)
 
 
 @app.command("synth")

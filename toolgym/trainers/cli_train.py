@@ -3,6 +3,7 @@
     toolgym train examples/configs/grpo_tiny.yaml
     toolgym train examples/configs/grpo_tiny.yaml --resume          # continue after a kill
     toolgym train examples/configs/grpo_tiny.yaml --iterations 20 --out runs/longer
+    toolgym train examples/configs/grpo_ray_async.yaml --ray-address auto   # roles on a Ray cluster
 
 Config errors (unknown fields, contradictions, a model folder whose template cannot show tool
 calls, a resume from another config) are reported before any model is loaded or trained.
@@ -40,7 +41,8 @@ def summary_line(row: dict[str, float]) -> str:
     return " | ".join(parts)
 
 
-def train_cli(config_path: Path, *, resume: bool, iterations: int | None, out: Path | None, console: Any) -> None:
+def train_cli(config_path: Path, *, resume: bool, iterations: int | None, out: Path | None, console: Any,
+              ray_address: str | None = None) -> None:
     """Load, override, validate, then train with a rich progress bar."""
     from toolgym.trainers.run import preflight, train  # torch and transformers load only when training starts
 
@@ -52,6 +54,8 @@ def train_cli(config_path: Path, *, resume: bool, iterations: int | None, out: P
         overrides["out_dir"] = str(out)
     if overrides:
         cfg = TrainConfig.from_dict({**cfg.model_dump(mode="json"), "run": {**cfg.run.model_dump(mode="json"), **overrides}})
+    if ray_address is not None:  # a cluster for the roles (``toolgym.trainers.system``)
+        cfg = TrainConfig.from_dict({**cfg.model_dump(mode="json"), "system": {**cfg.system.model_dump(mode="json"), "address": ray_address}})
     preflight(cfg, resume)  # config errors before the progress bar and the model
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:

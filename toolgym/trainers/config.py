@@ -416,6 +416,9 @@ def _system_contradictions(cfg: TrainConfig) -> list[str]:
     if s.engine == "openai" and len(s.engine_urls) != s.inference_workers:
         out.append(f"system.engine: openai needs one URL per inference worker in system.engine_urls "
                    f"({s.inference_workers} workers, {len(s.engine_urls)} URLs)")
+    if s.mode != "inprocess" and cfg.algorithm.routing_replay:
+        out.append("algorithm.routing_replay is not wired through the inference workers yet (they do not record routed "
+                   "experts): set algorithm.routing_replay: false, or system.mode: inprocess")
     unknown = set(s.resources) - {"env", "inference", "learner"}
     if unknown:
         out.append(f"system.resources: unknown role(s) {sorted(unknown)}; roles are env, inference, learner")

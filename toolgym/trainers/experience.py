@@ -154,6 +154,12 @@ class Sampler:
         self.policy = HFPolicy(model, tokenizer, max_batch_size=64, chat_template_kwargs=config.model.chat_template_kwargs,
                                record_routing=config.algorithm.routing_replay)
         self.pad_id = self.policy.pad_id
+        self.pool: Any = None
+        """Where the envs live (``system.pool``); None: run_episodes' own local pool."""
+        if config.system.pool == "ray" and config.system.mode == "inprocess":
+            from toolgym.trainers.system.cluster import env_pool
+
+            self.pool = env_pool(config, self.env)
 
     def tasks(self, iteration: int) -> list[Task]:
         """The training tasks of ``iteration``: the data position is the iteration index, so a resumed run draws the same."""
@@ -166,7 +172,7 @@ class Sampler:
         sampling = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=temperature, top_p=r.top_p)
         self.model.eval()  # generation runs under inference_mode on the policy's own thread
         return run_episodes(self.env, self.policy, tasks=list(tasks), group_size=group_size, seed=seed,
-                            sampling=sampling, concurrency=r.concurrency)
+                            sampling=sampling, concurrency=r.concurrency, pool=self.pool)
 
     def score(self, episodes: Sequence[Episode]) -> list[Score]:
         """One rubric ``Score`` per episode (unscorable episodes get unscorable scores)."""
@@ -188,6 +194,10 @@ class Sampler:
 
     def close(self) -> None:
         self.policy.close()
+        if self.pool is not None:
+            from toolgym.trainers.system.cluster import close_pool
+
+            close_pool(self.pool)
 
 
 def iteration_metrics(episodes: Sequence[Episode], collected: Collected, *, rollout_s: float, scoring_s: float,

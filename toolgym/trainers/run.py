@@ -104,6 +104,10 @@ def build_trainer(config: TrainConfig, model: Any, tokenizer: Any, **kwargs: Any
     """A ``GRPOTrainer`` or ``PPOTrainer`` per ``algorithm.name`` (kwargs go to the trainer)."""
     if "ptx_rows" not in kwargs and config.ptx.weight > 0:
         kwargs["ptx_rows"] = ptx_rows(config, tokenizer)
+    if config.system.mode != "inprocess":  # roles on Ray (toolgym.trainers.system)
+        from toolgym.trainers.system.driver import SystemTrainer
+
+        return SystemTrainer(config, model, tokenizer, **kwargs)
     cls = PPOTrainer if config.algorithm.name == "ppo" else GRPOTrainer
     return cls(config, model, tokenizer, **kwargs)
 
@@ -145,6 +149,10 @@ def preflight(config: TrainConfig, resume: bool, trainer_kwargs: dict[str, Any] 
         env_source(config)  # an unknown env id or tool format fails here
     if "rubric" not in kwargs:
         kwargs["rubric"] = load_rubric_for(config)
+    if config.system.mode != "inprocess" or config.system.pool == "ray":
+        from toolgym.trainers.system.cluster import preflight as system_preflight
+
+        system_preflight(config)  # cluster, placement, engine URLs
     return located
 
 

@@ -9,7 +9,6 @@ failure is a ``ConfigError`` naming the field and the fix.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from toolgym.errors import ConfigError
@@ -35,19 +34,19 @@ def connect(s: SystemSection) -> None:
         raise ConfigError(f"system.address {s.address!r}: could not join the Ray cluster ({exc}); is `ray start --head` running there?") from None
 
 
-def role_demands(s: SystemSection) -> dict[str, Counter[str]]:
+def role_demands(s: SystemSection) -> dict[str, dict[str, float]]:
     """What each role asks of the cluster in total: {"env": {"CPU": ...}, "inference": ..., "learner": ...}."""
     roles = {
         "env": (s.env_actors if s.pool == "ray" else 0, {"CPU": s.env_actor_cpus}),
         "inference": (s.inference_workers, {"CPU": s.inference_cpus, "GPU": s.inference_gpus}),
         "learner": (s.learners if s.learner_backend == "ray_train" else 0, {"CPU": s.learner_cpus, "GPU": s.learner_gpus}),
     }
-    out: dict[str, Counter[str]] = {}
+    out: dict[str, dict[str, float]] = {}
     for role, (count, each) in roles.items():
-        wants: Counter[str] = Counter()
+        wants: dict[str, float] = {}
         for name, amount in {**each, **s.resources.get(role, {})}.items():
             if amount:
-                wants[name] += count * amount
+                wants[name] = wants.get(name, 0.0) + count * amount
         out[role] = wants
     return out
 
@@ -55,9 +54,10 @@ def role_demands(s: SystemSection) -> dict[str, Counter[str]]:
 def check_placement(s: SystemSection, total: dict[str, float]) -> None:
     """Refuse roles that ask for more of a resource than the cluster has, naming the fields to lower."""
     demands = role_demands(s)
-    needed: Counter[str] = Counter()
+    needed: dict[str, float] = {}
     for wants in demands.values():
-        needed.update(wants)
+        for name, amount in wants.items():
+            needed[name] = needed.get(name, 0.0) + amount
     for name, need in needed.items():
         have = float(total.get(name, 0.0))
         if need > have + 1e-9:
@@ -91,3 +91,36 @@ def remote_options(s: SystemSection, role: str) -> dict[str, Any]:
     cpus = {"env": s.env_actor_cpus, "inference": s.inference_cpus, "learner": s.learner_cpus}[role]
     gpus = {"env": 0.0, "inference": s.inference_gpus, "learner": s.learner_gpus}[role]
     return {"num_cpus": cpus, "num_gpus": gpus, "resources": dict(s.resources.get(role, {}))}
+
+
+def env_pool(config: TrainConfig, env: Any) -> Any:
+    """The run's env pool (``system.pool``), siblings forked from one reset (``system.fork_siblings``), bound now.
+
+    Binding starts the env actors of a Ray pool and checks they can build the env: before any work.
+    """
+    from toolgym.rollouts.loop import _factory
+    from toolgym.rollouts.pool import make_pool
+    from toolgym.trainers.system.fork import ForkingPool
+
+    s = config.system
+    if s.pool == "ray":
+        connect(s)
+        inner = make_pool("ray", actors=s.env_actors, ray_address=s.address, num_cpus=s.env_actor_cpus,
+                          resources=dict(s.resources.get("env", {})))
+    else:
+        inner = make_pool("local")
+    pool = ForkingPool(inner, siblings=config.algorithm.group_size) if s.fork_siblings else inner
+    pool.bind(*_factory(env))
+    return pool
+
+
+def close_pool(pool: Any) -> None:
+    """Stop a pool's env actors (a Ray pool), or close its envs (a local one)."""
+    import asyncio
+
+    inner = getattr(pool, "inner", pool)
+    shutdown = getattr(inner, "shutdown", None)
+    if shutdown is not None:
+        shutdown()
+    else:
+        asyncio.run(inner.aclose())

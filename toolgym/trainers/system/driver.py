@@ -39,14 +39,13 @@ from toolgym.envs.types import Task
 from toolgym.errors import ConfigError
 from toolgym.policy import SamplingParams
 from toolgym.rollouts.episode import Episode
-from toolgym.rollouts.loop import EnvSource, _factory, arun_episodes
+from toolgym.rollouts.loop import EnvSource, arun_episodes
 from toolgym.rollouts.partial import PartialRollouts
-from toolgym.rollouts.pool import make_pool
 from toolgym.trainers import metrics as m
 from toolgym.trainers.config import TrainConfig
 from toolgym.trainers.experience import Sampler, TaskSource, collect, iteration_metrics
 from toolgym.trainers.grpo import build_batch
-from toolgym.trainers.system.cluster import preflight, remote_options
+from toolgym.trainers.system.cluster import close_pool, env_pool, preflight, remote_options
 from toolgym.trainers.system.fork import ForkingPool
 from toolgym.trainers.system.inference import EngineSpec, InferenceWorker, WorkerPolicy
 from toolgym.trainers.system.learner import LocalLearner, RayTrainLearner
@@ -93,8 +92,8 @@ class SystemTrainer:
         tokenizer.save_pretrained(self._work / "model")
         spec = EngineSpec(kind=s.engine, model_dir=str(self._work / "model"), dtype=config.model.dtype,
                           device=config.model.device, torch_threads=config.run.torch_threads)
-        actor = ray.remote(InferenceWorker).options(**remote_options(s, "inference"))
-        self.workers = [actor.remote(spec.model_copy(update={"url": s.engine_urls[i]} if s.engine == "openai" else {}))
+        actor: Any = ray.remote(InferenceWorker).options(**remote_options(s, "inference"))
+        self.workers: list[Any] = [actor.remote(spec.model_copy(update={"url": s.engine_urls[i]} if s.engine == "openai" else {}))
                         for i in range(s.inference_workers)]
         ray.get([w.ready.remote() for w in self.workers], timeout=600)
         self.policy = WorkerPolicy(self.workers, model, tokenizer, versions=VersionLog(), max_batch_size=64,
@@ -102,7 +101,7 @@ class SystemTrainer:
         self.sampler.policy.close()
         self.sampler.policy = self.policy  # evaluation generates on the workers too
         self.weights = WeightSync(self.workers, self.policy.dead)
-        self.pool = self._pool()
+        self.pool = env_pool(config, self.sampler.env)
         self.learner: Any = (LocalLearner(config, model, tokenizer) if s.learner_backend == "local"
                              else RayTrainLearner(config, str(self._work / "model"), str(self._work / "ray_train")))
         self.partial = self._partial() if s.partial_turn_budget else None
@@ -136,6 +135,8 @@ class SystemTrainer:
                 hist.update(h)
                 dropped += d
         batch, counts = build_batch(collected, cfg, self.sampler.pad_id)
+        self.last_collected = collected
+        """The last iteration's scored episodes and rows (rows carry ``metadata["policy_versions"]``)."""
         t2 = time.perf_counter()
         stats, state = self.learner.update(batch, cfg.lr_factor_at(i)) if batch is not None else ({}, None)
         t3 = time.perf_counter()
@@ -217,14 +218,6 @@ class SystemTrainer:
 
     # ------------------------------------------------------------------ pools
 
-    def _pool(self) -> Any:
-        s = self.config.system
-        inner = make_pool(s.pool, actors=s.env_actors, ray_address=s.address, num_cpus=s.env_actor_cpus,
-                          resources=s.resources.get("env", {})) if s.pool == "ray" else make_pool("local")
-        pool = ForkingPool(inner) if s.fork_siblings else inner
-        pool.bind(*_factory(self.sampler.env))  # env actors start (and are checked) before any work
-        return pool
-
     def _partial(self) -> PartialRollouts:
         cfg, r = self.config, self.config.rollout
         return PartialRollouts(self.sampler.env, pool=self.pool, turn_budget=cfg.system.partial_turn_budget,
@@ -266,9 +259,7 @@ class SystemTrainer:
         self.learner.close()
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
-        shutdown = getattr(getattr(self.pool, "inner", self.pool), "shutdown", None)
-        if shutdown is not None:
-            shutdown()
+        close_pool(self.pool)
         self._loop.call_soon_threadsafe(self._loop.stop)
         shutil.rmtree(self._work, ignore_errors=True)
 

@@ -30,10 +30,13 @@ class ForkingPool:
 
     Args:
         inner: The pool that hosts the envs.
+        siblings: Episodes per group (K); a start is dropped once its K - 1 forks took it (a later
+            retry of the same start resets for real, which gives the same state).
     """
 
-    def __init__(self, inner: EnvPool) -> None:
-        self.inner = inner
+    def __init__(self, inner: EnvPool, siblings: int | None = None) -> None:
+        self.inner, self.siblings = inner, siblings
+        self._taken: dict[tuple[int | None, str | None], int] = {}
         self._origins: dict[tuple[int | None, str | None], asyncio.Future[Origin]] = {}
         self.resets = 0
         """Real resets done (one per group)."""
@@ -45,7 +48,7 @@ class ForkingPool:
 
     def forget(self) -> None:
         """Drop the cached starts (call between iterations: a later reset of the same seed is a new group)."""
-        self._origins = {}
+        self._origins, self._taken = {}, {}
 
     async def acquire(self) -> Any:
         return await self.inner.acquire()
@@ -69,6 +72,9 @@ class ForkingPool:
             origin.set_result((snap, obs, info))
             return obs, info
         snap, obs, info = await asyncio.shield(origin)
+        self._taken[key] = self._taken.get(key, 0) + 1
+        if self.siblings is not None and self._taken[key] >= self.siblings - 1 and self._origins.get(key) is origin:
+            del self._origins[key], self._taken[key]  # every sibling has its start: keep memory flat
         await self.inner.restore(env, snap)
         self.forks += 1
         return copy.deepcopy(obs), copy.deepcopy(info)

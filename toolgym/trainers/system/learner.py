@@ -224,7 +224,7 @@ class RayTrainLearner:
 
         s = config.system
         self.world = s.learners
-        self.mailbox = ray.remote(Mailbox).options(num_cpus=0).remote(self.world)
+        self.mailbox: Any = ray.remote(Mailbox).options(num_cpus=0).remote(self.world)
         per_worker = {"CPU": s.learner_cpus, **({"GPU": s.learner_gpus} if s.learner_gpus else {}), **s.resources.get("learner", {})}
         self.trainer = TorchTrainer(
             learner_loop,
