@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from toolgym.aio import loop_needed
 from toolgym.envs.canonical import seed_from
+from toolgym.envs.digest import canonical_json
 from toolgym.envs.sim.schema import SchemaError
 from toolgym.envs.sim.spec import CompiledTool, SimTool, compile_tool, split_name
 from toolgym.envs.synth.llm import parse_json
@@ -176,7 +177,8 @@ def validate(proposal: Proposal, generation: int) -> ToolRecord | ItemFailure:
     if proposal.tool is None:
         return proposal.failures[-1] if proposal.failures else ItemFailure(stage=STAGE, item=proposal.job.key, kind="no_answer")
     try:
-        tool = SimTool.coerce(proposal.tool)
+        # Keys sorted as the cache stores them: the record compiled here is the one read back later.
+        tool = SimTool.coerce(json.loads(canonical_json(proposal.tool)))
         compile_cached(tool)
     except SchemaError as exc:
         return ItemFailure(stage=STAGE, item=proposal.job.key, kind="invalid_spec", message=str(exc)[:300])

@@ -93,8 +93,9 @@ def run_synth(cfg: SynthConfig, *, advance: Advance | None = None) -> SynthRun:
         st.failures += [ItemFailure.model_validate(r["failure"]) for r in rows if "failure" in r]
         stats.items, stats.cache_hits = len(agents), cache.hits
         st.advance("agents", len(agents), len(agents))
-    compiled = {n: compile_cached(r.tool) for n, r in {r.name: r for r in records}.items() if n in {t for a in agents for t in a.tools}}
     with st.stage("tasks") as stats:
+        used = {t for a in agents for t in a.tools}
+        compiled = {r.name: compile_cached(r.tool) for r in records if r.name in used}
         key = fingerprint(key, cfg.population.model_dump(mode="json"), [a.name for a in agents])
         cache = StageCache(root, "tasks", key)
         tasks, failures = build_tasks(agents, compiled, cfg.population, cfg.seed, _counted(cache, st, "tasks", cfg.population.tasks))
