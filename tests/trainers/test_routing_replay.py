@@ -228,3 +228,47 @@ def test_trainer_with_replay_on_a_dense_model_fails_at_construction():
                                  "run": {"tensorboard": False, "plots": False}})
     with pytest.raises(RoutingError, match=r"algorithm\.routing_replay"):
         GRPOTrainer(cfg, dense_model(), tokenizer=None)
+
+
+def test_grpo_iteration_records_replays_and_reports_routing():
+    """The whole path: the sampler records, the loop keeps it on turns, rows carry it, the update replays it."""
+    from toolgym.trainers.config import TrainConfig
+    from toolgym.trainers.run import build_trainer, load_policy
+
+    cfg = TrainConfig.from_dict({
+        "model": {"tiny": "kimi"},
+        "algorithm": {"group_size": 2, "routing_replay": True, "filter_zero_variance": False},
+        "rollout": {"tasks_per_iteration": 1, "max_new_tokens": 6},
+        "optim": {"lr": 1e-3, "minibatch_size": 2, "micro_batch_size": 2},
+        "run": {"iterations": 1, "tensorboard": False, "plots": False},
+    })
+    model, tokenizer = load_policy(cfg)
+    trainer = build_trainer(cfg, model, tokenizer)
+    row = trainer.iteration()
+    trainer.close()
+    assert row[m.ROWS] > 0
+    assert row[m.ROUTING_AGREEMENT] == pytest.approx(1.0) and row[m.ROUTING_RECORDED_FRAC] == pytest.approx(1.0)
+    assert row[m.ROUTING_ROUTER_AGREEMENT] == pytest.approx(1.0)  # same weights, fp32: generation agrees
+    assert row[m.ROUTING_GAP_REPLAY] < 1e-4 and row[m.ROUTING_GAP_FREE] < 1e-4
+
+
+def test_serve_returns_the_routed_experts_the_local_policy_records():
+    import asyncio
+
+    import httpx
+
+    pytest.importorskip("fastapi")
+    from toolgym.policies.hf_policy import HFPolicy
+    from toolgym.policies.models import cached_tiny_model
+    from toolgym.policies.serve import serve_in_thread
+
+    policy = HFPolicy.from_pretrained(cached_tiny_model("qwen3"), record_routing=True)
+    prompt = list(range(10, 30))
+    job = GenerationJob(prompt_ids=prompt, seed=7, sampling=SamplingParams(max_new_tokens=5, temperature=0))
+    local, = asyncio.run(policy.generate_ids([job]))
+    with serve_in_thread(policy, max_batch=4, wait_ms=5) as url:
+        body = {"model": "m", "prompt": prompt, "max_tokens": 5, "temperature": 0, "seed": 7, "return_token_ids": True}
+        choice = httpx.post(f"{url}/v1/completions", json=body, timeout=60).json()["choices"][0]
+    policy.close()
+    assert not isinstance(local, Exception) and local.routed_experts is not None
+    assert choice["token_ids"] == local.token_ids and choice["routed_experts"] == local.routed_experts
