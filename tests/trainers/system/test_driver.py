@@ -140,3 +140,22 @@ def test_async_records_every_tokens_version_and_bounds_staleness(ray_local):
     assert rows[1][m.STALENESS_MAX] <= 1 and rows[1][m.STALENESS_MEAN] > 0  # generated while update 0 ran
     assert rows[1][m.OVERLAP_S] > 0 or rows[0][m.OVERLAP_S] > 0  # generation for i+1 overlapped update i
     assert m.IS_LOGPROB_GAP in rows[1] and rows[1][m.IS_LOGPROB_GAP] > 0  # stale tokens: the learner's policy moved
+
+
+def test_two_data_parallel_learners_on_ray_train_equal_one_learner(ray_local, reference):
+    """Ray Train ``TorchTrainer`` with 2 gloo ranks, each back-propagating half of every minibatch; one all-reduce
+    sums the gradients. Tolerance 1e-5: the sum of two half-gradients differs from one whole only in float
+    summation order, which the second iteration's sampling then sees through the updated weights."""
+    from toolgym.trainers.run import load_policy
+    from toolgym.trainers.system.driver import SystemTrainer
+
+    cfg = config({"mode": "sync", "inference_workers": 1, "learners": 2, "learner_cpus": 0.25, "learner_backend": "ray_train"})
+    model, tokenizer = load_policy(cfg)
+    trainer = SystemTrainer(cfg, model, tokenizer)
+    try:
+        rows = [trainer.iteration() for _ in range(ITERATIONS)]
+    finally:
+        trainer.close()
+    for row, ref in zip(rows, reference, strict=True):
+        bad = [k for k, v in ref.items() if not k.startswith(m.TIME_PREFIX) and abs(row[k] - v) > 1e-5 * max(1.0, abs(v))]
+        assert bad == []

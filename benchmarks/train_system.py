@@ -1,0 +1,181 @@
+"""The RL system on this machine: in-process vs sync on Ray vs async (staleness 1 and 2), and weight sync.
+
+Part 1 runs the same GRPO recipe on the tiny Kimi-shaped MoE (UnitConv, 4 tasks x 4 siblings,
+48 new tokens per turn) four ways, each for ``--iterations`` iterations from the same weights:
+
+* **in-process**: ``GRPOTrainer`` in one process (torch on every core);
+* **sync on Ray**: 2 env actors, 2 HF inference workers, 1 Ray Train learner, generation then update;
+* **async s=1 / s=2**: the same roles, generation of later iterations overlapping the update,
+  ``max_staleness`` 1 or 2, truncated importance correction.
+
+Per mode (iterations after the first, which fills the pipeline): wall time per iteration,
+generation/update overlap (seconds of update during which rollouts ran / update seconds),
+learner idle fraction, the staleness histogram of trained tokens, trained tokens per second
+and weight-sync seconds. The async/sync ratio is measured in the same process, one after the other.
+
+Part 2 times the weight sync itself against the parameter count: a ``state_dict`` of N float32
+parameters is put in Ray's object store once and copied into the tensors of 2 worker actors
+(what ``WeightSync.publish`` and ``load_state_dict`` do), for N from 1M to 64M.
+
+    python benchmarks/train_system.py                     # table + benchmarks/results/train_system.json
+    python benchmarks/train_system.py --iterations 6 --modes inprocess,async1
+
+A GPU part (bf16, the ~0.5B config, vLLM) is not written yet: this machine has no GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+RECIPE: dict[str, Any] = {
+    "model": {"tiny": "kimi", "seed": 0}, "env": {"id": "toolgym/unitconv-v0"},
+    "algorithm": {"group_size": 4, "filter_zero_variance": False, "clip_high": 0.28},
+    "optim": {"lr": 1e-4, "minibatch_size": 8, "micro_batch_size": 4},
+    "rollout": {"tasks_per_iteration": 4, "max_new_tokens": 48, "token_budget": 160, "temperature": 1.0},
+    "run": {"seed": 0, "torch_threads": 1},
+}
+ROLES = {"pool": "ray", "env_actors": 2, "inference_workers": 2, "learners": 1, "learner_backend": "ray_train"}
+MODES: dict[str, dict[str, Any]] = {
+    "inprocess": {"system": {}, "threads": 2},
+    "sync": {"system": {"mode": "sync", **ROLES}},
+    "async1": {"system": {"mode": "async", "max_staleness": 1, **ROLES}, "importance": "truncated"},
+    "async2": {"system": {"mode": "async", "max_staleness": 2, **ROLES}, "importance": "truncated"},
+}
+
+
+def run_mode(name: str, iterations: int) -> dict[str, Any]:
+    """Train ``iterations`` iterations in mode ``name``; per-iteration wall times and metric rows."""
+    import torch
+
+    from toolgym.trainers.config import TrainConfig
+    from toolgym.trainers.run import build_trainer, load_policy
+
+    spec = MODES[name]
+    data = json.loads(json.dumps(RECIPE))
+    data["run"].update(iterations=iterations, torch_threads=spec.get("threads", 1))
+    data["algorithm"]["importance"] = spec.get("importance", "none")
+    data["system"] = spec["system"]
+    cfg = TrainConfig.from_dict(data)
+    torch.set_num_threads(cfg.run.torch_threads or 1)
+    model, tokenizer = load_policy(cfg)
+    t0 = time.perf_counter()
+    trainer = build_trainer(cfg, model, tokenizer)
+    startup = time.perf_counter() - t0
+    rows, walls = [], []
+    try:
+        for _ in range(iterations):
+            t = time.perf_counter()
+            rows.append(trainer.iteration())
+            walls.append(time.perf_counter() - t)
+    finally:
+        trainer.close()
+    return {"startup_s": startup, "walls": walls, "rows": rows}
+
+
+def summarize(run: dict[str, Any]) -> dict[str, Any]:
+    """Means over the iterations after the first."""
+    rows, walls = run["rows"][1:], run["walls"][1:]
+    update = sum(r.get("time/update_s", 0.0) for r in rows)
+    wall = sum(walls)
+    hist: dict[str, float] = {}
+    for r in rows:
+        for k, v in r.items():
+            if k.startswith("system/staleness/"):
+                hist[k.removeprefix("system/staleness/")] = hist.get(k.removeprefix("system/staleness/"), 0.0) + v / len(rows)
+    return {
+        "startup_s": run["startup_s"], "iteration_s": statistics.mean(walls), "iteration_s_all": run["walls"],
+        "update_s": update / len(rows), "overlap_frac": sum(r.get("system/overlap_s", 0.0) for r in rows) / update if update else 0.0,
+        "learner_idle_frac": 1.0 - update / wall if wall else 0.0,
+        "staleness": hist or {"0": 1.0}, "trained_tokens_per_s": sum(r.get("train/tokens", 0.0) for r in rows) / wall,
+        "weight_sync_s": statistics.mean(r.get("system/weight_sync_s", 0.0) for r in rows),
+        "reward_mean": statistics.mean(r.get("train/reward_mean", 0.0) for r in rows),
+    }
+
+
+def weight_sync_scaling(sizes: list[int], repeats: int = 3) -> list[dict[str, float]]:
+    """Seconds to put a state_dict of N float32 parameters in the object store and copy it into 2 actors."""
+    import ray
+    import torch
+
+    @ray.remote(num_cpus=0)
+    class Holder:
+        def __init__(self, n: int):
+            self.t = {f"w{i}": torch.zeros(n // 8) for i in range(8)}
+
+        def load(self, state: dict[str, Any]) -> int:
+            for k, v in state.items():
+                self.t[k].copy_(v)
+            return len(state)
+
+    out = []
+    for n in sizes:
+        holders = [Holder.remote(n) for _ in range(2)]
+        ray.get([h.load.remote({f"w{i}": torch.zeros(n // 8) for i in range(8)}) for h in holders])  # warm
+        times = []
+        for _ in range(repeats):
+            state = {f"w{i}": torch.randn(n // 8) for i in range(8)}
+            t0 = time.perf_counter()
+            ref = ray.put(state)
+            ray.get([h.load.remote(ref) for h in holders])
+            times.append(time.perf_counter() - t0)
+        out.append({"parameters": n, "seconds": min(times), "mb": n * 4 / 2**20})
+        for h in holders:
+            ray.kill(h)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--sizes", default="1000000,4000000,16000000,64000000")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_system.json")
+    args = parser.parse_args()
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    console = Console()
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                           "load_avg_at_start": os.getloadavg()[0]}, "modes": {}}
+    for name in args.modes.split(","):
+        console.print(f"[bold]{name}[/] ...")
+        results["modes"][name] = summarize(run_mode(name, args.iterations))
+    modes = results["modes"]
+    if "sync" in modes:
+        for name in ("async1", "async2"):
+            if name in modes:
+                modes[name]["speedup_vs_sync"] = modes["sync"]["iteration_s"] / modes[name]["iteration_s"]
+    results["weight_sync"] = weight_sync_scaling([int(s) for s in args.sizes.split(",")])
+    results["machine"]["load_avg_at_end"] = os.getloadavg()[0]
+    table = Table(title=f"RL system, tiny Kimi MoE, {args.iterations} iterations (means after the first)")
+    for col in ("mode", "s/iter", "vs sync", "overlap", "learner idle", "staleness", "tokens/s", "sync s", "startup s"):
+        table.add_column(col)
+    for name, r in modes.items():
+        table.add_row(name, f"{r['iteration_s']:.2f}", f"{r.get('speedup_vs_sync', float('nan')):.2f}x" if "speedup_vs_sync" in r else "",
+                      f"{r['overlap_frac']:.0%}", f"{r['learner_idle_frac']:.0%}",
+                      " ".join(f"{k}:{v:.2f}" for k, v in sorted(r["staleness"].items())), f"{r['trained_tokens_per_s']:.0f}",
+                      f"{r['weight_sync_s']:.3f}", f"{r['startup_s']:.0f}")
+    console.print(table)
+    sync_table = Table(title="weight sync: object store put + copy into 2 actors")
+    for col in ("parameters", "MB", "seconds"):
+        sync_table.add_column(col)
+    for r in results["weight_sync"]:
+        sync_table.add_row(f"{r['parameters']:,}", f"{r['mb']:.0f}", f"{r['seconds']:.3f}")
+    console.print(sync_table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
