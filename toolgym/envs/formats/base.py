@@ -100,6 +100,8 @@ def read_arguments(raw: Any) -> dict[str, Any] | str:
             raw = loads(raw) if raw.strip() else {}
         except json.JSONDecodeError as exc:
             return f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"
+        if raw is None:  # written-out null: not an object (a missing or null field still means {})
+            return "arguments must be a JSON object, got null"
     if raw is None:
         return {}
     if not isinstance(raw, dict):

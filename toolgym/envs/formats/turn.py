@@ -7,6 +7,7 @@ adds the rest, so every family handles reasoning, stray formats and stop markers
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -14,6 +15,11 @@ from toolgym.envs.formats.base import ParsedTurn, ParseError, snippet
 from toolgym.envs.formats.detect import format_seen
 from toolgym.envs.formats.reasoning import THINK, join_reasoning, split_reasoning
 from toolgym.envs.types import ToolCall, ToolSpec
+
+# Every call marker and reasoning tag of every format holds one of these characters.
+_MARK = re.compile(r"[<\[{◁]")
+# Every reasoning tag holds one of these.
+_THINK_HINT = re.compile(r"think|THINK|◁")
 
 
 class TextFormat:
@@ -37,15 +43,22 @@ class TextFormat:
         Malformed calls, calls inside reasoning, calls in another known format and broken
         reasoning blocks all become ``errors`` (so such a turn is never a final answer).
         """
-        if "<" not in text and "[" not in text and "{" not in text and "◁" not in text:
+        if _MARK.search(text) is None:
             return ParsedTurn(content=text.strip())  # no marker of any format or reasoning tag can be here
-        text = _strip_stops(text, self.stops)
+        if self.stops:
+            text = _strip_stops(text, self.stops)
         pieces: list[str] = []
         errors: list[ParseError] = []
-        if "think" in text or "THINK" in text or "◁" in text:  # every reasoning tag holds one of these
+        if _THINK_HINT.search(text) is not None:
             text = self._split_reasoning(text, pieces, errors)
         turn = self.parse_calls(text, id_prefix, tools)
-        if "think" in turn.content or "THINK" in turn.content or "◁" in turn.content:
+        if not pieces and not errors and not turn.errors and not turn.content and turn.reasoning is None:
+            return turn  # the common call turn: calls only, nothing else to look at
+        return self._finish(text, turn, pieces, errors, tools)
+
+    def _finish(self, text: str, turn: ParsedTurn, pieces: list[str], errors: list[ParseError], tools: Sequence[ToolSpec] | None) -> ParsedTurn:
+        """Reasoning joined and checked for calls, then a look for calls in other formats."""
+        if _THINK_HINT.search(turn.content) is not None:
             # content decoded from JSON (openai) may spell the tags with escapes
             turn.content = self._split_reasoning(turn.content, pieces, errors).strip()
         if turn.reasoning is not None:  # a format with its own reasoning channel (harmony)
