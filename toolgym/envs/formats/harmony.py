@@ -27,7 +27,7 @@ from toolgym.envs.formats.base import (
     snippet,
     tools_json_lines,
 )
-from toolgym.envs.formats.turn import TextFormat
+from toolgym.envs.formats.turn import TextFormat, without_markers
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 
 START, CHANNEL, CONSTRAIN, MESSAGE = "<|start|>", "<|channel|>", "<|constrain|>", "<|message|>"
@@ -106,6 +106,7 @@ class HarmonyFormat(TextFormat):
         self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]] = (), reasoning: str | None = None
     ) -> str:
         messages: list[str] = []
+        content = without_markers(content, MARKERS)
         if reasoning is not None:
             messages.append(f"{CHANNEL}analysis{MESSAGE}{reasoning}{END}")
         if content:

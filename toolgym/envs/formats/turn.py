@@ -47,14 +47,15 @@ class TextFormat:
             return ParsedTurn(content=text.strip())  # no marker of any format or reasoning tag can be here
         if self.stops:
             text = _strip_stops(text, self.stops)
+        if _THINK_HINT.search(text) is None:
+            turn = self.parse_calls(text, id_prefix, tools)
+            if not turn.errors and not turn.content and turn.reasoning is None:
+                return turn  # the common call turn: calls only, nothing else to look at
+            return self._finish(text, turn, [], [], tools)
         pieces: list[str] = []
         errors: list[ParseError] = []
-        if _THINK_HINT.search(text) is not None:
-            text = self._split_reasoning(text, pieces, errors)
-        turn = self.parse_calls(text, id_prefix, tools)
-        if not pieces and not errors and not turn.errors and not turn.content and turn.reasoning is None:
-            return turn  # the common call turn: calls only, nothing else to look at
-        return self._finish(text, turn, pieces, errors, tools)
+        text = self._split_reasoning(text, pieces, errors)
+        return self._finish(text, self.parse_calls(text, id_prefix, tools), pieces, errors, tools)
 
     def _finish(self, text: str, turn: ParsedTurn, pieces: list[str], errors: list[ParseError], tools: Sequence[ToolSpec] | None) -> ParsedTurn:
         """Reasoning joined and checked for calls, then a look for calls in other formats."""
@@ -118,12 +119,24 @@ class TextFormat:
     def render_turn(
         self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]] = (), reasoning: str | None = None
     ) -> str:
-        """Assistant text that ``parse`` reads back as ``content``, ``calls`` and ``reasoning``."""
-        return self.render_reasoning(reasoning) + self.render_calls(content, calls, unreadable)
+        """Assistant text that ``parse`` reads back as ``content``, ``calls`` and ``reasoning``.
+
+        The format's own call markers are dropped from ``content`` (text cannot hold them
+        without starting a call).
+        """
+        return self.render_reasoning(reasoning) + self.render_calls(without_markers(content, self.markers), calls, unreadable)
 
     def render_calls(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]]) -> str:
         """The answer part of a turn: content and calls in this format."""
         raise NotImplementedError
+
+
+def without_markers(text: str, markers: tuple[str, ...]) -> str:
+    """``text`` with every marker removed (until none is left: removal may join a new one)."""
+    while any(m in text for m in markers):
+        for marker in markers:
+            text = text.replace(marker, "")
+    return text
 
 
 def _strip_stops(text: str, stops: tuple[str, ...]) -> str:
