@@ -272,3 +272,11 @@ def test_serve_returns_the_routed_experts_the_local_policy_records():
     policy.close()
     assert not isinstance(local, Exception) and local.routed_experts is not None
     assert choice["token_ids"] == local.token_ids and choice["routed_experts"] == local.routed_experts
+
+
+def test_replay_with_the_ppo_trainer_is_refused_by_the_config():
+    from toolgym.errors import ConfigError
+    from toolgym.trainers.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"algorithm\.routing_replay is not wired into the PPO trainer.*name: grpo"):
+        TrainConfig.from_dict({"algorithm": {"name": "ppo", "loss": "grpo", "routing_replay": True, "value_model": "head"}})

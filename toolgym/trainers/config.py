@@ -389,6 +389,9 @@ def _contradictions(cfg: TrainConfig) -> list[str]:
     if a.importance != "none" and a.loss == "k2":
         out.append(f"algorithm.importance={a.importance!r} corrects a per-token ratio; the k2 loss has none: "
                    "set algorithm.importance: none or use loss grpo/dapo/dr_grpo")
+    if a.routing_replay and a.name == "ppo":
+        out.append("algorithm.routing_replay is not wired into the PPO trainer (its forward would route freely): "
+                   "set algorithm.name: grpo, or algorithm.routing_replay: false")
     return out + _system_contradictions(cfg)
 
 
