@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from toolgym.errors import ConfigError
 from toolgym.policies.vllm_engine import (
     MLA_LATENT_WIDTH,
     VLLMNotInstalledError,
@@ -40,7 +41,8 @@ LOGPROB_TOL = 1e-4
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(["deepseek_v3", "qwen3_moe", "llama"]), rank=st.integers(1, 600), rope=st.integers(1, 128),
-       routing=st.booleans(), extra=st.dictionaries(st.text("abcdefgh_", min_size=1, max_size=8), st.integers(), max_size=4))
+       routing=st.booleans(),
+       extra=st.dictionaries(st.text("abcdefgh_", min_size=1, max_size=8), st.integers(), max_size=4))
 def test_prepare_model_dir_patches_only_what_vllm_needs(tmp_path_factory, kind, rank, rope, routing, extra):
     src = tmp_path_factory.mktemp("src")
     config = {**extra, "model_type": kind, "kv_lora_rank": rank, "qk_rope_head_dim": rope}
@@ -187,6 +189,8 @@ def test_weight_update_matches_hf_on_the_new_weights_and_the_old_ones_come_back(
     assert [r.token_ids for r in after] != [r.token_ids for r in before]
     assert worst_gap(hf_model(model_dir, new), jobs, after) < LOGPROB_TOL
     policy.load_weights_from(model_dir, version=2)
+    with pytest.raises(ConfigError, match="do not match its checkpoint"):  # refused before the server sees it
+        policy.load_state_dict({**old, "model.extra.weight": torch.zeros(2)}, version=3)
     _, restored = sample(policy, seed=100)
     assert [(r.token_ids, r.logprobs) for r in restored] == [(r.token_ids, r.logprobs) for r in before]
 
@@ -214,14 +218,17 @@ def test_episodes_give_token_faithful_rows(engine):
 
 @pytest.mark.vllm
 def test_grpo_trains_through_vllm_with_a_sync_after_each_update(engine):
+    from toolgym.trainers import metrics as m
     from toolgym.trainers.config import TrainConfig
     from toolgym.trainers.run import build_trainer, load_policy
 
     policy, model_dir = engine
     kind = "qwen3" if "qwen3" in str(model_dir) else "kimi"
     cfg = TrainConfig.from_dict({
-        "model": {"tiny": kind}, "algorithm": {"group_size": 2}, "rollout": {"tasks_per_iteration": 2, "max_new_tokens": 8},
-        "optim": {"lr": 1e-3, "minibatch_size": 4, "micro_batch_size": 2}, "run": {"iterations": 2, "tensorboard": False, "plots": False},
+        "model": {"tiny": kind}, "algorithm": {"group_size": 2},
+        "rollout": {"tasks_per_iteration": 2, "max_new_tokens": 8},
+        "optim": {"lr": 1e-3, "minibatch_size": 4, "micro_batch_size": 2},
+        "run": {"iterations": 2, "tensorboard": False, "plots": False},
     })
     model, tokenizer = load_policy(cfg)
     trainer = build_trainer(cfg, model, tokenizer)
@@ -234,9 +241,10 @@ def test_grpo_trains_through_vllm_with_a_sync_after_each_update(engine):
         versions.append(trainer.iteration_index)
         policy.load_state_dict(trainer.model.state_dict(), version=trainer.iteration_index)
 
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
     history = trainer.train(2, on_iteration=sync)
-    assert len(history) == 2 and versions == [1, 2]
-    assert all(row.get("steps", 1) >= 0 for row in history)
+    assert versions == [1, 2] and all(row[m.ROWS] > 0 and row[m.STEPS] >= 1 for row in history)
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
     # vLLM now serves the learner's updated weights
     jobs, results = sample(policy, seed=7)
     assert worst_gap(trainer.model.eval(), jobs, results) < LOGPROB_TOL

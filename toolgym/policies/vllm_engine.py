@@ -98,7 +98,9 @@ def write_extension(out_dir: str | os.PathLike[str]) -> Path:
     return out
 
 
-def prepare_model_dir(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, str]]:
+def prepare_model_dir(
+    model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+) -> tuple[Path, dict[str, str]]:
     """A model folder vLLM's CPU backend loads correctly, and the environment it needs.
 
     Returns ``(folder, env)``: ``model_dir`` itself when nothing needs patching, else
@@ -169,6 +171,8 @@ class VLLMServer:
         self.process = process
         self.log_path = log_path
         self._workdir = workdir
+        self.model_name = "toolgym"
+        """The served model name requests carry (read from ``/v1/models`` by ``check``)."""
 
     @property
     def v1(self) -> str:
@@ -187,8 +191,9 @@ class VLLMServer:
         workdir = Path(tempfile.mkdtemp(prefix="toolgym-vllm-"))
         model, extra_env = prepare_model_dir(config.model_dir, workdir / "model")
         port = config.port or _free_port()
-        env = {**os.environ, **extra_env, "VLLM_CPU_KVCACHE_SPACE": str(config.kv_cache_gib), "VLLM_SERVER_DEV_MODE": "1",
-               "PYTHONPATH": os.pathsep.join(p for p in (str(write_extension(workdir / "ext")), os.environ.get("PYTHONPATH", "")) if p)}
+        paths = (str(write_extension(workdir / "ext")), os.environ.get("PYTHONPATH", ""))
+        env = {**os.environ, **extra_env, "VLLM_CPU_KVCACHE_SPACE": str(config.kv_cache_gib),
+               "VLLM_SERVER_DEV_MODE": "1", "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
         if config.threads:
             env["OMP_NUM_THREADS"] = str(config.threads)
         cmd = ["nice", "-n", "10", str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
@@ -236,25 +241,30 @@ class VLLMServer:
                 last = f"{type(exc).__name__}: {exc}"
             if time.monotonic() >= deadline:
                 where = f"; log {self.log_path}:\n{self.log_tail()}" if self.log_path else ""
-                raise VLLMUnreachableError(f"vLLM server at {self.url} did not answer within {timeout_s:.0f} s ({last}){where}")
+                raise VLLMUnreachableError(
+                    f"vLLM server at {self.url} did not answer within {timeout_s:.0f} s ({last}){where}")
             time.sleep(1.0)
 
     def check(self) -> None:
         """Refuse a server that returns no token ids or log-probs, or lacks the reload extension."""
         import httpx
 
-        body = {"model": "toolgym", "prompt": [1, 2], "max_tokens": 1, "temperature": 0.0, "logprobs": 0,
+        self.model_name = str(self.served_model().get("id") or self.model_name)
+        body = {"model": self.model_name, "prompt": [1, 2], "max_tokens": 1, "temperature": 0.0, "logprobs": 0,
                 "return_token_ids": True}
         try:
             response = httpx.post(self.v1 + "/completions", json=body, timeout=60.0)
         except httpx.HTTPError as exc:
             raise VLLMUnreachableError(f"{self.v1}/completions does not answer ({type(exc).__name__}: {exc})") from None
-        choice = (response.json().get("choices") or [{}])[0] if response.status_code == 200 else {}
+        if response.status_code != 200:
+            raise VLLMError(f"{self.v1}/completions answered {response.status_code} to a token-id prompt: "
+                            f"{response.text[:300]}")
+        choice = (response.json().get("choices") or [{}])[0]
         logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
         if not choice.get("token_ids") or not logprobs:
             raise VLLMNoTokenIdsError(
-                f"{self.v1}/completions answered {response.status_code} without token_ids and log-probs "
-                f"({response.text[:200]}); toolgym needs a vLLM that honours return_token_ids (>= 0.10)"
+                f"{self.v1}/completions answered without token_ids and log-probs ({response.text[:200]}); "
+                "toolgym needs a vLLM that honours return_token_ids (>= 0.10)"
             )
         try:
             self.rpc("toolgym_ping")
@@ -262,15 +272,19 @@ class VLLMServer:
             raise VLLMError(f"{exc}; start the server with VLLM_SERVER_DEV_MODE=1 and "
                             f"--worker-extension-cls {EXTENSION} (VLLMServer.start does both)") from None
 
-    def max_model_len(self) -> int | None:
-        """The longest prompt plus generation the server accepts (``GET /v1/models``), if it says."""
+    def served_model(self) -> dict[str, Any]:
+        """The first entry of ``GET /v1/models`` (``id``, ``max_model_len``...); ``{}`` if unreadable."""
         import httpx
 
         try:
             models = httpx.get(self.v1 + "/models", timeout=30.0).json().get("data") or [{}]
-        except (httpx.HTTPError, ValueError):
-            return None
-        value = models[0].get("max_model_len")
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return {}
+        return dict(models[0]) if isinstance(models[0], dict) else {}
+
+    def max_model_len(self) -> int | None:
+        """The longest prompt plus generation the server accepts, if it says."""
+        value = self.served_model().get("max_model_len")
         return int(value) if isinstance(value, int) else None
 
     def rpc(self, method: str, *args: str, timeout_s: float = 300.0) -> list[Any]:
@@ -278,11 +292,14 @@ class VLLMServer:
         import httpx
 
         try:
-            response = httpx.post(self.url + "/collective_rpc", json={"method": method, "args": list(args)}, timeout=timeout_s)
+            body = {"method": method, "args": list(args)}
+            response = httpx.post(self.url + "/collective_rpc", json=body, timeout=timeout_s)
         except httpx.HTTPError as exc:
-            raise VLLMUnreachableError(f"{self.url}/collective_rpc does not answer ({type(exc).__name__}: {exc})") from None
+            raise VLLMUnreachableError(
+                f"{self.url}/collective_rpc does not answer ({type(exc).__name__}: {exc})") from None
         if response.status_code != 200:
-            raise VLLMError(f"{self.url}/collective_rpc {method} answered {response.status_code}: {response.text[:300]}")
+            raise VLLMError(
+                f"{self.url}/collective_rpc {method} answered {response.status_code}: {response.text[:300]}")
         return list(response.json().get("results", [])) if response.content else []
 
     def reload_weights(self, path: str | os.PathLike[str]) -> float:
@@ -292,7 +309,11 @@ class VLLMServer:
         weights only.
         """
         t0 = time.perf_counter()
-        self.rpc("toolgym_reload", str(Path(path).resolve()))
+        results = self.rpc("toolgym_reload", str(Path(path).resolve()))
+        failed = [r["error"] for r in results if isinstance(r, dict) and "error" in r]
+        if failed or not results:
+            raise VLLMError(f"the server could not load {path}: {failed[0] if failed else 'no worker answered'}; "
+                            "its weights may be partly replaced, so reload a good checkpoint before sampling")
         self.reset_prefix_cache()
         return time.perf_counter() - t0
 

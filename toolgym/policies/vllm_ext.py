@@ -62,7 +62,8 @@ def repack_cpu_moe_experts(model: Any) -> int:
                 weight = getattr(module, name)
                 fresh = cpu_prepack_moe_weight(weight.data, experts.isa)
                 if fresh.shape != weight.shape:  # a padded layout cannot be refilled in place
-                    raise RuntimeError(f"re-packed {name} has shape {tuple(fresh.shape)}, expected {tuple(weight.shape)}")
+                    raise RuntimeError(
+                        f"re-packed {name} has shape {tuple(fresh.shape)}, expected {tuple(weight.shape)}")
                 weight.data.copy_(fresh)
         packed += 1
     return packed
@@ -80,8 +81,15 @@ class ToolgymWorkerExtension:
                 checkpoint's (an HF model's ``state_dict()`` names).
 
         Returns:
-            ``{"seconds": load time, "moe_layers_repacked": n, "tensors": count or -1 for a folder}``.
+            ``{"seconds": load time, "moe_layers_repacked": n, "tensors": count or -1 for a folder}``,
+            or ``{"error": message}`` (the weights may then be partly loaded: reload good ones).
         """
+        try:
+            return self._reload(path)
+        except Exception as exc:  # an exception here would kill vLLM's engine; the caller raises instead
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+    def _reload(self, path: str) -> dict[str, Any]:
         t0 = time.perf_counter()
         runner: Any = self.model_runner  # type: ignore[attr-defined]  # the worker this is mixed into
         if os.path.isdir(path):

@@ -8,7 +8,8 @@ recomputes), each request with its own seed. Only tokenizer and config are loade
 model lives in the server (``toolgym.policies.vllm_engine``).
 
 It is also an inference engine for the Ray system (``generate_ids``, ``load_weights``,
-``close``): ``load_weights`` writes the learner's ``state_dict`` to a file and has the server
+``close``; ``VLLMEngine`` builds one from an ``EngineSpec``): ``load_weights`` writes the
+learner's ``state_dict`` (under the checkpoint's tensor names) to a file and has the server
 reload it, re-pack the MoE experts and drop its prefix cache.
 
 Example:
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolgym.errors import ConfigError
 from toolgym.policies.generation import SEED_MASK, Generated, GenerationJob
 from toolgym.policies.hf_policy import HFPolicy, _overflow
 from toolgym.policies.vllm_engine import VLLMServer, VLLMServerConfig
@@ -68,8 +70,8 @@ class VLLMPolicy(HFPolicy):
         except OSError:  # no generation_config.json: the tokenizer's eos alone ends turns
             generation = None
         if max_context is None:  # the server refuses a prompt plus max_tokens longer than its max_model_len
-            limits = [int(config.max_position_embeddings), server.max_model_len() or int(config.max_position_embeddings)]
-            max_context = min(limits)
+            model_len = int(config.max_position_embeddings)
+            max_context = min(model_len, server.max_model_len() or model_len)
         super().__init__(ModelCard(config, generation), AutoTokenizer.from_pretrained(folder),
                          max_context=max_context, **kwargs)
         self.server = server
@@ -80,9 +82,12 @@ class VLLMPolicy(HFPolicy):
         self.sync_seconds: list[float] = []
         """Wall time of each ``load_weights`` (file write + reload + re-pack + cache reset)."""
         self._dir = tempfile.mkdtemp(prefix="toolgym-vllm-weights-")
+        self._skeleton: Any = None
 
     @classmethod
-    def start(cls, model_dir: str | os.PathLike[str], *, server: VLLMServerConfig | None = None, **kwargs: Any) -> VLLMPolicy:
+    def start(
+        cls, model_dir: str | os.PathLike[str], *, server: VLLMServerConfig | None = None, **kwargs: Any
+    ) -> VLLMPolicy:
         """Start a server for ``model_dir`` (``server`` options) and a policy on it."""
         config = server or VLLMServerConfig(model_dir=str(model_dir))
         started = VLLMServer.start(config)
@@ -96,19 +101,6 @@ class VLLMPolicy(HFPolicy):
     def attach(cls, url: str, model_dir: str | os.PathLike[str], **kwargs: Any) -> VLLMPolicy:
         """A policy on a running server at ``url`` that serves ``model_dir``."""
         return cls(VLLMServer.attach(url), model_dir, **kwargs)
-
-    @classmethod
-    def from_spec(cls, spec: Any) -> VLLMPolicy:
-        """An inference engine for the Ray system from an ``EngineSpec``-like object.
-
-        Attaches to ``spec.url`` when it is set (the server must serve ``spec.model_dir``),
-        otherwise starts a server for ``spec.model_dir`` with ``spec.dtype``.
-        """
-        timeout = float(getattr(spec, "timeout_s", 600.0))
-        if getattr(spec, "url", ""):
-            return cls.attach(spec.url, spec.model_dir, request_timeout_s=timeout)
-        server = VLLMServerConfig(model_dir=str(spec.model_dir), dtype=getattr(spec, "dtype", "float32"))
-        return cls.start(spec.model_dir, server=server, request_timeout_s=timeout)
 
     # ------------------------------------------------------------------ generation seam
 
@@ -125,7 +117,7 @@ class VLLMPolicy(HFPolicy):
             return _overflow(len(job.prompt_ids), self.max_context)
         s = job.sampling
         body: dict[str, Any] = {
-            "model": "toolgym", "prompt": job.prompt_ids, "max_tokens": min(s.max_new_tokens, room),
+            "model": self.server.model_name, "prompt": job.prompt_ids, "max_tokens": min(s.max_new_tokens, room),
             "temperature": s.temperature, "top_p": s.top_p, "seed": job.seed & SEED_MASK, "logprobs": 0,
             "return_token_ids": True, "stop_token_ids": sorted(self.end_ids), "skip_special_tokens": False,
             "include_stop_str_in_output": True,
@@ -135,10 +127,12 @@ class VLLMPolicy(HFPolicy):
         try:
             response = await client.post("/completions", json=body)
         except Exception as exc:  # any transport failure fails this request, not the rollout
-            return PolicyError(kind="endpoint_error", message=f"{self.server.v1}/completions: {type(exc).__name__}: {exc}"[:500])
+            message = f"{self.server.v1}/completions: {type(exc).__name__}: {exc}"
+            return PolicyError(kind="endpoint_error", message=message[:500])
         if response.status_code != 200:
             return PolicyError(kind="endpoint_error",
-                               message=f"{self.server.v1}/completions answered {response.status_code}: {response.text[:300]}")
+                               message=f"{self.server.v1}/completions answered {response.status_code}: "
+                                       f"{response.text[:300]}")
         return self._read(response.json())
 
     def _read(self, data: Any) -> Generated | PolicyError:
@@ -171,7 +165,8 @@ class VLLMPolicy(HFPolicy):
 
         t0 = time.perf_counter()
         path = Path(self._dir) / f"weights-{version}.pt"
-        torch.save({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, path)
+        checkpoint = self.checkpoint_state(state)
+        torch.save({k: v.detach().to("cpu").contiguous() for k, v in checkpoint.items()}, path)
         try:
             self.server.reload_weights(path)
         finally:
@@ -179,6 +174,41 @@ class VLLMPolicy(HFPolicy):
         self.version = version
         self.sync_seconds.append(time.perf_counter() - t0)
         return self.sync_seconds[-1]
+
+    def checkpoint_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` under the checkpoint's names and layout, which vLLM's loader reads.
+
+        transformers keeps MoE experts fused in memory (``experts.gate_up_proj``, one tensor per
+        layer) but saves them per expert; this applies the same reversal ``save_pretrained``
+        does, on a weightless (meta-device) copy of the architecture.
+        """
+        from transformers.core_model_loading import revert_weight_conversion
+
+        if self._skeleton is None:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            with torch.device("meta"):
+                self._skeleton = AutoModelForCausalLM.from_config(self.model.config)
+        checkpoint = dict(revert_weight_conversion(self._skeleton, dict(state)))
+        expected = self._checkpoint_names()
+        missing, unknown = sorted(expected - set(checkpoint)), sorted(set(checkpoint) - expected)
+        # Refused here: a reload with foreign names would leave the server half-loaded.
+        if expected and (missing or unknown):
+            raise ConfigError(f"weights for {self.model_dir!r} do not match its checkpoint: missing {missing[:3]}, "
+                              f"unknown {unknown[:3]} ({len(missing)} and {len(unknown)}); pass the state_dict() "
+                              "of the model this server serves")
+        return checkpoint
+
+    def _checkpoint_names(self) -> set[str]:
+        """Tensor names in the model folder's safetensors files (read from their headers)."""
+        from safetensors import safe_open
+
+        names: set[str] = set()
+        for file in sorted(Path(self.model_dir).glob("*.safetensors")):
+            with safe_open(str(file), "pt") as handle:
+                names.update(handle.keys())
+        return names
 
     def load_weights_from(self, path: str | os.PathLike[str], version: int) -> float:
         """Reload from a model folder or weights file the server can read; returns seconds."""
@@ -193,3 +223,24 @@ class VLLMPolicy(HFPolicy):
         super().close()
         self.server.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class VLLMEngine(VLLMPolicy):
+    """A ``VLLMPolicy`` built from an ``EngineSpec`` of ``toolgym.trainers.system.inference``.
+
+    Attaches to ``spec.url`` when it is set (that server must serve ``spec.model_dir``), otherwise
+    starts a server for ``spec.model_dir`` in ``spec.dtype``; the engine kind to register is
+    ``ENGINES["vllm"] = VLLMEngine``.
+    """
+
+    def __init__(self, spec: Any):
+        timeout = float(getattr(spec, "timeout_s", 600.0))
+        if getattr(spec, "url", ""):
+            server = VLLMServer.attach(spec.url)
+        else:
+            server = VLLMServer.start(VLLMServerConfig(model_dir=str(spec.model_dir), dtype=spec.dtype))
+        try:
+            super().__init__(server, spec.model_dir, request_timeout_s=timeout)
+        except BaseException:
+            server.stop()
+            raise
