@@ -21,7 +21,8 @@ TEXT = st.text(max_size=30).filter(lambda s: not any(u in s for u in UNWRITABLE)
 SCALAR = st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.floats(allow_nan=False, allow_infinity=False)
 JSON = st.recursive(SCALAR | TEXT, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3), max_leaves=8)
 ARGS = st.dictionaries(KEYS, st.one_of(TEXT, JSON), max_size=4)
-CONTENT = st.text(max_size=40).filter(lambda s: "<" not in s and "think" not in s).map(str.strip)
+# Content holding another format's call markers is reported by design (test_format_families.py).
+CONTENT = st.text(max_size=40).filter(lambda s: not any(c in s for c in "<[{") and "think" not in s).map(str.strip)
 
 
 def schema_for(name: str, args: dict) -> ToolSpec:
