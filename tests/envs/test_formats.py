@@ -24,7 +24,7 @@ JSON = st.recursive(
 )
 ARGS = st.dictionaries(st.text(max_size=10), JSON, max_size=4)
 ALL_MARKERS = tuple(m for f in FORMATS.values() for m in getattr(f, "markers", ()))
-FORBIDDEN = ("<tool_call>", "</tool_call>", '"tool_calls"', '"name"', "think>", "THINK]", "<function=", "<|", "<｜") + MARKERS + ALL_MARKERS
+FORBIDDEN = ("<tool_call>", "</tool_call>", '"tool_calls"', '"name"', "think>", "THINK]", "<function=", "<|", "<｜", "to=functions") + MARKERS + ALL_MARKERS
 CONTENT = st.text(max_size=60).filter(lambda s: not any(m in s for m in FORBIDDEN)).map(str.strip)
 # GLM-4.5 and Qwen3-Coder write keys and values as bare text: tests/envs/formats/ covers them
 # with schema-typed values; every other format carries any JSON.
