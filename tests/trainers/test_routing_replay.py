@@ -258,20 +258,28 @@ def test_serve_returns_the_routed_experts_the_local_policy_records():
     import httpx
 
     pytest.importorskip("fastapi")
+    from toolgym.envs.types import UserMessage
     from toolgym.policies.hf_policy import HFPolicy
     from toolgym.policies.models import cached_tiny_model
+    from toolgym.policies.openai_policy import OpenAIPolicy
     from toolgym.policies.serve import serve_in_thread
+    from toolgym.policy import PolicyRequest
 
     policy = HFPolicy.from_pretrained(cached_tiny_model("qwen3"), record_routing=True)
     prompt = list(range(10, 30))
     job = GenerationJob(prompt_ids=prompt, seed=7, sampling=SamplingParams(max_new_tokens=5, temperature=0))
     local, = asyncio.run(policy.generate_ids([job]))
+    request = PolicyRequest(episode_id="e", messages=[UserMessage(content="convert 3 km to m")], seed=7,
+                            sampling=SamplingParams(max_new_tokens=5, temperature=0))
+    direct, = asyncio.run(policy.generate([request]))
     with serve_in_thread(policy, max_batch=4, wait_ms=5) as url:
         body = {"model": "m", "prompt": prompt, "max_tokens": 5, "temperature": 0, "seed": 7, "return_token_ids": True}
         choice = httpx.post(f"{url}/v1/completions", json=body, timeout=60).json()["choices"][0]
+        remote, = asyncio.run(OpenAIPolicy(url).generate([request]))  # the client reads them onto the turn
     policy.close()
     assert not isinstance(local, Exception) and local.routed_experts is not None
     assert choice["token_ids"] == local.token_ids and choice["routed_experts"] == local.routed_experts
+    assert direct.routed_experts is not None and remote.routed_experts == direct.routed_experts
 
 
 def test_replay_with_the_ppo_trainer_is_refused_by_the_config():

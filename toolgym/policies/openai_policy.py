@@ -246,14 +246,16 @@ class OpenAIPolicy:
         logprobs = [e.logprob for e in entries] or None
         ids = choice.token_ids if choice.token_ids is not None else _ids_from_tokens([e.token for e in entries])
         prompt_ids = response.prompt_token_ids or choice.prompt_token_ids
-        return _turn(self._text(choice.message), prompt_ids, ids, logprobs, choice.finish_reason)
+        return _turn(self._text(choice.message), prompt_ids, ids, logprobs, choice.finish_reason,
+                     getattr(choice, "routed_experts", None))
 
     def _read_completion(self, data: dict[str, Any], sent_ids: list[int] | None) -> PolicyTurn:
         choice = CompletionResponse.model_validate(data).choices[0]
         lp = choice.logprobs
         logprobs = [float(x) for x in lp.token_logprobs if x is not None] if lp and lp.token_logprobs else None
         ids = choice.token_ids if choice.token_ids is not None else _ids_from_tokens(lp.tokens if lp else [])
-        return _turn(choice.text, choice.prompt_token_ids or sent_ids, ids, logprobs, choice.finish_reason)
+        return _turn(choice.text, choice.prompt_token_ids or sent_ids, ids, logprobs, choice.finish_reason,
+                     getattr(choice, "routed_experts", None))
 
     def _text(self, message: WireMessage) -> str:
         """The assistant text, with structured tool calls written back in the env's format."""
@@ -272,12 +274,15 @@ class OpenAIPolicy:
         return self.format.render_turn(content, calls, unreadable)
 
 
-def _turn(text: str, prompt_ids: list[int] | None, ids: list[int] | None, logprobs: list[float] | None, finish: str | None) -> PolicyTurn:
+def _turn(text: str, prompt_ids: list[int] | None, ids: list[int] | None, logprobs: list[float] | None, finish: str | None,
+          routed: Any = None) -> PolicyTurn:
     if ids is not None and logprobs is not None and len(ids) != len(logprobs):
         raise ValueError(f"{len(ids)} token ids but {len(logprobs)} log-probs")
+    if routed is not None and (ids is None or len(routed) != len(ids)):  # toolgym serve's routed_experts: one per id
+        raise ValueError(f"routed_experts has {len(routed)} entries for {len(ids or [])} token ids")
     return PolicyTurn(
         text=text, prompt_token_ids=prompt_ids, token_ids=ids, logprobs=logprobs,
-        finish_reason=_FINISH.get(finish or "stop", "stop"),
+        finish_reason=_FINISH.get(finish or "stop", "stop"), routed_experts=routed,
     )
 
 
