@@ -64,3 +64,9 @@ def test_model_policies_explain_missing_options():
     assert result.exit_code == 2 and "--base-url" in result.output
     result = runner.invoke(app, ["rollout", "toolgym/unitconv-v0", "--policy", "hf"])
     assert result.exit_code == 2 and "--model" in result.output
+
+
+def test_train_imports_modules_before_reading_the_config(tmp_path):
+    result = runner.invoke(app, ["train", str(tmp_path / "missing.yaml"), "--import", "no_such_module_for_toolgym"])
+    assert result.exit_code == 2
+    assert "cannot import 'no_such_module_for_toolgym'" in result.output

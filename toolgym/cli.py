@@ -357,10 +357,14 @@ def train_command(
     iterations: int | None = typer.Option(None, min=1, help="Override run.iterations."),
     out: Path | None = typer.Option(None, help="Override run.out_dir."),
     ray_address: str | None = typer.Option(None, help="Override system.address: join this Ray cluster (host:port or auto)."),
+    imports: list[str] = typer.Option([], "--import", help="Import this module first (it registers your envs, e.g. toolgym.envs.synth.registered); repeatable."),
 ) -> None:
     """Train a policy with GRPO, PPO or the K2 loss; a progress bar and a summary line per iteration."""
+    from toolgym.envs.registry import import_env
     from toolgym.trainers.cli_train import train_cli
 
+    for module in imports:
+        import_env(module)
     train_cli(config, resume=resume, iterations=iterations, out=out, console=console, ray_address=ray_address)
 
 
