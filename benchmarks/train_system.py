@@ -4,9 +4,16 @@ Part 1 runs the same GRPO recipe on the tiny Kimi-shaped MoE (UnitConv, 4 tasks 
 48 new tokens per turn) four ways, each for ``--iterations`` iterations from the same weights:
 
 * **in-process**: ``GRPOTrainer`` in one process (torch on every core);
-* **sync on Ray**: 2 env actors, 2 HF inference workers, 1 Ray Train learner, generation then update;
+* **sync on Ray**: 2 env actors, ``--workers`` HF inference workers (default 1: on 2 cores, one
+  core generates while the other updates), 1 Ray Train learner, generation then update;
 * **async s=1 / s=2**: the same roles, generation of later iterations overlapping the update,
-  ``max_staleness`` 1 or 2, truncated importance correction.
+  ``max_staleness`` 1 or 2;
+* **async s=1 + IS** (``--modes ...,async1_is``): with the truncated importance correction (one
+  more forward over the batch per update, for π_prox).
+
+Every mode trains with the same loss settings, so the ratios measure scheduling alone. The
+sampled episodes differ between modes after the first update (stale weights sample other
+turns), so wall time per iteration also moves with episode lengths: compare trained tokens/s too.
 
 Per mode (iterations after the first, which fills the pipeline): wall time per iteration,
 generation/update overlap (seconds of update during which rollouts ran / update seconds),
@@ -44,16 +51,18 @@ RECIPE: dict[str, Any] = {
     "rollout": {"tasks_per_iteration": 4, "max_new_tokens": 48, "token_budget": 160, "temperature": 1.0},
     "run": {"seed": 0, "torch_threads": 1},
 }
-ROLES = {"pool": "ray", "env_actors": 2, "inference_workers": 2, "learners": 1, "learner_backend": "ray_train"}
+ROLES = {"pool": "ray", "env_actors": 2, "learners": 1, "learner_backend": "ray_train"}
 MODES: dict[str, dict[str, Any]] = {
     "inprocess": {"system": {}, "threads": 2},
     "sync": {"system": {"mode": "sync", **ROLES}},
-    "async1": {"system": {"mode": "async", "max_staleness": 1, **ROLES}, "importance": "truncated"},
-    "async2": {"system": {"mode": "async", "max_staleness": 2, **ROLES}, "importance": "truncated"},
+    "async1": {"system": {"mode": "async", "max_staleness": 1, **ROLES}},
+    "async2": {"system": {"mode": "async", "max_staleness": 2, **ROLES}},
+    "async1_is": {"system": {"mode": "async", "max_staleness": 1, **ROLES}, "importance": "truncated"},
 }
+DEFAULT_MODES = "inprocess,sync,async1,async2"
 
 
-def run_mode(name: str, iterations: int) -> dict[str, Any]:
+def run_mode(name: str, iterations: int, workers: int) -> dict[str, Any]:
     """Train ``iterations`` iterations in mode ``name``; per-iteration wall times and metric rows."""
     import torch
 
@@ -64,7 +73,7 @@ def run_mode(name: str, iterations: int) -> dict[str, Any]:
     data = json.loads(json.dumps(RECIPE))
     data["run"].update(iterations=iterations, torch_threads=spec.get("threads", 1))
     data["algorithm"]["importance"] = spec.get("importance", "none")
-    data["system"] = spec["system"]
+    data["system"] = {**spec["system"], "inference_workers": workers} if spec["system"] else {}
     cfg = TrainConfig.from_dict(data)
     torch.set_num_threads(cfg.run.torch_threads or 1)
     model, tokenizer = load_policy(cfg)
@@ -137,7 +146,8 @@ def weight_sync_scaling(sizes: list[int], repeats: int = 3) -> list[dict[str, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iterations", type=int, default=4)
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=DEFAULT_MODES, help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--workers", type=int, default=1, help="inference workers of the Ray modes")
     parser.add_argument("--sizes", default="1000000,4000000,16000000,64000000")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_system.json")
     args = parser.parse_args()
@@ -146,13 +156,15 @@ def main() -> None:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     console = Console()
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                           "load_avg_at_start": os.getloadavg()[0]}, "modes": {}}
+                                           "load_avg_at_start": os.getloadavg()[0]},
+                               "command": f"python benchmarks/train_system.py --iterations {args.iterations} --modes {args.modes} "
+                                          f"--workers {args.workers}", "modes": {}}
     for name in args.modes.split(","):
         console.print(f"[bold]{name}[/] ...")
-        results["modes"][name] = summarize(run_mode(name, args.iterations))
+        results["modes"][name] = summarize(run_mode(name, args.iterations, args.workers))
     modes = results["modes"]
     if "sync" in modes:
-        for name in ("async1", "async2"):
+        for name in ("async1", "async2", "async1_is"):
             if name in modes:
                 modes[name]["speedup_vs_sync"] = modes["sync"]["iteration_s"] / modes[name]["iteration_s"]
     results["weight_sync"] = weight_sync_scaling([int(s) for s in args.sizes.split(",")])

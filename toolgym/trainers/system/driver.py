@@ -260,6 +260,7 @@ class SystemTrainer:
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
         close_pool(self.pool)
+        self.sampler.close()  # the WorkerPolicy's idle thread
         self._loop.call_soon_threadsafe(self._loop.stop)
         shutil.rmtree(self._work, ignore_errors=True)
 
