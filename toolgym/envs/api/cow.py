@@ -16,6 +16,10 @@ Invariants that make the sharing safe:
 - Which entries are frozen is decided by identity: an entry is frozen only while it *is* the
   object recorded when the dict was built from a snapshot. Anything put in by any other path
   counts as private, so a copy of the world copies it.
+- Tools declared ``@tool(read_only=True)`` on a ``Domain`` (and code inside ``reading()``)
+  are handed the shared entities themselves: a read copies nothing. That is the write
+  barrier: an entity is copied only when a tool that may write takes it out. A read-only
+  tool that assigns an attribute of a state model is stopped with ``ReadOnlyWrite``.
 - Frozen entities keep their canonical JSON text in a cache shared by every world copied
   from the same snapshot: ``state_digest`` re-encodes only the private (touched) entities and
   splices the rest. The text is byte-identical to ``toolgym.envs.canonical.digest`` of the
@@ -26,23 +30,116 @@ Invariants that make the sharing safe:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
+import operator
+import threading
 import types
 import typing
-from collections.abc import ItemsView, Iterator, ValuesView
-from typing import Any
+from collections.abc import Callable, ItemsView, Iterator, ValuesView
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 _MISSING: Any = object()
+_WHOLE: Any = object()  # key of a lineage's whole-dict text in its text cache
+
+
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
+def _clone(value: Any) -> Any:
+    """A deep copy that shares nothing mutable with ``value``, built without validation.
+
+    State models, lists and dicts are rebuilt structurally (a validated round trip costs
+    5-10x more and gives the same values: the original was valid and is copied as it is);
+    anything else goes through ``copy.deepcopy``.
+    """
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is list:
+        return [v if type(v) in _ATOMS else _clone(v) for v in value]
+    if kind is dict:
+        return {k: v if type(v) in _ATOMS else _clone(v) for k, v in value.items()}
+    if isinstance(value, BaseModel) and getattr(kind.__deepcopy__, "__func__", kind.__deepcopy__) in STRUCTURAL_COPIES:
+        return _clone_model(value)
+    return copy.deepcopy(value)
+
+
+STRUCTURAL_COPIES: set[Any] = {BaseModel.__deepcopy__}
+"""``__deepcopy__`` implementations that only copy a model's fields (``StateModel`` adds its
+own): models using one of them are cloned field by field; any other goes to ``copy.deepcopy``."""
+
+
+def _clone_model(model: BaseModel) -> Any:
+    state = {k: v if type(v) in _ATOMS else _clone(v) for k, v in model.__dict__.items()}
+    return _new_model(type(model), state, model)
 
 
 def _private_copy(entity: Any) -> Any:
-    """A copy of one entity that no other world shares (validated round trip for models)."""
-    if isinstance(entity, BaseModel):
-        return type(entity).model_validate(entity.model_dump())
-    return copy.deepcopy(entity)
+    """A copy of one entity that no other world shares."""
+    return _clone(entity)
+
+
+# --------------------------------------------------------------------------- the write barrier
+
+
+class _Reading(threading.local):
+    depth = 0
+    """How many read-only regions this thread is inside (tool calls nest into helpers)."""
+
+
+_READING = _Reading()
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class ReadOnlyWrite(RuntimeError):
+    """Code declared read-only (a ``read_only=True`` tool, a ``reading()`` block) assigned state."""
+
+
+class reading:  # lower case: used like a function, ``with reading():``
+    """Inside the block, copy-on-write dicts hand out their shared entities without copying.
+
+    For reads inside tools that also write (a search by email before writing the session):
+    nothing read in the block may be changed, in it or after it. Assigning an attribute of
+    a state model inside the block raises ``ReadOnlyWrite``.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        _READING.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        _READING.depth -= 1
+
+
+def read_only_function(fn: _F) -> _F:
+    """``fn`` running inside ``reading()`` (how ``Domain`` runs its ``read_only=True`` tools)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        _READING.depth += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _READING.depth -= 1
+
+    run.__toolgym_read_only__ = True  # type: ignore[attr-defined]
+    return run  # type: ignore[return-value]
+
+
+def refuse_write(model: BaseModel, name: str) -> None:
+    """Raise ``ReadOnlyWrite`` when read-only code assigns ``model.name`` (shared state)."""
+    if _READING.depth:
+        raise ReadOnlyWrite(
+            f"read-only code assigned {type(model).__name__}.{name}: a tool declared "
+            "@tool(read_only=True) (or code inside reading()) must not change the world; "
+            "drop read_only=True from the tool, or move the write out of the reading() block"
+        )
 
 
 class CowDict(dict[str, Any]):
@@ -63,7 +160,7 @@ class CowDict(dict[str, Any]):
 
     def __getitem__(self, key: Any) -> Any:
         value = dict.__getitem__(self, key)
-        if value is self._frozen.get(key, _MISSING):
+        if value is self._frozen.get(key, _MISSING) and not _READING.depth:
             value = _private_copy(value)
             dict.__setitem__(self, key, value)
         return value
@@ -125,9 +222,7 @@ class CowDict(dict[str, Any]):
         the fork as they are, so every restore of one snapshot reuses the same text.
         """
         frozen_before = self._frozen
-        if dict.__len__(self) == len(frozen_before) and all(
-            value is frozen_before.get(key, _MISSING) for key, value in dict.items(self)
-        ):
+        if self.untouched():
             return CowDict(frozen_before, self._texts)
         frozen, texts, old_texts = {}, {}, self._texts
         for key, value in dict.items(self):
@@ -152,11 +247,14 @@ class CowDict(dict[str, Any]):
         None when a key is not text or an entry is not exactly ``entity_type`` (a subclass
         serializes differently nested than on its own).
         """
+        frozen, texts = self._frozen, self._texts
+        untouched = self.untouched()
+        if untouched and (whole := texts.get(_WHOLE)) is not None:
+            return whole  # nothing of this lineage's text changed: one cached string
         keys = list(dict.keys(self))
         if not all(type(k) is str for k in keys):
             return None
         parts = []
-        frozen, texts = self._frozen, self._texts
         for key in sorted(keys):
             value: Any = dict.__getitem__(self, key)
             if type(value) is not entity_type:
@@ -168,7 +266,19 @@ class CowDict(dict[str, Any]):
                 if shared:
                     texts[key] = member
             parts.append(member)
-        return "{" + ",".join(parts) + "}"
+        text = "{" + ",".join(parts) + "}"
+        if untouched:
+            texts[_WHOLE] = text
+        return text
+
+    def untouched(self) -> bool:
+        """Every entry is still the shared one it was built with: same keys, same order, same objects."""
+        frozen = self._frozen
+        return (
+            dict.__len__(self) == len(frozen)
+            and list(dict.keys(self)) == list(frozen)
+            and all(map(operator.is_, dict.values(self), frozen.values()))
+        )
 
 
 # The options of toolgym.envs.canonical.dumps' plain path (json.dumps builds this same encoder
@@ -222,30 +332,49 @@ def _find_entity_fields(model: type[BaseModel]) -> dict[str, type]:
 def fork_world(model: BaseModel) -> BaseModel:
     """A copy of a world whose entity dicts are copy-on-write (see the module doc).
 
-    A model without entity dicts is copied by a validated round trip through plain data.
+    A model without entity dicts is cloned field by field.
     """
     cls = type(model)
     fields = entity_fields(cls)
     state = dict(model.__dict__)
     if not any(type(state.get(name)) in (dict, CowDict) for name in fields):
-        return cls.model_validate(model.model_dump())
+        return _clone_model(model)
     for name, value in state.items():
-        if name in fields and type(value) is CowDict:
+        kind = type(value)
+        if kind in _ATOMS:
+            continue
+        if kind is CowDict and name in fields:
             state[name] = value.fork()
-        elif name in fields and type(value) is dict:
+        elif kind is dict and name in fields:
             state[name] = CowDict.of(value)
-        elif type(value) not in _ATOMS:
-            state[name] = copy.deepcopy(value)  # session, lists...: nested models copy as above
+        else:
+            state[name] = _clone(value)  # session, lists...
+    return _new_model(cls, state, model)
+
+
+def _new_model(cls: type[BaseModel], state: dict[str, Any], like: BaseModel) -> Any:
+    """An instance of ``cls`` holding ``state``, with the bookkeeping slots of ``like`` copied."""
     new = cls.__new__(cls)
     # The low-level setattr pydantic's own __copy__ uses: no validation, no hooks.
     object.__setattr__(new, "__dict__", state)
-    object.__setattr__(new, "__pydantic_fields_set__", set(model.__pydantic_fields_set__))
-    object.__setattr__(new, "__pydantic_extra__", copy.deepcopy(model.__pydantic_extra__))
-    object.__setattr__(new, "__pydantic_private__", copy.deepcopy(getattr(model, "__pydantic_private__", None)))
+    object.__setattr__(new, "__pydantic_fields_set__", set(like.__pydantic_fields_set__))
+    extra, private = like.__pydantic_extra__, getattr(like, "__pydantic_private__", None)
+    object.__setattr__(new, "__pydantic_extra__", None if extra is None else copy.deepcopy(extra))
+    object.__setattr__(new, "__pydantic_private__", None if private is None else copy.deepcopy(private))
     return new
 
 
-_ATOMS = (str, int, float, bool, type(None))
+def _member_key(name: str) -> str:
+    """``'"name":'`` as the canonical encoder writes a member's key (field names: cached)."""
+    text = _MEMBER_KEYS.get(name)
+    if text is None:
+        text = _json(name) + ":"
+        if len(_MEMBER_KEYS) < 4096:  # field names are few; a bound keeps odd worlds from growing it
+            _MEMBER_KEYS[name] = text
+    return text
+
+
+_MEMBER_KEYS: dict[str, str] = {}
 
 
 def world_digest(model: BaseModel) -> str | None:
@@ -259,12 +388,15 @@ def world_digest(model: BaseModel) -> str | None:
     if not cows:
         return None
     try:  # non-finite floats or odd values: the canonical encoder decides how to say them
-        pieces = {name: value.canonical_text(fields[name]) for name, value in cows.items()}
-        if any(piece is None for piece in pieces.values()):
-            return None
+        pieces: dict[str, str] = {}
+        for name, value in cows.items():
+            piece = value.canonical_text(fields[name])
+            if piece is None:
+                return None
+            pieces[name] = piece
         rest = model.model_dump(mode="json", exclude=set(cows))
         pieces.update({k: _json(v) for k, v in rest.items()})
-        text = "{" + ",".join(f"{_json(k)}:{pieces[k]}" for k in sorted(pieces)) + "}"
+        text = "{" + ",".join([_member_key(k) + pieces[k] for k in sorted(pieces)]) + "}"
     except (TypeError, ValueError):
         return None
     if '{"$' in text:  # the canonical encoder would wrap or tag something: let it

@@ -25,11 +25,13 @@ action; ``ToolBox`` turns both into error observations the model can learn from.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from toolgym.envs.tools import PolicyViolation
+from toolgym.envs.api.cow import STRUCTURAL_COPIES, fork_world, read_only_function, refuse_write
+from toolgym.envs.tools import PolicyViolation, Tool
 from toolgym.errors import ConfigError
 
 __all__ = ["Domain", "NotFound", "PolicyViolation", "StateModel"]
@@ -41,16 +43,24 @@ class StateModel(BaseModel):
     ``copy.deepcopy`` (which ``ToolEnv.snapshot`` and ``restore`` use) is copy-on-write for
     fields typed ``dict[str, SomeModel]`` (``toolgym.envs.api.cow``): the copy shares those
     entities and copies one, by a validated round trip, when it is first taken out. Other
-    fields, and models without such dicts, are copied by that round trip at once. A copy
+    fields, and models without such dicts, are cloned field by field at once. A copy
     never shares anything a tool can change with the original.
+
+    Read-only tools are handed shared entities (the write barrier, see ``toolgym.envs.api.cow``):
+    assigning an attribute from inside one raises ``ReadOnlyWrite`` instead of reaching them.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> StateModel:
-        from toolgym.envs.api.cow import fork_world
-
         return fork_world(self)  # type: ignore[return-value]  # fork_world returns the same StateModel subclass
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        refuse_write(self, name)
+        super().__setattr__(name, value)
+
+
+STRUCTURAL_COPIES.add(StateModel.__deepcopy__)
 
 
 class NotFound(LookupError):
@@ -69,6 +79,15 @@ class Domain(Generic[S]):
 
     state_model: ClassVar[type[BaseModel]]
     """The pydantic model of the state (a ``StateModel`` subclass for fast snapshots)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Sync tools declared read_only=True run inside reading(): the entities they take
+        # out of copy-on-write dicts are the shared ones, not copies (nothing to copy for a read).
+        super().__init_subclass__(**kwargs)
+        for name, attr in list(vars(cls).items()):
+            if isinstance(attr, Tool) and attr.read_only and not attr.is_async:
+                if not getattr(attr.fn, "__toolgym_read_only__", False):
+                    setattr(cls, name, dataclasses.replace(attr, fn=read_only_function(attr.fn)))
 
     def __init__(self, state: S):
         self.state = state

@@ -21,11 +21,12 @@ import numpy as np
 from pydantic import BaseModel
 
 from toolgym.envs.api.binding import ModelBinding, StateBinding
-from toolgym.envs.api.cow import world_digest
-from toolgym.envs.api.domain import Domain
+from toolgym.envs.api.cow import fork_world, world_digest
+from toolgym.envs.api.domain import Domain, StateModel
 from toolgym.envs.env import ToolEnv
 from toolgym.envs.taskfile import load_tasks
 from toolgym.envs.types import Task
+from toolgym.envs.world import as_world_state
 from toolgym.errors import ConfigError
 
 
@@ -73,6 +74,20 @@ class ApiEnv(ToolEnv):
 
     def load_world(self, state: Any) -> None:
         self.binding.load(self.api, state)
+
+    def save_world(self) -> Any:
+        # A state model forks straight away (copy-on-write, see toolgym.envs.api.cow): the
+        # generic path reaches the same fork through a failed JSON copy and copy.deepcopy.
+        state = self.world_state()
+        if isinstance(state, StateModel) and as_world_state(self.world) is None:
+            return fork_world(state)
+        return super().save_world()
+
+    def load_saved_world(self, saved: Any) -> None:
+        if isinstance(saved, StateModel) and as_world_state(self.world) is None:
+            self.load_world(fork_world(saved))
+        else:
+            super().load_saved_world(saved)
 
     def state_digest(self) -> str:
         # A copy-on-write world re-encodes only the entities its episode touched (same digest).

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
+from toolgym.envs.api.cow import reading
 from toolgym.envs.api.domain import Domain, NotFound, PolicyViolation
 from toolgym.envs.api.money import usd
 from toolgym.envs.catalog.banking.models import (
@@ -41,7 +42,8 @@ class BankingApi(Domain[BankState]):
             date_of_birth: "YYYY-MM-DD".
             ssn_last4: Last four digits of the social security number.
         """
-        customer = self.state.customers.get(customer_id)
+        with reading():  # only the session is written
+            customer = self.state.customers.get(customer_id)
         if (
             customer is None
             or customer.date_of_birth != date_of_birth.strip()
@@ -58,7 +60,7 @@ class BankingApi(Domain[BankState]):
         self.state.session.customer_id = customer_id
         return {"customer_id": customer_id, "name": customer.name, "verified": True}
 
-    @tool
+    @tool(read_only=True)
     def get_customer(self, customer_id: str) -> dict[str, Any]:
         """The verified customer's profile with their account ids, cards (last 4 digits) and payees.
 
@@ -83,7 +85,7 @@ class BankingApi(Domain[BankState]):
             ],
         }
 
-    @tool
+    @tool(read_only=True)
     def list_accounts(self, customer_id: str) -> list[dict[str, Any]]:
         """The verified customer's accounts with balances, status and transfer limits.
 
@@ -93,7 +95,7 @@ class BankingApi(Domain[BankState]):
         self._customer(customer_id)
         return [a.model_dump(mode="json") for a in self._accounts()]
 
-    @tool
+    @tool(read_only=True)
     def get_card(self, card_id: str) -> dict[str, Any]:
         """One of the verified customer's cards: status, spending limit, account.
 
@@ -102,7 +104,7 @@ class BankingApi(Domain[BankState]):
         """
         return self._card(card_id).model_dump(mode="json")
 
-    @tool
+    @tool(read_only=True)
     def get_transactions(self, account_id: str, limit: int = 10) -> list[dict[str, Any]]:
         """Recent transactions of one of the verified customer's accounts, newest first.
 
@@ -144,7 +146,8 @@ class BankingApi(Domain[BankState]):
         if (to_account_id is None) == (payee_id is None):
             raise ValueError("give exactly one of to_account_id and payee_id")
         target = self._account(to_account_id) if to_account_id is not None else None
-        payee = self.state.payees.get(payee_id or "")
+        with reading():  # payees are only read
+            payee = self.state.payees.get(payee_id or "")
         if target is None and (payee is None or payee.customer_id != source.customer_id):
             raise NotFound(f"no saved payee {payee_id!r} for this customer; get_customer lists their payees")
         if target is not None and target.account_id == source.account_id:
@@ -240,8 +243,10 @@ class BankingApi(Domain[BankState]):
             txn_id: The transaction.
             reason: "fraud", "duplicate", "not_received" or "wrong_amount".
         """
-        txn = self.state.transactions.get(txn_id)
-        if txn is None or self.state.accounts[txn.account_id].customer_id != self._verified():
+        with reading():  # the owner's id is all it needs from the account
+            txn = self.state.transactions.get(txn_id)
+            owner = None if txn is None else self.state.accounts[txn.account_id].customer_id
+        if txn is None or owner != self._verified():
             raise NotFound(f"no transaction {txn_id!r} on the customer's accounts; get_transactions lists them")
         if txn.kind != "card" or txn.amount_cents >= 0:
             raise PolicyViolation("only card purchases can be disputed")
@@ -252,7 +257,8 @@ class BankingApi(Domain[BankState]):
             raise PolicyViolation(
                 f"the purchase is {age} days old; disputes are accepted within {DISPUTE_WINDOW_DAYS} days"
             )
-        card = self.state.cards.get(txn.card_id or "")
+        with reading():  # the card is only read
+            card = self.state.cards.get(txn.card_id or "")
         if reason == "fraud" and card is not None and card.status == "active":
             raise PolicyViolation(
                 f"for a fraud dispute, first lock card {card.card_id} (or report it lost) so it cannot be used again"
@@ -261,7 +267,7 @@ class BankingApi(Domain[BankState]):
             dispute_id=f"D{self._take_id()}", txn_id=txn_id, reason=reason, amount_cents=-txn.amount_cents
         )
         self.state.disputes[dispute.dispute_id] = dispute
-        txn.status = "disputed"
+        self.state.transactions[txn_id].status = "disputed"  # a private copy: the one read above is shared
         return dispute.model_dump(mode="json")
 
     # ------------------------------------------------------------------ helpers (not tools)
@@ -292,7 +298,9 @@ class BankingApi(Domain[BankState]):
 
     def _card(self, card_id: str) -> Card:
         card = self.state.cards.get(card_id)
-        if card is None or self.state.accounts[card.account_id].customer_id != self._verified():
+        with reading():  # the owner's id is all it needs from the account
+            owner = None if card is None else self.state.accounts[card.account_id].customer_id
+        if card is None or owner != self._verified():
             raise NotFound(f"the customer has no card {card_id!r}; get_customer lists their cards")
         return card
 

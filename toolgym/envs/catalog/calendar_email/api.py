@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from toolgym.envs.api.cow import reading
 from toolgym.envs.api.domain import Domain, NotFound, PolicyViolation
 from toolgym.envs.catalog.calendar_email.clock import (
     STEP,
@@ -36,7 +37,7 @@ class CalendarEmailApi(Domain[CalendarState]):
 
     # ------------------------------------------------------------------ reads
 
-    @tool
+    @tool(read_only=True)
     def search_contacts(self, query: str) -> list[dict[str, str]]:
         """Contacts whose name or email contains the query (case-insensitive).
 
@@ -52,7 +53,7 @@ class CalendarEmailApi(Domain[CalendarState]):
             if q in c.name.lower() or q in c.email
         ]
 
-    @tool
+    @tool(read_only=True)
     def list_events(self, date: str) -> list[dict[str, Any]]:
         """The owner's events on one day (organized or invited), by start time.
 
@@ -71,7 +72,7 @@ class CalendarEmailApi(Domain[CalendarState]):
             for e in events
         ]  # fmt: skip
 
-    @tool
+    @tool(read_only=True)
     def get_event(self, event_id: str) -> dict[str, Any]:
         """Everything about one of the owner's events, attendees' answers included.
 
@@ -80,7 +81,7 @@ class CalendarEmailApi(Domain[CalendarState]):
         """
         return self._event(event_id).model_dump(mode="json")
 
-    @tool
+    @tool(read_only=True)
     def find_free_slots(
         self,
         date: str,
@@ -110,7 +111,7 @@ class CalendarEmailApi(Domain[CalendarState]):
                 slots.append(hhmm(m))
         return {"date": date, "duration_minutes": duration_minutes, "slots": slots}
 
-    @tool
+    @tool(read_only=True)
     def search_emails(self, query: str, folder: Folder | None = None) -> list[dict[str, str]]:
         """Emails whose subject, body or sender contains the query (case-insensitive).
 
@@ -127,7 +128,7 @@ class CalendarEmailApi(Domain[CalendarState]):
                 found.append({"email_id": m.email_id, "sender": m.sender, "subject": m.subject, "folder": m.folder})
         return found
 
-    @tool
+    @tool(read_only=True)
     def read_email(self, email_id: str) -> dict[str, Any]:
         """One email in full.
 
@@ -308,12 +309,13 @@ class CalendarEmailApi(Domain[CalendarState]):
         return email
 
     def _require_free(self, start: str, end: str, skip: str | None = None) -> None:
-        for other in owner_events(self.state, skip):
-            if overlaps((start, end), (other.start, other.end)):
-                raise PolicyViolation(
-                    f"the owner already has '{other.title}' ({other.start[11:]}-{other.end[11:]}) on {start[:10]}; "
-                    "no double booking: pick a free time (find_free_slots) or decline"
-                )
+        with reading():  # a scan of the calendar: no event in it is written
+            for other in owner_events(self.state, skip):
+                if overlaps((start, end), (other.start, other.end)):
+                    raise PolicyViolation(
+                        f"the owner already has '{other.title}' ({other.start[11:]}-{other.end[11:]}) on {start[:10]}; "
+                        "no double booking: pick a free time (find_free_slots) or decline"
+                    )
 
     def _next_id(self, prefix: str) -> str:
         self.state.next_id += 1

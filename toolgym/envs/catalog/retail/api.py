@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from toolgym.envs.api.cow import reading
 from toolgym.envs.api.domain import Domain, NotFound, PolicyViolation
 from toolgym.envs.catalog.retail.models import (
     Address,
@@ -42,7 +43,8 @@ class RetailApi(Domain[RetailState]):
             zip_code: Five-digit zip code of the customer's default address.
         """
         wanted = email.strip().lower()
-        user = next((u for u in self.state.users.values() if u.email == wanted), None)
+        with reading():  # a search: only the session is written, no user needs a copy
+            user = next((u for u in self.state.users.values() if u.email == wanted), None)
         if user is None:
             raise NotFound(f"no customer has the email {email!r}; ask the customer to check it")
         if user.address.zip != zip_code.strip():
@@ -59,7 +61,7 @@ class RetailApi(Domain[RetailState]):
 
     # ------------------------------------------------------------------ reads
 
-    @tool
+    @tool(read_only=True)
     def get_user_details(self, user_id: str) -> dict[str, Any]:
         """Profile, default address, payment methods and order ids of the authenticated customer.
 
@@ -68,7 +70,7 @@ class RetailApi(Domain[RetailState]):
         """
         return self._user(user_id).model_dump(mode="json")
 
-    @tool
+    @tool(read_only=True)
     def get_order_details(self, order_id: str) -> dict[str, Any]:
         """Status, items, address and payments of one of the authenticated customer's orders.
 
@@ -77,7 +79,7 @@ class RetailApi(Domain[RetailState]):
         """
         return self._order(order_id).model_dump(mode="json")
 
-    @tool
+    @tool(read_only=True)
     def get_product_details(self, product_id: str) -> dict[str, Any]:
         """A product with all its variants (item ids, options, prices, availability).
 
@@ -89,7 +91,7 @@ class RetailApi(Domain[RetailState]):
             raise NotFound(f"no product {product_id!r}; list_products shows the catalogue")
         return product.model_dump(mode="json")
 
-    @tool
+    @tool(read_only=True)
     def list_products(self) -> dict[str, str]:
         """Every product in the catalogue as product id -> name."""
         return {p.product_id: p.name for p in self.state.products.values()}
@@ -172,7 +174,8 @@ class RetailApi(Domain[RetailState]):
         self._require_status(order, "delivered", "returned")
         items = _order_items(order, item_ids)
         original = {p.payment_method_id for p in order.payments if p.kind == "payment"}
-        method = self._user(order.user_id).payment_methods.get(refund_payment_method_id)
+        with reading():  # checked here; _refund writes through its own lookup
+            method = self._user(order.user_id).payment_methods.get(refund_payment_method_id)
         if method is None or (method.id not in original and method.kind != "gift_card"):
             raise PolicyViolation(
                 f"refunds go to the order's original payment method ({', '.join(sorted(original))}) or one of the customer's gift cards, "
@@ -210,7 +213,8 @@ class RetailApi(Domain[RetailState]):
             self._replacement(item.product_id, item.item_id, new_id)
             for item, new_id in zip(old, new_item_ids, strict=True)
         ]
-        method = self._user(order.user_id).payment_methods.get(payment_method_id)
+        with reading():  # a gift card is looked up again below, to be written
+            method = self._user(order.user_id).payment_methods.get(payment_method_id)
         if method is None:
             raise PolicyViolation(
                 f"{payment_method_id!r} is not one of the customer's payment methods; see get_user_details"
@@ -224,6 +228,7 @@ class RetailApi(Domain[RetailState]):
         if difference > 0:
             order.payments.append(Payment(kind="payment", amount_cents=difference, payment_method_id=method.id))
             if method.kind == "gift_card":
+                method = self.state.users[order.user_id].payment_methods[method.id]
                 method.balance_cents = (method.balance_cents or 0) - difference
         elif difference < 0:
             self._refund(order, method.id, -difference)
@@ -243,7 +248,8 @@ class RetailApi(Domain[RetailState]):
         return self.state.users[current]
 
     def _order(self, order_id: str) -> Order:
-        user = self._user(self.state.session.user_id or "")
+        with reading():  # only its id and order ids are read
+            user = self._user(self.state.session.user_id or "")
         order = self.state.orders.get(order_id)
         if order is None or order.user_id != user.user_id:
             raise NotFound(
@@ -257,7 +263,8 @@ class RetailApi(Domain[RetailState]):
             raise PolicyViolation(f"order {order.order_id} is {order.status}; only {status} orders can be {verb}{hint}")
 
     def _replacement(self, product_id: str, old_item_id: str, new_item_id: str) -> Variant:
-        product = self.state.products[product_id]
+        with reading():  # the catalogue is only read
+            product = self.state.products[product_id]
         variant = product.variants.get(new_item_id)
         if variant is None:
             raise PolicyViolation(
@@ -271,8 +278,10 @@ class RetailApi(Domain[RetailState]):
 
     def _refund(self, order: Order, method_id: str, amount: int) -> None:
         order.payments.append(Payment(kind="refund", amount_cents=amount, payment_method_id=method_id))
-        method = self.state.users[order.user_id].payment_methods.get(method_id)
+        with reading():  # only a gift card's balance changes: the user is copied for that alone
+            method = self.state.users[order.user_id].payment_methods.get(method_id)
         if method is not None and method.kind == "gift_card":
+            method = self.state.users[order.user_id].payment_methods[method_id]
             method.balance_cents = (method.balance_cents or 0) + amount
 
 
