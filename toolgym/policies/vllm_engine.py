@@ -287,12 +287,15 @@ class VLLMServer:
         value = self.served_model().get("max_model_len")
         return int(value) if isinstance(value, int) else None
 
-    def rpc(self, method: str, *args: str, timeout_s: float = 300.0) -> list[Any]:
-        """Call a worker method on every worker (``POST /collective_rpc``); one result per worker."""
+    def rpc(self, method: str, *args: str, timeout_s: float = 300.0, **kwargs: str) -> list[Any]:
+        """Call a worker method on every worker (``POST /collective_rpc``); one result per worker.
+
+        Arguments travel as strings (the endpoint passes nothing else); the method parses them.
+        """
         import httpx
 
         try:
-            body = {"method": method, "args": list(args)}
+            body = {"method": method, "args": list(args), "kwargs": kwargs}
             response = httpx.post(self.url + "/collective_rpc", json=body, timeout=timeout_s)
         except httpx.HTTPError as exc:
             raise VLLMUnreachableError(
