@@ -274,6 +274,28 @@ class SystemSection(_Section):
     """CPUs of a locally started Ray (None: the machine's); ignored when joining ``address``."""
 
 
+class CriticSection(_Section):
+    """The closed-loop critic (``toolgym.trainers.critic_loop``): checked against verified outcomes, optionally trained."""
+
+    outcome: str | None = None
+    """Id of the verifiable rubric criterion taken as truth (None: the critic loop is off)."""
+    critic: Literal["given", "self_pairwise"] = "given"
+    """Who judges critic criteria: "given" (the critics passed to the trainer) or "self_pairwise" (a
+    ``PairwiseCritic`` run by the policy under training, registered under ``critic.name``)."""
+    name: str = "self"
+    """critic "self_pairwise": the critic name the rubric's critic criteria refer to."""
+    threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    """An outcome value >= threshold is a success."""
+    train_critic: bool = False
+    """Mix critic prompts from verified pairs into the RL batch (self-critique: one model learns both roles)."""
+    mix_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
+    """train_critic: the share of the batch's episodes that are critic samples (capped by the verified pairs)."""
+    agree_reward: float = Field(default=1.0, gt=0.0)
+    """Reward of a critic sample that agrees with the verified preference (disagreeing: 0; unparseable: dropped)."""
+    max_new_tokens: int = Field(default=64, ge=1)
+    """train_critic: tokens a critic sample may generate."""
+
+
 class TrainConfig(_Section):
     """A whole training run. Every section has defaults; YAML files name only what they change."""
 
@@ -285,6 +307,7 @@ class TrainConfig(_Section):
     ptx: PTXSection = Field(default_factory=PTXSection)
     run: RunSection = Field(default_factory=RunSection)
     system: SystemSection = Field(default_factory=SystemSection)
+    critic: CriticSection = Field(default_factory=CriticSection)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -392,6 +415,17 @@ def _contradictions(cfg: TrainConfig) -> list[str]:
     if a.routing_replay and a.name == "ppo":
         out.append("algorithm.routing_replay is not wired into the PPO trainer (its forward would route freely): "
                    "set algorithm.name: grpo, or algorithm.routing_replay: false")
+    c = cfg.critic
+    if (c.train_critic or c.critic != "given") and c.outcome is None:
+        out.append("critic.train_critic / critic.critic need verified outcomes: set critic.outcome to the id of a "
+                   "verifiable (check) criterion of the rubric")
+    if c.train_critic and a.name != "grpo":
+        out.append("critic.train_critic mixes critic groups into a GRPO batch: set algorithm.name: grpo or critic.train_critic: false")
+    if c.outcome is not None and cfg.system.mode != "inprocess":
+        out.append(f"critic.outcome is read by the in-process GRPO trainer only: set system.mode: inprocess "
+                   f"(got {cfg.system.mode!r}) or remove critic.outcome")
+    if c.train_critic and a.routing_replay:
+        out.append("critic.train_critic samples carry no routing records: set algorithm.routing_replay: false or critic.train_critic: false")
     return out + _system_contradictions(cfg)
 
 

@@ -44,6 +44,7 @@ from toolgym.trainers import metrics as m
 from toolgym.trainers import rl
 from toolgym.trainers.batch import Batch, make_batch, micro_batches, ptx_batches
 from toolgym.trainers.config import LossKind, TrainConfig
+from toolgym.trainers.critic_loop import CriticLoop
 from toolgym.trainers.experience import Collected, Sampler, TaskSource, collect, iteration_metrics, seed_everything
 from toolgym.trainers.moe import router_terms, training_forward
 from toolgym.trainers.optim import build_optimizer
@@ -134,6 +135,8 @@ class GRPOTrainer:
         """Iterations done; also the data position (tasks drawn = index x tasks_per_iteration)."""
         self.shard = (0, 1)
         """(rank, world) of a data-parallel learner: it back-propagates every world-th micro-batch."""
+        self.critic_loop = CriticLoop(config, self.sampler) if config.critic.outcome is not None else None
+        """The closed-loop critic: checked against verified outcomes every iteration, trained when configured."""
         seed_everything(config.run.seed)
 
     def iteration(self) -> dict[str, float]:
@@ -151,12 +154,15 @@ class GRPOTrainer:
         collected = collect(episodes, scores, k, budget=cfg.rollout.token_budget, penalty=cfg.algorithm.budget_penalty)
         # 3. advantages
         batch, counts = self.build_batch(collected)
+        critic: dict[str, float] = {}
+        if self.critic_loop is not None:  # check the critic on verified pairs; mix in critic rows when training it
+            batch, critic = self.critic_loop.step(i, episodes, scores, batch)
         # 4. update, at this iteration's learning rate
         self.step.set_lr_factor(cfg.lr_factor_at(i))
         stats = self.update(batch) if batch is not None else {}
         t3 = time.perf_counter()
         self.iteration_index += 1
-        return {m.ITERATION: float(i), m.TEMPERATURE: temperature, m.LR: self.step.lr, **counts, **stats,
+        return {m.ITERATION: float(i), m.TEMPERATURE: temperature, m.LR: self.step.lr, **counts, **stats, **critic,
                 **iteration_metrics(episodes, collected, rollout_s=t1 - t0, scoring_s=t2 - t1, update_s=t3 - t2)}
 
     def build_batch(self, collected: Collected) -> tuple[Batch | None, dict[str, float]]:

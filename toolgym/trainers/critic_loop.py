@@ -1,0 +1,213 @@
+"""The closed-loop critic in GRPO: checked every iteration against verified outcomes, and trained on them.
+
+Kimi K2's self-critique rubric reward lets the model judge its own responses where no check
+can, and refines that critic with the verifiable signals of on-policy rollouts. Here, with
+``critic.outcome`` naming a verifiable (check) criterion of the rubric:
+
+1. **check** (every iteration): the critic criteria of the iteration's scores are compared with
+   the outcome on the siblings whose outcomes differ (``toolgym.rubrics.critics.online``) and
+   logged as ``critic/agreement/<criterion>``, ``critic/auc/<criterion>``, ...
+2. **train** (``critic.train_critic``): verified pairs become ``PairwiseCritic`` prompts about the
+   outcome criterion, whose right answer is known. The policy samples ``group_size`` judgements
+   per prompt; one that names the verified winner gets ``critic.agree_reward``, a wrong or tie
+   verdict 0, and one that does not parse is dropped and counted (never a silent 0). These
+   groups get group-relative advantages like any other and join the iteration's batch, so one
+   update trains both roles (self-critique).
+
+``critic.critic: self_pairwise`` also registers a ``PairwiseCritic`` run by the policy itself, so
+the rubric's critic criteria are judged by the model being trained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from typing import Any
+
+import torch
+
+from toolgym.envs.canonical import seed_from
+from toolgym.policy import PolicyRequest, PolicyTurn, SamplingParams
+from toolgym.rollouts.episode import Episode
+from toolgym.rollouts.rows import TokenRow
+from toolgym.rubrics import Score
+from toolgym.rubrics.critics.online import CriterionCheck, check_critics, verified_pairs
+from toolgym.rubrics.critics.pairwise import PairwiseCritic, pairwise_prompt
+from toolgym.rubrics.critics.parse import JudgementParseError, PairItem, parse_pairwise
+from toolgym.rubrics.critics.transcript import render_transcript
+from toolgym.rubrics.rubric import Criterion, Rubric
+from toolgym.trainers import metrics as m
+from toolgym.trainers import rl
+from toolgym.trainers.batch import Batch, make_batch
+from toolgym.trainers.config import ConfigError, TrainConfig
+
+TRANSCRIPT_CHARS = 1200
+"""Per-response transcript limit in critic-training prompts (tiny models have short contexts)."""
+
+
+def check_metrics(checks: Sequence[CriterionCheck]) -> dict[str, float]:
+    """The ``critic/*`` metrics of per-criterion checks (a figure that is undefined is left out, not 0)."""
+    out: dict[str, float] = {}
+    for c in checks:
+        out[m.CRITIC_PAIRS.format(criterion=c.criterion)] = float(c.pairs)
+        out[m.CRITIC_UNSCORABLE.format(criterion=c.criterion)] = float(c.unscorable)
+        if c.agreement is not None:
+            out[m.CRITIC_AGREEMENT.format(criterion=c.criterion)] = c.agreement
+        if c.auc is not None:
+            out[m.CRITIC_AUC.format(criterion=c.criterion)] = c.auc
+    return out
+
+
+def judgement_reward(text: str, criterion: Criterion, winner: str, agree_reward: float) -> float | None:
+    """``agree_reward`` when the judgement names ``winner`` for ``criterion``, 0 for the other side or a tie,
+    None when no judgement can be read from ``text`` (the sample is unscorable)."""
+    try:
+        verdict = parse_pairwise(text, [criterion])[criterion.id]
+    except JudgementParseError:
+        return None
+    if not isinstance(verdict, PairItem):
+        return None
+    return agree_reward if verdict.winner == winner else 0.0
+
+
+def judgement_row(turn: PolicyTurn, episode_id: str, group: str) -> TokenRow | None:
+    """The training row of one sampled judgement (prompt tokens masked out), or None when generation failed."""
+    prompt, ids, logprobs = turn.prompt_token_ids, turn.token_ids, turn.logprobs
+    if turn.error is not None or not prompt or not ids or logprobs is None or len(logprobs) != len(ids):
+        return None
+    n = len(prompt)
+    return TokenRow(episode_id=episode_id, group=group, input_ids=[*prompt, *ids], loss_mask=[0] * n + [1] * len(ids),
+                    behaviour_logprobs=[0.0] * n + list(logprobs), prompt_len=n, turn_spans=[(n, n + len(ids))],
+                    turn_indices=[0], ends_episode=True, terminated=turn.finish_reason == "stop",
+                    truncated=turn.finish_reason == "length", metadata={"critic": True})
+
+
+def concat_batches(first: Batch | None, second: Batch | None, pad_id: int) -> Batch | None:
+    """Rows of both batches in one, right-padded to the longer width (either may be None)."""
+    if first is None or second is None:
+        return first if second is None else second
+    width = max(first.input_ids.shape[1], second.input_ids.shape[1])
+    out: dict[str, Any] = {}
+    for f in fields(Batch):
+        a, b = getattr(first, f.name), getattr(second, f.name)
+        if a is None and b is None:
+            out[f.name] = None
+            continue
+        if a is None or b is None:
+            raise ValueError(f"cannot mix batches where only one has {f.name!r} (critic rows carry no {f.name})")
+        if a.dim() >= 2:
+            fill = pad_id if f.name == "input_ids" else 0
+            a, b = (torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill) for x in (a, b))  # (B, width)
+        out[f.name] = torch.cat([a, b])
+    return Batch(**out)
+
+
+def _with_critic(critics: Any, critic: PairwiseCritic) -> dict[str, Any]:
+    """The trainer's critics (None, a list or a mapping) with ``critic`` added under its name."""
+    if critics is None:
+        named: dict[str, Any] = {}
+    elif isinstance(critics, Mapping):
+        named = dict(critics)
+    else:
+        named = {c.name: c for c in critics}
+    if critic.name in named:
+        raise ConfigError(f"critic.name {critic.name!r} is already a given critic: rename critic.name or drop that critic")
+    return {**named, critic.name: critic}
+
+
+class CriticLoop:
+    """Checks the critic against verified outcomes every iteration and, when configured, trains it.
+
+    Args:
+        config: The run's config (``critic`` section, group size, zero-variance filter).
+        sampler: The trainer's ``Sampler`` (its policy samples critic judgements; its rubric names the outcome).
+    """
+
+    def __init__(self, config: TrainConfig, sampler: Any):
+        c = config.critic
+        if c.outcome is None:
+            raise ConfigError("critic.outcome is not set: name the verifiable rubric criterion to check the critic against")
+        self.config, self.sampler = config, sampler
+        rubric: Rubric = sampler.rubric
+        by_id = {cr.id: cr for cr in rubric.criteria}
+        if c.outcome not in by_id:
+            raise ConfigError(f"critic.outcome {c.outcome!r} is no criterion of rubric {rubric.name!r}; expected one of {sorted(by_id)}")
+        self.outcome: Criterion = by_id[c.outcome]
+        if c.critic == "self_pairwise":
+            sampler.critics = _with_critic(sampler.critics, PairwiseCritic(sampler.policy, name=c.name, seed=config.run.seed))
+
+    def step(self, iteration: int, episodes: Sequence[Episode], scores: Sequence[Score],
+             batch: Batch | None) -> tuple[Batch | None, dict[str, float]]:
+        """Check the critic on this iteration's groups; with ``train_critic``, mix critic rows into ``batch``."""
+        k, c = self.config.algorithm.group_size, self.config.critic
+        groups = [list(range(s, min(s + k, len(scores)))) for s in range(0, len(scores), k)]  # siblings adjacent
+        score_groups = [[scores[i] for i in g] for g in groups]
+        out = check_metrics(check_critics(score_groups, c.outcome or "", threshold=c.threshold))
+        rng = random.Random(seed_from(self.config.run.seed, "critic", iteration))
+        pairs = [(g, p) for g, sg in zip(groups, score_groups, strict=True)
+                 for p in verified_pairs(sg, c.outcome or "", c.threshold, rng=rng)]
+        out[m.CRITIC_VERIFIED_PAIRS] = float(len(pairs))
+        if not c.train_critic or not pairs:
+            return batch, out
+        rng.shuffle(pairs)
+        wanted = round(c.mix_fraction / (1 - c.mix_fraction) * len(episodes))  # critic samples for the fraction
+        chosen = pairs[: max(1, min(len(pairs), wanted // k))]
+        items = [(episodes[g[p.a]], episodes[g[p.b]], p.winner) for g, p in chosen]
+        critic_batch, stats = self.critic_batch(iteration, items)
+        return concat_batches(batch, critic_batch, self.sampler.pad_id), {**out, **stats}
+
+    def critic_batch(self, iteration: int, items: Sequence[tuple[Episode, Episode, str]]) -> tuple[Batch | None, dict[str, float]]:
+        """Sample ``group_size`` judgements per (A, B, verified winner), reward agreement, and batch the groups."""
+        cfg, k = self.config, self.config.algorithm.group_size
+        sampling = SamplingParams(max_new_tokens=cfg.critic.max_new_tokens, temperature=cfg.temperature_at(iteration),
+                                  top_p=cfg.rollout.top_p)
+        base = seed_from(cfg.run.seed, "critic-sample", iteration) >> 33
+        requests = []
+        for p, (a, b, _) in enumerate(items):
+            messages = pairwise_prompt(self.sampler.rubric, [self.outcome], a.task.instruction,
+                                       render_transcript(a, TRANSCRIPT_CHARS, include_opening=False),
+                                       render_transcript(b, TRANSCRIPT_CHARS, include_opening=False))
+            requests += [PolicyRequest(episode_id=f"critic/{iteration}/{p}/{j}", task_id=a.task.id, messages=messages,
+                                       seed=base + p * k + j, sampling=sampling) for j in range(k)]
+        self.sampler.model.eval()
+        turns = asyncio.run(self.sampler.policy.generate(requests))
+        return self._rows(iteration, items, turns)
+
+    def _rows(self, iteration: int, items: Sequence[tuple[Episode, Episode, str]],
+              turns: Sequence[PolicyTurn]) -> tuple[Batch | None, dict[str, float]]:
+        cfg, k = self.config, self.config.algorithm.group_size
+        rows: list[TokenRow] = []
+        advantages, rewards, baselines = [], [], []
+        unscorable = agreed = parsed = 0
+        for p, (_, _, winner) in enumerate(items):
+            group: list[tuple[TokenRow, float]] = []
+            for j in range(k):
+                turn = turns[p * k + j]
+                row = judgement_row(turn, f"critic/{iteration}/{p}/{j}", f"critic/{iteration}/{p}")
+                reward = judgement_reward(turn.text, self.outcome, winner, cfg.critic.agree_reward) if row else None
+                if row is None or reward is None:
+                    unscorable += 1  # no readable verdict: dropped, never rewarded 0
+                    continue
+                parsed += 1
+                agreed += reward > 0
+                group.append((row, reward))
+            if len(group) < 2:
+                continue
+            r = torch.tensor([[g[1] for g in group]])  # (1, K')
+            if cfg.algorithm.filter_zero_variance and bool(rl.zero_variance_groups(r)[0]):
+                continue
+            adv = rl.group_advantages(r, scale_by_std=cfg.scale_by_std)[0]  # (K',)
+            for (row, reward), a in zip(group, adv.tolist(), strict=True):
+                rows.append(row)
+                advantages.append(a)
+                rewards.append(reward)
+                baselines.append(float(r.mean()))
+        stats = {m.CRITIC_TRAIN_SAMPLES: float(len(turns)), m.CRITIC_TRAIN_UNSCORABLE: float(unscorable),
+                 m.CRITIC_TRAIN_ROWS: float(len(rows))}
+        if parsed:
+            stats[m.CRITIC_TRAIN_AGREEMENT] = agreed / parsed
+        if not rows:
+            return None, stats
+        return make_batch(rows, self.sampler.pad_id, advantages=advantages, rewards=rewards, baselines=baselines), stats
