@@ -55,6 +55,40 @@ def reference() -> list[dict[str, float]]:
     return rows
 
 
+def test_the_inprocess_trainer_on_the_ray_pool_equals_the_local_pool(ray_local, reference):
+    """system.pool: ray with the in-process trainer: envs on 2 EnvActors, siblings forked from one reset."""
+    from toolgym.trainers.run import build_trainer, load_policy
+
+    cfg = config({"pool": "ray", "env_actors": 2})
+    model, tokenizer = load_policy(cfg)
+    trainer = build_trainer(cfg, model, tokenizer)
+    try:
+        rows = [trainer.iteration() for _ in range(ITERATIONS)]
+        assert trainer.sampler.pool.resets == 2 * ITERATIONS and trainer.sampler.pool.forks == 2 * ITERATIONS
+    finally:
+        trainer.close()
+    assert [same_metrics(r, ref) for r, ref in zip(rows, reference, strict=True)] == [[], []]
+
+
+def test_a_shell_env_trains_on_the_ray_pool(ray_local):
+    import shutil
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("shell envs need bubblewrap")
+    from toolgym.trainers.run import load_policy
+    from toolgym.trainers.system.driver import SystemTrainer
+
+    cfg = config({**ON_RAY, "inference_workers": 1, "env_actors": 1}, env={"id": "toolgym/shell-v0"},
+                 rollout={**BASE["rollout"], "tasks_per_iteration": 1})
+    model, tokenizer = load_policy(cfg)
+    trainer = SystemTrainer(cfg, model, tokenizer)
+    try:
+        row = trainer.iteration()
+    finally:
+        trainer.close()
+    assert row[m.EPISODES] == 2 and row[m.UNSCORABLE] == 0 and trainer.pool.forks == 1
+
+
 def test_sync_on_ray_reproduces_the_inprocess_trainer_and_a_resumed_driver_the_next_iteration(ray_local, reference, tmp_path):
     """1 learner, 2 inference workers, 2 env actors. Tolerance 1e-6: same seeds, same weights and the same
     update code give the same tokens; only float summation order in differently padded batches could differ.
