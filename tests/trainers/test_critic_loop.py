@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from toolgym.policy import PolicyTurn
 from toolgym.rubrics import FunctionCritic, Score, rubric_from_dict
 from toolgym.rubrics.checks.registry import register_check
-from toolgym.rubrics.critics.online import check_criterion, check_critics, verified_pairs
+from toolgym.rubrics.critics.online import (
+    RunningCalibration,
+    check_criterion,
+    check_critics,
+    reweighted,
+    verified_pairs,
+)
 from toolgym.rubrics.score import CriterionScore, Unscorable
 from toolgym.trainers.config import ConfigError, TrainConfig
 
@@ -130,6 +136,32 @@ def test_an_unreadable_judgement_is_unscorable_never_zero(text):
     assert judgement_reward('{"criteria": [{"id": "other", "winner": "A"}]}', CRITERION, "A", 1.0) is None
 
 
+@settings(max_examples=30, deadline=None)
+@given(weights=st.lists(st.floats(0.0, 5.0), min_size=3, max_size=3), fit=st.lists(st.floats(0.0, 1.0), min_size=2, max_size=2))
+def test_reweighting_keeps_the_critic_share_and_the_verifiable_weights(weights, fit):
+    rubric = rubric_from_dict({"name": "r", "criteria": [
+        {"id": "state", "description": "s", "weight": weights[0], "source": {"type": "check", "check": "final_state_matches_gold"}},
+        {"id": "c1", "description": "c", "weight": weights[1], "source": {"type": "critic", "critic": "judge"}},
+        {"id": "c2", "description": "c", "weight": weights[2], "source": {"type": "critic", "critic": "judge"}}]})
+    out = {c.id: c.weight for c in reweighted(rubric, {"c1": fit[0], "c2": fit[1]}).criteria}
+    assert out["state"] == weights[0]
+    assert out["c1"] + out["c2"] == pytest.approx(weights[1] + weights[2])
+    if sum(fit) > 0 and weights[1] + weights[2] > 0:
+        assert out["c1"] / (weights[1] + weights[2]) == pytest.approx(fit[0] / sum(fit))
+
+
+def test_running_calibration_weights_the_informative_criterion():
+    rng = random.Random(0)
+    cal = RunningCalibration("state", ["clarity", "noise"], window=200)
+    for i in range(300):
+        y = rng.random() < 0.5
+        s = score(i, y, float(y))
+        s.criteria.append(CriterionScore(id="noise", kind="core", source="critic:judge", weight=1.0, value=rng.random()))
+        cal.add([s])
+    fit = cal.fit()
+    assert len(cal.scores) == 200 and fit.weights["clarity"] > 0.9 and fit.cv_auc > 0.95
+
+
 def test_config_names_the_field_and_the_fix():
     with pytest.raises(ConfigError, match="set critic.outcome"):
         TrainConfig.from_dict({"critic": {"train_critic": True}})
@@ -177,7 +209,7 @@ class ScriptedJudge:
 def trainer():
     from toolgym.trainers.run import build_trainer, load_policy
 
-    cfg = config(train_critic=True, mix_fraction=0.5)
+    cfg = config(train_critic=True, mix_fraction=0.5, reweight=True)
     model, tokenizer = load_policy(cfg)
     t = build_trainer(cfg, model, tokenizer, rubric=RUBRIC, critics=[FunctionCritic("digits", digit_share)])
     yield t
@@ -191,6 +223,7 @@ def test_iteration_logs_the_critic_check_and_counts_unreadable_critic_samples(tr
     assert row[m.CRITIC_AGREEMENT.format(criterion="digits")] == 1.0 and row[m.CRITIC_AUC.format(criterion="digits")] == 1.0
     assert row[m.CRITIC_PAIRS.format(criterion="digits")] == row[m.CRITIC_VERIFIED_PAIRS] and math.isfinite(row[m.LOSS])
     # the untrained tiny model writes no JSON verdict: every critic sample is counted unscorable, none is a 0
+    assert row[m.CRITIC_WEIGHT.format(criterion="digits")] == 1.0  # the only critic criterion keeps the critic's whole weight
     samples = row[m.CRITIC_TRAIN_SAMPLES]
     assert samples >= 4 and row[m.CRITIC_TRAIN_UNSCORABLE] + row[m.CRITIC_TRAIN_ROWS] == samples
 
@@ -229,3 +262,19 @@ def test_concat_batches_pads_to_the_longer_rows(trainer):
     assert both.input_ids.tolist() == [[1, 2, 3, 0, 0, 0], [1, 2, 3, 4, 5, 6]]
     assert both.loss_mask.tolist() == [[0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1]]
     assert both.advantages.tolist() == [1.0, -1.0] and concat_batches(None, long, 0) is long
+
+
+def test_self_pairwise_registers_the_policy_as_critic_once():
+    from types import SimpleNamespace
+
+    from toolgym.rubrics.critics.pairwise import PairwiseCritic
+
+    given_critic = FunctionCritic("digits", digit_share)
+    sampler = SimpleNamespace(rubric=RUBRIC, critics=[given_critic], policy=ScriptedJudge(["A"]), pad_id=0)
+    CriticLoop(config(critic="self_pairwise", name="digits_self"), sampler)
+    assert sampler.critics["digits"] is given_critic and isinstance(sampler.critics["digits_self"], PairwiseCritic)
+    assert sampler.critics["digits_self"].policy is sampler.policy  # self-critique: the policy judges
+    with pytest.raises(ConfigError, match="critic.name 'digits' is already a given critic"):
+        CriticLoop(config(critic="self_pairwise", name="digits"), SimpleNamespace(rubric=RUBRIC, critics=[given_critic], policy=None))
+    with pytest.raises(ConfigError, match="critic.outcome 'nope' is no criterion of rubric 'heavy'"):
+        CriticLoop(config(outcome="nope"), sampler)

@@ -294,6 +294,11 @@ class CriticSection(_Section):
     """Reward of a critic sample that agrees with the verified preference (disagreeing: 0; unparseable: dropped)."""
     max_new_tokens: int = Field(default=64, ge=1)
     """train_critic: tokens a critic sample may generate."""
+    reweight: bool = False
+    """Re-fit the weights of the rubric's critic criteria every iteration from the running calibration
+    (non-negative least squares against the outcome over the last ``reweight_window`` scores); their total weight is kept."""
+    reweight_window: int = Field(default=256, ge=4)
+    """reweight: how many recent scores the running calibration fits on."""
 
 
 class TrainConfig(_Section):

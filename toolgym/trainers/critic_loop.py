@@ -33,7 +33,7 @@ from toolgym.policy import PolicyRequest, PolicyTurn, SamplingParams
 from toolgym.rollouts.episode import Episode
 from toolgym.rollouts.rows import TokenRow
 from toolgym.rubrics import Score
-from toolgym.rubrics.critics.online import CriterionCheck, check_critics, verified_pairs
+from toolgym.rubrics.critics.online import CriterionCheck, RunningCalibration, check_critics, reweighted, verified_pairs
 from toolgym.rubrics.critics.pairwise import PairwiseCritic, pairwise_prompt
 from toolgym.rubrics.critics.parse import JudgementParseError, PairItem, parse_pairwise
 from toolgym.rubrics.critics.transcript import render_transcript
@@ -137,6 +137,9 @@ class CriticLoop:
         self.outcome: Criterion = by_id[c.outcome]
         if c.critic == "self_pairwise":
             sampler.critics = _with_critic(sampler.critics, PairwiseCritic(sampler.policy, name=c.name, seed=config.run.seed))
+        critic_ids = [cr.id for cr in rubric.criteria if cr.source.type == "critic"]
+        self.calibration = RunningCalibration(c.outcome, critic_ids, c.reweight_window, c.threshold) if c.reweight else None
+        """critic.reweight: the running calibration the critic criteria's weights are re-fitted from."""
 
     def step(self, iteration: int, episodes: Sequence[Episode], scores: Sequence[Score],
              batch: Batch | None) -> tuple[Batch | None, dict[str, float]]:
@@ -149,6 +152,8 @@ class CriticLoop:
         pairs = [(g, p) for g, sg in zip(groups, score_groups, strict=True)
                  for p in verified_pairs(sg, c.outcome or "", c.threshold, rng=rng)]
         out[m.CRITIC_VERIFIED_PAIRS] = float(len(pairs))
+        if self.calibration is not None:
+            out.update(self.reweight(scores))
         if not c.train_critic or not pairs:
             return batch, out
         rng.shuffle(pairs)
@@ -157,6 +162,17 @@ class CriticLoop:
         items = [(episodes[g[p.a]], episodes[g[p.b]], p.winner) for g, p in chosen]
         critic_batch, stats = self.critic_batch(iteration, items)
         return concat_batches(batch, critic_batch, self.sampler.pad_id), {**out, **stats}
+
+    def reweight(self, scores: Sequence[Score]) -> dict[str, float]:
+        """Add ``scores`` to the running calibration and give the sampler's rubric the re-fitted critic weights."""
+        if self.calibration is None:
+            return {}
+        self.calibration.add(scores)
+        fit = self.calibration.fit()
+        if fit is None:  # too few scores with every criterion yet: weights stay as they are
+            return {}
+        self.sampler.rubric = reweighted(self.sampler.rubric, fit.weights)
+        return {m.CRITIC_WEIGHT.format(criterion=c.id): c.weight for c in self.sampler.rubric.criteria if c.id in fit.weights}
 
     def critic_batch(self, iteration: int, items: Sequence[tuple[Episode, Episode, str]]) -> tuple[Batch | None, dict[str, float]]:
         """Sample ``group_size`` judgements per (A, B, verified winner), reward agreement, and batch the groups."""

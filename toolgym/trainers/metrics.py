@@ -151,6 +151,8 @@ CRITIC_TRAIN_UNSCORABLE = "critic/train_unscorable"
 """Critic samples whose judgement did not parse: dropped from the batch, never rewarded 0."""
 CRITIC_TRAIN_ROWS = "critic/train_rows"
 """Critic rows mixed into the RL batch (after dropping groups that cannot teach)."""
+CRITIC_WEIGHT = "critic/weight/{criterion}"
+"""critic.reweight: the criterion's rubric weight for the next iteration, fitted from the running calibration."""
 
 
 class MetricsWriter:

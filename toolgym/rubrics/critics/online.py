@@ -10,6 +10,9 @@ critic criterion come from one iteration's scored groups:
   is right with probability p on each episode it is p (p² + 2·p(1-p)·½).
 - **auc**: ROC AUC of the critic's values against the outcome over all episodes with both.
 
+``RunningCalibration`` keeps the latest scores and re-fits the critic criteria's weights
+(``toolgym.rubrics.calibration.fit_weights``); ``reweighted`` puts them into the rubric.
+
 ``verified_pairs`` also yields the pairs that critic training turns into prompts whose answer
 is known (``toolgym.trainers.critic_loop``). Everything here is pure; nothing calls a model.
 """
@@ -17,12 +20,14 @@ is known (``toolgym.trainers.critic_loop``). Everything here is pure; nothing ca
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Literal
 
-from toolgym.rubrics.calibration import outcome_of, roc_auc
+from toolgym.rubrics.calibration import WeightFit, fit_weights, outcome_of, roc_auc
+from toolgym.rubrics.rubric import Rubric
 from toolgym.rubrics.score import Score
 
 
@@ -132,3 +137,39 @@ def check_critics(groups: Sequence[Sequence[Score]], outcome: str, criteria: Seq
         raise ValueError(f"critic.outcome {outcome!r} is no criterion of the rubric; expected one of {known}")
     chosen = list(criteria) if criteria is not None else critic_criteria(flat, outcome)
     return [check_criterion(groups, outcome, c, threshold) for c in chosen]
+
+
+class RunningCalibration:
+    """The latest ``window`` scores, and the critic-criterion weights that best predict the outcome on them.
+
+    Args:
+        outcome: Id of the verifiable criterion taken as truth.
+        criteria: The critic criteria whose weights are fitted.
+        window: How many recent scores the fit uses (older ones fall out).
+        threshold: An outcome value >= threshold is a success.
+    """
+
+    def __init__(self, outcome: str, criteria: Sequence[str], window: int = 256, threshold: float = 0.5):
+        self.outcome, self.criteria, self.threshold = outcome, list(criteria), threshold
+        self.scores: deque[Score] = deque(maxlen=window)
+
+    def add(self, scores: Iterable[Score]) -> None:
+        """Append an iteration's scores (the oldest beyond the window are dropped)."""
+        self.scores.extend(scores)
+
+    def fit(self) -> WeightFit | None:
+        """Non-negative least-squares weights (summing to 1); None until 4 scores have the outcome and every criterion."""
+        if not self.criteria:
+            return None
+        return fit_weights(list(self.scores), self.outcome, self.criteria, "nnls", self.threshold)
+
+
+def reweighted(rubric: Rubric, weights: dict[str, float]) -> Rubric:
+    """``rubric`` with the criteria in ``weights`` sharing their current total weight in those proportions
+    (the other criteria, verifiable ones included, keep theirs, so the critic's share of the score is unchanged)."""
+    total = sum(c.weight for c in rubric.criteria if c.id in weights)
+    norm = sum(weights.values())
+    if norm <= 0:
+        return rubric
+    criteria = [c.model_copy(update={"weight": total * weights[c.id] / norm}) if c.id in weights else c for c in rubric.criteria]
+    return rubric.model_copy(update={"criteria": criteria})
