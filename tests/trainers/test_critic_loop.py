@@ -165,6 +165,10 @@ def test_running_calibration_weights_the_informative_criterion():
 def test_config_names_the_field_and_the_fix():
     with pytest.raises(ConfigError, match="set critic.outcome"):
         TrainConfig.from_dict({"critic": {"train_critic": True}})
+    with pytest.raises(ConfigError, match="set critic.outcome"):
+        TrainConfig.from_dict({"critic": {"reweight": True}})
+    with pytest.raises(ConfigError, match="system.mode: inprocess"):
+        TrainConfig.from_dict({"critic": {"outcome": "state"}, "system": {"mode": "sync"}})
     with pytest.raises(ConfigError, match="critic.train_critic.*algorithm.name: grpo"):
         TrainConfig.from_dict({"critic": {"outcome": "state", "train_critic": True},
                                "algorithm": {"name": "ppo", "value_model": "head"}})

@@ -421,8 +421,8 @@ def _contradictions(cfg: TrainConfig) -> list[str]:
         out.append("algorithm.routing_replay is not wired into the PPO trainer (its forward would route freely): "
                    "set algorithm.name: grpo, or algorithm.routing_replay: false")
     c = cfg.critic
-    if (c.train_critic or c.critic != "given") and c.outcome is None:
-        out.append("critic.train_critic / critic.critic need verified outcomes: set critic.outcome to the id of a "
+    if (c.train_critic or c.critic != "given" or c.reweight) and c.outcome is None:
+        out.append("critic.train_critic / critic.critic / critic.reweight need verified outcomes: set critic.outcome to the id of a "
                    "verifiable (check) criterion of the rubric")
     if c.train_critic and a.name != "grpo":
         out.append("critic.train_critic mixes critic groups into a GRPO batch: set algorithm.name: grpo or critic.train_critic: false")
