@@ -29,9 +29,11 @@ Invariants that make the sharing safe:
 
 from __future__ import annotations
 
+import bisect
 import copy
 import functools
 import hashlib
+import itertools
 import json
 import operator
 import threading
@@ -44,6 +46,7 @@ from pydantic import BaseModel
 
 _MISSING: Any = object()
 _WHOLE: Any = object()  # key of a lineage's whole-dict text in its text cache
+_LAYOUT: Any = object()  # key of its sorted keys and members (False: cannot be spliced)
 
 
 _ATOMS = frozenset({str, int, float, bool, type(None)})
@@ -149,12 +152,15 @@ class CowDict(dict[str, Any]):
     differs. Pickles as a plain dict of private copies.
     """
 
-    __slots__ = ("_frozen", "_texts")
+    __slots__ = ("_dirty", "_frozen", "_texts")
 
     def __init__(self, frozen: dict[Any, Any], texts: dict[Any, str]):
         super().__init__(frozen)
         self._frozen = frozen  # key -> the shared entity (never mutated; shared by the lineage)
         self._texts = texts  # key -> '"key":<canonical JSON of _frozen[key]>' (filled lazily)
+        self._dirty = False
+        """Some entry may differ from the snapshot's: set by every method that changes the dict
+        (a copy on take-out included), so the digest and forks of an untouched dict are O(1)."""
 
     # ------------------------------------------------------------------ copy on take-out
 
@@ -163,7 +169,28 @@ class CowDict(dict[str, Any]):
         if value is self._frozen.get(key, _MISSING) and not _READING.depth:
             value = _private_copy(value)
             dict.__setitem__(self, key, value)
+            self._dirty = True
         return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._dirty = True
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._dirty = True
+        dict.__delitem__(self, key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._dirty = True
+        dict.update(self, *args, **kwargs)
+
+    def clear(self) -> None:
+        self._dirty = True
+        dict.clear(self)
+
+    def __ior__(self, other: Any) -> Any:
+        self._dirty = True
+        return dict.__ior__(self, other)
 
     def get(self, key: Any, default: Any = None) -> Any:
         return self[key] if dict.__contains__(self, key) else default
@@ -178,16 +205,19 @@ class CowDict(dict[str, Any]):
     def pop(self, key: Any, *default: Any) -> Any:
         if dict.__contains__(self, key):
             self[key]
+            self._dirty = True
         return dict.pop(self, key, *default)
 
     def popitem(self) -> tuple[Any, Any]:
         if dict.__len__(self):
             self[next(reversed(dict.keys(self)))]
+            self._dirty = True
         return dict.popitem(self)
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         if dict.__contains__(self, key):
             return self[key]
+        self._dirty = True
         dict.__setitem__(self, key, default)
         return default
 
@@ -245,40 +275,91 @@ class CowDict(dict[str, Any]):
         """Canonical JSON of this dict as the world's serializer writes it, or None.
 
         None when a key is not text or an entry is not exactly ``entity_type`` (a subclass
-        serializes differently nested than on its own).
+        serializes differently nested than on its own). While the snapshot's keys are all
+        still here, in their order (entries replaced or added, none removed), only the
+        replaced and added entries are encoded; the others are spliced from the lineage's
+        cached, sorted text.
         """
-        frozen, texts = self._frozen, self._texts
-        untouched = self.untouched()
-        if untouched and (whole := texts.get(_WHOLE)) is not None:
-            return whole  # nothing of this lineage's text changed: one cached string
-        keys = list(dict.keys(self))
-        if not all(type(k) is str for k in keys):
-            return None
+        frozen = self._frozen
+        if not self._dirty and dict.__len__(self) == len(frozen) and (whole := self._texts.get(_WHOLE)) is not None:
+            return whole  # untouched: one cached string for the whole dict
+        if dict.__len__(self) >= len(frozen) and all(map(operator.is_, dict.keys(self), frozen.keys())):
+            layout = self._layout(entity_type)
+            if layout is not None:
+                return self._spliced(layout, entity_type)
         parts = []
-        for key in sorted(keys):
-            value: Any = dict.__getitem__(self, key)
-            if type(value) is not entity_type:
+        for key in sorted(dict.keys(self)):
+            if type(key) is not str:
                 return None
-            shared = value is frozen.get(key, _MISSING)
-            member = texts.get(key) if shared else None
-            if member is None:  # '"key":{...}', as json.dumps writes a member of a sorted dict
-                member = f"{_json(key)}:{_json(value.model_dump(mode='json'))}"
-                if shared:
-                    texts[key] = member
+            member = self._member(key, entity_type)
+            if member is None:
+                return None
             parts.append(member)
-        text = "{" + ",".join(parts) + "}"
-        if untouched:
-            texts[_WHOLE] = text
-        return text
+        return "{" + ",".join(parts) + "}"
+
+    def _member(self, key: str, entity_type: type[BaseModel]) -> str | None:
+        """``'"key":{...}'`` as ``json.dumps`` writes a member of a sorted dict (cached while shared)."""
+        value: Any = dict.__getitem__(self, key)
+        if type(value) is not entity_type:
+            return None
+        shared = value is self._frozen.get(key, _MISSING)
+        member = self._texts.get(key) if shared else None
+        if member is None:
+            member = f"{_json(key)}:{_json(value.model_dump(mode='json'))}"
+            if shared:
+                self._texts[key] = member
+        return member
+
+    def _layout(self, entity_type: type[BaseModel]) -> tuple[list[str], list[str], dict[str, int]] | None:
+        """The snapshot's keys sorted, their members and positions (built once per lineage)."""
+        texts: dict[Any, Any] = self._texts  # entity keys -> member text; _LAYOUT -> this
+        layout = texts.get(_LAYOUT)
+        if layout is None:
+            frozen = self._frozen
+            keys: list[str] | None = sorted(frozen) if all(type(k) is str for k in frozen) else None
+            members = [texts.get(k) or self._frozen_member(k, entity_type) for k in keys or ()]
+            layout = texts[_LAYOUT] = (
+                (keys, members, {k: i for i, k in enumerate(keys)}) if keys is not None and all(members) else False
+            )
+        return typing.cast("tuple[list[str], list[str], dict[str, int]] | None", layout or None)
+
+    def _frozen_member(self, key: str, entity_type: type[BaseModel]) -> str:
+        value = self._frozen[key]
+        if type(value) is not entity_type:
+            return ""
+        member = self._texts[key] = f"{_json(key)}:{_json(value.model_dump(mode='json'))}"
+        return member
+
+    def _spliced(self, layout: tuple[list[str], list[str], dict[str, int]], entity_type: type[BaseModel]) -> str | None:
+        keys, members, where = layout
+        frozen, size = self._frozen, dict.__len__(self)
+        changed = list(itertools.compress(dict.keys(self), map(operator.is_not, dict.values(self), frozen.values())))
+        if not changed and size == len(frozen):  # untouched: one cached string for the whole dict
+            whole = self._texts.get(_WHOLE)
+            if whole is None:
+                whole = self._texts[_WHOLE] = "{" + ",".join(members) + "}"
+            return whole
+        parts = members.copy()
+        for key in changed:
+            member = self._member(key, entity_type)
+            if member is None:
+                return None
+            parts[where[key]] = member
+        if size > len(frozen):  # entities added since the snapshot go in at their sorted places
+            keys = keys.copy()
+            for key in itertools.islice(dict.keys(self), len(frozen), None):
+                added = self._member(key, entity_type) if type(key) is str else None
+                if added is None:
+                    return None
+                at = bisect.bisect_left(keys, key)
+                keys.insert(at, key)
+                parts.insert(at, added)
+        return "{" + ",".join(parts) + "}"
 
     def untouched(self) -> bool:
-        """Every entry is still the shared one it was built with: same keys, same order, same objects."""
-        frozen = self._frozen
-        return (
-            dict.__len__(self) == len(frozen)
-            and list(dict.keys(self)) == list(frozen)
-            and all(map(operator.is_, dict.values(self), frozen.values()))
-        )
+        """Every entry is still the shared one it was built with: nothing changed the dict since
+        (its length is checked too, against changes made past its methods)."""
+        return not self._dirty and dict.__len__(self) == len(self._frozen)
 
 
 # The options of toolgym.envs.canonical.dumps' plain path (json.dumps builds this same encoder
