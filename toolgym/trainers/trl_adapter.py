@@ -29,8 +29,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from toolgym.envs.canonical import seed_from
-from toolgym.envs.env import ToolEnv, tool_env
-from toolgym.envs.types import AssistantMessage, StopReason, Task, ToolCall, ToolSpec, UserMessage
+from toolgym.envs.env import ToolEnv
+from toolgym.envs.types import AssistantMessage, Message, StopReason, Task, ToolCall, ToolSpec, UserMessage
 from toolgym.errors import ConfigError
 from toolgym.policies.chat import to_chat_dicts
 from toolgym.policies.hf_policy import HFPolicy
@@ -114,6 +114,8 @@ class TRLEnvironment:
         self._seed = 0
         self._turns: list[TurnRecord] = []
         self._tools: list[ToolSpec] = []
+        self._messages: list[Message] = []
+        self._stop: StopReason | None = None
         self._calls = 0
         self._replay: ToolEnv | None = None
 
@@ -121,9 +123,10 @@ class TRLEnvironment:
         """Start the row's task (``toolgym_task``, ``toolgym_seed``); return its opening request."""
         task = Task.model_validate_json(row[TASK_COLUMN]) if row.get(TASK_COLUMN) else None
         self._seed = int(row.get(SEED_COLUMN) or 0)
-        obs, _ = self._env.reset(seed=self._seed, options={"task": task} if task is not None else None)
-        self._task = tool_env(self._env).task
+        obs, info = self._env.reset(seed=self._seed, options={"task": task} if task is not None else None)
+        self._task = info["task"]
         self._turns, self._tools, self._calls = [], list(obs.tools), 0
+        self._messages, self._stop = list(obs.messages), None  # the transcript is ours, built from reset/step
         users = [m for m in obs.messages if isinstance(m, UserMessage)]
         return users[-1].content if users else None
 
@@ -138,23 +141,24 @@ class TRLEnvironment:
 
     def _episode(self, final_answer: str = "") -> Episode:
         """The calls made since ``reset`` as a toolgym ``Episode`` (one turn per call)."""
-        base = tool_env(self._env)
-        assert self._task is not None
+        if self._task is None:
+            raise ConfigError("the TRL environment was scored before reset(); TRL calls reset(**row) first")
         return Episode(
             id=f"{self._task.id}/trl", env_id=self._env_id, task=self._task, seed=self._seed,
-            tools=list(self._tools), messages=list(base.messages), turns=list(self._turns),
-            stop_reason=base.stop_reason or StopReason.ANSWERED,
-            final_answer=final_answer, final_state_digest=base.state_digest(),
+            tools=list(self._tools), messages=list(self._messages), turns=list(self._turns),
+            stop_reason=self._stop or StopReason.ANSWERED,
+            final_answer=final_answer, final_state_digest=self._env.state_digest(),
         )
 
     def _call(self, name: str, arguments: dict[str, Any]) -> str:
-        base = tool_env(self._env)
-        if self._task is None or base.stop_reason is not None:
-            return f"Error: the episode is over ({getattr(base.stop_reason, 'value', 'not started')}); no more tool calls are run."
+        if self._task is None or self._stop is not None:
+            return f"Error: the episode is over ({getattr(self._stop, 'value', 'not started')}); no more tool calls are run."
         self._calls += 1
         call = ToolCall(id=f"trl_{self._calls}", name=name, arguments=arguments)
-        start = len(base.messages) + 1
+        start = len(self._messages) + 1
         obs, reward, _, _, info = self._env.step(AssistantMessage(content="", tool_calls=[call]))
+        self._messages += [info["assistant"], *obs.messages]
+        self._stop = info["stop_reason"]
         self._turns.append(TurnRecord(text="", tool_calls=info["tool_calls"], errors=info["errors"], observation_start=start, reward=reward))
         return "\n".join(m.content for m in obs.messages if hasattr(m, "content"))
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from toolgym.envs.env import tool_env
 from toolgym.envs.sim.schema import SchemaError
 from toolgym.envs.sim.spec import SimTool, compile_tool
 from toolgym.envs.synth.openapi import OpenAPIError, load_openapi
@@ -119,7 +120,7 @@ def _env_specs(target: str) -> tuple[list[ToolSpec], str]:
         except ConfigError:  # an env without tasks of its own (a wrapped class): any task will do
             env.reset(seed=0, options={"task": Task(id="seed-listing", instruction="List the tools.")})
         # Every tool of the env's owners, not only those the sampled task offers.
-        specs = [t.spec for owner in env.unwrapped.tool_owners() for t in collect_tools(owner)]
+        specs = [t.spec for owner in tool_env(env).tool_owners() for t in collect_tools(owner)]
     finally:
         env.close()
     return specs, name
