@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from toolgym.errors import ConfigError
 from toolgym.policies.vllm_engine import (
     MLA_LATENT_WIDTH,
+    VLLMError,
     VLLMNotInstalledError,
     VLLMNoTokenIdsError,
     VLLMServer,
@@ -229,6 +230,19 @@ def test_reload_without_the_expert_repack_is_wrong_and_the_extension_fixes_it(en
     print(f"{model_dir.name}: gap to HF after vLLM's reload {plain:.2e}, after toolgym_reload {fixed:.2e}")
     policy.load_weights_from(model_dir, version=0)
     assert plain > 1e-2 and fixed < LOGPROB_TOL
+
+
+@pytest.mark.vllm
+def test_a_failed_reload_is_an_error_and_good_weights_recover_the_server(engine, tmp_path):
+    policy, model_dir = engine
+    jobs, before = sample(policy, seed=300)
+    bad = tmp_path / "bad.pt"
+    torch.save({"model.no_such_layer.weight": torch.zeros(3)}, bad)  # past the client-side name check
+    with pytest.raises(VLLMError, match="could not load"):
+        policy.server.reload_weights(bad)
+    policy.load_weights_from(model_dir, version=0)
+    _, after = sample(policy, seed=300)
+    assert [(r.token_ids, r.logprobs) for r in after] == [(r.token_ids, r.logprobs) for r in before]
 
 
 @pytest.mark.vllm
