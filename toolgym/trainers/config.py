@@ -424,8 +424,9 @@ def _contradictions(cfg: TrainConfig) -> list[str]:
     if (c.train_critic or c.critic != "given" or c.reweight) and c.outcome is None:
         out.append("critic.train_critic / critic.critic / critic.reweight need verified outcomes: set critic.outcome to the id of a "
                    "verifiable (check) criterion of the rubric")
-    if c.train_critic and a.name != "grpo":
-        out.append("critic.train_critic mixes critic groups into a GRPO batch: set algorithm.name: grpo or critic.train_critic: false")
+    if c.outcome is not None and a.name != "grpo":
+        out.append("critic.outcome: the closed-loop critic runs in the GRPO trainer only (critic groups join a GRPO batch): "
+                   "set algorithm.name: grpo or remove the critic section")
     if c.outcome is not None and cfg.system.mode != "inprocess":
         out.append(f"critic.outcome is read by the in-process GRPO trainer only: set system.mode: inprocess "
                    f"(got {cfg.system.mode!r}) or remove critic.outcome")
