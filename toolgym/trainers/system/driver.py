@@ -77,6 +77,9 @@ class SystemTrainer:
                  critics: Any = None, tasks: TaskSource | None = None, heldout: Sequence[Task] | None = None, ptx_rows: Any = None):
         if config.algorithm.name != "grpo":
             raise ConfigError(f"system.mode {config.system.mode!r} runs GRPO; set algorithm.name: grpo or system.mode: inprocess")
+        if config.critic.outcome is not None:
+            raise ConfigError("critic.outcome (the closed-loop critic) runs in the in-process trainer only: "
+                              "remove the critic section or set system.mode: inprocess")
         preflight(config)  # cluster, placement and engine URLs: refused before any work
         import ray
 
