@@ -25,15 +25,19 @@ gc_policy="deferred")`` uses): automatic collection is off during the round and 
 traverses only what its round created.
 
 Worlds. ``cow`` is the library as it is: a restored world shares its entities with
-the snapshot and copies one when a tool first takes it out, and the final digest re-encodes
-only those (``toolgym.envs.api.cow``). ``copy`` puts back, in this process only,
+the snapshot and every sibling; read-only tools are handed the shared entities, and an entity
+is copied when a tool that may write takes it out (the write barrier); the final digest
+re-encodes only those (``toolgym.envs.api.cow``). ``copy`` puts back, in this process only,
 what the library did before: a whole-world validated copy at every restore and a full
 re-encoding for every digest. ``--configs`` lists WORLDS:GC pairs, each run in its own
 process; the default runs the library as it was (``copy:deferred``) and as it is, in one run.
+``--against REV`` first runs commit REV's own copy of this benchmark with the same settings
+(its code, in a temporary tree) and shows its rows beside this tree's, in the same table.
 
     python benchmarks/api_envs.py                                  # 10,000 envs per domain
     python benchmarks/api_envs.py --configs copy:deferred,cow:frozen   # only before and after
     python benchmarks/api_envs.py --envs 500 --rounds 2 --traced 200   # a quick run
+    python benchmarks/api_envs.py --configs cow:frozen --against 55a3421  # before/after the write barrier
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -74,6 +81,8 @@ def use_whole_world_copies() -> None:
 
     StateModel.__deepcopy__ = lambda self, memo=None: type(self).model_validate(self.model_dump())  # type: ignore[method-assign]
     ApiEnv.state_digest = ToolEnv.state_digest  # type: ignore[method-assign]
+    ApiEnv.save_world = ToolEnv.save_world  # type: ignore[method-assign]  # (ApiEnv forks state models directly)
+    ApiEnv.load_saved_world = ToolEnv.load_saved_world  # type: ignore[method-assign]
 
 
 def rss_bytes() -> int:
@@ -245,12 +254,14 @@ def main() -> None:
         help=f"comma list of WORLDS:GC, WORLDS one of {', '.join(WORLD_MODES)}, GC one of {', '.join(GC_MODES)}",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin each worker to one CPU core")
+    parser.add_argument("--against", metavar="REV", help="first run commit REV's benchmark with the same settings; show both")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "api_envs.json")
     args = parser.parse_args()
     configs = [tuple(c.split(":", 1)) for c in args.configs.split(",")]
     for config in configs:
         if len(config) != 2 or config[0] not in WORLD_MODES or config[1] not in GC_MODES:
             parser.error(f"--configs: {':'.join(config)!r} is not WORLDS:GC, e.g. cow:frozen")
+    before = run_against(args) if args.against else []
     results = []
     for env_id in args.domains.split(","):
         for world, mode in configs:  # a fresh process each: clean RSS, no heap left by the previous run
@@ -258,8 +269,10 @@ def main() -> None:
                 job = pool.submit(measure, env_id, args.envs, args.rounds, args.traced, mode, world, not args.no_pin)
                 results.append(job.result())
     cpu = platform.processor() or platform.machine()
-    report(results, cpu)
-    for r in results:
+    order = args.domains.split(",")
+    shown = sorted(before + results, key=lambda r: order.index(r["env"]))  # each domain: REV's rows, then ours
+    report(shown, cpu)
+    for r in shown:
         memory = max(r["bytes_per_env_after_gold_calls"], r["rss_bytes_per_env"]) <= TARGET_BYTES
         speed = r["steps_per_s"] >= TARGET_RATE
         ratio = r["all_in_ratio"] >= TARGET_RATIO
@@ -273,8 +286,28 @@ def main() -> None:
         "cores_available": os.cpu_count(),
         "args": {k: str(v) for k, v in vars(args).items()},
     }
-    args.out.write_text(json.dumps({**meta, "results": results}, indent=2))
+    args.out.write_text(json.dumps({**meta, "results": results, "against": before}, indent=2))
     print(f"wrote {args.out}")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_against(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Commit ``args.against``'s own benchmark, same settings, in a subprocess; its results,
+    their ``worlds`` label prefixed with the commit."""
+    with tempfile.TemporaryDirectory(prefix="api_envs_base_") as tmp:
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{args.against}^{{commit}}"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        out = Path(tmp) / "before.json"
+        cmd = [sys.executable, "benchmarks/api_envs.py", "--envs", str(args.envs), "--rounds", str(args.rounds),
+               "--traced", str(args.traced), "--domains", args.domains, "--configs", args.configs, "--out", str(out)]
+        if args.no_pin:
+            cmd.append("--no-pin")
+        subprocess.run(cmd, cwd=tmp, env={**os.environ, "PYTHONPATH": tmp}, check=True, stdout=subprocess.DEVNULL)
+        return [{**r, "worlds": f"{rev[:7]} {r['worlds']}", "rev": rev} for r in json.loads(out.read_text())["results"]]
 
 
 if __name__ == "__main__":

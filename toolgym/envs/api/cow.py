@@ -46,6 +46,7 @@ from pydantic import BaseModel
 
 _MISSING: Any = object()
 _WHOLE: Any = object()  # key of a lineage's whole-dict text in its text cache
+_WHOLE_BLOB: Any = object()  # ... and that text in UTF-8
 _LAYOUT: Any = object()  # key of its sorted keys and members (False: cannot be spliced)
 
 
@@ -152,12 +153,15 @@ class CowDict(dict[str, Any]):
     differs. Pickles as a plain dict of private copies.
     """
 
-    __slots__ = ("_dirty", "_frozen", "_texts")
+    __slots__ = ("_dirty", "_frozen", "_shared", "_texts")
 
-    def __init__(self, frozen: dict[Any, Any], texts: dict[Any, str]):
+    def __init__(self, frozen: dict[Any, Any], texts: dict[Any, Any]):
         super().__init__(frozen)
         self._frozen = frozen  # key -> the shared entity (never mutated; shared by the lineage)
         self._texts = texts  # key -> '"key":<canonical JSON of _frozen[key]>' (filled lazily)
+        self._shared = False
+        """Held by several worlds (a snapshot and its restores): never changed again; a world
+        forks it the first time code that may write reaches it (see ``fork_world``)."""
         self._dirty = False
         """Some entry may differ from the snapshot's: set by every method that changes the dict
         (a copy on take-out included), so the digest and forks of an untouched dict are O(1)."""
@@ -236,7 +240,8 @@ class CowDict(dict[str, Any]):
         return other | dict(self.items())
 
     def __reduce__(self) -> Any:
-        return (dict, (dict(self.items()),))
+        with reading():  # pickling only reads: hand it the shared entities, copy nothing
+            return (dict, (dict(self.items()),))
 
     def __deepcopy__(self, memo: dict[int, Any]) -> CowDict:
         return self.fork()
@@ -296,6 +301,18 @@ class CowDict(dict[str, Any]):
                 return None
             parts.append(member)
         return "{" + ",".join(parts) + "}"
+
+    def canonical_blob(self, entity_type: type[BaseModel]) -> bytes | None:
+        """``canonical_text`` in UTF-8 (cached while untouched), or None where that is None or
+        holds something the canonical encoder would tag."""
+        untouched = self.untouched()
+        if untouched and (blob := self._texts.get(_WHOLE_BLOB)) is not None:
+            return typing.cast(bytes, blob)
+        text = self.canonical_text(entity_type)
+        blob = None if text is None else _blob(text)
+        if untouched and blob is not None:
+            self._texts[_WHOLE_BLOB] = blob
+        return blob
 
     def _member(self, key: str, entity_type: type[BaseModel]) -> str | None:
         """``'"key":{...}'`` as ``json.dumps`` writes a member of a sorted dict (cached while shared)."""
@@ -379,7 +396,26 @@ def entity_fields(model: type[BaseModel]) -> dict[str, type]:
     cached = _ENTITY_FIELDS.get(model)
     if cached is None:
         cached = _ENTITY_FIELDS[model] = _find_entity_fields(model)
+        for name in cached:  # worlds share these dicts until code that may write reaches them
+            setattr(model, name, _forking_field(name))
     return cached
+
+
+def _forking_field(name: str) -> property:
+    """The attribute ``name`` of a world, forking a dict it shares with other worlds on first
+    access (code in ``reading()`` gets the shared dict: it neither copies nor writes)."""
+
+    def get(world: Any) -> Any:
+        value = world.__dict__[name]
+        if type(value) is CowDict and value._shared and not _READING.depth:
+            value = world.__dict__[name] = value.fork()
+        return value
+
+    def put(world: Any, value: Any) -> None:
+        world.__dict__[name] = value
+        world.__pydantic_fields_set__.add(name)
+
+    return property(get, put, doc=f"The world's {name!r} entities (forked from a shared dict on first access).")
 
 
 _ENTITY_FIELDS: dict[type, dict[str, type]] = {}
@@ -425,7 +461,13 @@ def fork_world(model: BaseModel) -> BaseModel:
         if kind in _ATOMS:
             continue
         if kind is CowDict and name in fields:
-            state[name] = value.fork()
+            # An untouched dict is shared as it is (no copy of its table at all); each world
+            # holding it forks it when code that may write first reads the field.
+            if value.untouched():
+                value._shared = True
+            else:
+                value = value.fork()
+            state[name] = value
         elif kind is dict and name in fields:
             state[name] = CowDict.of(value)
         else:
@@ -445,17 +487,22 @@ def _new_model(cls: type[BaseModel], state: dict[str, Any], like: BaseModel) -> 
     return new
 
 
-def _member_key(name: str) -> str:
-    """``'"name":'`` as the canonical encoder writes a member's key (field names: cached)."""
-    text = _MEMBER_KEYS.get(name)
-    if text is None:
-        text = _json(name) + ":"
+def _member_key(name: str) -> bytes:
+    """``'"name":'`` as the canonical encoder writes a member's key, in UTF-8 (field names: cached)."""
+    blob = _MEMBER_KEYS.get(name)
+    if blob is None:
+        blob = (_json(name) + ":").encode("utf-8", "surrogatepass")
         if len(_MEMBER_KEYS) < 4096:  # field names are few; a bound keeps odd worlds from growing it
-            _MEMBER_KEYS[name] = text
-    return text
+            _MEMBER_KEYS[name] = blob
+    return blob
 
 
-_MEMBER_KEYS: dict[str, str] = {}
+_MEMBER_KEYS: dict[str, bytes] = {}
+
+
+def _blob(text: str) -> bytes | None:
+    """``text`` in UTF-8, or None where the canonical encoder would wrap or tag something."""
+    return None if '{"$' in text else text.encode("utf-8", "surrogatepass")
 
 
 def world_digest(model: BaseModel) -> str | None:
@@ -463,23 +510,34 @@ def world_digest(model: BaseModel) -> str | None:
 
     None when this world cannot be spliced exactly (no copy-on-write fields, a custom
     serializer, text that the canonical encoder would tag): the caller hashes it plainly.
+    The pieces are hashed one after another, never joined: UTF-8 of a concatenation is the
+    concatenation of the pieces' UTF-8, and a tag (``{"$``) cannot straddle two pieces
+    (each starts after ``"name":`` and field names never start with ``$``).
     """
     fields = entity_fields(type(model))
     cows = {name: v for name in fields if type(v := model.__dict__.get(name)) is CowDict}
     if not cows:
         return None
     try:  # non-finite floats or odd values: the canonical encoder decides how to say them
-        pieces: dict[str, str] = {}
+        pieces: dict[str, bytes] = {}
         for name, value in cows.items():
-            piece = value.canonical_text(fields[name])
+            piece = value.canonical_blob(fields[name])
             if piece is None:
                 return None
             pieces[name] = piece
-        rest = model.model_dump(mode="json", exclude=set(cows))
-        pieces.update({k: _json(v) for k, v in rest.items()})
-        text = "{" + ",".join([_member_key(k) + pieces[k] for k in sorted(pieces)]) + "}"
+        for name, data in model.model_dump(mode="json", exclude=set(cows)).items():
+            piece = _blob(_json(data))
+            if piece is None or not isinstance(name, str) or name.startswith("$"):
+                return None
+            pieces[name] = piece
     except (TypeError, ValueError):
         return None
-    if '{"$' in text:  # the canonical encoder would wrap or tag something: let it
-        return None
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    hasher = hashlib.sha256()
+    separator = b"{"
+    for name in sorted(pieces):
+        hasher.update(separator)
+        hasher.update(_member_key(name))
+        hasher.update(pieces[name])
+        separator = b","
+    hasher.update(b"}" if pieces else b"{}")
+    return hasher.hexdigest()[:32]
