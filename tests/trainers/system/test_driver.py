@@ -104,6 +104,39 @@ def test_sync_on_ray_reproduces_the_inprocess_trainer_and_a_resumed_driver_the_n
     assert same_metrics(resumed.history[0], reference[1]) == []
 
 
+def test_a_driver_killed_after_a_checkpoint_resumes_to_the_next_iterations_metrics(ray_local, reference, tmp_path):
+    """`toolgym train` (Ray started in its own process group) is SIGKILLed once iteration 1's checkpoint is
+    written; `train(..., resume=True)` then computes iteration 2 as the uninterrupted in-process trainer does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from toolgym.trainers.run import train
+
+    cfg = config({**ON_RAY, "ray_num_cpus": 2}, run={**BASE["run"], "out_dir": str(tmp_path / "run")})
+    cfg.to_yaml(tmp_path / "cfg.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    with (tmp_path / "driver.log").open("wb") as log:
+        driver = subprocess.Popen([str(Path(sys.executable).parent / "toolgym"), "train", str(tmp_path / "cfg.yaml")],
+                                  stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    latest = tmp_path / "run" / "checkpoints" / "latest"
+    deadline = time.monotonic() + 900
+    try:
+        while not (latest.is_file() and latest.read_text().strip() == "iter-000001"):
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within the deadline"
+            time.sleep(0.1)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver, its Ray head and its actors: that group only
+        driver.wait()
+    resumed = train(TrainConfig.from_yaml(tmp_path / "cfg.yaml"), resume=True)
+    assert len(resumed.history) == 1
+    assert same_metrics(resumed.history[0], reference[1]) == []
+
+
 def test_killed_inference_worker_and_env_actor_mid_iteration(ray_local, reference):
     """Worker 0 is killed during its first generation call, env actor 0 at iteration 2's first step. The worker's
     requests are re-sent to worker 1 (same seeds: same tokens); the env actor's episodes restart from their reset
