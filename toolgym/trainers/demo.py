@@ -236,7 +236,7 @@ def _control(demo: _Demo) -> None:
     cfg, result = demo.cfg, demo.result
     rows = demo.sft_rows(demo.control_tasks)
     budget = demo.rl_tokens["rollout"] + demo.rl_tokens["update"]
-    per_step = cfg.sft.batch_size * sum(len(r.ids) for r in rows) / len(rows)
+    per_step = cfg.sft.batch_size * min(len(r.ids) for r in rows)  # the shortest rows: never under budget
     steps = max(1, math.ceil(budget / per_step))
     control_cfg = SFTConfig(**{**asdict(cfg.sft), "lr": cfg.control_lr, "epochs": steps * cfg.sft.batch_size / len(rows),
                                "warmup_steps": 0, "schedule": "constant", "seed": cfg.seed + 1})
