@@ -86,6 +86,7 @@ def cut_rows(rows: Sequence[TokenRow], budget: int) -> list[TokenRow]:
                 "input_ids": row.input_ids[:end], "loss_mask": row.loss_mask[:end],
                 "behaviour_logprobs": row.behaviour_logprobs[:end],
                 "turn_spans": [(a, min(b, end)) for a, b in row.turn_spans if a < end],
+                "turn_indices": [i for (a, _), i in zip(row.turn_spans, row.turn_indices, strict=True) if a < end],
                 "ends_episode": True, "terminated": False, "truncated": True,
             })
         out.append(row)

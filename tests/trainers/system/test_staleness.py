@@ -78,3 +78,15 @@ def test_duplicate_keys_keep_the_older_version():
     log.record("a/0", 2, 3)
     log.record("a/0", 2, 4)
     assert log.get("a/0", 2) == 3
+
+
+def test_rows_cut_at_the_token_budget_keep_their_versions():
+    from toolgym.trainers.experience import cut_rows
+
+    episode = episode_of([3, 3, 3])
+    tag_segments(episode, [0, 1, 1], iteration=1)
+    (row,) = cut_rows(episode_to_rows(episode), 4)  # the third turn is dropped, the second cut after 1 token
+    assert len(row.turn_spans) == len(row.turn_indices) == 2
+    hist, dropped = bound_staleness([row], episode, update_version=1, max_staleness=1)
+    assert (hist, dropped) == ({1: 3, 0: 1}, 0)
+    assert [v for v, bit in zip(row.metadata[VERSIONS_KEY], row.loss_mask, strict=True) if bit] == [0, 0, 0, 1]

@@ -83,7 +83,8 @@ def turn_version_list(episode: Episode) -> list[int]:
 def row_versions(row: TokenRow, turn_versions: Sequence[int]) -> list[int]:
     """One version per token of ``row``: the version of the turn that sampled it, -1 elsewhere."""
     out = [-1] * len(row.input_ids)
-    for (start, end), turn in zip(row.turn_spans, row.turn_indices, strict=True):
+    # Spans and indices pair up by position; a row cut at its token budget keeps a prefix of each.
+    for (start, end), turn in zip(row.turn_spans, row.turn_indices, strict=False):
         for t in range(start, min(end, len(out))):
             if row.loss_mask[t]:
                 out[t] = turn_versions[turn]
