@@ -13,6 +13,14 @@ the policy's batch (self-critique). Held-out agreement: greedy judgements of pai
 tasks, both A/B orders; an unparseable judgement counts as not agreeing and is reported apart.
 
     python benchmarks/critic_training.py --seeds 0 1 2 --iterations 6
+
+Measured (2-core CPU under load, ``benchmarks/results/critic_training.json``): with the default
+6-epoch warm start (38 SFT steps on 50 rows) the tiny model does not yet write a complete verdict
+(greedy output degenerates to ``{"criteria": "hea": "heavy", ...``), so on 3 seeds (28/34/36
+held-out pairs) every held-out judgement is unparseable before and after 6 iterations, every
+critic sample is counted in ``critic/train_unscorable`` and no critic row is trained: agreement
+0.0 -> 0.0. The critic cannot learn before the format does; a longer warm start (``--sft-epochs``)
+is the next thing to measure.
 """
 
 from __future__ import annotations
@@ -93,7 +101,7 @@ def heldout_agreement(trainer, items) -> dict[str, float]:
             "unparseable": sum(r is None for r in rewards) / len(items)}
 
 
-def format_warm_start(trainer, items, seed: int) -> None:
+def format_warm_start(trainer, items, seed: int, epochs: float = 6) -> None:
     """SFT on critic prompts answered with a coin-flip verdict in the judge's JSON format."""
     from toolgym.trainers.sft import SFTConfig, conversation_row, train_rows
 
@@ -102,11 +110,11 @@ def format_warm_start(trainer, items, seed: int) -> None:
     for it in items:
         verdict = json.dumps({"criteria": [{"id": "heavy", "winner": rng.choice("AB")}]})
         rows.append(conversation_row(trainer.sampler.policy.tokenizer, [*prompt(it), AssistantMessage(content=verdict, raw=verdict)]))
-    train_rows(trainer.model, rows, SFTConfig(lr=3e-3, batch_size=8, epochs=6, warmup_steps=3, seed=seed, max_len=1024),
+    train_rows(trainer.model, rows, SFTConfig(lr=3e-3, batch_size=8, epochs=epochs, warmup_steps=3, seed=seed, max_len=1024),
                pad_id=trainer.sampler.pad_id)
 
 
-def run_seed(seed: int, iterations: int) -> dict[str, float]:
+def run_seed(seed: int, iterations: int, sft_epochs: float = 6) -> dict[str, float]:
     from toolgym.trainers.run import build_trainer, load_policy
 
     cfg = config(seed, iterations)
@@ -116,7 +124,7 @@ def run_seed(seed: int, iterations: int) -> dict[str, float]:
     heldout = pair_items(trainer, 10_000, 6, seed + 1)  # task positions far past the training ones
     warm = pair_items(trainer, 20_000, 8, seed + 2)
     untrained = heldout_agreement(trainer, heldout)
-    format_warm_start(trainer, warm, seed)
+    format_warm_start(trainer, warm, seed, sft_epochs)
     before = heldout_agreement(trainer, heldout)
     history = trainer.train(iterations)
     after = heldout_agreement(trainer, heldout)
@@ -134,6 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--sft-epochs", type=float, default=6, help="passes of the format warm start")
     parser.add_argument("--out", default="benchmarks/results/critic_training.json")
     args = parser.parse_args()
     import torch
@@ -141,10 +150,10 @@ def main() -> None:
     torch.set_num_threads(1)
     results = []
     for seed in args.seeds:
-        results.append(run_seed(seed, args.iterations))
+        results.append(run_seed(seed, args.iterations, args.sft_epochs))
         print(json.dumps(results[-1]), flush=True)
     gains = [r["after"] - r["before"] for r in results]
-    summary = {"iterations": args.iterations, "seeds": args.seeds, "runs": results,
+    summary = {"iterations": args.iterations, "sft_epochs": args.sft_epochs, "seeds": args.seeds, "runs": results,
                "gain_mean": statistics.mean(gains), "gain_std": statistics.pstdev(gains)}
     print(f"held-out agreement after format warm start {statistics.mean(r['before'] for r in results):.3f}, "
           f"after {args.iterations} critic-training iterations {statistics.mean(r['after'] for r in results):.3f}; "
