@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from pydantic import Field
 
 import toolgym
-from toolgym.envs.api.cow import CowDict, fork_world, world_digest
+from toolgym.envs.api.cow import CowDict
 from toolgym.envs.api.domain import StateModel
+from toolgym.envs.api.forks import fork_world, world_digest
 from toolgym.envs.canonical import digest
 from toolgym.envs.types import ToolCall
 from toolgym.rollouts.gcpolicy import deferred_gc

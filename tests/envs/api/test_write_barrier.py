@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import toolgym
-from toolgym.envs.api.cow import ReadOnlyWrite, reading
+from toolgym.envs.api.barrier import ReadOnlyWrite, reading
 from toolgym.envs.canonical import digest
 from toolgym.envs.types import ToolCall
 

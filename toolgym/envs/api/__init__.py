@@ -5,6 +5,7 @@ existing class; ``Draft`` + ``seeded_task`` generate its seeded tasks. Shipped d
 in ``toolgym.envs.catalog`` (retail, calendar_email, banking).
 """
 
+from toolgym.envs.api.barrier import ReadOnlyWrite, reading
 from toolgym.envs.api.binding import AttrBinding, ModelBinding, StateBinding
 from toolgym.envs.api.domain import Domain, NotFound, PolicyViolation, StateModel
 from toolgym.envs.api.drafts import Draft, seeded_task
@@ -19,10 +20,12 @@ __all__ = [
     "ModelBinding",
     "NotFound",
     "PolicyViolation",
+    "ReadOnlyWrite",
     "StateBinding",
     "StateModel",
     "from_class",
     "jsonable",
+    "reading",
     "seeded_task",
     "system_prompt_with_policy",
 ]

@@ -3,8 +3,8 @@
 A ``StateModel`` world keeps its entities in dict fields (``orders``, ``users``, ...). A copy of
 such a world (``copy.deepcopy``, which ``snapshot`` and ``restore`` use) does not copy those
 entities: each dict field becomes a ``CowDict`` that shares them with the world it was copied
-from, and copies an entity (a validated round trip, as a whole-world copy did) the first
-time anyone takes it out of the dict. Episodes touch a few entities of a world, so a restore
+from, and copies an entity (a structural clone, no re-validation) the first time code that
+may write takes it out of the dict. Episodes touch a few entities of a world, so a restore
 builds a handful of objects instead of hundreds, which is also what the cyclic collector no
 longer has to traverse.
 
@@ -18,8 +18,11 @@ Invariants that make the sharing safe:
   counts as private, so a copy of the world copies it.
 - Tools declared ``@tool(read_only=True)`` on a ``Domain`` (and code inside ``reading()``)
   are handed the shared entities themselves: a read copies nothing. That is the write
-  barrier: an entity is copied only when a tool that may write takes it out. A read-only
-  tool that assigns an attribute of a state model is stopped with ``ReadOnlyWrite``.
+  barrier (``toolgym.envs.api.barrier``): an entity is copied only when code that may write
+  takes it out.
+- A restore does not even copy the dicts' tables: an untouched dict is shared by the
+  snapshot and the worlds restored from it (marked ``_shared``, never changed again), and a
+  world forks its own the first time code that may write reads that field.
 - Frozen entities keep their canonical JSON text in a cache shared by every world copied
   from the same snapshot: ``state_digest`` re-encodes only the private (touched) entities and
   splices the rest. The text is byte-identical to ``toolgym.envs.canonical.digest`` of the
@@ -31,18 +34,16 @@ from __future__ import annotations
 
 import bisect
 import copy
-import functools
-import hashlib
 import itertools
 import json
 import operator
-import threading
-import types
 import typing
-from collections.abc import Callable, ItemsView, Iterator, ValuesView
-from typing import Any, TypeVar
+from collections.abc import ItemsView, Iterator, ValuesView
+from typing import Any
 
 from pydantic import BaseModel
+
+from toolgym.envs.api.barrier import READING, reading
 
 _MISSING: Any = object()
 _WHOLE: Any = object()  # key of a lineage's whole-dict text in its text cache
@@ -87,65 +88,6 @@ def _private_copy(entity: Any) -> Any:
     return _clone(entity)
 
 
-# --------------------------------------------------------------------------- the write barrier
-
-
-class _Reading(threading.local):
-    depth = 0
-    """How many read-only regions this thread is inside (tool calls nest into helpers)."""
-
-
-_READING = _Reading()
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-class ReadOnlyWrite(RuntimeError):
-    """Code declared read-only (a ``read_only=True`` tool, a ``reading()`` block) assigned state."""
-
-
-class reading:  # lower case: used like a function, ``with reading():``
-    """Inside the block, copy-on-write dicts hand out their shared entities without copying.
-
-    For reads inside tools that also write (a search by email before writing the session):
-    nothing read in the block may be changed, in it or after it. Assigning an attribute of
-    a state model inside the block raises ``ReadOnlyWrite``.
-    """
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        _READING.depth += 1
-
-    def __exit__(self, *exc: object) -> None:
-        _READING.depth -= 1
-
-
-def read_only_function(fn: _F) -> _F:
-    """``fn`` running inside ``reading()`` (how ``Domain`` runs its ``read_only=True`` tools)."""
-
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        _READING.depth += 1
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _READING.depth -= 1
-
-    run.__toolgym_read_only__ = True  # type: ignore[attr-defined]
-    return run  # type: ignore[return-value]
-
-
-def refuse_write(model: BaseModel, name: str) -> None:
-    """Raise ``ReadOnlyWrite`` when read-only code assigns ``model.name`` (shared state)."""
-    if _READING.depth:
-        raise ReadOnlyWrite(
-            f"read-only code assigned {type(model).__name__}.{name}: a tool declared "
-            "@tool(read_only=True) (or code inside reading()) must not change the world; "
-            "drop read_only=True from the tool, or move the write out of the reading() block"
-        )
-
-
 class CowDict(dict[str, Any]):
     """A dict of entities shared with a snapshot until first taken out (see the module doc).
 
@@ -170,7 +112,7 @@ class CowDict(dict[str, Any]):
 
     def __getitem__(self, key: Any) -> Any:
         value = dict.__getitem__(self, key)
-        if value is self._frozen.get(key, _MISSING) and not _READING.depth:
+        if value is self._frozen.get(key, _MISSING) and not READING.depth:
             value = _private_copy(value)
             dict.__setitem__(self, key, value)
             self._dirty = True
@@ -384,97 +326,6 @@ class CowDict(dict[str, Any]):
 _json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
-# --------------------------------------------------------------------------- worlds
-
-
-def entity_fields(model: type[BaseModel]) -> dict[str, type]:
-    """Fields of ``model`` annotated ``dict[str, E]`` with ``E`` a pydantic model: name -> E.
-
-    These become ``CowDict``s in copies. Empty when the model serializes itself in a custom
-    way (then a spliced digest could differ from the canonical one).
-    """
-    cached = _ENTITY_FIELDS.get(model)
-    if cached is None:
-        cached = _ENTITY_FIELDS[model] = _find_entity_fields(model)
-        for name in cached:  # worlds share these dicts until code that may write reaches them
-            setattr(model, name, _forking_field(name))
-    return cached
-
-
-def _forking_field(name: str) -> property:
-    """The attribute ``name`` of a world, forking a dict it shares with other worlds on first
-    access (code in ``reading()`` gets the shared dict: it neither copies nor writes)."""
-
-    def get(world: Any) -> Any:
-        value = world.__dict__[name]
-        if type(value) is CowDict and value._shared and not _READING.depth:
-            value = world.__dict__[name] = value.fork()
-        return value
-
-    def put(world: Any, value: Any) -> None:
-        world.__dict__[name] = value
-        world.__pydantic_fields_set__.add(name)
-
-    return property(get, put, doc=f"The world's {name!r} entities (forked from a shared dict on first access).")
-
-
-_ENTITY_FIELDS: dict[type, dict[str, type]] = {}
-
-
-def _plain_serializer(model: type[BaseModel]) -> bool:
-    decorators = model.__pydantic_decorators__
-    return not (
-        decorators.model_serializers
-        or decorators.field_serializers
-        or decorators.computed_fields
-        or model.model_config.get("serialize_by_alias")
-        or any(f.exclude for f in model.model_fields.values())
-    )
-
-
-def _find_entity_fields(model: type[BaseModel]) -> dict[str, type]:
-    if not _plain_serializer(model):
-        return {}
-    found = {}
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if typing.get_origin(annotation) is not dict or isinstance(annotation, types.UnionType):
-            continue
-        key, value = typing.get_args(annotation)
-        if key is str and isinstance(value, type) and issubclass(value, BaseModel) and _plain_serializer(value):
-            found[name] = value
-    return found
-
-
-def fork_world(model: BaseModel) -> BaseModel:
-    """A copy of a world whose entity dicts are copy-on-write (see the module doc).
-
-    A model without entity dicts is cloned field by field.
-    """
-    cls = type(model)
-    fields = entity_fields(cls)
-    state = dict(model.__dict__)
-    if not any(type(state.get(name)) in (dict, CowDict) for name in fields):
-        return _clone_model(model)
-    for name, value in state.items():
-        kind = type(value)
-        if kind in _ATOMS:
-            continue
-        if kind is CowDict and name in fields:
-            # An untouched dict is shared as it is (no copy of its table at all); each world
-            # holding it forks it when code that may write first reads the field.
-            if value.untouched():
-                value._shared = True
-            else:
-                value = value.fork()
-            state[name] = value
-        elif kind is dict and name in fields:
-            state[name] = CowDict.of(value)
-        else:
-            state[name] = _clone(value)  # session, lists...
-    return _new_model(cls, state, model)
-
-
 def _new_model(cls: type[BaseModel], state: dict[str, Any], like: BaseModel) -> Any:
     """An instance of ``cls`` holding ``state``, with the bookkeeping slots of ``like`` copied."""
     new = cls.__new__(cls)
@@ -487,57 +338,6 @@ def _new_model(cls: type[BaseModel], state: dict[str, Any], like: BaseModel) -> 
     return new
 
 
-def _member_key(name: str) -> bytes:
-    """``'"name":'`` as the canonical encoder writes a member's key, in UTF-8 (field names: cached)."""
-    blob = _MEMBER_KEYS.get(name)
-    if blob is None:
-        blob = (_json(name) + ":").encode("utf-8", "surrogatepass")
-        if len(_MEMBER_KEYS) < 4096:  # field names are few; a bound keeps odd worlds from growing it
-            _MEMBER_KEYS[name] = blob
-    return blob
-
-
-_MEMBER_KEYS: dict[str, bytes] = {}
-
-
 def _blob(text: str) -> bytes | None:
     """``text`` in UTF-8, or None where the canonical encoder would wrap or tag something."""
     return None if '{"$' in text else text.encode("utf-8", "surrogatepass")
-
-
-def world_digest(model: BaseModel) -> str | None:
-    """``toolgym.envs.canonical.digest(model)``, reusing cached text of untouched entities.
-
-    None when this world cannot be spliced exactly (no copy-on-write fields, a custom
-    serializer, text that the canonical encoder would tag): the caller hashes it plainly.
-    The pieces are hashed one after another, never joined: UTF-8 of a concatenation is the
-    concatenation of the pieces' UTF-8, and a tag (``{"$``) cannot straddle two pieces
-    (each starts after ``"name":`` and field names never start with ``$``).
-    """
-    fields = entity_fields(type(model))
-    cows = {name: v for name in fields if type(v := model.__dict__.get(name)) is CowDict}
-    if not cows:
-        return None
-    try:  # non-finite floats or odd values: the canonical encoder decides how to say them
-        pieces: dict[str, bytes] = {}
-        for name, value in cows.items():
-            piece = value.canonical_blob(fields[name])
-            if piece is None:
-                return None
-            pieces[name] = piece
-        for name, data in model.model_dump(mode="json", exclude=set(cows)).items():
-            piece = _blob(_json(data))
-            if piece is None or not isinstance(name, str) or name.startswith("$"):
-                return None
-            pieces[name] = piece
-    except (TypeError, ValueError):
-        return None
-    hasher = hashlib.sha256()
-    separator = b"{"
-    for name in sorted(pieces):
-        hasher.update(separator)
-        hasher.update(_member_key(name))
-        hasher.update(pieces[name])
-        separator = b","
-    hasher.update(b"}" if pieces else b"{}")
-    return hasher.hexdigest()[:32]

@@ -30,7 +30,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from toolgym.envs.api.cow import STRUCTURAL_COPIES, fork_world, read_only_function, refuse_write
+from toolgym.envs.api.barrier import read_only_function, refuse_write
+from toolgym.envs.api.cow import STRUCTURAL_COPIES
+from toolgym.envs.api.forks import fork_world
 from toolgym.envs.tools import PolicyViolation, Tool
 from toolgym.errors import ConfigError
 

@@ -21,8 +21,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from toolgym.envs.api.binding import ModelBinding, StateBinding
-from toolgym.envs.api.cow import fork_world, world_digest
 from toolgym.envs.api.domain import Domain, StateModel
+from toolgym.envs.api.forks import fork_world, world_digest
 from toolgym.envs.env import ToolEnv
 from toolgym.envs.taskfile import load_tasks
 from toolgym.envs.types import Task

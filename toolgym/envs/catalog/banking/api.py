@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from toolgym.envs.api.cow import reading
+from toolgym.envs.api.barrier import reading
 from toolgym.envs.api.domain import Domain, NotFound, PolicyViolation
 from toolgym.envs.api.money import usd
 from toolgym.envs.catalog.banking.models import (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from toolgym.envs.api.cow import reading
+from toolgym.envs.api.barrier import reading
 from toolgym.envs.api.domain import Domain, NotFound, PolicyViolation
 from toolgym.envs.catalog.retail.models import (
     Address,
