@@ -183,8 +183,8 @@ class SystemTrainer:
         paused = 0
         if self.partial is not None:
             done = await self.partial.arun_iteration(self.policy, policy_version=self.version, tasks=tasks)
-            paused = self.partial.paused
             episodes = self._complete_groups(done)
+            paused = self.partial.paused + sum(len(g) for g in self._groups.values())  # paused, or waiting for siblings
         else:
             sampling = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=cfg.temperature_at(j), top_p=r.top_p)
             episodes = await arun_episodes(self.sampler.env, self.policy, tasks=tasks, group_size=cfg.algorithm.group_size,
