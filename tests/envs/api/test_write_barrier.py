@@ -9,6 +9,8 @@ that never shared anything (a fresh reset of the same task) gives.
 
 from __future__ import annotations
 
+import copy
+import warnings
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 
 import toolgym
 from toolgym.envs.api.barrier import ReadOnlyWrite, reading
+from toolgym.envs.api.domain import StateModel
 from toolgym.envs.canonical import digest
 from toolgym.envs.types import ToolCall
 
@@ -132,3 +135,27 @@ def test_a_read_only_tool_that_assigns_state_is_stopped_and_changes_nothing() ->
     assert env.state_digest() == before
     env.restore(snap)
     assert env.state_digest() == before
+
+
+def test_shared_entity_dicts_fork_on_first_access_and_stay_plain_fields_to_pydantic() -> None:
+    class Box(StateModel):
+        v: int = 0
+
+    class Shelf(StateModel):
+        boxes: dict[str, Box] = {}
+
+    snapshot = copy.deepcopy(Shelf(boxes={"a": Box(v=1)}))
+    one, two = copy.deepcopy(snapshot), copy.deepcopy(snapshot)
+    assert one.__dict__["boxes"] is two.__dict__["boxes"]  # a restore copies no table
+    one.boxes["a"].v = 5
+    assert one.boxes is not two.boxes and two.boxes["a"].v == 1 == snapshot.boxes["a"].v
+    one.boxes = {"b": Box(v=2)}
+    assert one.boxes == {"b": Box(v=2)} and "boxes" in one.model_fields_set
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a subclass may declare the field again, as pydantic allows
+
+        class Tall(Shelf):
+            boxes: dict[str, Box] = {}
+            height: int = 2
+
+    assert copy.deepcopy(copy.deepcopy(Tall(boxes={"c": Box()}))).boxes["c"] == Box()

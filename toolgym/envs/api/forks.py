@@ -31,25 +31,34 @@ def entity_fields(model: type[BaseModel]) -> dict[str, type]:
     if cached is None:
         cached = _ENTITY_FIELDS[model] = _find_entity_fields(model)
         for name in cached:  # worlds share these dicts until code that may write reaches them
-            setattr(model, name, _forking_field(name))
+            setattr(model, name, _ForkingField(name))
     return cached
 
 
-def _forking_field(name: str) -> property:
-    """The attribute ``name`` of a world, forking a dict it shares with other worlds on first
-    access (code in ``reading()`` gets the shared dict: it neither copies nor writes)."""
+class _ForkingField:
+    """The attribute ``name`` of a world: forks a dict it shares with other worlds on first
+    access (code in ``reading()`` gets the shared dict: it neither copies nor writes).
 
-    def get(world: Any) -> Any:
-        value = world.__dict__[name]
+    Invisible on the class itself (``AttributeError``), so pydantic treats the field as a
+    plain one: a subclass may declare it again, and assignments write the field as usual.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, world: Any, owner: Any = None) -> Any:
+        if world is None:
+            raise AttributeError(self.name)
+        value = world.__dict__[self.name]
         if type(value) is CowDict and value._shared and not READING.depth:
-            value = world.__dict__[name] = value.fork()
+            value = world.__dict__[self.name] = value.fork()
         return value
 
-    def put(world: Any, value: Any) -> None:
-        world.__dict__[name] = value
-        world.__pydantic_fields_set__.add(name)
-
-    return property(get, put, doc=f"The world's {name!r} entities (forked from a shared dict on first access).")
+    def __set__(self, world: Any, value: Any) -> None:
+        world.__dict__[self.name] = value
+        world.__pydantic_fields_set__.add(self.name)
 
 
 _ENTITY_FIELDS: dict[type, dict[str, type]] = {}
