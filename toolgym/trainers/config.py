@@ -241,11 +241,13 @@ class SystemSection(_Section):
     """Ray cluster to join ("auto", "host:port"); None starts Ray locally (``toolgym train --ray-address``)."""
     inference_workers: int = Field(default=2, ge=1)
     """Inference workers (one engine each) serving the current policy."""
-    engine: Literal["hf", "openai"] = "hf"
-    """Inference engine per worker: "hf" (in-process transformers) or "openai" (an OpenAI-compatible server
-    returning token ids and log-probs: ``toolgym serve``, vLLM)."""
+    engine: Literal["hf", "openai", "vllm"] = "hf"
+    """Inference engine per worker: "hf" (in-process transformers), "openai" (an OpenAI-compatible server
+    returning token ids and log-probs: ``toolgym serve``), or "vllm" (a vLLM server from ``make vllm-venv``
+    that the worker starts, or attaches to through ``engine_urls``; weights reloaded after each update)."""
     engine_urls: list[str] = Field(default_factory=list)
-    """engine "openai": one base URL per inference worker (e.g. "http://127.0.0.1:8000/v1")."""
+    """engine "openai" (required) or "vllm" (optional): one base URL per inference worker
+    (e.g. "http://127.0.0.1:8000/v1")."""
     learners: int = Field(default=1, ge=1)
     """Data-parallel learners (Ray Train ``TorchTrainer``, DDP-style gradient all-reduce; gloo on CPU)."""
     learner_backend: Literal["local", "ray_train"] = "ray_train"
@@ -447,7 +449,7 @@ def _system_contradictions(cfg: TrainConfig) -> list[str]:
     if s.mode != "async" and s.partial_turn_budget is not None:
         out.append("system.partial_turn_budget (partial rollouts) needs system.mode: async")
     if s.mode == "inprocess" and (s.learners > 1 or s.engine != "hf"):
-        out.append("system.learners > 1 and system.engine: openai need system.mode: sync or async (roles on Ray)")
+        out.append(f"system.learners > 1 and system.engine: {s.engine} need system.mode: sync or async (roles on Ray)")
     if s.learners > 1:
         rows_per_rank, rem = divmod(o.minibatch_size, s.learners)
         if rem or rows_per_rank % o.micro_batch_size:
@@ -456,8 +458,8 @@ def _system_contradictions(cfg: TrainConfig) -> list[str]:
                        f"{s.learners * o.micro_batch_size} or learners 1")
         if s.learner_backend == "local":
             out.append("system.learner_backend: local runs one learner; set learners: 1 or learner_backend: ray_train")
-    if s.engine == "openai" and len(s.engine_urls) != s.inference_workers:
-        out.append(f"system.engine: openai needs one URL per inference worker in system.engine_urls "
+    if (s.engine == "openai" or (s.engine == "vllm" and s.engine_urls)) and len(s.engine_urls) != s.inference_workers:
+        out.append(f"system.engine: {s.engine} needs one URL per inference worker in system.engine_urls "
                    f"({s.inference_workers} workers, {len(s.engine_urls)} URLs)")
     if s.mode != "inprocess" and cfg.algorithm.routing_replay:
         out.append("algorithm.routing_replay is not wired through the inference workers yet (they do not record routed "

@@ -126,3 +126,15 @@ def test_toolgym_serve_as_an_engine_generates_like_hf_and_takes_weight_updates()
         assert httpx.get(base + "/health").json()["weights_version"] == 1
         remote.close()
     local.close()
+
+
+def test_the_vllm_engine_is_registered_and_a_missing_venv_is_refused_before_any_work(monkeypatch, tmp_path):
+    from toolgym.policies.vllm_policy import VLLMEngine
+    from toolgym.trainers.system.cluster import preflight
+    from toolgym.trainers.system.inference import ENGINES
+
+    assert ENGINES["vllm"] is VLLMEngine
+    monkeypatch.setenv("TOOLGYM_VLLM_VENV", str(tmp_path / "no-venv"))
+    config = TrainConfig.from_dict({"system": {"mode": "sync", "engine": "vllm"}})
+    with pytest.raises(ConfigError, match="make vllm-venv"):
+        preflight(config)

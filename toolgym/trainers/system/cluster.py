@@ -81,6 +81,10 @@ def preflight(config: TrainConfig) -> None:
         from toolgym.trainers.system.inference import check_engine_url
 
         check_engine_url(url, f"system.engine_urls[{i}]")
+    if s.engine == "vllm" and not s.engine_urls:  # the workers start servers: the vLLM venv must be there
+        from toolgym.policies.vllm_engine import vllm_python
+
+        vllm_python()
     connect(s)
     if s.mode != "inprocess":
         check_placement(s, ray.cluster_resources())

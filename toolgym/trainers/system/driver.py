@@ -96,7 +96,7 @@ class SystemTrainer:
         spec = EngineSpec(kind=s.engine, model_dir=str(self._work / "model"), dtype=config.model.dtype,
                           device=config.model.device, torch_threads=config.run.torch_threads)
         actor: Any = ray.remote(InferenceWorker).options(**remote_options(s, "inference"))
-        self.workers: list[Any] = [actor.remote(spec.model_copy(update={"url": s.engine_urls[i]} if s.engine == "openai" else {}))
+        self.workers: list[Any] = [actor.remote(spec.model_copy(update={"url": s.engine_urls[i]} if s.engine_urls else {}))
                         for i in range(s.inference_workers)]
         ray.get([w.ready.remote() for w in self.workers], timeout=600)
         self.policy = WorkerPolicy(self.workers, model, tokenizer, versions=VersionLog(), max_batch_size=64,

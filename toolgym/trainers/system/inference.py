@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from toolgym.errors import ConfigError
 from toolgym.policies.generation import Generated, GenerationJob
 from toolgym.policies.hf_policy import HFPolicy
+from toolgym.policies.vllm_policy import VLLMEngine
 from toolgym.policy import PolicyError, PolicyRequest, PolicyTurn
 from toolgym.trainers.system.staleness import VersionLog
 
@@ -60,7 +61,7 @@ class EngineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: str = "hf"
-    """"hf" or "openai"."""
+    """"hf", "openai" or "vllm"."""
     model_dir: str = ""
     """hf: the model folder to load."""
     dtype: str = "float32"
@@ -176,7 +177,7 @@ def check_engine_url(url: str, field: str, timeout_s: float = 5.0) -> None:
         raise ConfigError(f"{field} {url!r}: {result.message}; use toolgym serve or vLLM, which return both")
 
 
-ENGINES: dict[str, type[Any]] = {"hf": HFEngine, "openai": OpenAIEngine}
+ENGINES: dict[str, type[Any]] = {"hf": HFEngine, "openai": OpenAIEngine, "vllm": VLLMEngine}
 """Engine kinds by ``EngineSpec.kind``."""
 
 
