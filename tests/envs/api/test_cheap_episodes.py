@@ -241,3 +241,30 @@ def test_deferred_gc_with_freeze_collects_cycles_then_freezes_survivors() -> Non
         assert keep
     finally:
         gc.unfreeze()
+
+
+def test_frozen_batches_find_every_cycle_whether_they_collect_young_objects_only_or_all() -> None:
+    class Node:
+        pass
+
+    def cycle() -> Node:
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # type: ignore[attr-defined]
+        return a
+
+    try:
+        with deferred_gc(freeze=True):
+            pass
+        with deferred_gc(freeze=True) as young:  # nothing collected or unfrozen since: young only
+            cycle()
+        assert young.collected >= 2
+        with deferred_gc(freeze=True):
+            kept = [cycle()]  # frozen while still in use
+        gc.unfreeze()  # everything old again: the next batch must look at all of it
+        kept.clear()
+        with deferred_gc(freeze=True) as everything:
+            pass
+        assert everything.collected >= 2
+    finally:
+        gc.unfreeze()
+        gc.collect()
