@@ -228,12 +228,11 @@ def demo_command(
     episodes: int = typer.Option(300, min=1, help="--quick: tasks per run (the model run uses at most 16)."),
     quick: bool = typer.Option(False, "--quick", help="Only the table of gold replays, a chaos policy and a random tiny model on every env."),
     seed: int = typer.Option(0, help="Seed of SFT order, RL tasks and sampling (held-out tasks stay fixed)."),
-    out: Path | None = typer.Option(None, help="Write the results as JSON here (recipe default: runs/demo/demo.json, curve PNG beside it)."),
+    out: Path | None = typer.Option(None, help="Also write the results (recipe or --quick table) as JSON to this file."),
     threads: int = typer.Option(2, min=1, help="Torch threads of the recipe (float sums, and so the run, differ by thread count)."),
 ) -> None:
-    """The main job: SFT of the shipped tiny MoE base on two UnitConv families, then GRPO on their
-    composition that no demonstration showed, beside an equal-compute SFT control; held-out success
-    printed for base, after SFT, after RL and the control (toolgym.trainers.demo). With --quick:
+    """The main job: SFT then GRPO of the shipped tiny MoE base on UnitConv tasks, held-out
+    success printed before SFT, after SFT and after RL (toolgym.trainers.demo). With --quick:
     gold replays on every shipped environment, a deliberately bad policy and a tiny random MoE
     model acting through the same loop, scored with the environments' verifiable rubrics."""
     if not quick:
