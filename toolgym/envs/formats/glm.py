@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from toolgym.envs.formats.base import ParsedTurn, ParseError, clip, make_call, raw_text, snippet, tools_json_lines
+from toolgym.envs.formats.tagged import scan_tagged_calls
 from toolgym.envs.formats.turn import TextFormat
 from toolgym.envs.formats.values import param_types, text_value, typed_value
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
@@ -40,29 +41,8 @@ class GLM45Format(TextFormat):
     stops = ("<|user|>", "<|observation|>", "<|endoftext|>")
 
     def parse_calls(self, text: str, id_prefix: str, tools: Sequence[ToolSpec] | None) -> ParsedTurn:
-        if OPEN not in text and CLOSE not in text and KEY not in text:
-            return ParsedTurn(content=text.strip())
-        turn = ParsedTurn()
-        outside: list[str] = []
-        pos = 0
-        while (start := text.find(OPEN, pos)) >= 0:
-            outside.append(text[pos:start])
-            end = self._read_call(text, start + len(OPEN), f"{id_prefix}{len(turn.tool_calls) + len(turn.errors)}", tools, turn)
-            if end < 0:
-                turn.errors.append(ParseError(message=f"tool call never closed: end it with {CLOSE}", snippet=snippet(text[start:])))
-                pos = len(text)
-                break
-            pos = end
-        outside.append(text[pos:])
-        content = "".join(outside)
-        if any(m in content for m in MARKERS):
-            turn.errors.append(
-                ParseError(message=f"call markers outside a call: each call is {self.syntax}", snippet=snippet(content.strip()))
-            )
-            for marker in MARKERS:
-                content = content.replace(marker, "")
-        turn.content = content.strip()
-        return turn
+        return scan_tagged_calls(text, id_prefix, tools, open_tag=OPEN, triggers=(OPEN, CLOSE, KEY), markers=MARKERS,
+                                 unclosed_end=CLOSE, syntax=self.syntax, read_call=self._read_call)
 
     def _read_call(self, text: str, pos: int, call_id: str, tools: Sequence[ToolSpec] | None, turn: ParsedTurn) -> int:
         """Read one call whose name starts at ``pos``; returns the index past its close (-1: unclosed)."""
