@@ -36,6 +36,7 @@ class HermesFormat(TextFormat):
     name = "hermes"
     syntax = '<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>'
     markers = (OPEN, CLOSE)
+    stops = ("<|im_end|>",)
 
     def parse_calls(self, text: str, id_prefix: str, tools: Sequence[ToolSpec] | None) -> ParsedTurn:
         if OPEN not in text and CLOSE not in text:

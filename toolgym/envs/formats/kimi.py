@@ -37,6 +37,7 @@ class KimiK2Format(TextFormat):
     name = "kimi_k2"
     syntax = f"{SECTION_BEGIN}{CALL_BEGIN}functions.NAME:INDEX{ARG_BEGIN}{{...}}{CALL_END}{SECTION_END}"
     markers = MARKERS
+    stops = ("<|im_end|>",)
     think_tags = (THINK, KIMI_VL_THINK)
 
     def parse_calls(self, text: str, id_prefix: str, tools: Sequence[ToolSpec] | None) -> ParsedTurn:
