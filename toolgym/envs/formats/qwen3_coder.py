@@ -21,7 +21,7 @@ from typing import Any
 
 from toolgym.envs.formats.base import ParsedTurn, ParseError, clip, make_call, raw_text, snippet, tools_json_lines
 from toolgym.envs.formats.tagged import scan_tagged_calls
-from toolgym.envs.formats.turn import TextFormat
+from toolgym.envs.formats.turn import TextFormat, without_markers
 from toolgym.envs.formats.values import param_types, text_value, typed_value
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 
@@ -126,6 +126,4 @@ def _skip_space(text: str, pos: int) -> int:
 
 
 def _clean(text: str) -> str:
-    for marker in MARKERS:
-        text = text.replace(marker, "")
-    return text
+    return without_markers(text, MARKERS)  # until none is left: one pass can join a new marker
