@@ -7,6 +7,11 @@ reaches ``Episode.metadata`` and the catalog rubric scores real episodes.
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -127,24 +132,32 @@ from toolgym.policies.scripted import ScriptedPolicy
 from toolgym.rollouts import run_episodes
 from toolgym.envs.catalog.shell.families_code import FAMILIES
 tasks = [t for t in load_tasks(ShellTaskEnv.eval_split) if t.metadata["family"] in FAMILIES][: len(FAMILIES)]
-episodes = run_episodes(lambda: toolgym.make("toolgym/shell-v0"), ScriptedPolicy.gold(tasks), tasks=tasks, concurrency=int(sys.argv[1]))
+make = lambda: toolgym.make("toolgym/shell-v0", backend=sys.argv[2])
+episodes = run_episodes(make, ScriptedPolicy.gold(tasks), tasks=tasks, concurrency=int(sys.argv[1]))
 for e in episodes:
     seen = json.dumps([m.model_dump(mode="json") for m in e.messages], sort_keys=True) + e.final_state_digest
     print(e.task.id, e.reward, hashlib.sha256(seen.encode()).hexdigest())
 """
 
 
-def test_gold_episodes_are_identical_across_hash_seeds_and_concurrency():
-    """The code and git families (clock, commit ids, byte-code caches, test timings) in two processes."""
-    import os
-    import subprocess
-    import sys
+@functools.cache
+def _episode_hashes(seed: str, concurrency: str, backend: str) -> tuple[str, ...]:
+    """One line per gold episode (task id, reward, hash of messages and final digest), from a new process."""
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    out = subprocess.run([sys.executable, "-c", _EPISODE_HASHES, concurrency, backend], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return tuple(out.stdout.split("\n"))
 
-    runs = []
-    for seed, concurrency in (("1", "1"), ("2", "3")):
-        env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", _EPISODE_HASHES, concurrency], capture_output=True, text=True, env=env, timeout=600)
-        assert out.returncode == 0, out.stderr[-2000:]
-        runs.append(out.stdout.split("\n"))
-    assert len(runs[0]) >= 10 and all(" 1.0 " in line for line in runs[0] if line)
-    assert runs[0] == runs[1]
+
+@pytest.mark.parametrize("backend", present_backends())
+def test_gold_episodes_are_identical_across_hash_seeds_and_concurrency(backend):
+    """The code and git families (clock, commit ids, byte-code caches, test timings) in two processes.
+
+    Docker's episodes must also equal bwrap's: both backends give the shell one environment
+    (``protocol.shell_environment``), so the same seeds and actions give the same digests.
+    """
+    first, second = _episode_hashes("1", "1", backend), _episode_hashes("2", "3", backend)
+    assert len(first) >= 10 and all(" 1.0 " in line for line in first if line)
+    assert first == second
+    if backend != "bwrap":
+        assert first == _episode_hashes("1", "1", "bwrap")  # cached when the bwrap case ran first

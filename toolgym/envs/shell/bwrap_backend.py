@@ -33,7 +33,7 @@ from pathlib import Path
 from toolgym.envs.shell import bwrap_setup
 from toolgym.envs.shell.cgroups import SandboxCgroup, cgroups_writable, sweep_stale
 from toolgym.envs.shell.hostfs import HostTree
-from toolgym.envs.shell.protocol import DETERMINISM, command_line, high_fd, keeper_script
+from toolgym.envs.shell.protocol import command_line, high_fd, keeper_script, shell_environment
 from toolgym.envs.shell.sandbox import WORKSPACE, CommandResult, SandboxError, SandboxLimits, require_program
 from toolgym.envs.shell.session import BashSession
 from toolgym.envs.shell.session_sandbox import SessionSandbox
@@ -113,11 +113,8 @@ class BwrapSandbox(SessionSandbox):
             # bwrap's own /dev tmpfs belongs to the sandbox user: read-only, or it would be a
             # writable place outside the quota (sized at half the host's memory).
             "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", WORKSPACE,
-            "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", WORKSPACE,
-            "--setenv", "USER", "sandbox", "--setenv", "LOGNAME", "sandbox", "--setenv", "LANG", "C.UTF-8",
-            "--setenv", "TERM", "dumb", "--setenv", "TMPDIR", "/tmp",
         ]
-        for name, value in DETERMINISM.items():
+        for name, value in shell_environment(home=WORKSPACE).items():
             args += ["--setenv", name, value]
         args += [KEEPER, "-c", keeper_script()]
         return args

@@ -30,6 +30,7 @@ from toolgym.envs.shell.docker_harness import (
     IMPORT,
     KILL_MODEL,
     LIST_DIR,
+    MODEL_HOME,
     MODEL_UID,
     MODEL_USER,
     READ_FILE,
@@ -46,6 +47,7 @@ from toolgym.envs.shell.docker_harness import (
 )
 from toolgym.envs.shell.docker_session import TRUNCATION_MARKER, DockerSession
 from toolgym.envs.shell.docker_tar import from_gnu, to_gnu
+from toolgym.envs.shell.protocol import shell_environment
 from toolgym.envs.shell.sandbox import (
     WORKSPACE,
     CommandResult,
@@ -126,7 +128,9 @@ class DockerSandbox(Sandbox):
     def __init__(self, limits: SandboxLimits | None = None, *, image: str = DEFAULT_IMAGE, env: dict[str, str] | None = None):
         super().__init__(limits)
         self.image = image
-        self.env = {"HOME": "/tmp", "LANG": "C.UTF-8", "PATH": SHELL_PATH, **(env or {})}
+        # The same environment as bwrap's shell (task clock, no byte-code caches): without it
+        # git commits and .pyc files carry the wall clock, and digests differ between runs.
+        self.env = {**shell_environment(home=MODEL_HOME), **(env or {})}
         self.container: Any = None
         self.tether: Any = None
         self.session: DockerSession | None = None

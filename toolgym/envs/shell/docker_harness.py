@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from toolgym.envs.shell.sandbox import WORKSPACE, PathOutsideWorkspace, SandboxError
+from toolgym.envs.shell.protocol import SHELL_PATH, shell_environment
+from toolgym.envs.shell.sandbox import WORKSPACE, PathOutsideWorkspace, SandboxError, _q
 
 MODEL_UID = 1000
 """The uid (and gid) of the model's shell and of every process it starts."""
@@ -34,13 +35,16 @@ HARNESS_USER = "0:0"
 HARNESS_CAPS = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "KILL", "SETUID", "SETGID"]
 """What the harness needs (read mode-000 files, kill model processes, drop to the model's uid).
 Only uid-0 processes hold them; the model's uid gets none and cannot gain any (no-new-privileges)."""
-SHELL_PATH = "/usr/local/bin:/usr/bin:/bin"
 SCRATCH = "/run/toolgym"
 """The harness's own tmpfs (mode 0700, root): no model process can read or write it."""
 CLEAN = ["/usr/bin/env", "-i", f"PATH={SHELL_PATH}", "LANG=C.UTF-8", "LC_ALL=C.UTF-8"]
 """Prefix of every harness command: no variable of anyone else's reaches it."""
 AS_MODEL = ["/usr/bin/setpriv", f"--reuid={MODEL_UID}", f"--regid={MODEL_UID}", "--clear-groups", "--"]
 """Drop from the harness's root to the model's uid (for files the model must own)."""
+MODEL_HOME = "/tmp"
+"""The model's ``$HOME`` (the workspace would collect dotfiles into the digest)."""
+CHECK_ENV = " ".join(_q(f"{k}={v}") for k, v in sorted(shell_environment(home=MODEL_HOME).items()))
+"""The environment of a check run outside the session: the model shell's, task clock included."""
 
 # Kill every process of the model's uid, whatever its name, until none is left. $1 names one pid
 # to spare (the session shell, when a restore keeps it), stopped first so that nothing it runs
@@ -136,7 +140,7 @@ trap '[ "$keep" = none ] || /bin/kill -CONT "$keep" 2>/dev/null; /bin/rm -rf {SC
 tg_kill_model || exit 1
 mode=$(/usr/bin/stat -c %a {WORKSPACE}) && /bin/mkdir {SCRATCH}/ws && /bin/cp -a {WORKSPACE}/. {SCRATCH}/ws/ || exit 1
 cd {WORKSPACE} || exit 1
-/usr/bin/timeout -s KILL "$2" {" ".join(AS_MODEL)} /usr/bin/env -i PATH={SHELL_PATH} HOME=/tmp LANG=C.UTF-8 \
+/usr/bin/timeout -s KILL "$2" {" ".join(AS_MODEL)} /usr/bin/env -i {CHECK_ENV} \
     /bin/bash --noprofile --norc -c "$3" </dev/null >{SCRATCH}/out 2>{SCRATCH}/err
 rc=$?
 cd / && tg_kill_model || exit 1

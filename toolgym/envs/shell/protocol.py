@@ -24,6 +24,23 @@ source's mtime, which would put the wall clock into the workspace digest). What 
 fixed: durations a program measures itself (``Ran 2 tests in 0.002s``) and the mtime of files
 the model creates (restored files all carry the task clock)."""
 
+SHELL_PATH = "/usr/local/bin:/usr/bin:/bin"
+"""PATH of every sandboxed shell: binaries of the read-only system only."""
+
+
+def shell_environment(home: str) -> dict[str, str]:
+    """The whole environment of a sandboxed shell (the model's, and the checks'), on every backend.
+
+    One definition for all backends: a variable that one backend sets and another does not
+    (``DETERMINISM`` above all) makes the same episode differ between them, and a backend that
+    forgets the task clock puts the wall clock into git commits and ``.pyc`` files.
+    """
+    return {
+        "PATH": SHELL_PATH, "HOME": home, "USER": "sandbox", "LOGNAME": "sandbox", "LANG": "C.UTF-8",
+        "TERM": "dumb", "TMPDIR": "/tmp", **DETERMINISM,
+    }
+
+
 STATUS_FD, GO_FD = 3, 4
 """Where the keeper finds its two private pipes."""
 
