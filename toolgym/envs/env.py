@@ -44,6 +44,7 @@ from toolgym.envs.types import (
     Task,
     ToolCall,
     ToolResult,
+    ToolSpec,
     UserMessage,
     trusted,
 )
@@ -117,6 +118,8 @@ class ToolEnv(gymnasium.Env):
         self.task: Task | None = None
         self.messages: list[Message] = []
         self.toolbox = ToolBox([])
+        self._parse_tools: list[ToolSpec] | None = None
+        """The tool specs ``format.parse`` needs (formats with ``typed_values``), fixed at reset."""
         self._turns = 0
         self._tool_calls = 0
         self._stop: StopReason | None = None
@@ -247,6 +250,8 @@ class ToolEnv(gymnasium.Env):
         if self.atomic_calls:
             self.toolbox.atomic = (self.save_world, self.load_saved_world)
         self.toolbox.sync_tools_inline = self.sync_tools_inline
+        # only formats that write values as bare text need the specs (building them costs ~8k instructions)
+        self._parse_tools = self.toolbox.specs() if getattr(self.format, "typed_values", False) else None
         self.messages = [SystemMessage(content=task.system_prompt or self.system_prompt), UserMessage(content=task.instruction)]
         self._turns = self._tool_calls = 0
         self._stop = None
@@ -284,14 +289,17 @@ class ToolEnv(gymnasium.Env):
         ``call_tool`` (set by wrappers) replaces ``self.call_tool`` for this turn's calls.
         """
         turn, assistant = self._begin_step(action)
-        admitted = self._admit(turn.tool_calls)
+        calls = turn.tool_calls
+        admitted = self._admit(calls)
         results: list[ToolResult] = []
         faults: list[dict[str, Any]] = []
-        if call_tool is None and self._plain_calls:
+        if admitted is None and call_tool is None and self._plain_calls:
             acall = self.toolbox.acall  # nothing intercepts calls: straight to the toolbox, no context
-            for call, refused in admitted:  # a plain loop: an async comprehension costs a coroutine
-                results.append(await acall(call) if refused is None else refused)
-        elif admitted:
+            for call in calls:  # a plain loop: an async comprehension costs a coroutine
+                results.append(await acall(call))
+        elif calls:
+            if admitted is None:
+                admitted = [(c, None) for c in calls]
             caller = call_tool or self.call_tool
             ctx = CallContext(self.episode_seed, len(self.messages) - 1, [c for c, r in admitted if r is None],
                               self.toolbox.tools, self.toolbox.default_timeout_s, faults=faults)
@@ -369,9 +377,7 @@ class ToolEnv(gymnasium.Env):
             raise ResetNeeded(f"the episode already ended ({self._stop.value}); call env.reset() to start another")
         self._turns += 1
         if isinstance(action, str):
-            # only formats that write values as bare text need the specs (building them costs ~8k instructions)
-            tools = self.toolbox.specs() if getattr(self.format, "typed_values", False) else None
-            turn = self.format.parse(action, id_prefix=f"call_{self._turns}_", tools=tools)
+            turn = self.format.parse(action, f"call_{self._turns}_", self._parse_tools)
             raw: str | None = action
         elif isinstance(action, ParsedTurn):
             turn, raw = screen_structured(action), None
@@ -383,12 +389,16 @@ class ToolEnv(gymnasium.Env):
         self.messages.append(assistant)
         return turn, assistant
 
-    def _admit(self, calls: list[ToolCall]) -> list[tuple[ToolCall, ToolResult | None]]:
-        """Apply the per-turn and per-episode call budgets; refused calls get their error now."""
+    def _admit(self, calls: list[ToolCall]) -> list[tuple[ToolCall, ToolResult | None]] | None:
+        """Apply the per-turn and per-episode call budgets; refused calls get their error now.
+
+        None when every call fits (the common case: no list of pairs to build).
+        """
         limits = self.task.limits  # type: ignore[union-attr]  # only called after reset (task set)
-        if len(calls) <= limits.max_calls_per_turn and self._tool_calls + len(calls) <= limits.max_tool_calls:
-            self._tool_calls += len(calls)  # the common case: everything fits
-            return [(c, None) for c in calls]
+        n = len(calls)
+        if n <= limits.max_calls_per_turn and self._tool_calls + n <= limits.max_tool_calls:
+            self._tool_calls += n
+            return None
         admitted: list[tuple[ToolCall, ToolResult | None]] = []
         for i, call in enumerate(calls):
             if i >= limits.max_calls_per_turn:
@@ -409,22 +419,21 @@ class ToolEnv(gymnasium.Env):
         self, turn: ParsedTurn, assistant: AssistantMessage, results: list[ToolResult],
         reply: tuple[list[Message], StopReason | None] | None, faults: list[dict[str, Any]],
     ) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
-        task = self.task
-        assert task is not None
-        limits = task.limits
+        limits = self.task.limits  # type: ignore[union-attr]  # only called after reset (task set)
         new: list[Message] = []
         errors: dict[str, int] = {}
-        for i, err in enumerate(turn.errors):
-            errors["parse_error"] = errors.get("parse_error", 0) + 1
-            text = err.message + (f"\nOffending text: {err.snippet}" if err.snippet else "")
-            new.append(error_message(f"parse_error_{self._turns}_{i}", "", "parse_error", text, limits.max_output_chars))
+        if turn.errors:  # checked first: an empty loop costs more than the test
+            for i, err in enumerate(turn.errors):
+                errors["parse_error"] = errors.get("parse_error", 0) + 1
+                text = err.message + (f"\nOffending text: {err.snippet}" if err.snippet else "")
+                new.append(error_message(f"parse_error_{self._turns}_{i}", "", "parse_error", text, limits.max_output_chars))
         for i, result in enumerate(results):
             # to_message may turn an output into an error (not JSON): keep the result it returns,
             # so info["results"] and the observation always agree.
-            results[i], message = to_message(result, limits.max_output_chars)
-            if results[i].error is not None:
-                kind = results[i].error.kind  # type: ignore[union-attr]  # results[i] is an error result on this branch
-                errors[kind] = errors.get(kind, 0) + 1
+            result, message = to_message(result, limits.max_output_chars)
+            results[i] = result
+            if result.error is not None:
+                errors[result.error.kind] = errors.get(result.error.kind, 0) + 1
             new.append(message)
         if reply is not None:  # astep found the turn an answer and asked aon_answer
             self._final_answer = turn.content

@@ -331,8 +331,13 @@ def _new_model(cls: type[BaseModel], state: dict[str, Any], like: BaseModel) -> 
     new = cls.__new__(cls)
     # The low-level setattr pydantic's own __copy__ uses: no validation, no hooks.
     object.__setattr__(new, "__dict__", state)
-    object.__setattr__(new, "__pydantic_fields_set__", set(like.__pydantic_fields_set__))
     extra, private = like.__pydantic_extra__, getattr(like, "__pydantic_private__", None)
+    fields_set = like.__pydantic_fields_set__
+    if extra is not None or not fields_set.issuperset(cls.model_fields):
+        fields_set = set(fields_set)  # an assignment may add a name to it: each copy gets its own
+    # else shared by the copies: pydantic only adds field names to it, which it already holds
+    # (a set fewer per entity copy for the cyclic collector to traverse).
+    object.__setattr__(new, "__pydantic_fields_set__", fields_set)
     object.__setattr__(new, "__pydantic_extra__", None if extra is None else copy.deepcopy(extra))
     object.__setattr__(new, "__pydantic_private__", None if private is None else copy.deepcopy(private))
     return new

@@ -73,9 +73,9 @@ class ToolCallFormat(Protocol):
         ...
 
 
-def loads(text: str) -> Any:
-    """Model JSON, read within ``safejson.DEFAULT_LIMITS``; a violation is a ``json.JSONDecodeError``."""
-    return safe_loads(text)
+loads = safe_loads
+"""Model JSON, read within ``safejson.DEFAULT_LIMITS``; a violation is a ``json.JSONDecodeError``
+(the safe reader itself, not a wrapper: every parsed call goes through it)."""
 
 
 def make_call(call_id: str, name: str, arguments: dict[str, Any]) -> ToolCall:

@@ -28,6 +28,7 @@ from toolgym.envs.formats.turn import TextFormat
 from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
+_OPEN_LEN, _CLOSE_LEN = len(OPEN), len(CLOSE)
 
 
 class HermesFormat(TextFormat):
@@ -44,22 +45,27 @@ class HermesFormat(TextFormat):
         calls: list[ToolCall] = []
         errors: list[ParseError] = []
         outside: list[str] = []
-        pos = 0
+        pos = n = 0
         while (start := text.find(OPEN, pos)) >= 0 and (end := text.find(CLOSE, start)) >= 0:
             outside.append(text[pos:start])
-            call = self._read_call(text[start + len(OPEN) : end], f"{id_prefix}{len(calls) + len(errors)}")
-            (errors if isinstance(call, ParseError) else calls).append(call)  # type: ignore[arg-type]  # the list chosen matches the item's type
-            pos = end + len(CLOSE)
+            call = self._read_call(text[start + _OPEN_LEN : end], f"{id_prefix}{n}")
+            if type(call) is ParseError:
+                errors.append(call)
+            else:
+                calls.append(call)  # type: ignore[arg-type]  # _read_call returns a ToolCall or a ParseError
+            n += 1
+            pos = end + _CLOSE_LEN
         outside.append(text[pos:])
-        for piece in outside:
-            if OPEN in piece or CLOSE in piece:
-                errors.append(
-                    ParseError(
-                        message=f"unbalanced tool-call tags: every {OPEN} needs a matching {CLOSE}",
-                        snippet=snippet(piece.strip()),
-                    )
-                )
         content = "".join(outside)
+        if OPEN in content or CLOSE in content:  # a tag without its partner is in some piece (rarely: joined)
+            for piece in outside:
+                if OPEN in piece or CLOSE in piece:
+                    errors.append(
+                        ParseError(
+                            message=f"unbalanced tool-call tags: every {OPEN} needs a matching {CLOSE}",
+                            snippet=snippet(piece.strip()),
+                        )
+                    )
         if errors:
             content = content.replace(OPEN, "").replace(CLOSE, "")
         return ParsedTurn(content=content.strip(), tool_calls=calls, errors=errors)
@@ -79,7 +85,7 @@ class HermesFormat(TextFormat):
                 message='tool call must be a JSON object with a string "name" and an object "arguments"',
                 snippet=snippet(body.strip()),
             )
-        args = read_arguments(data.get("arguments", data.get("parameters")))
+        args = read_arguments(data["arguments"] if "arguments" in data else data.get("parameters"))
         if isinstance(args, str):
             return ParseError(message=f"call to {clip(data['name'])}: {args}", snippet=snippet(body.strip()))
         return make_call(call_id, data["name"], args)

@@ -36,6 +36,13 @@ class TextFormat:
     """End-of-turn markers a decoder may leave at the end of the text; dropped."""
     typed_values: ClassVar[bool] = False
     """Argument values are bare text typed from the tool schemas: ``parse`` needs ``tools``."""
+    _hints: ClassVar[re.Pattern[str]] = _THINK_HINT
+    """Matches a reasoning-tag hint or one of ``stops`` (set per class): one search tells the
+    common call turn, which has neither, from the rest."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._hints = re.compile("|".join([_THINK_HINT.pattern, *map(re.escape, cls.stops)]))
 
     def parse(self, text: str, id_prefix: str = "call_", tools: Sequence[ToolSpec] | None = None) -> ParsedTurn:
         """Split ``text`` into reasoning, content and calls; never raises.
@@ -45,13 +52,17 @@ class TextFormat:
         """
         if _MARK.search(text) is None:
             return ParsedTurn(content=text.strip())  # no marker of any format or reasoning tag can be here
-        if self.stops:
-            text = _strip_stops(text, self.stops)
-        if _THINK_HINT.search(text) is None:
-            turn = self.parse_calls(text, id_prefix, tools)
-            if not turn.errors and not turn.content and turn.reasoning is None:
-                return turn  # the common call turn: calls only, nothing else to look at
-            return self._finish(text, turn, [], [], tools)
+        if self._hints.search(text) is not None:  # a reasoning tag or a stop marker may be here
+            if self.stops:
+                text = _strip_stops(text, self.stops)
+            if _THINK_HINT.search(text) is not None:
+                return self._with_reasoning(text, id_prefix, tools)
+        turn = self.parse_calls(text, id_prefix, tools)
+        if not turn.errors and not turn.content and turn.reasoning is None:
+            return turn  # the common call turn: calls only, nothing else to look at
+        return self._finish(text, turn, [], [], tools)
+
+    def _with_reasoning(self, text: str, id_prefix: str, tools: Sequence[ToolSpec] | None) -> ParsedTurn:
         pieces: list[str] = []
         errors: list[ParseError] = []
         text = self._split_reasoning(text, pieces, errors)
