@@ -31,9 +31,10 @@ import os
 from pathlib import Path
 
 from toolgym.envs.shell import bwrap_setup
-from toolgym.envs.shell.cgroups import SandboxCgroup, cgroups_writable, sweep_stale
+from toolgym.envs.shell.cgroups import FIX, CgroupLayout, LimitsNotEnforced, SandboxCgroup, host_layout, sweep_stale
 from toolgym.envs.shell.hostfs import HostTree
 from toolgym.envs.shell.protocol import command_line, high_fd, keeper_script, shell_environment
+from toolgym.envs.shell.quota import quota_mb, scratch_sizes
 from toolgym.envs.shell.sandbox import WORKSPACE, CommandResult, SandboxError, SandboxLimits, require_program
 from toolgym.envs.shell.session import BashSession
 from toolgym.envs.shell.session_sandbox import SessionSandbox
@@ -65,24 +66,34 @@ class BwrapSandbox(SessionSandbox):
 
     Args:
         limits: Resource limits.
-        use_cgroups: None: cgroups when writable, else rlimits; False: rlimits only.
+        use_cgroups: None: a cgroup (v1 or v2) when one is writable, else rlimits, with the
+            weaker guarantee stated in ``enforcement`` and logged; True: a cgroup or
+            ``LimitsNotEnforced`` (for callers that must not run with weaker limits);
+            False: rlimits only.
+
+    Raises:
+        LimitsNotEnforced: ``use_cgroups=True`` and no cgroup hierarchy is writable here.
     """
 
     backend = "bwrap"
 
     def __init__(self, limits: SandboxLimits | None = None, *, use_cgroups: bool | None = None):
         super().__init__(limits)
-        self.use_cgroups = cgroups_writable() if use_cgroups is None else use_cgroups
+        layout = host_layout()
+        if use_cgroups and isinstance(layout, str):
+            raise LimitsNotEnforced(f"use_cgroups=True, but no cgroup can enforce the sandbox limits here: {layout}; {FIX}")
+        self.use_cgroups = isinstance(layout, CgroupLayout) if use_cgroups is None else use_cgroups
         self.cgroup: SandboxCgroup | None = None
         self.as_root = bwrap_setup.running_as_root()
         self.host_uid = bwrap_setup.new_sandbox_uid() if self.as_root else os.geteuid()
         """The host uid every process of this sandbox runs as (never 0)."""
-        self.enforcement = "cgroup v1 (memory, pids, cpu)" if self.use_cgroups else bwrap_setup.rlimit_guarantee(self.limits, self.as_root)
+        self.enforcement = layout.describe() if self.use_cgroups and isinstance(layout, CgroupLayout) else \
+            bwrap_setup.rlimit_guarantee(self.limits, self.as_root)
         """Which mechanism enforces ``limits`` here, in words (weaker guarantees spelled out)."""
         self.tree: HostTree | None = None
 
     @staticmethod
-    def check_available() -> None:
+    def check_available(**_: object) -> None:
         """Raise ``SandboxUnavailable`` (with the fix) when bwrap is not installed."""
         require_program("bwrap", INSTALL)
 
@@ -106,9 +117,12 @@ class BwrapSandbox(SessionSandbox):
             store = bwrap_setup.STORE
             args += ["--bind", f"{store}/ws", WORKSPACE, "--bind", f"{store}/tmp", "/tmp", "--bind", f"{store}/shm", "/dev/shm"]
         else:
-            size = str(bwrap_setup.quota_mb(self.limits) * 2**20)
-            for place in (WORKSPACE, "/tmp", "/dev/shm"):
-                args += ["--size", size, "--perms", "1777" if place != WORKSPACE else "0755", "--tmpfs", place]
+            # One tmpfs per place (no private mount namespace without root): together they stay
+            # within the one quota's budget, half of memory_mb (toolgym.envs.shell.quota).
+            workspace = quota_mb(self.limits)
+            tmp, shm = scratch_sizes(self.limits, workspace)
+            for place, mb in ((WORKSPACE, workspace), ("/tmp", tmp), ("/dev/shm", shm)):
+                args += ["--size", str(mb * 2**20), "--perms", "1777" if place != WORKSPACE else "0755", "--tmpfs", place]
         args += [
             # bwrap's own /dev tmpfs belongs to the sandbox user: read-only, or it would be a
             # writable place outside the quota (sized at half the host's memory).

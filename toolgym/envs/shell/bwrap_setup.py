@@ -27,6 +27,7 @@ import stat
 import tempfile
 from collections.abc import Callable
 
+from toolgym.envs.shell.quota import quota_mb, scratch_sizes
 from toolgym.envs.shell.sandbox import SandboxLimits
 
 SANDBOX_UIDS = range(2_100_000_000, 2_100_000_000 + 2**24)
@@ -67,15 +68,6 @@ def new_sandbox_uid() -> int:
 def release_sandbox_uid(uid: int) -> None:
     """Mark ``uid`` free again (its sandbox is closed)."""
     _live_uids.discard(uid)
-
-
-def quota_mb(limits: SandboxLimits) -> int:
-    """Size of the sandbox's tmpfs: ``workspace_mb``, at most half the memory limit.
-
-    Files in a tmpfs are memory; capping them at half of ``memory_mb`` keeps a full disk from
-    starving the keeper, so a sandbox that filled its quota still answers and is wiped at reset.
-    """
-    return max(1, min(limits.workspace_mb, limits.memory_mb // 2))
 
 
 def launcher_fn(limits: SandboxLimits, uid: int, enter: Callable[[], None] | None) -> Callable[[], None]:
@@ -129,10 +121,13 @@ def _rlimits(limits: SandboxLimits) -> list[tuple[int, int]]:
 
 def rlimit_guarantee(limits: SandboxLimits, per_sandbox_uid: bool) -> str:
     """What the rlimit fallback enforces, in words (reported when cgroups are not writable)."""
+    quota = quota_mb(limits)
+    files = f"files limited to one {quota} MiB tmpfs" if per_sandbox_uid else \
+        "files limited to {} + {} + {} MiB (/workspace, /tmp, /dev/shm)".format(quota, *scratch_sizes(limits, quota))
     procs = f"at most {limits.pids} processes" + (" (per sandbox uid)" if per_sandbox_uid else " for all sandboxes of this user together")
     return (
-        f"rlimits only (no writable cgroup v1): {limits.memory_mb} MiB of address space PER PROCESS (not per sandbox), "
-        f"{procs}, no CPU quota; files limited to a {quota_mb(limits)} MiB tmpfs"
+        f"rlimits only (no writable cgroup): {limits.memory_mb} MiB of address space PER PROCESS (not per sandbox), "
+        f"{procs}, no CPU quota; {files}"
     )
 
 

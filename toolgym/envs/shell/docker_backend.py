@@ -48,6 +48,7 @@ from toolgym.envs.shell.docker_harness import (
 from toolgym.envs.shell.docker_session import TRUNCATION_MARKER, DockerSession
 from toolgym.envs.shell.docker_tar import from_gnu, to_gnu
 from toolgym.envs.shell.protocol import shell_environment
+from toolgym.envs.shell.quota import scratch_sizes
 from toolgym.envs.shell.sandbox import (
     WORKSPACE,
     CommandResult,
@@ -63,8 +64,6 @@ LABEL = "toolgym.sandbox"
 """Label on every container this backend starts, so leaks can be counted and cleaned."""
 OWNER = "toolgym.owner"
 """Label holding the pid of the process that started the container."""
-SHM_MB = 16
-"""Largest ``/dev/shm``: programs need a little; more is only a second, unaccounted workspace."""
 FIX = "run `make sandbox-deps` (as root) to install docker.io, start dockerd and build the image"
 
 
@@ -99,19 +98,6 @@ def _warn_if_not_remapped() -> None:
             f"model's uid {MODEL_UID}) is host root with a few capabilities; {FIX} to restart it remapped",
             RuntimeWarning, stacklevel=3,
         )
-
-
-def scratch_sizes(limits: SandboxLimits) -> tuple[int, int]:
-    """Sizes in MiB of ``/tmp`` and ``/dev/shm``, next to the workspace's ``workspace_mb``.
-
-    Every tmpfs page is charged to the container's memory limit, so the writable places together
-    can never hold more than ``memory_mb``. Their sizes are kept within half of it (unless the
-    workspace alone is larger), so that filling all of them still leaves the processes memory:
-    a full disk is an error the model sees, not an OOM kill of the sandbox.
-    """
-    room = max(1, limits.memory_mb // 2 - limits.workspace_mb)
-    tmp = max(1, min(limits.workspace_mb, room))
-    return tmp, max(1, min(SHM_MB, tmp))
 
 
 class DockerSandbox(Sandbox):
