@@ -35,9 +35,10 @@ sandbox-deps:
 vllm-venv:
 	bash scripts/vllm_venv.sh
 
-# The real-engine tier: one vLLM server per model per module (~1-3 min to start each on 2 cores)
+# The real-engine tier: one vLLM server per model per module (~1-3 min to start each on 2 cores),
+# then the RL system with vLLM inference workers (a server per worker)
 test-vllm: install vllm-venv
-	$(PY) -m pytest -q -m vllm tests/policies/test_vllm.py
+	$(PY) -m pytest -q -m vllm tests/policies/test_vllm.py tests/trainers/system/test_system_vllm.py
 
 lint: install
 	$(PY) -m ruff check toolgym tests examples benchmarks scripts

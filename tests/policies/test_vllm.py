@@ -14,9 +14,14 @@ import asyncio
 import http.server
 import json
 import math
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,8 +35,10 @@ from toolgym.policies.vllm_engine import (
     VLLMNoTokenIdsError,
     VLLMServer,
     VLLMServerConfig,
+    VLLMStartupError,
     VLLMUnreachableError,
     prepare_model_dir,
+    startup_cause,
     vllm_python,
 )
 from toolgym.policy import PolicyError
@@ -119,20 +126,120 @@ def test_a_server_without_token_ids_is_refused():
         server.shutdown()
 
 
+_NOISE = st.sampled_from([
+    "(APIServer pid=12) INFO 12-07 06:36:28 [api_utils.py:347] version 0.32.0",
+    "(Worker pid=7) ERROR 12-07 06:37:34 [multiproc_executor.py:953] Traceback (most recent call last):",
+    '  File "/venv/vllm/v1/worker/cpu_model_runner.py", line 69, in load_model',
+    "    raise RuntimeError(", "INFO:     Waiting for application startup.", "", "Errors below:",
+])
+_NAMES = st.sampled_from(["RuntimeError", "ValueError", "Exception", "pydantic_core._pydantic_core.ValidationError",
+                          "torch.OutOfMemoryError", "KeyError"])
+_PREFIXES = st.sampled_from(["", "(Worker pid=17228) ERROR 12-07 06:37:34 [multiproc_executor.py:953] ",
+                             "(EngineCore pid=3) ERROR 12-07 06:37:39 [core.py:1510] "])
+
+
+@settings(max_examples=50, deadline=None)
+@given(before=st.lists(_NOISE, max_size=6), name=_NAMES, message=st.text("abc xyz`/0-9", max_size=30),
+       prefix=_PREFIXES, after=st.lists(st.tuples(_NOISE, _NAMES), max_size=4))
+def test_startup_cause_is_the_first_exception_line_without_its_prefix(before, name, message, prefix, after):
+    cause = f"{name}: {message}" if message.strip() else name
+    later = [line for noise, other in after for line in (noise, f"{other}: a later, generic error")]
+    log = "\n".join([*before, prefix + cause, *later])
+    assert startup_cause(log) == cause.strip()
+    assert startup_cause("\n".join(before)) == ""
+
+
+def _supervised(tmp_path: Path, script: str) -> list[str]:
+    """The command ``VLLMServer.start`` uses around a server, with ``python -c script`` as the server."""
+    from toolgym.policies.vllm_engine import EXTENSION_MODULE, write_extension
+
+    ext = write_extension(tmp_path / "ext") / f"{EXTENSION_MODULE}.py"
+    return [sys.executable, str(ext), str(os.getpid()), sys.executable, "-c", script]
+
+
+def _running(pid: int) -> bool:
+    try:  # a zombie waiting for its reaper has stopped running
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_supervisor_returns_the_servers_exit_code(tmp_path):
+    assert subprocess.run(_supervised(tmp_path, "raise SystemExit(3)"), timeout=60).returncode == 3
+    killed = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    assert subprocess.run(_supervised(tmp_path, killed), timeout=60).returncode == 128 + signal.SIGKILL
+
+
+def test_a_server_whose_starter_is_killed_is_stopped_by_its_supervisor(tmp_path):
+    """What ``ray.kill`` of an inference worker does: the starter dies by SIGKILL, the server must follow."""
+    pid_file = tmp_path / "server.pid"
+    server = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    command = _supervised(tmp_path, server)
+    starter = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, sys, time; cmd = sys.argv[1:]; cmd[2] = str(os.getpid()); "
+        "subprocess.Popen(cmd, start_new_session=True); time.sleep(600)"), *command])
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.is_file() and pid_file.read_text()):
+            assert time.monotonic() < deadline and starter.poll() is None, "the supervised server never started"
+            time.sleep(0.1)
+        server_pid = int(pid_file.read_text())
+        assert _running(server_pid)
+    finally:
+        starter.kill()
+        starter.wait()
+    deadline = time.monotonic() + 20
+    while _running(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(server_pid), "the server outlived the process that started it"
+
+
 # ---------------------------------------------------------------------------------------- real vLLM
 
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module", params=["qwen3", "kimi"])
-def engine(request):
-    """``(policy, model_dir)``: one vLLM server per tiny model, shared by the module's tests."""
+def require_vllm_tier(request) -> None:
+    """Skip unless the tier was asked for (``-m vllm``) and ``make vllm-venv`` has run."""
     if "vllm" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("the vLLM tier runs only when asked for: make test-vllm (pytest -m vllm)")
     try:
         vllm_python()
     except VLLMNotInstalledError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.mark.vllm
+def test_a_server_that_cannot_start_raises_its_root_cause_without_waiting_out_the_deadline(request, tmp_path):
+    """A model folder without weights: vLLM's engine core dies while loading, and the server then takes tens of
+    seconds to exit (or hangs); the start is refused as soon as the log says the engine died."""
+    require_vllm_tier(request)
+    from toolgym.policies.models import cached_tiny_model
+
+    source = cached_tiny_model("qwen3")
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((source / name).read_bytes())
+    t0 = time.monotonic()
+    with pytest.raises(VLLMStartupError, match="Cannot find any model weights") as caught:
+        VLLMServer.start(VLLMServerConfig(model_dir=str(tmp_path), startup_timeout_s=900))
+    seconds = time.monotonic() - t0
+    print(f"refused after {seconds:.0f} s (exit code {caught.value.returncode}): {caught.value.cause}")
+    assert "Cannot find any model weights" in caught.value.cause and caught.value.log_tail
+    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if str(tmp_path) in _cmdline(p)]
+    assert left == [], "a process of the failed server is still running"
+
+
+def _cmdline(path: Path) -> str:
+    try:
+        return path.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # the process ended while we looked
+        return ""
+
+
+@pytest.fixture(scope="module", params=["qwen3", "kimi"])
+def engine(request):
+    """``(policy, model_dir)``: one vLLM server per tiny model, shared by the module's tests."""
+    require_vllm_tier(request)
     from toolgym.policies.models import cached_tiny_model
     from toolgym.policies.vllm_policy import VLLMPolicy
 

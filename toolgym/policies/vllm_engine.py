@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -49,6 +50,28 @@ MLA_LATENT_WIDTH = 576
 """The only ``kv_lora_rank + qk_rope_head_dim`` vLLM's CPU MLA backend accepts."""
 
 
+ENGINE_DIED = ("EngineCore failed to start", "Engine core initialization failed")
+"""Log lines (vLLM 0.32) saying the engine core died while starting. The server process itself
+can take tens of seconds more to exit on a loaded machine, or hang in its shutdown, so
+``wait_ready`` stops it as soon as one appears instead of waiting for it to go."""
+_LOG_PREFIX = re.compile(r"^\([^)]*pid=\d+\)\s+[A-Z]+\s+\d\d-\d\d [\d:]+ \[[^\]]*\]\s?")
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*)?(?:Error|Exception)(?::\s.*)?$")
+
+
+def startup_cause(log: str) -> str:
+    """The first exception line (``SomeError: message``) in a server log, ``""`` if none.
+
+    vLLM's own last line is usually a generic "see root cause above"; the root cause (the worker's
+    exception) comes first. Process prefixes such as ``(Worker pid=7) ERROR 12-07 06:37:34 [x.py:9]``
+    are removed.
+    """
+    for line in log.splitlines():
+        text = _LOG_PREFIX.sub("", line).strip()
+        if _EXCEPTION_LINE.match(text):
+            return text
+    return ""
+
+
 class VLLMError(ToolgymError, RuntimeError):
     """A vLLM server cannot be used as an inference engine; the message says why and the fix."""
 
@@ -59,6 +82,23 @@ class VLLMNotInstalledError(VLLMError, ConfigError):
 
 class VLLMUnreachableError(VLLMError, ConfigError):
     """The server's URL does not answer, or a started server died or missed its deadline."""
+
+
+class VLLMStartupError(VLLMUnreachableError):
+    """A started server died before it answered (a bad model folder, flag or config).
+
+    Attributes:
+        returncode: The server's exit code (128 + N: killed by signal N); None when its engine
+            died and the server was stopped before it exited by itself.
+        cause: The first exception line of its log (``startup_cause``), the root cause.
+        log_tail: The last lines of its log.
+    """
+
+    def __init__(self, message: str, *, returncode: int | None, cause: str, log_tail: str):
+        super().__init__(message)
+        self.returncode = returncode
+        self.cause = cause
+        self.log_tail = log_tail
 
 
 class VLLMNoTokenIdsError(VLLMError, ConfigError):
@@ -185,7 +225,8 @@ class VLLMServer:
 
         Raises:
             VLLMNotInstalledError: No vLLM venv (fix: ``make vllm-venv``).
-            VLLMUnreachableError: It exited or missed ``startup_timeout_s`` (the log tail says why).
+            VLLMStartupError: It exited while starting (the error carries its log's tail).
+            VLLMUnreachableError: It missed ``startup_timeout_s`` (the log tail says how far it got).
         """
         python = vllm_python(config.venv)
         workdir = Path(tempfile.mkdtemp(prefix="toolgym-vllm-"))
@@ -196,7 +237,9 @@ class VLLMServer:
                "VLLM_SERVER_DEV_MODE": "1", "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
         if config.threads:
             env["OMP_NUM_THREADS"] = str(config.threads)
-        cmd = ["nice", "-n", "10", str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+        # The extension module doubles as a supervisor that stops the server if this process dies.
+        supervisor = [str(python), str(workdir / "ext" / f"{EXTENSION_MODULE}.py"), str(os.getpid())]
+        cmd = ["nice", "-n", "10", *supervisor, str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
                "--dtype", config.dtype, "--enforce-eager", "--max-model-len", str(config.max_model_len),
                "--logprobs-mode", "raw_logprobs", "--host", "127.0.0.1", "--port", str(port),
                "--served-model-name", "toolgym", "--worker-extension-cls", EXTENSION,
@@ -223,15 +266,18 @@ class VLLMServer:
         return server
 
     def wait_ready(self, timeout_s: float) -> None:
-        """Poll ``/health`` until it answers 200, the process exits, or the deadline passes."""
+        """Poll ``/health`` until it answers 200, the server dies, or the deadline passes.
+
+        Raises:
+            VLLMStartupError: The process exited, or its log says the engine died (``ENGINE_DIED``).
+            VLLMUnreachableError: No answer by the deadline.
+        """
         import httpx
 
         deadline = time.monotonic() + timeout_s
         last = "no answer yet"
         while True:
-            if self.process is not None and self.process.poll() is not None:
-                raise VLLMUnreachableError(f"vLLM server exited with code {self.process.returncode} while starting; "
-                                           f"log {self.log_path}:\n{self.log_tail()}")
+            self._raise_if_died()
             try:
                 response = httpx.get(self.url + "/health", timeout=5.0)
                 if response.status_code == 200:
@@ -240,10 +286,24 @@ class VLLMServer:
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             if time.monotonic() >= deadline:
-                where = f"; log {self.log_path}:\n{self.log_tail()}" if self.log_path else ""
+                where = f"; its log ends:\n{self.log_tail()}" if self.log_path else ""
                 raise VLLMUnreachableError(
                     f"vLLM server at {self.url} did not answer within {timeout_s:.0f} s ({last}){where}")
             time.sleep(1.0)
+
+    def _raise_if_died(self) -> None:
+        """Raise ``VLLMStartupError`` if a server started here has exited or logged its engine's death."""
+        if self.process is None:
+            return
+        code = self.process.poll()
+        log = self.log_path.read_text(errors="replace") if self.log_path and self.log_path.is_file() else ""
+        if code is None and not any(marker in log for marker in ENGINE_DIED):
+            return
+        cause, tail = startup_cause(log), self.log_tail()
+        how = f"exited with code {code}" if code is not None else "logged that its engine died"
+        raise VLLMStartupError(f"vLLM server {how} while starting: {cause or 'no exception in its log'}; "
+                               f"fix the model folder, flags or config. Its log ends:\n{tail}",
+                               returncode=code, cause=cause, log_tail=tail)
 
     def check(self) -> None:
         """Refuse a server that returns no token ids or log-probs, or lacks the reload extension."""

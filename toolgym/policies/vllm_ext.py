@@ -17,12 +17,19 @@ the old outputs bit for bit.
 Called over HTTP through the dev-mode ``POST /collective_rpc`` (``VLLM_SERVER_DEV_MODE=1``),
 whose arguments are strings; the prefix cache (held by the scheduler, not the worker) is reset
 with ``POST /reset_prefix_cache`` afterwards, by the caller.
+
+Run as a script (``python toolgym_vllm_ext.py PARENT_PID COMMAND...``) it is the server's
+supervisor instead: see ``supervise``.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -105,3 +112,40 @@ class ToolgymWorkerExtension:
     def toolgym_ping(self) -> str:
         """``"ok"``: the extension is installed (checked once after the server starts)."""
         return "ok"
+
+
+def supervise(parent: int, command: Sequence[str], *, poll_s: float = 0.5, grace_s: float = 10.0) -> int:
+    """Run ``command`` until it exits, or until process ``parent`` is no longer this one's parent.
+
+    Why: the server runs in a session of its own (so that stopping the group stops vLLM's
+    engine-core child too), which also means nothing ends it when the process that started it is
+    SIGKILLed (``ray.kill`` of an inference worker, an interrupted test run): it would keep its
+    port, cores and GiBs of memory. Orphaned, the supervisor stops its whole group (SIGTERM, then
+    SIGKILL after ``grace_s``). SIGTERM and SIGINT sent to the supervisor alone reach the server.
+
+    Returns:
+        The server's exit code (128 + signal number for a signal), which becomes the supervisor's.
+    """
+    child = subprocess.Popen(list(command))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: child.send_signal(signum))
+    while True:
+        try:
+            code = child.wait(timeout=poll_s)
+            return 128 - code if code < 0 else code
+        except subprocess.TimeoutExpired:
+            pass
+        if os.getppid() != parent:  # re-parented: whoever started the server is gone
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            os.killpg(0, signal.SIGTERM)
+            try:
+                child.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+            os.killpg(0, signal.SIGKILL)  # the engine core and anything else left, this process included
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or not sys.argv[1].isdigit():
+        sys.exit(f"usage: python {sys.argv[0]} PARENT_PID COMMAND...")
+    sys.exit(supervise(int(sys.argv[1]), sys.argv[2:]))
