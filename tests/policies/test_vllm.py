@@ -170,8 +170,10 @@ def test_the_supervisor_returns_the_servers_exit_code(tmp_path):
     assert subprocess.run(_supervised(tmp_path, killed), timeout=60).returncode == 128 + signal.SIGKILL
 
 
-def test_a_server_whose_starter_is_killed_is_stopped_by_its_supervisor(tmp_path):
-    """What ``ray.kill`` of an inference worker does: the starter dies by SIGKILL, the server must follow."""
+@pytest.mark.parametrize("killed", ["starter", "supervisor"])
+def test_a_server_whose_starter_is_killed_stops(tmp_path, killed):
+    """What ``ray.kill`` of an inference worker does: the starter dies by SIGKILL (and Ray SIGKILLs its children,
+    the supervisor among them); the server must follow either way."""
     pid_file = tmp_path / "server.pid"
     server = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
     command = _supervised(tmp_path, server)
@@ -185,6 +187,8 @@ def test_a_server_whose_starter_is_killed_is_stopped_by_its_supervisor(tmp_path)
             time.sleep(0.1)
         server_pid = int(pid_file.read_text())
         assert _running(server_pid)
+        if killed == "supervisor":
+            os.kill(os.getpgid(server_pid), signal.SIGKILL)  # the supervisor leads the server's group
     finally:
         starter.kill()
         starter.wait()

@@ -121,12 +121,14 @@ def supervise(parent: int, command: Sequence[str], *, poll_s: float = 0.5, grace
     engine-core child too), which also means nothing ends it when the process that started it is
     SIGKILLed (``ray.kill`` of an inference worker, an interrupted test run): it would keep its
     port, cores and GiBs of memory. Orphaned, the supervisor stops its whole group (SIGTERM, then
-    SIGKILL after ``grace_s``). SIGTERM and SIGINT sent to the supervisor alone reach the server.
+    SIGKILL after ``grace_s``). SIGTERM and SIGINT sent to the supervisor alone reach the server,
+    and a supervisor killed outright takes the server with it (Ray SIGKILLs a dead worker's
+    child processes, which is this supervisor, not the server).
 
     Returns:
         The server's exit code (128 + signal number for a signal), which becomes the supervisor's.
     """
-    child = subprocess.Popen(list(command))
+    child = subprocess.Popen(list(command), preexec_fn=_terminated_with(os.getpid()))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: child.send_signal(signum))
     while True:
@@ -143,6 +145,23 @@ def supervise(parent: int, command: Sequence[str], *, poll_s: float = 0.5, grace
             except subprocess.TimeoutExpired:
                 pass
             os.killpg(0, signal.SIGKILL)  # the engine core and anything else left, this process included
+
+
+def _terminated_with(parent: int) -> Any:
+    """A ``preexec_fn``: the child gets SIGTERM when ``parent`` dies (Linux ``PR_SET_PDEATHSIG``; no-op elsewhere)."""
+
+    def arm() -> None:
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            return
+        if sys.platform.startswith("linux") and libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) == 0:  # 1: PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the parent died before the request took effect
+                os._exit(1)
+
+    return arm
 
 
 if __name__ == "__main__":
