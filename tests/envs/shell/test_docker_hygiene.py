@@ -51,6 +51,15 @@ def test_reset_leaves_no_process_file_or_ipc_object(sb):
     assert sb.sync.run(LEFT).stdout == "0\n"  # nothing but the fresh shell
 
 
+def test_reset_to_is_a_reset_and_an_import_in_one_exec(sb):
+    sb.sync.reset_session()
+    assert sb.sync.run(DIRTY + "; export TG_MARK=1; exec(){ :; }; export -f exec; echo old > old.txt").stdout == "dirty\n"
+    sb.sync.reset_to(tar_of_files({"task.txt": "start\n", "sub/a.txt": "a"}))  # what ShellEnv.reset does
+    left = sb.sync.run(LEFT + "; ls -A /workspace; cat task.txt; echo ${TG_MARK:-unset} $(type -t exec)").stdout
+    assert left == "0\nsub\ntask.txt\nstart\nunset builtin\n"  # fresh shell, nothing left, the archive's files
+    assert sb.sync.run("stat -c %u sub/a.txt").stdout == "1000\n"  # the model owns its files
+
+
 def test_the_pools_wipe_leaves_nothing_either():
     from toolgym.envs.shell.pool import SandboxPool
 
@@ -164,4 +173,8 @@ def test_no_command_text_breaks_the_session_or_raises(sb, command):
     result = sb.sync.run(command, timeout_s=2)
     assert isinstance(result.stdout, str)
     after = sb.sync.run("echo ok; pwd")
+    if after.exit_code is None and "a new shell started" in after.note:
+        # bash 5.2's heap corruption may abort the shell one command later (seen once in ~60
+        # runs): the session replaced it and said so, which is the promise; the next one works.
+        after = sb.sync.run("echo ok; pwd")
     assert after.stdout.startswith("ok\n") and after.exit_code == 0

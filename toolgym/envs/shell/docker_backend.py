@@ -34,6 +34,7 @@ from toolgym.envs.shell.docker_harness import (
     MODEL_UID,
     MODEL_USER,
     READ_FILE,
+    RESET_TO,
     RUN_ISOLATED,
     SCRATCH,
     SHELL_PATH,
@@ -244,14 +245,30 @@ class DockerSandbox(Sandbox):
                 pass
         await self._new_container()
 
+    async def _reset_to(self, data: bytes) -> None:
+        """``_reset_session`` and ``_import_tar`` in one harness exec (reset ~0.3 s was three
+        execs: kill and wipe, import, then the new shell's attach)."""
+        session = self._session()
+        data = await asyncio.to_thread(to_gnu, data)
+        async with session.lock:
+            session.detach()
+            try:
+                await self._harness_with_pids(RESET_TO, "reset the sandbox", stdin=data)
+                await session.open()
+                return
+            except SandboxError:
+                pass
+        await self._new_container()
+        await self._import_tar(data)
+
     async def _kill_model(self) -> None:
         await self._harness_with_pids(KILL_MODEL, "kill every model process")
 
-    async def _harness_with_pids(self, script: str, what: str) -> None:
+    async def _harness_with_pids(self, script: str, what: str, stdin: bytes | None = None) -> None:
         """Run a kill script; when a fork bomb holds every pid (no exec can start), lend the
         container a few pids for the kill (the bomb mostly sleeps in fork retries) and take them back."""
         try:
-            await self._harness(script, "none", what=what)
+            await self._harness(script, "none", stdin=stdin, what=what)
             return
         except SandboxError:
             if not self._container_running():
@@ -259,7 +276,7 @@ class DockerSandbox(Sandbox):
         container, pids = self.container, self.limits.pids
         await asyncio.to_thread(container.update, pids_limit=pids + 64)
         try:
-            await self._harness(script, "none", what=what)
+            await self._harness(script, "none", stdin=stdin, what=what)
         finally:
             await asyncio.to_thread(container.update, pids_limit=pids)
 

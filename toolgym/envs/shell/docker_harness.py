@@ -122,12 +122,15 @@ rc=$?; [ "$rc" -le 1 ] || exit "$rc"  # 1: a file changed while read (a live job
 # process (so no job writes into the workspace being restored), wipes the workspace as root
 # (mode-000 directories included), then extracts as the model's uid, so the model owns its files
 # and modes (setuid bits too) come back exactly as archived.
-IMPORT = _KILL_FN + rf"""
-tg_kill_model || exit 1
+_EXTRACT = rf"""
 trap '[ "$keep" = none ] || /bin/kill -CONT "$keep" 2>/dev/null' EXIT
 /usr/bin/find {WORKSPACE} -mindepth 1 -maxdepth 1 -exec /bin/rm -rf -- {{}} + || exit 1
 {" ".join(AS_MODEL)} /bin/tar -C {WORKSPACE} --no-same-owner --preserve-permissions -xf -
 """
+IMPORT = _KILL_FN + "tg_kill_model || exit 1\n" + _EXTRACT
+# A new episode in one exec (``Sandbox.reset_to``): every model process killed (the session shell
+# too: $1 = "none"), every writable place wiped, the archive on stdin extracted.
+RESET_TO = _KILL_FN + "tg_kill_model || exit 1\n" + WIPE_SCRATCH + _EXTRACT
 # A check of the task, outside the model's session: $1 = the session shell (spared, stopped
 # meanwhile) or "none", $2 = seconds, $3 = the command, $4 = bytes of output kept. Every other
 # model process is killed before (nothing the model left running can touch the check) and after

@@ -74,13 +74,12 @@ class ShellEnv(ToolEnv):
     async def _asetup(self, task: Task) -> None:
         sb = await self._asandbox()
         snap = self._initial.get(task.id)
-        await sb.reset_session()
         if snap is not None:
-            await sb.restore(snap)
+            await sb.reset_to(snap.tar)
             return
         state = task.initial_state or {}
         files, setup = _initial_spec(task.id, state)
-        await sb.import_tar(tar_of_files(files))
+        await sb.reset_to(tar_of_files(files))
         for command in setup:
             result = await sb.run(command, timeout_s=max(60.0, sb.limits.command_timeout_s))
             if result.exit_code != 0:

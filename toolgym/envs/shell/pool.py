@@ -99,8 +99,7 @@ class SandboxPool:
             await sandbox.close()
             return
         try:  # processes first (they could write on), then every file
-            await sandbox.reset_session()
-            await sandbox.import_tar(tar_of_files({}))
+            await sandbox.reset_to(tar_of_files({}))
         except Exception:
             await sandbox.close()  # a sandbox that cannot be wiped is never handed out again
             return

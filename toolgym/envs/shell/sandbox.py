@@ -187,6 +187,15 @@ class Sandbox(abc.ABC):
         """Backends with a restartable shell override this; the default only returns to the workspace."""
         await self._run(f"cd {_q(self.workspace)}", 10.0)
 
+    async def reset_to(self, data: bytes) -> None:
+        """``reset_session()`` then ``import_tar(data)``: a new episode's sandbox in one call
+        (a backend may do both in fewer steps; docker does them in one exec)."""
+        await self._call(self._reset_to, data)
+
+    async def _reset_to(self, data: bytes) -> None:
+        await self._reset_session()
+        await self._import_tar(data)
+
     async def export_tar(self) -> bytes:
         """The workspace as a tar archive."""
         return await self._call(self._export_tar)
