@@ -31,8 +31,10 @@ re-encodes only those (``toolgym.envs.api.cow``). ``copy`` puts back, in this pr
 what the library did before: a whole-world validated copy at every restore and a full
 re-encoding for every digest. ``--configs`` lists WORLDS:GC pairs, each run in its own
 process; the default runs the library as it was (``copy:deferred``) and as it is, in one run.
-``--against REV`` first runs commit REV's own copy of this benchmark with the same settings
-(its code, in a temporary tree) and shows its rows beside this tree's, in the same table.
+``--against REV`` runs commit REV's own copy of this benchmark with the same settings (its
+code, in a temporary tree) and this tree's in ABBA order (REV, this tree, this tree, REV), so
+that a drift in the machine's load weighs on both alike; each row is the mean of its tree's
+two passes (both passes are kept in the JSON), shown side by side with after/before ratios.
 
     python benchmarks/api_envs.py                                  # 10,000 envs per domain
     python benchmarks/api_envs.py --configs copy:deferred,cow:frozen   # only before and after
@@ -261,17 +263,17 @@ def main() -> None:
     for config in configs:
         if len(config) != 2 or config[0] not in WORLD_MODES or config[1] not in GC_MODES:
             parser.error(f"--configs: {':'.join(config)!r} is not WORLDS:GC, e.g. cow:frozen")
-    before = run_against(args) if args.against else []
-    results = []
-    for env_id in args.domains.split(","):
-        for world, mode in configs:  # a fresh process each: clean RSS, no heap left by the previous run
-            with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                job = pool.submit(measure, env_id, args.envs, args.rounds, args.traced, mode, world, not args.no_pin)
-                results.append(job.result())
+    passes: dict[str, list[list[dict[str, Any]]]] = {"rev": [], "this": []}
+    for tree in ("rev", "this", "this", "rev") if args.against else ("this",):  # ABBA: load drift hits both alike
+        passes[tree].append(run_against(args) if tree == "rev" else run_here(args, configs))
+    before, results = mean_of_passes(passes["rev"]), mean_of_passes(passes["this"])
     cpu = platform.processor() or platform.machine()
     order = args.domains.split(",")
     shown = sorted(before + results, key=lambda r: order.index(r["env"]))  # each domain: REV's rows, then ours
     report(shown, cpu)
+    for old, new in zip(before, results, strict=False):
+        print(f"{new['env']} {new['worlds']} gc={new['gc']}, this tree / {old['worlds']}: "
+              + ", ".join(f"{key} {new[key] / old[key]:.2f}x" for key in RATIO_KEYS if old.get(key)))
     for r in shown:
         memory = max(r["bytes_per_env_after_gold_calls"], r["rss_bytes_per_env"]) <= TARGET_BYTES
         speed = r["steps_per_s"] >= TARGET_RATE
@@ -286,11 +288,41 @@ def main() -> None:
         "cores_available": os.cpu_count(),
         "args": {k: str(v) for k, v in vars(args).items()},
     }
-    args.out.write_text(json.dumps({**meta, "results": results, "against": before}, indent=2))
+    meta["order"] = ["rev", "this", "this", "rev"] if args.against else ["this"]
+    args.out.write_text(json.dumps({**meta, "results": results, "against": before, "passes": passes}, indent=2))
     print(f"wrote {args.out}")
 
 
 ROOT = Path(__file__).resolve().parent.parent
+RATIO_KEYS = ("all_in_ratio", "steps_per_s", "steps_per_s_all_in", "restore_us", "answer_step_us", "gc_ms_per_round")
+
+
+def run_here(args: argparse.Namespace, configs: list[tuple[str, ...]]) -> list[dict[str, Any]]:
+    """This tree's rows: every domain and config, each in a fresh process (clean RSS, no heap
+    left by the previous run)."""
+    results = []
+    for env_id in args.domains.split(","):
+        for world, mode in configs:
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                job = pool.submit(measure, env_id, args.envs, args.rounds, args.traced, mode, world, not args.no_pin)
+                results.append(job.result())
+    return results
+
+
+def mean_of_passes(passes: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per domain and config: numbers averaged over the passes, the rest from the first."""
+    if not passes:
+        return []
+    rows = []
+    for same in zip(*passes, strict=True):
+        row = dict(same[0])
+        for key, value in row.items():
+            values = [r[key] for r in same]
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and values.count(value) != len(values):
+                row[key] = statistics.fmean(values)
+        row["passes"] = len(same)
+        rows.append(row)
+    return rows
 
 
 def run_against(args: argparse.Namespace) -> list[dict[str, Any]]:

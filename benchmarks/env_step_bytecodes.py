@@ -13,6 +13,7 @@ same four tool calls), steps minus resets, divided by the number of steps.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--formats", default="hermes,openai,kimi_k2")
     parser.add_argument("--against", action="append", default=[], metavar="REV", help="also count this git commit (repeatable)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "env_step_bytecodes.json")
     args = parser.parse_args()
     formats = args.formats.split(",")
     rows: dict[str, dict[str, float]] = {"this tree": {f: per_step(ROOT, f) for f in formats}}
@@ -62,10 +64,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="env_step_rev_") as tmp:
             archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+            rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], check=True, capture_output=True, text=True).stdout.strip()
             rows[rev] = {f: per_step(Path(tmp), f) for f in formats}
     print(f"{'tree':>12} " + " ".join(f"{f:>10}" for f in formats) + "   (bytecodes per step)")
     for name, row in rows.items():
         print(f"{name:>12} " + " ".join(f"{row[f]:>10,.1f}" for f in formats))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    args.out.write_text(json.dumps({"python": sys.version.split()[0], "this_tree_head": head, "bytecodes_per_step": rows}, indent=2))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
