@@ -51,7 +51,10 @@ RECIPE: dict[str, Any] = {
     "rollout": {"tasks_per_iteration": 4, "max_new_tokens": 48, "token_budget": 160, "temperature": 1.0},
     "run": {"seed": 0, "torch_threads": 1},
 }
-ROLES = {"pool": "ray", "env_actors": 2, "learners": 1, "learner_backend": "ray_train"}
+# One placement for every Ray mode: the inference worker owns one core, the learner the other (one torch
+# thread each, from their CPUs); env actors and the driver reserve none (they mostly wait).
+ROLES = {"pool": "ray", "env_actors": 2, "env_actor_cpus": 0.0, "learners": 1, "learner_backend": "ray_train",
+         "inference_cpus": 1.0, "learner_cpus": 1.0}
 MODES: dict[str, dict[str, Any]] = {
     "inprocess": {"system": {}, "threads": 2},
     "sync": {"system": {"mode": "sync", **ROLES}},
@@ -62,8 +65,31 @@ MODES: dict[str, dict[str, Any]] = {
 DEFAULT_MODES = "inprocess,sync,async1,async2"
 
 
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by this process and every process Ray started, grouped by role."""
+    import psutil
+
+    me = psutil.Process()
+    out: dict[str, float] = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            name = " ".join(proc.cmdline())
+            times = proc.cpu_times()
+        except psutil.Error:  # a process that ended in between
+            continue
+        role = next((r for key, r in PROCESS_ROLES if key in name), "ray other") if proc.pid != me.pid else "driver"
+        out[role] = out.get(role, 0.0) + times.user + times.system
+    return out
+
+
+PROCESS_ROLES = [("InferenceWorker", "inference worker"), ("RayTrainWorker", "learner"), ("EnvActor", "env actors"),
+                 ("TrainController", "ray train controller"), ("Mailbox", "learner mailbox"), ("raylet", "raylet"),
+                 ("gcs_server", "gcs"), ("dashboard", "ray other"), ("ray::IDLE", "ray idle workers")]
+"""Substrings of a process's command line -> the role its CPU time is counted under."""
+
+
 def run_mode(name: str, iterations: int, workers: int) -> dict[str, Any]:
-    """Train ``iterations`` iterations in mode ``name``; per-iteration wall times and metric rows."""
+    """Train ``iterations`` iterations in mode ``name``; per-iteration wall times, metric rows and CPU by role."""
     import torch
 
     from toolgym.trainers.config import TrainConfig
@@ -80,20 +106,25 @@ def run_mode(name: str, iterations: int, workers: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     trainer = build_trainer(cfg, model, tokenizer)
     startup = time.perf_counter() - t0
-    rows, walls = [], []
+    rows, walls, cpu = [], [], {}
     try:
-        for _ in range(iterations):
+        for i in range(iterations):
+            if i == 1:  # the steady state: after the first iteration, which fills the pipeline
+                cpu = cpu_by_role()
             t = time.perf_counter()
             rows.append(trainer.iteration())
             walls.append(time.perf_counter() - t)
+        after = cpu_by_role()
+        cpu = {role: (after[role] - cpu.get(role, 0.0)) / max(1, iterations - 1) for role in after}
     finally:
         trainer.close()
-    return {"startup_s": startup, "walls": walls, "rows": rows}
+    return {"startup_s": startup, "walls": walls, "rows": rows, "cpu_s_per_iteration": cpu}
 
 
-def summarize(run: dict[str, Any]) -> dict[str, Any]:
-    """Means over the iterations after the first."""
-    rows, walls = run["rows"][1:], run["walls"][1:]
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over the iterations after the first of each run (several runs: the repeats of one mode)."""
+    rows = [r for run in runs for r in run["rows"][1:]]
+    walls = [w for run in runs for w in run["walls"][1:]]
     update = sum(r.get("time/update_s", 0.0) for r in rows)
     wall = sum(walls)
     hist: dict[str, float] = {}
@@ -101,13 +132,27 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
         for k, v in r.items():
             if k.startswith("system/staleness/"):
                 hist[k.removeprefix("system/staleness/")] = hist.get(k.removeprefix("system/staleness/"), 0.0) + v / len(rows)
+    cpu: dict[str, float] = {}
+    for run in runs:
+        for role, seconds in run["cpu_s_per_iteration"].items():
+            cpu[role] = cpu.get(role, 0.0) + seconds / len(runs)
+
+    def mean(key: str) -> float:
+        return statistics.mean(r.get(key, 0.0) for r in rows)
+
     return {
-        "startup_s": run["startup_s"], "iteration_s": statistics.mean(walls), "iteration_s_all": run["walls"],
-        "update_s": update / len(rows), "overlap_frac": sum(r.get("system/overlap_s", 0.0) for r in rows) / update if update else 0.0,
+        "startup_s": statistics.mean(run["startup_s"] for run in runs), "iteration_s": statistics.mean(walls),
+        "iteration_s_median": statistics.median(walls), "iteration_s_all": [run["walls"] for run in runs],
+        "update_s": update / len(rows), "rollout_s": mean("time/rollout_s"), "wait_rollout_s": mean("time/wait_rollout_s"),
+        "scoring_s": mean("time/scoring_s"),
+        "overlap_frac": sum(r.get("system/overlap_s", 0.0) for r in rows) / update if update else 0.0,
         "learner_idle_frac": 1.0 - update / wall if wall else 0.0,
         "staleness": hist or {"0": 1.0}, "trained_tokens_per_s": sum(r.get("train/tokens", 0.0) for r in rows) / wall,
-        "weight_sync_s": statistics.mean(r.get("system/weight_sync_s", 0.0) for r in rows),
-        "reward_mean": statistics.mean(r.get("train/reward_mean", 0.0) for r in rows),
+        "weight_sync_s": mean("system/weight_sync_s"), "reward_mean": mean("train/reward_mean"),
+        "cpu_s_per_iteration": dict(sorted(cpu.items(), key=lambda kv: -kv[1])),
+        # Cores this run's processes actually got: about 1.0 means the roles took turns on one core's worth of
+        # CPU (a loaded machine's fair share), and overlapping them (async) cannot shorten an iteration.
+        "cores_used": sum(cpu.values()) / statistics.mean(walls),
     }
 
 
@@ -148,6 +193,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--modes", default=DEFAULT_MODES, help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument("--workers", type=int, default=1, help="inference workers of the Ray modes")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every mode, alternating between the modes")
     parser.add_argument("--sizes", default="1000000,4000000,16000000,64000000")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_system.json")
     args = parser.parse_args()
@@ -158,10 +204,13 @@ def main() -> None:
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                            "load_avg_at_start": os.getloadavg()[0]},
                                "command": f"python benchmarks/train_system.py --iterations {args.iterations} --modes {args.modes} "
-                                          f"--workers {args.workers}", "modes": {}}
-    for name in args.modes.split(","):
-        console.print(f"[bold]{name}[/] ...")
-        results["modes"][name] = summarize(run_mode(name, args.iterations, args.workers))
+                                          f"--workers {args.workers} --repeats {args.repeats}", "placement": ROLES, "modes": {}}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for repeat in range(args.repeats):  # modes alternate, so a change in the machine's load hits each of them
+        for name in args.modes.split(","):
+            console.print(f"[bold]{name}[/] (repeat {repeat + 1}/{args.repeats}, load {os.getloadavg()[0]:.1f}) ...")
+            runs.setdefault(name, []).append(run_mode(name, args.iterations, args.workers))
+    results["modes"] = {name: summarize(r) for name, r in runs.items()}
     modes = results["modes"]
     if "sync" in modes:
         for name in ("async1", "async2", "async1_is"):
@@ -170,14 +219,21 @@ def main() -> None:
     results["weight_sync"] = weight_sync_scaling([int(s) for s in args.sizes.split(",")])
     results["machine"]["load_avg_at_end"] = os.getloadavg()[0]
     table = Table(title=f"RL system, tiny Kimi MoE, {args.iterations} iterations (means after the first)")
-    for col in ("mode", "s/iter", "vs sync", "overlap", "learner idle", "staleness", "tokens/s", "sync s", "startup s"):
+    for col in ("mode", "s/iter", "vs sync", "overlap", "learner idle", "staleness", "tokens/s", "sync s", "cores used"):
         table.add_column(col)
     for name, r in modes.items():
         table.add_row(name, f"{r['iteration_s']:.2f}", f"{r.get('speedup_vs_sync', float('nan')):.2f}x" if "speedup_vs_sync" in r else "",
                       f"{r['overlap_frac']:.0%}", f"{r['learner_idle_frac']:.0%}",
                       " ".join(f"{k}:{v:.2f}" for k, v in sorted(r["staleness"].items())), f"{r['trained_tokens_per_s']:.0f}",
-                      f"{r['weight_sync_s']:.3f}", f"{r['startup_s']:.0f}")
+                      f"{r['weight_sync_s']:.3f}", f"{r['cores_used']:.2f}")
     console.print(table)
+    roles = sorted({role for r in modes.values() for role in r["cpu_s_per_iteration"]})
+    cpu_table = Table(title="CPU seconds per iteration by process (after the first iteration)")
+    for col in ("mode", *roles):
+        cpu_table.add_column(col)
+    for name, r in modes.items():
+        cpu_table.add_row(name, *(f"{r['cpu_s_per_iteration'].get(role, 0.0):.2f}" for role in roles))
+    console.print(cpu_table)
     sync_table = Table(title="weight sync: object store put + copy into 2 actors")
     for col in ("parameters", "MB", "seconds"):
         sync_table.add_column(col)

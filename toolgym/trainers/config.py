@@ -224,7 +224,8 @@ class RunSection(_Section):
 
 
 PLACEMENT_FIELDS = ("address", "env_actors", "inference_workers", "env_actor_cpus", "inference_cpus", "learner_cpus",
-                    "inference_gpus", "learner_gpus", "resources", "engine_urls", "ray_num_cpus", "pool")
+                    "inference_gpus", "learner_gpus", "resources", "engine_urls", "ray_num_cpus", "pool",
+                    "inference_threads", "learner_threads")
 """System fields that say where roles run, not what is computed: a run may resume elsewhere."""
 
 
@@ -258,6 +259,12 @@ class SystemSection(_Section):
     """CPUs Ray reserves per inference worker."""
     learner_cpus: float = Field(default=0.5, ge=0.0)
     """CPUs Ray reserves per learner."""
+    inference_threads: int | None = Field(default=None, ge=1)
+    """torch CPU threads in each inference worker (None: ``inference_cpus`` rounded up, at least 1), so each
+    role computes on as many cores as Ray reserved for it and the roles do not fight over the same cores."""
+    learner_threads: int | None = Field(default=None, ge=1)
+    """torch CPU threads in each Ray Train learner (None: ``learner_cpus`` rounded up, at least 1); a
+    ``learner_backend: local`` learner runs in the driver with ``run.torch_threads``."""
     inference_gpus: float = Field(default=0.0, ge=0.0)
     """GPUs per inference worker (0 on CPU machines)."""
     learner_gpus: float = Field(default=0.0, ge=0.0)
@@ -296,6 +303,9 @@ class CriticSection(_Section):
     """Reward of a critic sample that agrees with the verified preference (disagreeing: 0; unparseable: dropped)."""
     max_new_tokens: int = Field(default=64, ge=1)
     """train_critic: tokens a critic sample may generate."""
+    verdict: Literal["json", "label"] = "json"
+    """train_critic: how the trained critic answers. "json": a sampled ``PairwiseCritic`` JSON verdict (LLM judges);
+    "label": one token, read from the log-probabilities of "A" and "B" after a fixed prefix (always parses; for small models)."""
     reweight: bool = False
     """Re-fit the weights of the rubric's critic criteria every iteration from the running calibration
     (non-negative least squares against the outcome over the last ``reweight_window`` scores); their total weight is kept."""
@@ -432,6 +442,9 @@ def _contradictions(cfg: TrainConfig) -> list[str]:
     if c.outcome is not None and cfg.system.mode != "inprocess":
         out.append(f"critic.outcome is read by the in-process GRPO trainer only: set system.mode: inprocess "
                    f"(got {cfg.system.mode!r}) or remove critic.outcome")
+    if c.verdict == "label" and c.critic == "self_pairwise":
+        out.append("critic.verdict: label is read from the trained model's logits by the critic loop, while critic.critic: "
+                   "self_pairwise scores criteria with JSON verdicts: set critic.critic: given or critic.verdict: json")
     if c.train_critic and a.routing_replay:
         out.append("critic.train_critic samples carry no routing records: set algorithm.routing_replay: false or critic.train_critic: false")
     return out + _system_contradictions(cfg)

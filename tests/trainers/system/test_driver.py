@@ -226,3 +226,55 @@ def test_two_data_parallel_learners_on_ray_train_equal_one_learner(ray_local, re
     for row, ref in zip(rows, reference, strict=True):
         bad = [k for k, v in ref.items() if not k.startswith(m.TIME_PREFIX) and abs(row[k] - v) > 1e-5 * max(1.0, abs(v))]
         assert bad == []
+
+
+def test_a_learner_rank_killed_mid_update_fails_the_iteration_and_resume_reproduces_it(ray_local, reference, tmp_path):
+    """The Ray Train learner's rank is SIGKILLed once it is computing iteration 1's update (its CPU time moved
+    after the command): the iteration fails with ``LearnerDied`` naming the learner role, the run stops with
+    iteration 0's checkpoint; resuming from it computes iteration 1 as the uninterrupted in-process trainer does."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    from toolgym.trainers.run import train
+    from toolgym.trainers.system.learner import LearnerDied
+
+    cfg = config({**ON_RAY, "learner_backend": "ray_train"}, run={**BASE["run"], "out_dir": str(tmp_path / "run")})
+    killed: list[float] = []
+
+    def kill_rank_mid_update(rank: psutil.Process, start: float, done: threading.Event) -> None:
+        while not done.is_set():  # the rank's CPU time moving: it received the batch and is updating
+            used = sum(rank.cpu_times()[:2]) - start
+            if used >= 0.02:
+                killed.append(used)
+                os.kill(rank.pid, signal.SIGKILL)
+                return
+            time.sleep(0.001)
+
+    def on_start(trainer) -> None:
+        update = trainer.learner.update
+
+        def update_with_a_kill(batch, lr_factor):
+            done = threading.Event()
+            if trainer.iteration_index == 1:
+                rank = psutil.Process(trainer.learner.pids[0])
+                start = sum(rank.cpu_times()[:2])
+                threading.Thread(target=kill_rank_mid_update, args=(rank, start, done), daemon=True).start()
+            try:
+                return update(batch, lr_factor)
+            finally:
+                done.set()
+
+        trainer.learner.update = update_with_a_kill
+
+    with pytest.raises(LearnerDied, match="learner group") as failure:
+        train(cfg, on_start=on_start)
+    assert killed, "the update ended before the rank was killed"
+    assert failure.value.role == "learner"
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "iter-000001"
+    resumed = train(cfg, resume=True)
+    assert len(resumed.history) == 1
+    assert same_metrics(resumed.history[0], reference[1]) == []

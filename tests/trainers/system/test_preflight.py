@@ -9,6 +9,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from toolgym.errors import ConfigError
 from toolgym.trainers.config import SystemSection, TrainConfig
@@ -138,3 +140,18 @@ def test_the_vllm_engine_is_registered_and_a_missing_venv_is_refused_before_any_
     config = TrainConfig.from_dict({"system": {"mode": "sync", "engine": "vllm"}})
     with pytest.raises(ConfigError, match="make vllm-venv"):
         preflight(config)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from(["inference", "learner"]), st.floats(0.0, 64.0), st.one_of(st.none(), st.integers(1, 64)))
+def test_each_role_computes_on_the_cores_ray_reserved_for_it(role, cpus, threads):
+    """A role's torch threads: its explicit *_threads, else its CPUs rounded up, never 0; never part of the fingerprint."""
+    import math
+
+    from toolgym.trainers.system.cluster import role_threads
+
+    s = SystemSection(**{f"{role}_cpus": cpus, f"{role}_threads": threads})
+    assert role_threads(s, role) == (threads if threads is not None else max(1, math.ceil(cpus)))
+    cfg = TrainConfig.from_dict({"system": {"mode": "sync"}})
+    moved = cfg.model_copy(update={"system": cfg.system.model_copy(update={f"{role}_threads": threads or 3})})
+    assert moved.fingerprint() == cfg.fingerprint()

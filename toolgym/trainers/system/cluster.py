@@ -97,6 +97,23 @@ def remote_options(s: SystemSection, role: str) -> dict[str, Any]:
     return {"num_cpus": cpus, "num_gpus": gpus, "resources": dict(s.resources.get(role, {}))}
 
 
+def role_threads(s: SystemSection, role: str) -> int:
+    """torch threads of one ``role`` process ("inference" or "learner"): its ``*_threads``, else its CPUs rounded up.
+
+    Ray reserves CPUs but does not stop a process from using more: torch's default of one
+    thread per core would let an inference worker and a learner each spread over every core,
+    and overlapping them (async mode) would only time-slice the same cores.
+
+    >>> from toolgym.trainers.config import SystemSection
+    >>> role_threads(SystemSection(inference_cpus=0.5), "inference"), role_threads(SystemSection(learner_cpus=3), "learner")
+    (1, 3)
+    """
+    import math
+
+    threads, cpus = {"inference": (s.inference_threads, s.inference_cpus), "learner": (s.learner_threads, s.learner_cpus)}[role]
+    return threads if threads is not None else max(1, math.ceil(cpus))
+
+
 def env_pool(config: TrainConfig, env: Any) -> Any:
     """The run's env pool (``system.pool``), siblings forked from one reset (``system.fork_siblings``), bound now.
 

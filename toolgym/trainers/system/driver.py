@@ -45,7 +45,7 @@ from toolgym.trainers import metrics as m
 from toolgym.trainers.config import TrainConfig
 from toolgym.trainers.experience import Sampler, TaskSource, collect, iteration_metrics
 from toolgym.trainers.grpo import build_batch
-from toolgym.trainers.system.cluster import close_pool, env_pool, preflight, remote_options
+from toolgym.trainers.system.cluster import close_pool, env_pool, preflight, remote_options, role_threads
 from toolgym.trainers.system.fork import ForkingPool
 from toolgym.trainers.system.inference import EngineSpec, InferenceWorker, WorkerPolicy
 from toolgym.trainers.system.learner import LocalLearner, RayTrainLearner
@@ -94,7 +94,7 @@ class SystemTrainer:
         model.save_pretrained(self._work / "model")  # workers and learners start from these weights
         tokenizer.save_pretrained(self._work / "model")
         spec = EngineSpec(kind=s.engine, model_dir=str(self._work / "model"), dtype=config.model.dtype,
-                          device=config.model.device, torch_threads=config.run.torch_threads)
+                          device=config.model.device, torch_threads=role_threads(s, "inference"))
         actor: Any = ray.remote(InferenceWorker).options(**remote_options(s, "inference"))
         self.workers: list[Any] = [actor.remote(spec.model_copy(update={"url": s.engine_urls[i]} if s.engine_urls else {}))
                         for i in range(s.inference_workers)]

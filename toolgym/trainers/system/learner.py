@@ -20,6 +20,7 @@ hook averages, which would divide every loss by W; summing keeps the losses as w
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -27,11 +28,13 @@ from typing import Any
 
 import torch
 
+from toolgym.errors import ToolgymError
 from toolgym.trainers import metrics as m
 from toolgym.trainers.batch import Batch
 from toolgym.trainers.config import TrainConfig
 from toolgym.trainers.grpo import GRPOTrainer, update_policy
 from toolgym.trainers.step import OptimizerStep, SkipReason
+from toolgym.trainers.system.cluster import role_threads
 
 
 class SummedStep(OptimizerStep):
@@ -145,8 +148,20 @@ class LocalLearner:
         pass
 
 
-class LearnerDied(RuntimeError):
-    """The learner group stopped (a rank was killed or raised); resume the run from its last checkpoint."""
+class LearnerDied(ToolgymError, RuntimeError):
+    """A learner rank was killed or failed, so the update did not happen; resume the run from its last checkpoint.
+
+    ``toolgym train`` prints the message (which names the role and rank when known) and exits 2;
+    ``toolgym train CONFIG --resume`` then redoes the iteration from the last checkpoint.
+    """
+
+    role = "learner"
+    """The role that failed (every system fault names one)."""
+
+    def __init__(self, message: str, *, rank: int | None = None):
+        super().__init__(message)
+        self.rank = rank
+        """The failed rank, when a rank reported its own failure; None when the whole group stopped."""
 
 
 class Mailbox:
@@ -185,7 +200,7 @@ def learner_loop(cfg: dict[str, Any]) -> None:
     config = TrainConfig.from_dict(cfg["config"])
     model = AutoModelForCausalLM.from_pretrained(cfg["model_dir"], dtype=getattr(torch, config.model.dtype))
     updater = Updater(config, model, AutoTokenizer.from_pretrained(cfg["model_dir"]), rank=rank, world=world)
-    ray.get(box.reply.remote(rank, ("ready", None)))
+    ray.get(box.reply.remote(rank, ("ready", os.getpid())))
     while True:
         kind, *args = ray.get(box.receive.remote(rank))
         args = [ray.get(a) if isinstance(a, ray.ObjectRef) else a for a in args]  # batches and states travel by reference
@@ -229,7 +244,7 @@ class RayTrainLearner:
         self.trainer = TorchTrainer(
             learner_loop,
             train_loop_config={"config": config.model_dump(mode="json"), "model_dir": model_dir, "mailbox": self.mailbox,
-                               "threads": config.run.torch_threads},
+                               "threads": role_threads(s, "learner")},
             torch_config=TorchConfig(backend="nccl" if s.learner_gpus else "gloo"),
             scaling_config=ScalingConfig(num_workers=self.world, use_gpu=s.learner_gpus > 0, resources_per_worker=per_worker),
             run_config=RunConfig(storage_path=storage, name="learners"),
@@ -237,7 +252,8 @@ class RayTrainLearner:
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._fit, daemon=True, name="toolgym-learners")
         self.thread.start()
-        self._answers(timeout_s=ready_timeout_s)
+        self.pids: list[int] = self._answers(timeout_s=ready_timeout_s)
+        """Process id of each rank (to watch or, in the fault tests, kill one)."""
 
     def _fit(self) -> None:
         try:
@@ -257,14 +273,16 @@ class RayTrainLearner:
             if ready:
                 rank, (status, value) = ray.get(pending)
                 if status == "error":
-                    raise LearnerDied(f"learner rank {rank} failed: {value}")
+                    raise LearnerDied(f"learner rank {rank} failed: {value}; resume the run from its last checkpoint "
+                                      "(toolgym train CONFIG --resume)", rank=rank)
                 answers[rank] = value
                 if len(answers) < self.world:
                     pending = self.mailbox.collect.remote()
                 continue
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 cause = self.failure or "no answer before the deadline"
-                raise LearnerDied(f"the learner group stopped: {cause}; resume the run from its last checkpoint (--resume)")
+                raise LearnerDied(f"the learner group ({self.world} rank(s)) stopped: {cause}; resume the run from its "
+                                  "last checkpoint (toolgym train CONFIG --resume)")
         return [answers[r] for r in range(self.world)]
 
     def _command(self, *command: Any) -> list[Any]:
@@ -295,3 +313,6 @@ class RayTrainLearner:
             except LearnerDied:
                 pass
             self.thread.join(timeout=60)
+        import ray
+
+        ray.kill(self.mailbox, no_restart=True)

@@ -1,0 +1,163 @@
+"""Sync vs async RL system on the demo recipe: held-out success after RL from the demo's SFT model, per seed.
+
+The demo (``toolgym demo``, ``toolgym.trainers.demo``) warms the shipped base up with SFT and
+then runs GRPO in one process. Here the same SFT model (made once, with the demo's SFT settings,
+seed 0) is trained by ``SystemTrainer`` instead, with the demo's RL config, tasks, rubric and
+held-out tasks, once synchronously and once asynchronously (``max_staleness: 1``) per seed.
+The question (issue 17): is the held-out gain over SFT of async within the spread of sync?
+
+Placement: one HF inference worker (1 CPU, 1 torch thread), one Ray Train learner (1 CPU, 1
+thread), envs in the driver's process (the demo's API env is cheap). The held-out evaluation
+is greedy on the inference worker; after SFT it is the same for every seed and mode, so it is
+measured once.
+
+    python benchmarks/system_heldout.py                                # 3 seeds, the demo's RL length
+    python benchmarks/system_heldout.py --seeds 0 1 2 --iterations 10 --heldout 100
+
+Writes benchmarks/results/system_heldout.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+OUT = Path(__file__).parent / "results" / "system_heldout.json"
+PLACEMENT = {"pool": "local", "inference_workers": 1, "inference_cpus": 1.0, "learners": 1, "learner_cpus": 1.0,
+             "learner_backend": "ray_train"}
+MODES = {"sync": {"mode": "sync"}, "async1": {"mode": "async", "max_staleness": 1}}
+
+
+def make_sft_model(cfg: Any, out: Path, log: Any) -> dict[str, Any]:
+    """The demo's SFT stage (base -> SFT on gold episodes of its training tasks), saved to ``out``."""
+    import torch
+
+    from toolgym.policies.models.gold_episodes import replay_gold
+    from toolgym.trainers.demo import _kimi, load_base
+    from toolgym.trainers.demo_tasks import demo_env, demo_split
+    from toolgym.trainers.sft import SFTConfig, conversation_row, train_rows
+
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_base(cfg.base)
+    env, fmt = demo_env()(), _kimi()
+    tasks = demo_split("train", cfg.sft_tasks)
+    rows = [conversation_row(tokenizer, c.messages, c.tools) for c in (replay_gold(env, t, fmt) for t in tasks)]
+    t0 = time.perf_counter()
+    sft = train_rows(model, rows, SFTConfig(**{**asdict(cfg.sft), "seed": cfg.seed}), pad_id=tokenizer.pad_token_id,
+                     log=lambda step, loss: log(f"  sft step {step}: loss {loss:.3f}"))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {"steps": sft.steps, "final_loss": sft.final_loss, "seconds": time.perf_counter() - t0}
+
+
+def rl_run(mode: str, seed: int, sft_dir: Path, iterations: int, heldout_n: int, evaluate_first: bool,
+           log: Any) -> dict[str, Any]:
+    """GRPO with the demo's RL config on ``SystemTrainer`` from the SFT model; held-out success after it."""
+    from toolgym.policies.hf_model import load_model_and_tokenizer
+    from toolgym.trainers import metrics as m
+    from toolgym.trainers.config import TrainConfig
+    from toolgym.trainers.demo import DemoConfig, _rl_config
+    from toolgym.trainers.demo_tasks import demo_env, demo_rubric, demo_split
+    from toolgym.trainers.system.driver import SystemTrainer
+
+    demo = replace(DemoConfig(seed=seed), rl_iterations=iterations)
+    heldout = demo_split("heldout", heldout_n)
+    rl_tasks = demo_split("train", demo.sft_tasks + iterations * demo.rl_tasks_per_iteration)[demo.sft_tasks :]
+    base = _rl_config(demo, len(heldout)).model_dump(mode="json")
+    cfg = TrainConfig.from_dict({**base, "run": {**base["run"], "torch_threads": 1}, "system": {**PLACEMENT, **MODES[mode]}})
+    model, tokenizer = load_model_and_tokenizer(str(sft_dir))
+    trainer = SystemTrainer(cfg, model, tokenizer, env=demo_env(), rubric=demo_rubric(), heldout=heldout,
+                            tasks=lambda first, n: [rl_tasks[(first + k) % len(rl_tasks)] for k in range(n)])
+    out: dict[str, Any] = {"mode": mode, "seed": seed, "walls": [], "rewards": []}
+    try:
+        if evaluate_first:
+            out["after_sft"] = trainer.evaluate()[m.HELDOUT_SUCCESS]
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            t = time.perf_counter()
+            row = trainer.iteration()
+            out["walls"].append(time.perf_counter() - t)
+            out["rewards"].append(row.get(m.REWARD_MEAN, float("nan")))
+            log(f"  [{mode} seed {seed}] iteration {len(out['walls'])}: reward {out['rewards'][-1]:.3f}, {out['walls'][-1]:.1f}s")
+        out["rl_s"] = time.perf_counter() - t0
+        row = trainer.evaluate()
+        out["after_rl"], out["after_rl_score"] = row[m.HELDOUT_SUCCESS], row[m.HELDOUT_SCORE]
+    finally:
+        trainer.close()
+    return out
+
+
+def summary(runs: list[dict[str, Any]], after_sft: float) -> dict[str, Any]:
+    """Per mode: gains over SFT (mean, std, min, max) and mean seconds per iteration."""
+    out: dict[str, Any] = {}
+    for mode in MODES:
+        gains = [r["after_rl"] - after_sft for r in runs if r["mode"] == mode]
+        walls = [w for r in runs if r["mode"] == mode for w in r["walls"][1:]]
+        if gains:
+            out[mode] = {"gains": gains, "mean_gain": statistics.mean(gains), "min_gain": min(gains), "max_gain": max(gains),
+                         "std_gain": statistics.stdev(gains) if len(gains) > 1 else 0.0,
+                         "iteration_s": statistics.mean(walls) if walls else float("nan")}
+    if "sync" in out and "async1" in out:
+        a, s = out["async1"], out["sync"]
+        out["async_mean_within_sync_spread"] = s["min_gain"] <= a["mean_gain"] <= s["max_gain"]
+        out["async_vs_sync_iteration_speed"] = s["iteration_s"] / a["iteration_s"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--iterations", type=int, default=None, help="RL iterations per run (default: the demo's)")
+    parser.add_argument("--heldout", type=int, default=None, help="held-out tasks (default: the demo's)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    import ray
+    import torch
+
+    from toolgym.trainers.demo import DemoConfig
+
+    torch.set_num_threads(1)
+    demo = DemoConfig()
+    iterations, heldout_n = args.iterations or demo.rl_iterations, args.heldout or demo.heldout_tasks
+    console = Console()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    clock = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="toolgym-sft-") as folder:
+        sft_dir = Path(folder) / "sft"
+        sft = make_sft_model(demo, sft_dir, console.print)
+        runs = []
+        for seed in args.seeds:
+            for mode in MODES:
+                console.print(f"[bold]{mode}[/] seed {seed} (load {os.getloadavg()[0]:.1f})")
+                runs.append(rl_run(mode, seed, sft_dir, iterations, heldout_n, evaluate_first=not runs, log=console.print))
+    after_sft = runs[0]["after_sft"]
+    result = {"command": f"python benchmarks/system_heldout.py --seeds {' '.join(map(str, args.seeds))} "
+                         f"--iterations {iterations} --heldout {heldout_n}",
+              "demo": asdict(demo), "placement": PLACEMENT, "sft": sft, "after_sft": after_sft, "runs": runs,
+              "summary": summary(runs, after_sft), "minutes": (time.perf_counter() - clock) / 60,
+              "load_avg_at_end": os.getloadavg()[0]}
+    table = Table(title=f"held-out success (greedy, {heldout_n} tasks) after {iterations} RL iterations from the demo's SFT model")
+    for col in ("seed", "mode", "after SFT", "after RL", "gain", "s/iter"):
+        table.add_column(col, justify="right")
+    for r in runs:
+        table.add_row(str(r["seed"]), r["mode"], f"{after_sft:.1%}", f"{r['after_rl']:.1%}", f"{r['after_rl'] - after_sft:+.1%}",
+                      f"{statistics.mean(r['walls'][1:] or r['walls']):.1f}")
+    console.print(table)
+    console.print(json.dumps(result["summary"], indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"wrote {args.out} ({result['minutes']:.0f} min)")
+
+
+if __name__ == "__main__":
+    main()
