@@ -149,6 +149,15 @@ def test_startup_cause_is_the_first_exception_line_without_its_prefix(before, na
     assert startup_cause("\n".join(before)) == ""
 
 
+def test_a_startup_error_survives_pickling_as_a_ray_actor_error_does():
+    import pickle
+
+    error = VLLMStartupError("vLLM server exited", returncode=1, cause="RuntimeError: no weights", log_tail="...")
+    again = pickle.loads(pickle.dumps(error))
+    assert (type(again), str(again), again.returncode, again.cause, again.log_tail) == \
+        (VLLMStartupError, "vLLM server exited", 1, "RuntimeError: no weights", "...")
+
+
 def _supervised(tmp_path: Path, script: str) -> list[str]:
     """The command ``VLLMServer.start`` uses around a server, with ``python -c script`` as the server."""
     from toolgym.policies.vllm_engine import EXTENSION_MODULE, write_extension

@@ -94,7 +94,8 @@ class VLLMStartupError(VLLMUnreachableError):
         log_tail: The last lines of its log.
     """
 
-    def __init__(self, message: str, *, returncode: int | None, cause: str, log_tail: str):
+    def __init__(self, message: str, *, returncode: int | None = None, cause: str = "", log_tail: str = ""):
+        # Defaults so that pickling (an inference worker's error crossing Ray) rebuilds it; the attributes travel too.
         super().__init__(message)
         self.returncode = returncode
         self.cause = cause
