@@ -34,6 +34,7 @@ from toolgym.envs.shell.docker_harness import (
     MODEL_UID,
     MODEL_USER,
     READ_FILE,
+    READ_FILES,
     RESET_TO,
     RUN_ISOLATED,
     SCRATCH,
@@ -44,6 +45,7 @@ from toolgym.envs.shell.docker_harness import (
     checked_path,
     file_error,
     parse_listing,
+    parse_reads,
     run_script,
 )
 from toolgym.envs.shell.docker_session import TRUNCATION_MARKER, DockerSession
@@ -53,6 +55,7 @@ from toolgym.envs.shell.quota import scratch_sizes
 from toolgym.envs.shell.sandbox import (
     WORKSPACE,
     CommandResult,
+    PathOutsideWorkspace,
     Sandbox,
     SandboxError,
     SandboxLimits,
@@ -346,6 +349,25 @@ class DockerSandbox(Sandbox):
         cap = min(max_bytes or self.limits.output_bytes, self.limits.output_bytes)
         done = await self._harness_file_op(READ_FILE, path, full, str(int(cap)))
         return done.stdout.decode("utf-8", "replace")
+
+    async def read_files(self, paths: list[str], max_bytes: int | None = None) -> dict[str, str | Exception]:
+        """``read_file`` of every path in one harness exec (see ``Sandbox.read_files``)."""
+        if not paths:
+            return {}
+        cap = min(max_bytes or self.limits.output_bytes, self.limits.output_bytes)
+        args: list[str] = [str(int(cap))]
+        early: dict[str, str | Exception] = {}
+        for path in paths:
+            try:
+                args += [path, checked_path(self.resolve(path))]
+            except (PathOutsideWorkspace, ValueError) as exc:
+                early[path] = exc
+        await self._ensure_started()
+        done: ExecResult = await self._call(self._harness_file_exec, READ_FILES, tuple(args), None, "0:0")
+        if done.exit_code != 0:
+            raise SandboxError(f"could not read the files: {done.why()}")
+        read = parse_reads(done.stdout, [p for p in paths if p not in early])
+        return {path: early[path] if path in early else read[path] for path in paths}
 
     async def write_file(self, path: str, content: str) -> int:
         """Create or overwrite a workspace file as the model's uid; a short or failed write raises ``OSError``."""

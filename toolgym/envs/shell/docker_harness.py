@@ -95,6 +95,24 @@ READ_FILE = _RESOLVE + r"""
 [ -f "$p" ] || { echo "tg:notfile it is a $(/usr/bin/stat -c %F -- "$p")" >&2; exit 8; }
 exec /usr/bin/head -c "$2" -- "$p"
 """
+# $1 = bytes kept per file, then the paths asked for and their resolved full paths, in pairs.
+# One record per path: "<bytes> <ok or the tg: reason>\n" and the bytes (the catalog's expected
+# files in one exec, instead of one exec each). Each file goes through a root-only scratch file
+# so its size is known before it is sent.
+READ_FILES = rf"""
+cap=$1; shift; f={SCRATCH}/read.$$
+trap '/bin/rm -f "$f"' EXIT
+while [ $# -ge 2 ]; do
+  p=$(/usr/bin/realpath -m -- "$2") || p=/nonexistent; shift 2
+  case "$p" in {WORKSPACE}|{WORKSPACE}/*) ;; *) printf '0 tg:outside\n'; continue;; esac
+  if [ ! -e "$p" ]; then printf '0 tg:missing\n'
+  elif [ -d "$p" ]; then printf '0 tg:isdir\n'
+  elif [ ! -f "$p" ]; then printf '0 tg:notfile it is a %s\n' "$(/usr/bin/stat -c %F -- "$p")"
+  elif /usr/bin/head -c "$cap" -- "$p" > "$f"; then printf '%s ok\n' "$(/usr/bin/stat -c %s -- "$f")"; /bin/cat -- "$f"
+  else printf '0 tg:unreadable\n'
+  fi
+done
+"""
 # Runs as the model's uid, so that files it writes are the model's (and a mode-000 file refuses).
 WRITE_FILE = _RESOLVE + r"""
 [ -d "$p" ] && { echo tg:isdir >&2; exit 5; }
@@ -238,6 +256,18 @@ def file_error(path: str, reason: str) -> Exception:
         "short": OSError(f"{path!r}: the write did not complete ({detail}); the disk may be full"),
     }
     return errors.get(key, OSError(f"{path!r}: {reason[:300]}"))
+
+
+def parse_reads(out: bytes, paths: list[str]) -> dict[str, str | Exception]:
+    """``READ_FILES``' records as each path's text, or the exception ``read_file`` would raise."""
+    result: dict[str, str | Exception] = {}
+    pos = 0
+    for path in paths:
+        end = out.index(b"\n", pos)
+        size, _, reason = out[pos:end].decode("utf-8", "replace").partition(" ")
+        pos = end + 1 + int(size)
+        result[path] = out[end + 1 : pos].decode("utf-8", "replace") if reason == "ok" else file_error(path, reason)
+    return result
 
 
 def parse_listing(out: bytes) -> list[str]:

@@ -235,6 +235,20 @@ class Sandbox(abc.ABC):
         body = f'[ -e "$p" ] || {{ echo tg:missing >&2; exit 4; }}; [ -d "$p" ] && {{ echo tg:isdir >&2; exit 5; }}; head -c {int(cap)} -- "$p"'
         return (await self._file_op(full, body, path)).stdout
 
+    async def read_files(self, paths: list[str], max_bytes: int | None = None) -> dict[str, str | Exception]:
+        """``read_file`` of each path: its text, or the exception ``read_file`` raises for it
+        (``OSError``, ``PathOutsideWorkspace``, ``ValueError``). ``SandboxError`` (the sandbox
+        itself failed) raises. A backend may read them all at once (docker: one exec)."""
+        out: dict[str, str | Exception] = {}
+        for path in paths:
+            try:
+                out[path] = await self.read_file(path, max_bytes)
+            except SandboxError:
+                raise
+            except (OSError, PathOutsideWorkspace, ValueError) as exc:
+                out[path] = exc
+        return out
+
     async def write_file(self, path: str, content: str) -> int:
         """Create or overwrite a workspace file (parents created). Returns the bytes written."""
         if not isinstance(content, str):

@@ -24,7 +24,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from toolgym.envs.shell.sandbox import PathOutsideWorkspace, Sandbox, SandboxError
+from toolgym.envs.shell.sandbox import Sandbox
 from toolgym.envs.types import Task
 
 CHECK_TIMEOUT_S = 60.0
@@ -96,15 +96,8 @@ def summary_counts(output: str) -> dict[str, int]:
 async def read_expected(sandbox: Sandbox, paths: list[str]) -> dict[str, str | None]:
     """Final text of each path (None when it does not exist or is not a readable regular file:
     a FIFO, a socket or a link out of the workspace is a wrong file, never a crash)."""
-    out: dict[str, str | None] = {}
-    for path in paths:
-        try:
-            out[path] = await sandbox.read_file(path, max_bytes=MAX_FILE_BYTES)
-        except SandboxError:
-            raise
-        except (OSError, PathOutsideWorkspace, ValueError):
-            out[path] = None
-    return out
+    read = await sandbox.read_files(paths, max_bytes=MAX_FILE_BYTES)  # one harness exec on docker
+    return {path: text if isinstance(text, str) else None for path, text in read.items()}
 
 
 async def run_check(sandbox: Sandbox, check: str) -> CheckRun:
