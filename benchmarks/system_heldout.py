@@ -2,8 +2,9 @@
 
 The demo (``toolgym demo``, ``toolgym.trainers.demo``) warms the shipped base up with SFT and
 then runs GRPO in one process. Here the same SFT model (made once, with the demo's SFT settings,
-seed 0) is trained by ``SystemTrainer`` instead, with the demo's RL config, tasks, rubric and
-held-out tasks, once synchronously and once asynchronously (``max_staleness: 1``) per seed.
+seed 0) is trained by ``SystemTrainer`` instead, with the demo's RL config, tasks ("new" kind), rubric
+and held-out tasks ("new" kind), once synchronously and once asynchronously (``max_staleness: 1``)
+per seed.
 The question (issue 17): is the held-out gain over SFT of async within the spread of sync?
 
 Placement: one HF inference worker (1 CPU, 1 torch thread), one Ray Train learner (1 CPU, 1
@@ -39,59 +40,56 @@ MODES = {"sync": {"mode": "sync"}, "async1": {"mode": "async", "max_staleness": 
 
 
 def make_sft_model(cfg: Any, out: Path, log: Any) -> dict[str, Any]:
-    """The demo's SFT stage (base -> SFT on gold episodes of its training tasks), saved to ``out``."""
-    import torch
+    """The demo's SFT stage (base -> SFT on gold episodes of its demonstrated tasks), saved to ``out``."""
+    from toolgym.trainers.demo import _Demo
+    from toolgym.trainers.demo_tasks import demo_split
+    from toolgym.trainers.sft import SFTConfig
 
-    from toolgym.policies.models.gold_episodes import replay_gold
-    from toolgym.trainers.demo import _kimi, load_base
-    from toolgym.trainers.demo_tasks import demo_env, demo_split
-    from toolgym.trainers.sft import SFTConfig, conversation_row, train_rows
-
-    torch.manual_seed(cfg.seed)
-    model, tokenizer = load_base(cfg.base)
-    env, fmt = demo_env()(), _kimi()
-    tasks = demo_split("train", cfg.sft_tasks)
-    rows = [conversation_row(tokenizer, c.messages, c.tools) for c in (replay_gold(env, t, fmt) for t in tasks)]
-    t0 = time.perf_counter()
-    sft = train_rows(model, rows, SFTConfig(**{**asdict(cfg.sft), "seed": cfg.seed}), pad_id=tokenizer.pad_token_id,
-                     log=lambda step, loss: log(f"  sft step {step}: loss {loss:.3f}"))
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return {"steps": sft.steps, "final_loss": sft.final_loss, "seconds": time.perf_counter() - t0}
+    demo = _Demo(cfg, log, None)
+    try:
+        tasks = demo_split("train", cfg.sft_tasks, "demonstrated")
+        sft = demo.train_sft("sft", demo.sft_rows(tasks), SFTConfig(**{**asdict(cfg.sft), "seed": cfg.seed}))
+        demo.model.save_pretrained(out)
+        demo.tokenizer.save_pretrained(out)
+    finally:
+        demo.trainer.close()
+    return {key: sft[key] for key in ("rows", "steps", "final_loss", "seconds")}
 
 
-def rl_run(mode: str, seed: int, sft_dir: Path, iterations: int, heldout_n: int, evaluate_first: bool,
+def rl_run(mode: str, seed: int, sft_dir: Path, demo: Any, iterations: int, heldout_n: int, evaluate_first: bool,
            log: Any) -> dict[str, Any]:
     """GRPO with the demo's RL config on ``SystemTrainer`` from the SFT model; held-out success after it."""
     from toolgym.policies.hf_model import load_model_and_tokenizer
     from toolgym.trainers import metrics as m
     from toolgym.trainers.config import TrainConfig
-    from toolgym.trainers.demo import DemoConfig, _rl_config
+    from toolgym.trainers.demo import _rl_config
     from toolgym.trainers.demo_tasks import demo_env, demo_rubric, demo_split
     from toolgym.trainers.system.driver import SystemTrainer
 
-    demo = replace(DemoConfig(seed=seed), rl_iterations=iterations)
-    heldout = demo_split("heldout", heldout_n)
-    rl_tasks = demo_split("train", demo.sft_tasks + iterations * demo.rl_tasks_per_iteration)[demo.sft_tasks :]
-    base = _rl_config(demo, len(heldout)).model_dump(mode="json")
+    demo = replace(demo, seed=seed, rl_iterations=iterations)
+    heldout = demo_split("heldout", heldout_n, "new")  # the kind no demonstration showed: what RL should teach
+    rl_tasks = demo_split("train", iterations * demo.rl_tasks_per_iteration, "new")
+    base = _rl_config(demo).model_dump(mode="json")
     cfg = TrainConfig.from_dict({**base, "run": {**base["run"], "torch_threads": 1}, "system": {**PLACEMENT, **MODES[mode]}})
     model, tokenizer = load_model_and_tokenizer(str(sft_dir))
-    trainer = SystemTrainer(cfg, model, tokenizer, env=demo_env(), rubric=demo_rubric(), heldout=heldout,
+    trainer = SystemTrainer(cfg, model, tokenizer, env=demo_env(), rubric=demo_rubric(),
                             tasks=lambda first, n: [rl_tasks[(first + k) % len(rl_tasks)] for k in range(n)])
     out: dict[str, Any] = {"mode": mode, "seed": seed, "walls": [], "rewards": []}
     try:
         if evaluate_first:
-            out["after_sft"] = trainer.evaluate()[m.HELDOUT_SUCCESS]
+            out["after_sft"] = trainer.evaluate(heldout)[m.HELDOUT_SUCCESS]
+            log(f"  after SFT: held-out success {out['after_sft']:.1%}")
         t0 = time.perf_counter()
         for _ in range(iterations):
             t = time.perf_counter()
             row = trainer.iteration()
             out["walls"].append(time.perf_counter() - t)
             out["rewards"].append(row.get(m.REWARD_MEAN, float("nan")))
-            log(f"  [{mode} seed {seed}] iteration {len(out['walls'])}: reward {out['rewards'][-1]:.3f}, {out['walls'][-1]:.1f}s")
+            log(f"  {mode} seed {seed}: iteration {len(out['walls'])}: reward {out['rewards'][-1]:.3f}, {out['walls'][-1]:.1f}s")
         out["rl_s"] = time.perf_counter() - t0
-        row = trainer.evaluate()
+        row = trainer.evaluate(heldout)
         out["after_rl"], out["after_rl_score"] = row[m.HELDOUT_SUCCESS], row[m.HELDOUT_SCORE]
+        log(f"  {mode} seed {seed}: after RL: held-out success {out['after_rl']:.1%}")
     finally:
         trainer.close()
     return out
@@ -119,6 +117,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=None, help="RL iterations per run (default: the demo's)")
     parser.add_argument("--heldout", type=int, default=None, help="held-out tasks (default: the demo's)")
+    parser.add_argument("--tasks-per-iteration", type=int, default=None, help="RL tasks per iteration (default: the demo's)")
+    parser.add_argument("--sft-tasks", type=int, default=None, help="SFT tasks (default: the demo's; fewer for a smoke run)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     import ray
@@ -128,6 +128,10 @@ def main() -> None:
 
     torch.set_num_threads(1)
     demo = DemoConfig()
+    if args.sft_tasks:
+        demo = replace(demo, sft_tasks=args.sft_tasks)
+    if args.tasks_per_iteration:
+        demo = replace(demo, rl_tasks_per_iteration=args.tasks_per_iteration)
     iterations, heldout_n = args.iterations or demo.rl_iterations, args.heldout or demo.heldout_tasks
     console = Console()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -139,10 +143,11 @@ def main() -> None:
         for seed in args.seeds:
             for mode in MODES:
                 console.print(f"[bold]{mode}[/] seed {seed} (load {os.getloadavg()[0]:.1f})")
-                runs.append(rl_run(mode, seed, sft_dir, iterations, heldout_n, evaluate_first=not runs, log=console.print))
+                runs.append(rl_run(mode, seed, sft_dir, demo, iterations, heldout_n, evaluate_first=not runs, log=console.print))
     after_sft = runs[0]["after_sft"]
     result = {"command": f"python benchmarks/system_heldout.py --seeds {' '.join(map(str, args.seeds))} "
-                         f"--iterations {iterations} --heldout {heldout_n}",
+                         f"--iterations {iterations} --heldout {heldout_n} --tasks-per-iteration {demo.rl_tasks_per_iteration} "
+                         f"--sft-tasks {demo.sft_tasks}",
               "demo": asdict(demo), "placement": PLACEMENT, "sft": sft, "after_sft": after_sft, "runs": runs,
               "summary": summary(runs, after_sft), "minutes": (time.perf_counter() - clock) / 60,
               "load_avg_at_end": os.getloadavg()[0]}
