@@ -284,3 +284,75 @@ def test_self_pairwise_registers_the_policy_as_critic_once():
         CriticLoop(config(critic="self_pairwise", name="digits"), SimpleNamespace(rubric=RUBRIC, critics=[given_critic], policy=None))
     with pytest.raises(ConfigError, match="critic.outcome 'nope' is no criterion of rubric 'heavy'"):
         CriticLoop(config(outcome="nope"), sampler)
+
+
+# ---------------------------------------------------------------- the label verdict (critic.verdict: label)
+
+
+def label_loop(trainer, **critic):
+    return CriticLoop(config(train_critic=True, verdict="label", **critic), trainer.sampler)
+
+
+def winner_log_odds(loop, items) -> list[float]:
+    _, verdicts = loop.label_verdicts(items)
+    return [math.log(v.p(w) / (1 - v.p(w))) for v, (_, _, w) in zip(verdicts, items, strict=True)]
+
+
+def test_label_rows_ask_both_orders_and_reward_the_verified_winner_label(trainer):
+    from toolgym.rubrics.critics.label import label_tokens
+
+    episodes = trainer.sampler.rollout(trainer.sampler.tasks(6), group_size=4, temperature=1.0, seed=11)
+    loop = label_loop(trainer)
+    tokens = label_tokens(trainer.sampler.policy.tokenizer)
+    batch, stats = loop.critic_batch(0, [(episodes[0], episodes[1], "A"), (episodes[2], episodes[3], "B")])
+    # 2 pairs x 2 orders asked, every verdict read (none unscorable), 2 label rows per prompt
+    assert stats[m.CRITIC_TRAIN_SAMPLES] == 4 and stats[m.CRITIC_TRAIN_UNSCORABLE] == 0 and stats[m.CRITIC_TRAIN_ROWS] == 8
+    last = [int(row[mask.bool()][-1]) for row, mask in zip(batch.input_ids, batch.attention_mask, strict=True)]
+    # prompts: (0, 1) winner A, (1, 0) winner B, (2, 3) winner B, (3, 2) winner A; the winner's label row first
+    assert last == [tokens.a, tokens.b, tokens.b, tokens.a, tokens.b, tokens.a, tokens.a, tokens.b]
+    assert batch.rewards.tolist() == [1.0, 0.0] * 4 and all(batch.advantages[0::2] > 0) and all(batch.advantages[1::2] < 0)
+    assert batch.loss_mask.sum(dim=1).tolist() == [1.0] * 8  # only the label token is trained on
+    prompt_a, prompt_b = batch.input_ids[0][batch.attention_mask[0].bool()][:-1], batch.input_ids[1][batch.attention_mask[1].bool()][:-1]
+    assert torch.equal(prompt_a, prompt_b)  # the two rows of a group differ only in the label
+    ends = batch.input_ids[0][batch.attention_mask[0].bool()][-1 - len(tokens.prefix) : -1].tolist()
+    assert ends == list(tokens.prefix)
+
+
+def test_a_training_step_moves_the_label_probability_toward_the_verified_winner(trainer):
+    episodes = trainer.sampler.rollout(trainer.sampler.tasks(7), group_size=4, temperature=1.0, seed=12)
+    loop = label_loop(trainer)
+    pair = (episodes[0], episodes[1], "B")
+    items = [pair, (pair[1], pair[0], "A")]
+    before = winner_log_odds(loop, items)
+    batch, _ = loop.critic_batch(0, [pair])
+    params = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    try:
+        trainer.update(batch)
+        after = winner_log_odds(loop, items)
+    finally:  # the module's other tests see the model as it was
+        with torch.no_grad():
+            for n, p in trainer.model.named_parameters():
+                p.copy_(params[n])
+    assert sum(after) > sum(before) + 1e-3, (before, after)
+
+
+def test_an_iteration_with_label_verdicts_trains_every_critic_prompt(trainer):
+    loop = trainer.critic_loop
+    trainer.critic_loop = label_loop(trainer, mix_fraction=0.5)
+    params = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    try:
+        row = trainer.iteration()
+    finally:
+        trainer.critic_loop = loop
+        with torch.no_grad():
+            for n, p in trainer.model.named_parameters():
+                p.copy_(params[n])
+    assert row[m.CRITIC_VERIFIED_PAIRS] > 0 and row[m.CRITIC_TRAIN_UNSCORABLE] == 0
+    assert row[m.CRITIC_TRAIN_ROWS] == 2 * row[m.CRITIC_TRAIN_SAMPLES] > 0 and 0.0 <= row[m.CRITIC_TRAIN_AGREEMENT] <= 1.0
+
+
+def test_label_verdict_config_is_checked():
+    with pytest.raises(ConfigError, match="critic.verdict: label.*set critic.critic: given"):
+        TrainConfig.from_dict({"critic": {"outcome": "state", "verdict": "label", "critic": "self_pairwise"}})
+    with pytest.raises(ConfigError, match="verdict"):
+        TrainConfig.from_dict({"critic": {"outcome": "state", "verdict": "yaml"}})

@@ -14,6 +14,13 @@ can, and refines that critic with the verifiable signals of on-policy rollouts. 
    groups get group-relative advantages like any other and join the iteration's batch, so one
    update trains both roles (self-critique).
 
+With ``critic.verdict: label`` the critic answers with one token instead of JSON
+(``toolgym.rubrics.critics.label``): its verdict is read from the log-probabilities of "A" and
+"B" after a fixed prefix, so it always parses, and each verified pair is asked in both orders.
+Every prompt's group is then the verdict's whole action space, its two labels, rewarded as
+samples would be (``agree_reward`` for the verified winner, 0 for the other): the same
+group-relative update, without sampling noise and without a format to learn first.
+
 ``critic.critic: self_pairwise`` also registers a ``PairwiseCritic`` run by the policy itself, so
 the rubric's critic criteria are judged by the model being trained.
 """
@@ -33,6 +40,15 @@ from toolgym.policy import PolicyRequest, PolicyTurn, SamplingParams
 from toolgym.rollouts.episode import Episode
 from toolgym.rollouts.rows import TokenRow
 from toolgym.rubrics import Score
+from toolgym.rubrics.critics.label import (
+    Label,
+    LabelTokens,
+    LabelVerdict,
+    label_agreement,
+    label_prompt,
+    label_tokens,
+    swapped,
+)
 from toolgym.rubrics.critics.online import CriterionCheck, RunningCalibration, check_critics, reweighted, verified_pairs
 from toolgym.rubrics.critics.pairwise import PairwiseCritic, pairwise_prompt
 from toolgym.rubrics.critics.parse import JudgementParseError, PairItem, parse_pairwise
@@ -42,6 +58,7 @@ from toolgym.trainers import metrics as m
 from toolgym.trainers import rl
 from toolgym.trainers.batch import Batch, make_batch
 from toolgym.trainers.config import ConfigError, TrainConfig
+from toolgym.trainers.moe import training_forward
 
 TRANSCRIPT_CHARS = 1200
 """Per-response transcript limit in critic-training prompts (tiny models have short contexts)."""
@@ -82,6 +99,40 @@ def judgement_row(turn: PolicyTurn, episode_id: str, group: str) -> TokenRow | N
                     behaviour_logprobs=[0.0] * n + list(logprobs), prompt_len=n, turn_spans=[(n, n + len(ids))],
                     turn_indices=[0], ends_episode=True, terminated=turn.finish_reason == "stop",
                     truncated=turn.finish_reason == "length", metadata={"critic": True})
+
+
+def label_row(prompt: Sequence[int], token: int, logp: float, episode_id: str, group: str) -> TokenRow:
+    """The training row of one label verdict: the prompt (masked out, ending with the verdict prefix) and the label token."""
+    n = len(prompt)
+    return TokenRow(episode_id=episode_id, group=group, input_ids=[*prompt, token], loss_mask=[0] * n + [1],
+                    behaviour_logprobs=[0.0] * n + [logp], prompt_len=n, turn_spans=[(n, n + 1)], turn_indices=[0],
+                    ends_episode=True, terminated=True, truncated=False, metadata={"critic": True})
+
+
+def label_logprobs(model: Any, prompts: Sequence[Sequence[int]], tokens: LabelTokens, pad_id: int,
+                   micro_batch_size: int = 16) -> torch.Tensor:
+    """``(N, 2)`` log-probabilities of "A" and "B" as the next token after each prompt (no gradient).
+
+    The forward is the trainer's (``training_forward``, right-padded), so these are exactly the
+    behaviour log-probs the update's ratio compares against.
+    """
+    out = torch.zeros(len(prompts), 2)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(prompts), micro_batch_size):
+            chunk = prompts[start : start + micro_batch_size]
+            width = max(len(p) for p in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)  # (b, W)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)  # (b, W)
+            for i, p in enumerate(chunk):
+                ids[i, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+                mask[i, : len(p)] = 1
+            logits = training_forward(model, ids, mask).logits  # (b, W, V)
+            last = logits[torch.arange(len(chunk)), mask.sum(dim=1) - 1].float()  # (b, V): predicts the label
+            out[start : start + len(chunk)] = torch.log_softmax(last, dim=-1)[:, [tokens.a, tokens.b]]  # (b, 2)
+    model.train(was_training)
+    return out
 
 
 def concat_batches(first: Batch | None, second: Batch | None, pad_id: int) -> Batch | None:
@@ -137,6 +188,13 @@ class CriticLoop:
         self.outcome: Criterion = by_id[c.outcome]
         if c.critic == "self_pairwise":
             sampler.critics = _with_critic(sampler.critics, PairwiseCritic(sampler.policy, name=c.name, seed=config.run.seed))
+        self.label_tokens: LabelTokens | None = None
+        """critic.verdict "label": the verdict prefix and label token ids of the policy's tokenizer."""
+        if c.verdict == "label":
+            try:
+                self.label_tokens = label_tokens(sampler.policy.tokenizer)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
         critic_ids = [cr.id for cr in rubric.criteria if cr.source.type == "critic"]
         self.calibration = RunningCalibration(c.outcome, critic_ids, c.reweight_window, c.threshold) if c.reweight else None
         """critic.reweight: the running calibration the critic criteria's weights are re-fitted from."""
@@ -157,8 +215,9 @@ class CriticLoop:
         if not c.train_critic or not pairs:
             return batch, out
         rng.shuffle(pairs)
-        wanted = round(c.mix_fraction / (1 - c.mix_fraction) * len(episodes))  # critic samples for the fraction
-        chosen = pairs[: max(1, min(len(pairs), wanted // k))]
+        wanted = round(c.mix_fraction / (1 - c.mix_fraction) * len(episodes))  # critic rows for the fraction
+        per_pair = 4 if c.verdict == "label" else k  # label: 2 orders x 2 labels; json: k sampled judgements
+        chosen = pairs[: max(1, min(len(pairs), wanted // per_pair))]
         items = [(episodes[g[p.a]], episodes[g[p.b]], p.winner) for g, p in chosen]
         critic_batch, stats = self.critic_batch(iteration, items)
         return concat_batches(batch, critic_batch, self.sampler.pad_id), {**out, **stats}
@@ -175,7 +234,10 @@ class CriticLoop:
         return {m.CRITIC_WEIGHT.format(criterion=c.id): c.weight for c in self.sampler.rubric.criteria if c.id in fit.weights}
 
     def critic_batch(self, iteration: int, items: Sequence[tuple[Episode, Episode, str]]) -> tuple[Batch | None, dict[str, float]]:
-        """Sample ``group_size`` judgements per (A, B, verified winner), reward agreement, and batch the groups."""
+        """Sample ``group_size`` judgements per (A, B, verified winner), reward agreement, and batch the groups
+        (``critic.verdict`` "label": ``label_batch`` instead)."""
+        if self.label_tokens is not None:
+            return self.label_batch(iteration, items)
         cfg, k = self.config, self.config.algorithm.group_size
         sampling = SamplingParams(max_new_tokens=cfg.critic.max_new_tokens, temperature=cfg.temperature_at(iteration),
                                   top_p=cfg.rollout.top_p)
@@ -226,4 +288,59 @@ class CriticLoop:
             stats[m.CRITIC_TRAIN_AGREEMENT] = agreed / parsed
         if not rows:
             return None, stats
+        return make_batch(rows, self.sampler.pad_id, advantages=advantages, rewards=rewards, baselines=baselines), stats
+
+    def label_verdicts(self, items: Sequence[tuple[Episode, Episode, Any]]) -> tuple[list[list[int]], list[LabelVerdict | None]]:
+        """The prompt ids (ending with the verdict prefix) and the label verdict of each (A, B, ...) item;
+        None where the prompt does not fit the model's context (counted by callers, never a verdict)."""
+        if self.label_tokens is None:
+            raise ValueError("label_verdicts needs critic.verdict: label")
+        policy = self.sampler.policy
+        prompts = []
+        for a, b, *_ in items:
+            messages = label_prompt(self.sampler.rubric, self.outcome, a.task.instruction,
+                                    render_transcript(a, TRANSCRIPT_CHARS, include_opening=False),
+                                    render_transcript(b, TRANSCRIPT_CHARS, include_opening=False))
+            ids = policy.render(PolicyRequest(episode_id="critic", task_id=a.task.id, messages=messages, seed=0))
+            prompts.append([*ids, *self.label_tokens.prefix])
+        fits = [i for i, p in enumerate(prompts) if len(p) < policy.max_context]
+        verdicts: list[LabelVerdict | None] = [None] * len(items)
+        if fits:
+            lp = label_logprobs(self.sampler.model, [prompts[i] for i in fits], self.label_tokens, self.sampler.pad_id,
+                                self.config.optim.micro_batch_size)
+            for i, (a_lp, b_lp) in zip(fits, lp.tolist(), strict=True):
+                verdicts[i] = LabelVerdict(logp_a=a_lp, logp_b=b_lp)
+        return prompts, verdicts
+
+    def label_batch(self, iteration: int, items: Sequence[tuple[Episode, Episode, str]]) -> tuple[Batch | None, dict[str, float]]:
+        """Each verified pair in both orders; per prompt one group of its two label verdicts, rewarded without sampling."""
+        cfg, tokens = self.config, self.label_tokens
+        if tokens is None:
+            raise ValueError("label_batch needs critic.verdict: label")
+        asked: list[tuple[Episode, Episode, Label]] = []
+        for a, b, w in items:
+            win: Label = "A" if w == "A" else "B"
+            asked += [(a, b, win), (b, a, swapped(win))]
+        prompts, verdicts = self.label_verdicts(asked)
+        # The group is the verdict's whole action space: the winner's label (reward agree_reward) and the other (0).
+        group_adv = rl.group_advantages(torch.tensor([[cfg.critic.agree_reward, 0.0]]), scale_by_std=cfg.scale_by_std)[0]  # (2,)
+        rows: list[TokenRow] = []
+        advantages, rewards = [], []
+        for p, ((_, _, winner), ids, verdict) in enumerate(zip(asked, prompts, verdicts, strict=True)):
+            if verdict is None:
+                continue  # the prompt does not fit: counted unscorable below
+            for label, reward, adv in zip((winner, swapped(winner)), (cfg.critic.agree_reward, 0.0), group_adv.tolist(), strict=True):
+                token, logp = (tokens.a, verdict.logp_a) if label == "A" else (tokens.b, verdict.logp_b)
+                rows.append(label_row(ids, token, logp, f"critic/{iteration}/{p}/{label}", f"critic/{iteration}/{p}"))
+                advantages.append(adv)
+                rewards.append(reward)
+        judged = [(v, w) for v, (_, _, w) in zip(verdicts, asked, strict=True) if v is not None]
+        stats = {m.CRITIC_TRAIN_SAMPLES: float(len(asked)), m.CRITIC_TRAIN_UNSCORABLE: float(len(asked) - len(judged)),
+                 m.CRITIC_TRAIN_ROWS: float(len(rows))}
+        agreement = label_agreement([v for v, _ in judged], [w for _, w in judged])
+        if agreement is not None:
+            stats[m.CRITIC_TRAIN_AGREEMENT] = agreement
+        if not rows:
+            return None, stats
+        baselines = [cfg.critic.agree_reward / 2] * len(rows)
         return make_batch(rows, self.sampler.pad_id, advantages=advantages, rewards=rewards, baselines=baselines), stats

@@ -38,16 +38,24 @@ PAIRWISE_SYSTEM = (
 DEFAULT_SAMPLING = SamplingParams(max_new_tokens=384, temperature=0.0)
 
 
+def pairwise_sections(rubric: Rubric, criteria: Sequence[Criterion], task: str, a: str, b: str) -> list[str]:
+    """The paragraphs every pairwise prompt shows: rubric, criteria, task and the two responses
+    (shared by the JSON prompt here and the label prompt of ``toolgym.rubrics.critics.label``)."""
+    return [
+        f"Rubric: {rubric.name}" + (f" - {rubric.description}" if rubric.description else ""),
+        f"Criteria:\n{describe_criteria(criteria)}",
+        f"Task given to the assistant:\n{task}",
+        f"Response A:\n<response_a>\n{a}\n</response_a>",
+        f"Response B:\n<response_b>\n{b}\n</response_b>",
+    ]
+
+
 def pairwise_prompt(rubric: Rubric, criteria: Sequence[Criterion], task: str, a: str, b: str) -> list[Message]:
     """Messages asking which of two transcripts better meets each criterion."""
     shape = json.dumps({"criteria": [{"id": "<criterion id>", "winner": "A | B | tie", "rationale": "<one short sentence>"}]})
     body = "\n\n".join(
         [
-            f"Rubric: {rubric.name}" + (f" - {rubric.description}" if rubric.description else ""),
-            f"Criteria:\n{describe_criteria(criteria)}",
-            f"Task given to the assistant:\n{task}",
-            f"Response A:\n<response_a>\n{a}\n</response_a>",
-            f"Response B:\n<response_b>\n{b}\n</response_b>",
+            *pairwise_sections(rubric, criteria, task, a, b),
             f"Reply with exactly this JSON shape, one entry per criterion id above:\n{shape}",
         ]
     )
