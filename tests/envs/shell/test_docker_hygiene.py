@@ -6,6 +6,8 @@ One container serves the module where the test allows (a start costs ~0.4 s).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -58,6 +60,34 @@ def test_reset_to_is_a_reset_and_an_import_in_one_exec(sb):
     left = sb.sync.run(LEFT + "; ls -A /workspace; cat task.txt; echo ${TG_MARK:-unset} $(type -t exec)").stdout
     assert left == "0\nsub\ntask.txt\nstart\nunset builtin\n"  # fresh shell, nothing left, the archive's files
     assert sb.sync.run("stat -c %u sub/a.txt").stdout == "1000\n"  # the model owns its files
+
+
+def test_a_reset_with_every_pid_taken_leaves_nothing_and_the_limit_unchanged(sb):
+    sb.sync.reset_session()
+    sb.sync.run("(while :; do sleep 300 & done) >/dev/null 2>&1 & disown -a")
+    time.sleep(2)
+    count = "n=0; for d in /proc/[0-9]*; do n=$((n+1)); done; echo $n"  # builtins only: no fork needed
+    assert int(sb.sync.run(count).stdout) >= LIMITS["pids"] - 2  # every pid taken
+    sb.sync.reset_to(tar_of_files({"a.txt": "a"}))
+    assert sb.sync.run(LEFT + "; ls /workspace").stdout == "0\na.txt\n"
+    assert _pids_limit(sb) == LIMITS["pids"]
+
+
+def test_the_pids_limit_can_be_lent_and_given_back(sb):
+    """What a reset does when no harness exec can start (seen under load: a fork bomb's reset
+    then raised TypeError, docker-py's ``update`` has no pids argument)."""
+    from toolgym.envs.shell.docker_backend import set_pids_limit
+
+    set_pids_limit(sb.container.id, LIMITS["pids"] + 64)
+    assert _pids_limit(sb) == LIMITS["pids"] + 64
+    set_pids_limit(sb.container.id, LIMITS["pids"])
+    assert _pids_limit(sb) == LIMITS["pids"]
+
+
+def _pids_limit(sb) -> int:
+    from toolgym.envs.shell.docker_backend import docker_client
+
+    return int(docker_client().api.inspect_container(sb.container.id)["HostConfig"]["PidsLimit"])
 
 
 def test_the_pools_wipe_leaves_nothing_either():

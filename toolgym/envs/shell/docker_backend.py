@@ -277,11 +277,11 @@ class DockerSandbox(Sandbox):
             if not self._container_running():
                 raise
         container, pids = self.container, self.limits.pids
-        await asyncio.to_thread(container.update, pids_limit=pids + 64)
+        await asyncio.to_thread(set_pids_limit, container.id, pids + 64)
         try:
             await self._harness(script, "none", stdin=stdin, what=what)
         finally:
-            await asyncio.to_thread(container.update, pids_limit=pids)
+            await asyncio.to_thread(set_pids_limit, container.id, pids)
 
     def _container_running(self) -> bool:
         try:
@@ -410,6 +410,18 @@ def _capped(kept: bytes, size: int, cap: int) -> str:
     """``kept`` (the first ``cap`` of ``size`` bytes) as text, with the truncation marker when cut."""
     text = kept[:cap].decode("utf-8", "replace")
     return text + TRUNCATION_MARKER.format(cut=size - cap) if size > cap else text
+
+
+def set_pids_limit(container_id: str, pids: int) -> None:
+    """Change a running container's pids limit.
+
+    docker-py's ``Container.update`` takes no pids argument (it raised ``TypeError`` here, so a
+    fork bomb's reset never got its lent pids); the Engine API's update does (``PidsLimit``,
+    API 1.40+), so it is called directly.
+    """
+    api = docker_client().api
+    response = api._post_json(api._url("/containers/{0}/update", container_id), data={"PidsLimit": pids})
+    api._raise_for_status(response)
 
 
 def _remove(container: Any) -> None:
