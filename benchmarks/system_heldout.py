@@ -39,46 +39,88 @@ PLACEMENT = {"pool": "local", "inference_workers": 1, "inference_cpus": 1.0, "le
 MODES = {"sync": {"mode": "sync"}, "async1": {"mode": "async", "max_staleness": 1}}
 
 
+def demo_tasks(split: str, n: int, kind: str) -> list[Any]:
+    """The demo's tasks of ``split``; of ``kind`` ("demonstrated" for SFT, "new" for RL and held-out) when the
+    demo's task module has kinds, else its one kind (RL then takes training tasks after SFT's, as the demo does)."""
+    import inspect
+
+    from toolgym.trainers.demo_tasks import demo_split
+
+    if "kind" in inspect.signature(demo_split).parameters:
+        return list(demo_split(split, n, kind))  # type: ignore[call-arg]
+    return list(demo_split(split, n))  # type: ignore[call-arg]
+
+
+def has_kinds() -> bool:
+    import inspect
+
+    from toolgym.trainers.demo_tasks import demo_split
+
+    return "kind" in inspect.signature(demo_split).parameters
+
+
 def make_sft_model(cfg: Any, out: Path, log: Any) -> dict[str, Any]:
     """The demo's SFT stage (base -> SFT on gold episodes of its demonstrated tasks), saved to ``out``."""
-    from toolgym.trainers.demo import _Demo
-    from toolgym.trainers.demo_tasks import demo_split
-    from toolgym.trainers.sft import SFTConfig
+    import torch
 
-    demo = _Demo(cfg, log, None)
-    try:
-        tasks = demo_split("train", cfg.sft_tasks, "demonstrated")
-        sft = demo.train_sft("sft", demo.sft_rows(tasks), SFTConfig(**{**asdict(cfg.sft), "seed": cfg.seed}))
-        demo.model.save_pretrained(out)
-        demo.tokenizer.save_pretrained(out)
-    finally:
-        demo.trainer.close()
-    return {key: sft[key] for key in ("rows", "steps", "final_loss", "seconds")}
+    from toolgym.envs.formats import get_format
+    from toolgym.policies.models.gold_episodes import replay_gold
+    from toolgym.trainers.demo import load_base
+    from toolgym.trainers.demo_tasks import demo_env
+    from toolgym.trainers.sft import SFTConfig, conversation_row, train_rows
+
+    torch.set_num_threads(cfg.threads)
+    model, tokenizer = load_base(cfg.base)
+    env, fmt = demo_env()(), get_format("kimi_k2")
+    tasks = demo_tasks("train", cfg.sft_tasks, "demonstrated")
+    rows = [conversation_row(tokenizer, c.messages, c.tools) for c in (replay_gold(env, t, fmt) for t in tasks)]
+    t0 = time.perf_counter()
+    done = train_rows(model, rows, SFTConfig(**{**asdict(cfg.sft), "seed": cfg.seed}), pad_id=tokenizer.pad_token_id,
+                      log=lambda step, loss: log(f"  sft step {step}: loss {loss:.3f}") if step % 25 == 0 else None)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    torch.set_num_threads(1)
+    return {"rows": len(rows), "steps": done.steps, "final_loss": done.final_loss, "seconds": time.perf_counter() - t0}
+
+
+def rl_config(demo: Any, mode: str) -> Any:
+    """The demo's GRPO settings (``toolgym.trainers.demo``), with the roles placed on Ray in ``mode``."""
+    from toolgym.trainers.config import TrainConfig
+    from toolgym.trainers.demo_tasks import DEMO_ENV
+
+    return TrainConfig.from_dict({
+        "env": {"id": DEMO_ENV, "heldout_tasks": 0, "success_threshold": 1.0},
+        "algorithm": {"name": "grpo", "loss": "grpo", "group_size": demo.group_size},
+        "optim": {"kind": "adamw", "lr": demo.rl_lr, "minibatch_size": demo.rl_minibatch, "micro_batch_size": demo.rl_minibatch},
+        "rollout": {"tasks_per_iteration": demo.rl_tasks_per_iteration, "max_new_tokens": demo.max_new_tokens,
+                    "temperature": demo.temperature},
+        "run": {"iterations": demo.rl_iterations, "seed": demo.seed, "tensorboard": False, "plots": False, "torch_threads": 1},
+        "system": {**PLACEMENT, **MODES[mode]},
+    }, source="system_heldout")
 
 
 def rl_run(mode: str, seed: int, sft_dir: Path, demo: Any, iterations: int, heldout_n: int, evaluate_first: bool,
            log: Any) -> dict[str, Any]:
-    """GRPO with the demo's RL config on ``SystemTrainer`` from the SFT model; held-out success after it."""
+    """GRPO with the demo's RL settings on ``SystemTrainer`` from the SFT model; held-out success after it."""
     from toolgym.policies.hf_model import load_model_and_tokenizer
     from toolgym.trainers import metrics as m
-    from toolgym.trainers.config import TrainConfig
-    from toolgym.trainers.demo import _rl_config
-    from toolgym.trainers.demo_tasks import demo_env, demo_rubric, demo_split
+    from toolgym.trainers.demo_tasks import demo_env, demo_rubric
     from toolgym.trainers.system.driver import SystemTrainer
 
     demo = replace(demo, seed=seed, rl_iterations=iterations)
-    heldout = demo_split("heldout", heldout_n, "new")  # the kind no demonstration showed: what RL should teach
-    rl_tasks = demo_split("train", iterations * demo.rl_tasks_per_iteration, "new")
-    base = _rl_config(demo).model_dump(mode="json")
-    cfg = TrainConfig.from_dict({**base, "run": {**base["run"], "torch_threads": 1}, "system": {**PLACEMENT, **MODES[mode]}})
+    heldout = demo_tasks("heldout", heldout_n, "new")  # with kinds: the kind no demonstration showed
+    n_rl = iterations * demo.rl_tasks_per_iteration
+    rl_tasks = demo_tasks("train", n_rl, "new") if has_kinds() else demo_tasks("train", demo.sft_tasks + n_rl, "")[demo.sft_tasks :]
+    cfg = rl_config(demo, mode)
     model, tokenizer = load_model_and_tokenizer(str(sft_dir))
     trainer = SystemTrainer(cfg, model, tokenizer, env=demo_env(), rubric=demo_rubric(),
                             tasks=lambda first, n: [rl_tasks[(first + k) % len(rl_tasks)] for k in range(n)])
     out: dict[str, Any] = {"mode": mode, "seed": seed, "walls": [], "rewards": []}
     try:
         if evaluate_first:
-            out["after_sft"] = trainer.evaluate(heldout)[m.HELDOUT_SUCCESS]
-            log(f"  after SFT: held-out success {out['after_sft']:.1%}")
+            row = trainer.evaluate(heldout)
+            out["after_sft"], out["after_sft_score"] = row[m.HELDOUT_SUCCESS], row[m.HELDOUT_SCORE]
+            log(f"  after SFT: held-out success {out['after_sft']:.1%}, mean score {out['after_sft_score']:.3f}")
         t0 = time.perf_counter()
         for _ in range(iterations):
             t = time.perf_counter()
@@ -89,25 +131,29 @@ def rl_run(mode: str, seed: int, sft_dir: Path, demo: Any, iterations: int, held
         out["rl_s"] = time.perf_counter() - t0
         row = trainer.evaluate(heldout)
         out["after_rl"], out["after_rl_score"] = row[m.HELDOUT_SUCCESS], row[m.HELDOUT_SCORE]
-        log(f"  {mode} seed {seed}: after RL: held-out success {out['after_rl']:.1%}")
+        log(f"  {mode} seed {seed}: after RL: held-out success {out['after_rl']:.1%}, mean score {out['after_rl_score']:.3f}")
     finally:
         trainer.close()
     return out
 
 
-def summary(runs: list[dict[str, Any]], after_sft: float) -> dict[str, Any]:
-    """Per mode: gains over SFT (mean, std, min, max) and mean seconds per iteration."""
+def summary(runs: list[dict[str, Any]], after_sft: dict[str, float]) -> dict[str, Any]:
+    """Per mode: gains over SFT in held-out success and mean rubric score (mean, std, min, max), seconds per iteration."""
     out: dict[str, Any] = {}
     for mode in MODES:
-        gains = [r["after_rl"] - after_sft for r in runs if r["mode"] == mode]
-        walls = [w for r in runs if r["mode"] == mode for w in r["walls"][1:]]
-        if gains:
-            out[mode] = {"gains": gains, "mean_gain": statistics.mean(gains), "min_gain": min(gains), "max_gain": max(gains),
-                         "std_gain": statistics.stdev(gains) if len(gains) > 1 else 0.0,
-                         "iteration_s": statistics.mean(walls) if walls else float("nan")}
+        mine = [r for r in runs if r["mode"] == mode]
+        if not mine:
+            continue
+        walls = [w for r in mine for w in r["walls"][1:]]
+        out[mode] = {"iteration_s": statistics.mean(walls) if walls else float("nan")}
+        for metric, key in (("success", "after_rl"), ("score", "after_rl_score")):
+            gains = [r[key] - after_sft[metric] for r in mine]
+            out[mode][metric] = {"gains": gains, "mean": statistics.mean(gains), "min": min(gains), "max": max(gains),
+                                 "std": statistics.stdev(gains) if len(gains) > 1 else 0.0}
     if "sync" in out and "async1" in out:
         a, s = out["async1"], out["sync"]
-        out["async_mean_within_sync_spread"] = s["min_gain"] <= a["mean_gain"] <= s["max_gain"]
+        for metric in ("success", "score"):  # the acceptance question: async's mean gain inside sync's seed spread?
+            out[f"async_mean_{metric}_gain_within_sync_spread"] = s[metric]["min"] <= a[metric]["mean"] <= s[metric]["max"]
         out["async_vs_sync_iteration_speed"] = s["iteration_s"] / a["iteration_s"]
     return out
 
@@ -120,6 +166,8 @@ def main() -> None:
     parser.add_argument("--tasks-per-iteration", type=int, default=None, help="RL tasks per iteration (default: the demo's)")
     parser.add_argument("--sft-tasks", type=int, default=None, help="SFT tasks (default: the demo's; fewer for a smoke run)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--sft-dir", type=Path, default=None,
+                        help="keep the SFT model here and reuse it if it is already there (same --sft-tasks)")
     args = parser.parse_args()
     import ray
     import torch
@@ -137,14 +185,18 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     clock = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="toolgym-sft-") as folder:
-        sft_dir = Path(folder) / "sft"
-        sft = make_sft_model(demo, sft_dir, console.print)
+        sft_dir = args.sft_dir or Path(folder) / "sft"
+        if (sft_dir / "config.json").is_file():  # an SFT model an earlier run of this script saved there
+            sft: dict[str, Any] = json.loads((sft_dir / "sft.json").read_text())
+        else:
+            sft = make_sft_model(demo, sft_dir, console.print)
+            (sft_dir / "sft.json").write_text(json.dumps({**sft, "demo": asdict(demo)}))
         runs = []
         for seed in args.seeds:
             for mode in MODES:
                 console.print(f"[bold]{mode}[/] seed {seed} (load {os.getloadavg()[0]:.1f})")
                 runs.append(rl_run(mode, seed, sft_dir, demo, iterations, heldout_n, evaluate_first=not runs, log=console.print))
-    after_sft = runs[0]["after_sft"]
+    after_sft = {"success": runs[0]["after_sft"], "score": runs[0]["after_sft_score"]}
     result = {"command": f"python benchmarks/system_heldout.py --seeds {' '.join(map(str, args.seeds))} "
                          f"--iterations {iterations} --heldout {heldout_n} --tasks-per-iteration {demo.rl_tasks_per_iteration} "
                          f"--sft-tasks {demo.sft_tasks}",
@@ -152,11 +204,12 @@ def main() -> None:
               "summary": summary(runs, after_sft), "minutes": (time.perf_counter() - clock) / 60,
               "load_avg_at_end": os.getloadavg()[0]}
     table = Table(title=f"held-out success (greedy, {heldout_n} tasks) after {iterations} RL iterations from the demo's SFT model")
-    for col in ("seed", "mode", "after SFT", "after RL", "gain", "s/iter"):
+    for col in ("seed", "mode", "success after SFT", "after RL", "gain", "score after SFT", "after RL", "gain", "s/iter"):
         table.add_column(col, justify="right")
     for r in runs:
-        table.add_row(str(r["seed"]), r["mode"], f"{after_sft:.1%}", f"{r['after_rl']:.1%}", f"{r['after_rl'] - after_sft:+.1%}",
-                      f"{statistics.mean(r['walls'][1:] or r['walls']):.1f}")
+        table.add_row(str(r["seed"]), r["mode"], f"{after_sft['success']:.1%}", f"{r['after_rl']:.1%}",
+                      f"{r['after_rl'] - after_sft['success']:+.1%}", f"{after_sft['score']:.3f}", f"{r['after_rl_score']:.3f}",
+                      f"{r['after_rl_score'] - after_sft['score']:+.3f}", f"{statistics.mean(r['walls'][1:] or r['walls']):.1f}")
     console.print(table)
     console.print(json.dumps(result["summary"], indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)

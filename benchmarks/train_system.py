@@ -4,21 +4,28 @@ Part 1 runs the same GRPO recipe on the tiny Kimi-shaped MoE (UnitConv, 4 tasks 
 48 new tokens per turn) four ways, each for ``--iterations`` iterations from the same weights:
 
 * **in-process**: ``GRPOTrainer`` in one process (torch on every core);
-* **sync on Ray**: 2 env actors, ``--workers`` HF inference workers (default 1: on 2 cores, one
-  core generates while the other updates), 1 Ray Train learner, generation then update;
+* **sync on Ray**: 2 env actors, ``--workers`` HF inference workers (default 1), 1 Ray Train
+  learner, generation then update;
 * **async s=1 / s=2**: the same roles, generation of later iterations overlapping the update,
   ``max_staleness`` 1 or 2;
 * **async s=1 + IS** (``--modes ...,async1_is``): with the truncated importance correction (one
   more forward over the batch per update, for π_prox).
 
-Every mode trains with the same loss settings, so the ratios measure scheduling alone. The
-sampled episodes differ between modes after the first update (stale weights sample other
-turns), so wall time per iteration also moves with episode lengths: compare trained tokens/s too.
+Every Ray mode has the same placement (``ROLES``): the inference worker reserves 1 CPU and the
+learner 1 CPU, each computing with one torch thread (``system.*_threads`` default to the
+reserved CPUs), env actors and the driver reserve none. Sync leaves the learner's core idle
+during generation and the worker's during the update; async overlaps them. Every mode trains
+with the same loss settings, so the ratios measure scheduling alone. The sampled episodes
+differ between modes after the first update (stale weights sample other turns), so wall time
+per iteration also moves with episode lengths: compare trained tokens/s too.
 
 Per mode (iterations after the first, which fills the pipeline): wall time per iteration,
 generation/update overlap (seconds of update during which rollouts ran / update seconds),
-learner idle fraction, the staleness histogram of trained tokens, trained tokens per second
-and weight-sync seconds. The async/sync ratio is measured in the same process, one after the other.
+learner idle fraction, the staleness histogram of trained tokens, trained tokens per second,
+weight-sync seconds, and the CPU seconds per iteration of every process of the run (driver,
+inference worker, learner, env actors, Ray's own), whose sum over the wall time is the cores
+the run actually got ("cores used"). With ``--repeats N`` the modes alternate N times, so a
+change in the machine's load reaches all of them; the async/sync ratio is of the means.
 
 Part 2 times the weight sync itself against the parameter count: a ``state_dict`` of N float32
 parameters is put in Ray's object store once and copied into the tensors of 2 worker actors
@@ -121,6 +128,18 @@ def run_mode(name: str, iterations: int, workers: int) -> dict[str, Any]:
     return {"startup_s": startup, "walls": walls, "rows": rows, "cpu_s_per_iteration": cpu}
 
 
+def wall_stats(walls_per_run: list[list[float]]) -> dict[str, float]:
+    """Seconds per iteration in the steady state, and whole runs.
+
+    The first iteration fills an async pipeline (its rollouts wait for nothing to overlap) and
+    the last drains it (no later rollout competes with its update), so the steady state leaves
+    both out; ``run_s`` is the whole run, fill and drain included.
+    """
+    steady = [w for walls in walls_per_run for w in (walls[1:-1] if len(walls) > 2 else walls[1:] or walls)]
+    return {"iteration_s_steady": statistics.mean(steady), "iteration_s_steady_median": statistics.median(steady),
+            "run_s": statistics.mean(sum(walls) for walls in walls_per_run)}
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Means over the iterations after the first of each run (several runs: the repeats of one mode)."""
     rows = [r for run in runs for r in run["rows"][1:]]
@@ -152,8 +171,16 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_s_per_iteration": dict(sorted(cpu.items(), key=lambda kv: -kv[1])),
         # Cores this run's processes actually got: about 1.0 means the roles took turns on one core's worth of
         # CPU (a loaded machine's fair share), and overlapping them (async) cannot shorten an iteration.
-        "cores_used": sum(cpu.values()) / statistics.mean(walls),
+        "cores_used": sum(cpu.values()) / statistics.mean(walls), **wall_stats([run["walls"] for run in runs]),
     }
+
+
+def speedups(sync: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:
+    """Sync's seconds over another mode's: per iteration after the first, in the steady state (mean, median), per run."""
+    return {"speedup_vs_sync": sync["iteration_s"] / other["iteration_s"],
+            "speedup_vs_sync_steady": sync["iteration_s_steady"] / other["iteration_s_steady"],
+            "speedup_vs_sync_steady_median": sync["iteration_s_steady_median"] / other["iteration_s_steady_median"],
+            "speedup_vs_sync_run": sync["run_s"] / other["run_s"]}
 
 
 def weight_sync_scaling(sizes: list[int], repeats: int = 3) -> list[dict[str, float]]:
@@ -215,14 +242,16 @@ def main() -> None:
     if "sync" in modes:
         for name in ("async1", "async2", "async1_is"):
             if name in modes:
-                modes[name]["speedup_vs_sync"] = modes["sync"]["iteration_s"] / modes[name]["iteration_s"]
+                modes[name].update(speedups(modes["sync"], modes[name]))
     results["weight_sync"] = weight_sync_scaling([int(s) for s in args.sizes.split(",")])
     results["machine"]["load_avg_at_end"] = os.getloadavg()[0]
     table = Table(title=f"RL system, tiny Kimi MoE, {args.iterations} iterations (means after the first)")
-    for col in ("mode", "s/iter", "vs sync", "overlap", "learner idle", "staleness", "tokens/s", "sync s", "cores used"):
+    for col in ("mode", "s/iter", "vs sync", "steady s/iter", "vs sync", "overlap", "learner idle", "staleness", "tokens/s",
+                "sync s", "cores used"):
         table.add_column(col)
     for name, r in modes.items():
-        table.add_row(name, f"{r['iteration_s']:.2f}", f"{r.get('speedup_vs_sync', float('nan')):.2f}x" if "speedup_vs_sync" in r else "",
+        table.add_row(name, f"{r['iteration_s']:.2f}", f"{r['speedup_vs_sync']:.2f}x" if "speedup_vs_sync" in r else "",
+                      f"{r['iteration_s_steady']:.2f}", f"{r['speedup_vs_sync_steady']:.2f}x" if "speedup_vs_sync" in r else "",
                       f"{r['overlap_frac']:.0%}", f"{r['learner_idle_frac']:.0%}",
                       " ".join(f"{k}:{v:.2f}" for k, v in sorted(r["staleness"].items())), f"{r['trained_tokens_per_s']:.0f}",
                       f"{r['weight_sync_s']:.3f}", f"{r['cores_used']:.2f}")
