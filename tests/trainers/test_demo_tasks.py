@@ -1,4 +1,4 @@
-"""Demo task set: disjoint splits, compact prompts, gold solvable, partial credit in between."""
+"""Demo task sets: disjoint splits and kinds, compact prompts, gold solvable, partial credit in between."""
 
 from __future__ import annotations
 
@@ -6,12 +6,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolgym.envs.catalog.unitconv.tasks import generate_task, task_head
+from toolgym.envs.catalog.unitconv.tasks import _SLOTS, generate_task, task_head
 from toolgym.envs.formats import get_format
 from toolgym.envs.types import ToolCall
 from toolgym.rollouts import ScriptedPolicy, run_episodes
 from toolgym.rubrics.scoring import score_episodes_sync
-from toolgym.trainers.demo_tasks import DEMO_FAMILY, DEMO_SLOT, TRAIN_LIMIT, demo_env, demo_rubric, demo_split
+from toolgym.trainers.demo_tasks import (
+    DEMO_FAMILY,
+    DEMO_SLOT,
+    NEW_SLOTS,
+    TRAIN_LIMIT,
+    demo_env,
+    demo_rubric,
+    demo_split,
+    slot_kind,
+)
 
 
 def test_heldout_split_is_large_and_disjoint_from_training():
@@ -22,6 +31,31 @@ def test_heldout_split_is_large_and_disjoint_from_training():
     assert not {t.metadata["seed"] for t in heldout} & {t.metadata["seed"] for t in train}
     assert all(t.metadata["family"] == DEMO_FAMILY and t.tools == ["convert", "store"] for t in heldout)
     assert all(f"as '{DEMO_SLOT}_" in t.instruction for t in heldout + train)
+
+
+def test_new_kind_uses_only_the_other_slot_words_and_never_meets_the_demonstrated_one():
+    assert sorted((DEMO_SLOT, *NEW_SLOTS)) == sorted(_SLOTS)
+    new_heldout, new_train = demo_split("heldout", 200, "new"), demo_split("train", 200, "new")
+    demonstrated = demo_split("train", 200) + demo_split("heldout", 100)
+    assert len({t.id for t in new_heldout}) == 200
+    assert not {t.instruction for t in new_heldout} & {t.instruction for t in new_train}
+    assert not {t.metadata["seed"] for t in new_heldout + new_train} & {t.metadata["seed"] for t in demonstrated}
+    for task in new_heldout + new_train:
+        slot = task.gold_actions[1].arguments["name"]
+        assert task.metadata["family"] == DEMO_FAMILY and slot_kind(slot) == "new" and f"'{slot}'" in task.instruction
+    # Every new slot word is in the held-out set, so the gain is not one word's.
+    assert {t.gold_actions[1].arguments["name"].rsplit("_", 1)[0] for t in new_heldout} == set(NEW_SLOTS)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(_SLOTS), st.integers(1, 99))
+def test_slot_kind_splits_the_ten_words_one_against_nine(word, number):
+    assert slot_kind(f"{word}_{number}") == ("demonstrated" if word == DEMO_SLOT else "new")
+
+
+def test_unknown_kind_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="'demonstrated'.*'new'"):
+        demo_split("train", 1, "other")  # type: ignore[arg-type]
 
 
 def test_more_training_tasks_than_the_heldout_check_covers_are_refused():

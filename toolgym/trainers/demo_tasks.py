@@ -1,24 +1,27 @@
-"""The demo task set: UnitConv ``convert_store`` tasks with short prompts and a partial-credit rubric.
+"""The demo task sets: UnitConv ``convert_store`` tasks with short prompts and a partial-credit rubric.
 
-A task reads "Convert 94.18 min to s and store the result in memory as 'result_68'. Tell me the
+A task reads "Convert 94.18 min to s and store the result in memory as 'dose_68'. Tell me the
 value." The gold solution is two calls and an answer: ``convert`` with numbers and units copied
 from the request, ``store`` with the slot name from the request and the value from the tool
-result, then a sentence quoting that value. Everything the model must write is copied from
-its context, which a small model can learn; nothing needs arithmetic.
+result, then a sentence quoting that value. Nothing needs arithmetic.
 
-The demo keeps the tasks whose slot word is ``result`` (one in ten ``convert_store`` tasks), so
-the slot is ``result_NN`` and what varies is numbers. Measured on the shipped 1.2M base: SFT
-teaches it to copy numbers after about 120 steps, but copying a slot *word* (which also occurs
-in the request's own text, as in "store the result ... as 'result_68'") only after about 400,
-past the demo's time budget; with every slot word allowed, greedy success stays at the 1-in-10
-of a guessed word.
+The tasks come in two kinds, split by the slot's word:
 
-Splits come from disjoint seed ranges, and the held-out split also drops any task whose
-instruction occurs among the first ``TRAIN_LIMIT`` training tasks, so held-out tasks are never
-trained on.
+- ``"demonstrated"``: the slot word is ``result`` (``result_68``). ``toolgym demo`` trains and
+  evaluates on these: SFT on their gold trajectories, then GRPO.
+- ``"new"``: the slot word is one of the nine others (``NEW_SLOTS``: ``dose_12``, ``trip_3``, ...).
+  Pretraining drops the whole ``convert_store`` family, so a model fine-tuned on the
+  demonstrated kind has never seen a gold trajectory of these. They measure whether a model
+  stores under the name the user asked for (``docs/main_job.md`` reports the experiment).
 
-The rubric gives partial credit (a right ``convert`` call but a wrong ``store`` still scores),
-so sibling episodes differ in reward from the first RL step.
+Why the demo itself keeps ``result``: with every slot word allowed, the shipped 1.2M base learns
+to copy the slot's number after about 120 SFT steps but its *word* only after about 400; until
+then it guesses one of ten words, and greedy success stays near 1 in 10.
+
+Splits come from disjoint seed ranges, and a held-out split also drops any task whose
+instruction occurs among the first ``TRAIN_LIMIT`` training tasks of its kind, so held-out tasks
+are never trained on. The rubric gives partial credit (a right ``convert`` call but a wrong
+``store`` still scores), so sibling episodes differ in reward.
 """
 
 from __future__ import annotations
@@ -34,7 +37,11 @@ from toolgym.rubrics.rubric import Rubric
 DEMO_ENV = "toolgym/unitconv-v0"
 DEMO_FAMILY = "convert_store"
 DEMO_SLOT = "result"
-"""The slot word of every demo task (slots are ``result_1`` .. ``result_99``)."""
+"""The slot word of the demonstrated tasks (slots are ``result_1`` .. ``result_99``)."""
+NEW_SLOTS = ("total", "leg", "answer", "dose", "trip", "batch", "load", "span", "sample")
+"""Slot words of the new tasks: UnitConv's other nine, which no demonstration of this family uses."""
+Kind = Literal["demonstrated", "new"]
+KINDS: tuple[Kind, ...] = ("demonstrated", "new")
 TRAIN_LIMIT = 2000
 """Most training tasks a demo may draw; held-out tasks are checked against this many."""
 Split = Literal["train", "heldout"]
@@ -77,32 +84,45 @@ def demo_env(tool_format: str = "kimi_k2") -> Callable[[], ToolEnv]:
     return make
 
 
-def demo_split(split: Split, n: int) -> list[Task]:
-    """``n`` demo tasks of ``split`` ("train" or "heldout"), with compact prompts and demo limits.
+def demo_split(split: Split, n: int, kind: Kind = "demonstrated") -> list[Task]:
+    """``n`` demo tasks of ``split`` ("train" or "heldout") and ``kind``, with compact prompts and demo limits.
+
+    Args:
+        split: "train" or "heldout" (disjoint seeds, no shared instruction).
+        n: How many tasks.
+        kind: "demonstrated" (slot word ``result``) or "new" (one of ``NEW_SLOTS``).
 
     Raises:
-        ValueError: an unknown split, or more than ``TRAIN_LIMIT`` training tasks (the held-out
-            split is only checked against that many).
+        ValueError: an unknown split or kind, or more than ``TRAIN_LIMIT`` training tasks (the
+            held-out split is only checked against that many).
     """
     if split not in SPLIT_SEEDS:
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be 'demonstrated' (slot word 'result') or 'new' (the other slot words), got {kind!r}")
     if split == "train" and n > TRAIN_LIMIT:
         raise ValueError(f"at most TRAIN_LIMIT={TRAIN_LIMIT} training tasks are kept apart from the held-out split, asked for {n}")
     from toolgym.policies.models.gold_episodes import compact_task
 
-    return [compact_task(task, DEMO_ENV).model_copy(update={"limits": DEMO_LIMITS}) for task in _scan(split, n)]
+    return [compact_task(task, DEMO_ENV).model_copy(update={"limits": DEMO_LIMITS}) for task in _scan(split, n, kind)]
 
 
-def _scan(split: Split, n: int) -> list[Task]:
-    """The first ``n`` demo tasks of a split, as the generator makes them."""
+def slot_kind(slot: str) -> Kind | None:
+    """The kind of a slot name (``result_7`` -> "demonstrated", ``dose_7`` -> "new"), None for others."""
+    word = slot.rsplit("_", 1)[0]
+    return "demonstrated" if word == DEMO_SLOT else "new" if word in NEW_SLOTS else None
+
+
+def _scan(split: Split, n: int, kind: Kind) -> list[Task]:
+    """The first ``n`` demo tasks of a split and kind, as the generator makes them."""
     from toolgym.envs.catalog.unitconv.tasks import generate_task, task_head
 
-    earlier = _train_instructions() if split == "heldout" else frozenset()
+    earlier = _train_instructions(kind) if split == "heldout" else frozenset()
     found: list[Task] = []
     seed = SPLIT_SEEDS[split]
     while len(found) < n:
         family, slot = task_head(seed)
-        if family == DEMO_FAMILY and slot.startswith(DEMO_SLOT + "_"):
+        if family == DEMO_FAMILY and slot_kind(slot) == kind:
             task = generate_task(seed)
             if task.instruction not in earlier:
                 found.append(task)
@@ -110,7 +130,7 @@ def _scan(split: Split, n: int) -> list[Task]:
     return found
 
 
-@functools.lru_cache(maxsize=1)
-def _train_instructions() -> frozenset[str]:
-    """Instructions of the first ``TRAIN_LIMIT`` training tasks (the held-out split excludes them)."""
-    return frozenset(task.instruction for task in _scan("train", TRAIN_LIMIT))
+@functools.lru_cache(maxsize=len(KINDS))
+def _train_instructions(kind: Kind) -> frozenset[str]:
+    """Instructions of the first ``TRAIN_LIMIT`` training tasks of a kind (its held-out split excludes them)."""
+    return frozenset(task.instruction for task in _scan("train", TRAIN_LIMIT, kind))
