@@ -102,7 +102,7 @@ def read_arguments(raw: Any) -> dict[str, Any] | str:
             return f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"
         if raw is None:  # written-out null: not an object (a missing or null field still means {})
             return "arguments must be a JSON object, got null"
-    if raw is None:
+    elif raw is None:
         return {}
     if not isinstance(raw, dict):
         return f"arguments must be a JSON object, got {type(raw).__name__}"

@@ -28,6 +28,8 @@ from toolgym.envs.types import ToolCall, ToolMessage, ToolSpec
 SECTION_BEGIN, SECTION_END = "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"
 CALL_BEGIN, ARG_BEGIN, CALL_END = "<|tool_call_begin|>", "<|tool_call_argument_begin|>", "<|tool_call_end|>"
 MARKERS = (SECTION_BEGIN, SECTION_END, CALL_BEGIN, ARG_BEGIN, CALL_END)
+# The markers' lengths, read on every parsed call (a len() call each costs more than the lookup).
+_SECTION_BEGIN_LEN, _SECTION_END_LEN, _CALL_BEGIN_LEN, _ARG_BEGIN_LEN, _CALL_END_LEN = map(len, MARKERS)
 _ID = re.compile(r"^\s*(?:functions\.)?([A-Za-z_][\w.\-]*?):(\d+)\s*$")
 
 
@@ -55,8 +57,8 @@ class KimiK2Format(TextFormat):
                     )
                 ],
             )
-        content = text[:start] + text[end + len(SECTION_END) :]
-        section = text[start + len(SECTION_BEGIN) : end]
+        content = text[:start] + text[end + _SECTION_END_LEN :]
+        section = text[start + _SECTION_BEGIN_LEN : end]
         turn = ParsedTurn(content=_strip_markers(content).strip())
         pos = 0
         while (begin := section.find(CALL_BEGIN, pos)) >= 0:
@@ -65,8 +67,8 @@ class KimiK2Format(TextFormat):
             if end < 0:
                 break
             _leftover(section[pos:begin], turn)
-            self._read_call(section[begin + len(CALL_BEGIN) : arg], section[arg + len(ARG_BEGIN) : end], turn)
-            pos = end + len(CALL_END)
+            self._read_call(section[begin + _CALL_BEGIN_LEN : arg], section[arg + _ARG_BEGIN_LEN : end], turn)
+            pos = end + _CALL_END_LEN
         _leftover(section[pos:], turn)
         return turn
 

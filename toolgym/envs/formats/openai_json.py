@@ -76,8 +76,8 @@ class OpenAIFormat(TextFormat):
         args = read_arguments(fn.get("arguments"))
         if isinstance(args, str):
             return ParseError(message=f"call to {clip(fn['name'])}: {args}", snippet=snippet(dumps(item)))
-        call_id = item.get("id") if isinstance(item.get("id"), str) and item.get("id") else default_id
-        return make_call(call_id, fn["name"], args)
+        call_id = item.get("id")
+        return make_call(call_id if isinstance(call_id, str) and call_id else default_id, fn["name"], args)
 
     def render_calls(self, content: str, calls: list[ToolCall], unreadable: Sequence[tuple[str, Any]]) -> str:
         if not calls and not unreadable:
