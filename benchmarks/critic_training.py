@@ -1,59 +1,69 @@
 """Critic training: held-out agreement of the tiny MoE judging pairs of its own episodes, before and after.
 
-The task is designed so a tiny model *can* learn to judge it. The policy answers UnitConv tasks
-with a few sampled tokens; the verifiable outcome ``heavy`` is a registered check (at least half
-of what the episode wrote is digits), so it varies among siblings even for a random model and
-the evidence sits in the short transcripts the critic prompt shows. A random tiny model writes
-no JSON at all, so each seed starts with a *format* warm start: supervised rows of the real
-``pairwise_prompt`` answered with the JSON verdict of a coin flip (the format, not the answer,
-so held-out agreement after it is chance). Then ``toolgym`` GRPO runs with
-``critic.train_critic``: every iteration, verified pairs of the policy's own siblings become
-critic prompts, the judgements that name the verified winner get reward 1, and those rows join
-the policy's batch (self-critique). Held-out agreement: greedy judgements of pairs from held-out
-tasks, both A/B orders; an unparseable judgement counts as not agreeing and is reported apart.
+The loop (``toolgym.trainers.critic_loop``, ``critic.verdict: label``): GRPO on UnitConv tasks
+whose rubric has a verifiable outcome ``heavy`` (a registered check: at least half of what the
+episode wrote is digits). Every iteration, the siblings of a group whose outcomes differ become
+critic prompts in both A/B orders; the critic's verdict is the next-token probability of "A"
+vs "B" after ``Winner: ``; each prompt adds a group of its two label rows (reward 1 for the
+verified winner's label, 0 for the other) to the policy's batch, and one update trains both.
 
-    python benchmarks/critic_training.py --seeds 0 1 2 --iterations 6
+Why the task is learnable by a 1.2M-parameter model: the outcome is visible in the transcript
+the critic reads (the digits themselves, in ~10 tokens per response), varies among siblings
+even for an untrained policy (so every iteration has verified pairs), and judging it needs one
+feature (digit tokens) bound to one of two spans. Why the label verdict: the JSON verdict
+never parsed for this model (0.0 -> 0.0 on 3 seeds at commit ec600d3), so nothing was
+rewarded; the label verdict always gives a probability, with no format to learn first.
 
-Measured (2-core CPU under load, ``benchmarks/results/critic_training.json``): with the default
-6-epoch warm start (38 SFT steps on 50 rows) the tiny model does not yet write a complete verdict
-(greedy output degenerates to ``{"criteria": "hea": "heavy", ...``), so on 3 seeds (28/34/36
-held-out pairs) every held-out judgement is unparseable before and after 6 iterations, every
-critic sample is counted in ``critic/train_unscorable`` and no critic row is trained: agreement
-0.0 -> 0.0. The critic cannot learn before the format does; a longer warm start (``--sft-epochs``)
-is the next thing to measure. ``--seeds 0 --iterations 4 --sft-epochs 14`` (88 steps, 331 s) does
-teach the format: 0 unparseable held-out verdicts, agreement 0.500 (chance: 28 pairs in both
-orders) before and 0.500 after, but its training iterations still logged no parsed critic
-sample (``critic/train_rows`` 0; samples at temperature 1.0), so nothing was trained yet.
+Held-out pairs come from tasks no training iteration sees (task positions from 10,000), are
+rolled out once by the untrained policy, asked in both orders, and judged by the same forward
+before and after training. Figures per seed:
+
+- ``before``/``after``: share of held-out prompts whose more probable label is the verified
+  winner (a critic that always names one position scores exactly 0.5);
+- ``pair_before``/``pair_after``: per pair, the log-odds of both orders summed (position bias
+  cancels, as ``PairwiseCritic(both_orders=True)`` does), share naming the winner;
+- ``p_winner_*``: mean probability of the winner's label; ``auc_*``: AUC of p(A) against "A won".
+
+    nice python benchmarks/critic_training.py --seeds 0 1 2      # or one process per seed, then:
+    python benchmarks/critic_training.py --combine s0.json s1.json s2.json
+
+Measured (3 seeds as 3 parallel niced processes, 5 iterations of 3 tasks x 8 siblings, lr 3e-3,
+mix 0.85; 2-core machine at load ~15, ~26 min wall each; ``benchmarks/results/critic_training.json``):
+pair agreement (both orders summed) 0.388 -> 0.679, gain +0.291 (std 0.025, min +0.265) on
+30-37 held-out pairs per seed; per-prompt agreement 0.500 -> 0.500 on every seed: the learned
+content term of the verdict is tiny (mean p(winner) 0.49998 -> 0.50000) next to each seed's
+position bias, which both-order training never moves (its gradient cancels), so alone each
+prompt still names the same position; AUC 0.494 -> 0.516. The JSON verdict (commit ec600d3)
+had measured 0.0 -> 0.0 (nothing parsed).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import random
+import math
 import statistics
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from toolgym.envs.types import AssistantMessage
-from toolgym.policy import PolicyRequest, SamplingParams
 from toolgym.rubrics import FunctionCritic, rubric_from_dict
+from toolgym.rubrics.calibration import roc_auc
 from toolgym.rubrics.checks.registry import register_check
+from toolgym.rubrics.critics.label import label_agreement, swapped
 from toolgym.rubrics.critics.online import verified_pairs
-from toolgym.rubrics.critics.pairwise import pairwise_prompt
-from toolgym.rubrics.critics.transcript import render_transcript
 from toolgym.trainers.config import TrainConfig
-from toolgym.trainers.critic_loop import TRANSCRIPT_CHARS, judgement_reward
 
 
-def digit_share(episode, criterion=None) -> float:
+def digit_share(episode: Any, criterion: Any = None) -> float:
+    """Share of the characters the episode's turns wrote that are digits."""
     text = "".join(t.text for t in episode.turns)
     return sum(ch.isdigit() for ch in text) / max(1, len(text))
 
 
 @register_check(name="bench_digit_heavy", replace=True)
-def bench_digit_heavy(task, episode) -> bool:
+def bench_digit_heavy(task: Any, episode: Any) -> bool:
     """At least half of what the episode wrote is digits."""
     return digit_share(episode) >= 0.5
 
@@ -64,103 +74,109 @@ RUBRIC = rubric_from_dict({"name": "heavy", "env_ids": ["toolgym/unitconv-v0"], 
     {"id": "digits", "description": "Share of digits written.", "weight": 1, "source": {"type": "critic", "critic": "digits"}}]})
 
 
-def config(seed: int, iterations: int) -> TrainConfig:
+def config(seed: int, iterations: int, lr: float, tasks: int, mix: float, group_size: int) -> TrainConfig:
+    """The run: GRPO with the label-verdict critic trained on ``mix`` of each batch's rows."""
     return TrainConfig.from_dict({
-        "model": {"seed": seed}, "algorithm": {"group_size": 4},
-        "rollout": {"tasks_per_iteration": 4, "max_new_tokens": 8},
-        "optim": {"lr": 5e-4, "minibatch_size": 8, "micro_batch_size": 4},
+        "model": {"seed": seed}, "algorithm": {"group_size": group_size},
+        "rollout": {"tasks_per_iteration": tasks, "max_new_tokens": 8},
+        "optim": {"lr": lr, "minibatch_size": 16, "micro_batch_size": 8},
         "run": {"iterations": iterations, "seed": seed, "tensorboard": False, "plots": False},
-        "critic": {"outcome": "heavy", "train_critic": True, "mix_fraction": 0.5, "max_new_tokens": 40}})
+        "critic": {"outcome": "heavy", "train_critic": True, "verdict": "label", "mix_fraction": mix}})
 
 
-def pair_items(trainer, first_task: int, tasks: int, seed: int) -> list[tuple]:
-    """(A, B, verified winner) from siblings of ``tasks`` tasks starting at ``first_task`` (both orders)."""
-    episodes = trainer.sampler.rollout(trainer.sampler.task_source(first_task, tasks),
-                                       group_size=4, temperature=1.0, seed=seed)
+def heldout_items(trainer: Any, first_task: int, tasks: int, seed: int) -> list[tuple]:
+    """(A, B, verified winner) of siblings of ``tasks`` held-out tasks, each pair in both orders (adjacent)."""
+    episodes = trainer.sampler.rollout(trainer.sampler.task_source(first_task, tasks), group_size=4, temperature=1.0, seed=seed)
     scores = trainer.sampler.score(episodes)
-    items = []
+    items: list[tuple] = []
     for g in range(0, len(episodes), 4):
         for p in verified_pairs(scores[g : g + 4], "heavy"):
             a, b = episodes[g + p.a], episodes[g + p.b]
-            items += [(a, b, p.winner), (b, a, "B" if p.winner == "A" else "A")]
+            items += [(a, b, p.winner), (b, a, swapped(p.winner))]
     return items
 
 
-def prompt(item) -> list:
-    a, b, _ = item
-    return pairwise_prompt(RUBRIC, [RUBRIC.criteria[0]], a.task.instruction,
-                           render_transcript(a, TRANSCRIPT_CHARS, include_opening=False),
-                           render_transcript(b, TRANSCRIPT_CHARS, include_opening=False))
+def judge(trainer: Any, items: list[tuple]) -> dict[str, float]:
+    """Label verdicts of ``items`` by the trainer's current model: agreement per prompt and per pair, p(winner), AUC."""
+    _, verdicts = trainer.critic_loop.label_verdicts(items)
+    if any(v is None for v in verdicts):
+        raise RuntimeError("a held-out critic prompt does not fit the model's context")
+    winners = [it[2] for it in items]
+    pair_hits = []
+    for i in range(0, len(items), 2):  # log-odds of the first order's winner, summed over both orders
+        first, second = verdicts[i], verdicts[i + 1]
+        w = winners[i]
+        odds = math.log(first.p(w) / (1 - first.p(w))) + math.log(second.p(swapped(w)) / (1 - second.p(swapped(w))))
+        pair_hits.append(1.0 if odds > 0 else 0.5 if odds == 0 else 0.0)
+    return {"agreement": label_agreement(verdicts, winners) or 0.0, "pair": statistics.mean(pair_hits),
+            "p_winner": statistics.mean(v.p(w) for v, w in zip(verdicts, winners, strict=True)),
+            "auc": roc_auc([w == "A" for w in winners], [v.p_a for v in verdicts]) or 0.5}
 
 
-def heldout_agreement(trainer, items) -> dict[str, float]:
-    """Greedy judgements of the held-out pairs: share agreeing, share unparseable."""
-    trainer.model.eval()
-    sampling = SamplingParams(max_new_tokens=40, temperature=0.0)  # the verdict is ~30 tokens
-    requests = [PolicyRequest(episode_id=f"heldout/{i}", messages=prompt(it), seed=i, sampling=sampling) for i, it in enumerate(items)]
-    turns = asyncio.run(trainer.sampler.policy.generate(requests))
-    rewards = [judgement_reward(t.text, RUBRIC.criteria[0], it[2], 1.0) for t, it in zip(turns, items, strict=True)]
-    return {"agreement": sum(r == 1.0 for r in rewards) / len(items),
-            "unparseable": sum(r is None for r in rewards) / len(items)}
-
-
-def format_warm_start(trainer, items, seed: int, epochs: float = 6) -> None:
-    """SFT on critic prompts answered with a coin-flip verdict in the judge's JSON format."""
-    from toolgym.trainers.sft import SFTConfig, conversation_row, train_rows
-
-    rng = random.Random(seed)
-    rows = []
-    for it in items:
-        verdict = json.dumps({"criteria": [{"id": "heavy", "winner": rng.choice("AB")}]})
-        rows.append(conversation_row(trainer.sampler.policy.tokenizer, [*prompt(it), AssistantMessage(content=verdict, raw=verdict)]))
-    train_rows(trainer.model, rows, SFTConfig(lr=3e-3, batch_size=8, epochs=epochs, warmup_steps=3, seed=seed, max_len=1024),
-               pad_id=trainer.sampler.pad_id)
-
-
-def run_seed(seed: int, iterations: int, sft_epochs: float = 6) -> dict[str, float]:
+def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
+    """One seed: held-out verdicts of the untrained critic, ``args.iterations`` of GRPO with critic rows, verdicts again."""
     from toolgym.trainers.run import build_trainer, load_policy
 
-    cfg = config(seed, iterations)
+    cfg = config(seed, args.iterations, args.lr, args.tasks, args.mix, args.group_size)
     model, tokenizer = load_policy(cfg)
     trainer = build_trainer(cfg, model, tokenizer, rubric=RUBRIC, critics=[FunctionCritic("digits", digit_share)])
     t0 = time.perf_counter()
-    heldout = pair_items(trainer, 10_000, 6, seed + 1)  # task positions far past the training ones
-    warm = pair_items(trainer, 20_000, 8, seed + 2)
-    untrained = heldout_agreement(trainer, heldout)
-    format_warm_start(trainer, warm, seed, sft_epochs)
-    before = heldout_agreement(trainer, heldout)
-    history = trainer.train(iterations)
-    after = heldout_agreement(trainer, heldout)
+    heldout = heldout_items(trainer, 10_000, args.heldout_tasks, seed + 1)  # far past the training task positions
+    before = judge(trainer, heldout)
+    history = trainer.train(args.iterations, on_iteration=lambda h: print(
+        f"  seed {seed} iteration {int(h['iteration'])}: verified pairs {h.get('critic/verified_pairs', 0):.0f}, "
+        f"critic rows {h.get('critic/train_rows', 0):.0f}, train agreement {h.get('critic/train_agreement', float('nan')):.3f}",
+        file=sys.stderr, flush=True))
+    after = judge(trainer, heldout)
     trainer.close()
-    train_agree = [h[k] for h in history for k in ["critic/train_agreement"] if k in h]
-    return {"seed": seed, "heldout_pairs": len(heldout), "untrained": untrained["agreement"],
-            "untrained_unparseable": untrained["unparseable"], "before": before["agreement"],
-            "before_unparseable": before["unparseable"], "after": after["agreement"], "after_unparseable": after["unparseable"],
+    train_agree = [h["critic/train_agreement"] for h in history if "critic/train_agreement" in h]
+    return {"seed": seed, "heldout_prompts": len(heldout), "before": before["agreement"], "after": after["agreement"],
+            "pair_before": before["pair"], "pair_after": after["pair"], "p_winner_before": before["p_winner"],
+            "p_winner_after": after["p_winner"], "auc_before": before["auc"], "auc_after": after["auc"],
             "train_agreement_first": train_agree[0] if train_agree else float("nan"),
             "train_agreement_last": train_agree[-1] if train_agree else float("nan"),
+            "verified_pairs_per_iteration": [h.get("critic/verified_pairs", 0.0) for h in history],
             "critic_rows": sum(h.get("critic/train_rows", 0.0) for h in history), "seconds": time.perf_counter() - t0}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, population std and min of ``values``."""
+    return {"mean": statistics.mean(values), "std": statistics.pstdev(values), "min": min(values)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--iterations", type=int, default=6)
-    parser.add_argument("--sft-epochs", type=float, default=6, help="passes of the format warm start")
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--tasks", type=int, default=3, help="tasks per iteration")
+    parser.add_argument("--mix", type=float, default=0.85, help="critic.mix_fraction: share of each batch's rows that are critic rows")
+    parser.add_argument("--heldout-tasks", type=int, default=12)
+    parser.add_argument("--group-size", type=int, default=8, help="siblings per task: a group of 8 gives up to 16 verified pairs")
     parser.add_argument("--out", default="benchmarks/results/critic_training.json")
+    parser.add_argument("--combine", nargs="+", metavar="JSON", help="no training: tabulate the runs of these result files "
+                        "(seeds run as separate processes, e.g. in parallel)")
     args = parser.parse_args()
-    import torch
+    if args.combine:
+        runs = [r for f in args.combine for r in json.loads(Path(f).read_text())["runs"]]
+        args.seeds = [r["seed"] for r in runs]
+    else:
+        import torch
 
-    torch.set_num_threads(1)
-    results = []
-    for seed in args.seeds:
-        results.append(run_seed(seed, args.iterations, args.sft_epochs))
-        print(json.dumps(results[-1]), flush=True)
-    gains = [r["after"] - r["before"] for r in results]
-    summary = {"iterations": args.iterations, "sft_epochs": args.sft_epochs, "seeds": args.seeds, "runs": results,
-               "gain_mean": statistics.mean(gains), "gain_std": statistics.pstdev(gains)}
-    print(f"held-out agreement after format warm start {statistics.mean(r['before'] for r in results):.3f}, "
-          f"after {args.iterations} critic-training iterations {statistics.mean(r['after'] for r in results):.3f}; "
-          f"gain {summary['gain_mean']:+.3f} +- {summary['gain_std']:.3f} over {len(results)} seeds")
+        torch.set_num_threads(1)
+        runs = []
+        for seed in args.seeds:
+            runs.append(run_seed(seed, args))
+            print(json.dumps(runs[-1]), flush=True)
+    summary: dict[str, Any] = {"args": vars(args), "runs": runs}
+    print(f"{'figure':<24}{'before':>8}{'after':>8}{'gain mean':>11}{'std':>7}{'min':>8}")
+    for name, b, a in [("agreement (per prompt)", "before", "after"), ("agreement (pair)", "pair_before", "pair_after"),
+                       ("p(winner)", "p_winner_before", "p_winner_after"), ("AUC", "auc_before", "auc_after")]:
+        gain = spread([r[a] - r[b] for r in runs])
+        summary[f"gain_{a}"] = gain
+        print(f"{name:<24}{statistics.mean(r[b] for r in runs):>8.3f}{statistics.mean(r[a] for r in runs):>8.3f}"
+              f"{gain['mean']:>+11.3f}{gain['std']:>7.3f}{gain['min']:>+8.3f}")
+    print(f"{len(runs)} seeds, {args.iterations} iterations, {sum(r['seconds'] for r in runs):.0f} s (sum over seeds)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1))
 
