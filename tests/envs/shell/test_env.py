@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -170,7 +173,13 @@ def test_a_sandbox_that_died_is_replaced_at_the_next_reset():
     env.reset(seed=0)
     first = env.state_digest()
     dead = env.sandbox
-    dead.session.proc.kill()  # as if the kernel had killed the whole sandbox
+    # As if the kernel had killed the whole sandbox: every process under the launcher, then the
+    # launcher. Killing only the launcher left a loaded machine's bash alive long enough (its
+    # parent-death signal is asynchronous) to answer the next command.
+    for pid, _, _ in reversed(dead.session._tree()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    dead.session.proc.kill()
     dead.session.proc.wait()
     with pytest.raises(SandboxError):  # infrastructure: the episode fails, it is not the model's turn
         env.step(call("bash", command="echo hi"))
