@@ -1,8 +1,10 @@
-"""The demo recipe (``toolgym demo``) over several seeds: held-out success before SFT, after SFT, after RL.
+"""The demo recipe (``toolgym demo``) over several seeds: held-out success on the never-demonstrated
+long tasks before SFT, after SFT, after RL and for the equal-time SFT control.
 
 Each seed reruns the whole recipe from the shipped base checkpoint with its own SFT batch
 order, RL task order and sampling; the held-out tasks are the same for every seed. The table
-shows each seed and the mean and spread of the RL gain (after RL minus after SFT).
+shows each seed, and the mean, spread and minimum of the RL gain (after RL minus after SFT) and
+of RL's lead over the control (after RL minus control).
 
     python benchmarks/demo_seeds.py                 # 3 seeds, defaults of `make demo`
     python benchmarks/demo_seeds.py --seeds 0 1 2 3 # more seeds
@@ -52,23 +54,31 @@ def main() -> None:
             runs = list(pool.map(_one_seed, args.seeds, [args.threads] * len(args.seeds), [base_stage] * len(args.seeds)))
     else:
         runs = [_one_seed(seed, args.threads, base_stage) for seed in args.seeds]
-    gains = [r["stages"]["after_rl"]["success"] - r["stages"]["after_sft"]["success"] for r in runs]
-    table = Table(title="toolgym demo: held-out success (greedy) per seed")
-    for col in ("seed", "before SFT", "after SFT", "after RL", "RL gain", "minutes"):
+    def success(run: dict, stage: str) -> float:
+        return run["stages"][stage]["success"]
+
+    gains = [success(r, "after_rl") - success(r, "after_sft") for r in runs]
+    leads = [success(r, "after_rl") - success(r, "control") for r in runs]
+    table = Table(title="toolgym demo: held-out success on long tasks (greedy) per seed")
+    for col in ("seed", "before SFT", "after SFT", "after RL", "control", "RL gain", "RL - control", "short tasks after RL", "minutes"):
         table.add_column(col, justify="right")
-    for seed, r, gain in zip(args.seeds, runs, gains, strict=True):
-        s = r["stages"]
-        table.add_row(str(seed), *(f"{s[k]['success']:.1%}" for k in ("before_sft", "after_sft", "after_rl")),
-                      f"{gain:+.1%}", f"{r['seconds']['total'] / 60:.1f}")
+    for seed, r, gain, lead in zip(args.seeds, runs, gains, leads, strict=True):
+        table.add_row(str(seed), *(f"{success(r, k):.1%}" for k in ("before_sft", "after_sft", "after_rl", "control")),
+                      f"{gain:+.1%}", f"{lead:+.1%}", f"{r['stages']['after_rl'].get('shown_success', float('nan')):.1%}",
+                      f"{r['seconds']['total'] / 60:.1f}")
     console.print(table)
-    summary = {
-        "gain_mean": statistics.mean(gains), "gain_std": statistics.stdev(gains) if len(gains) > 1 else 0.0,
-        "gain_min": min(gains), "gain_max": max(gains),
-        "after_sft_mean": statistics.mean(r["stages"]["after_sft"]["success"] for r in runs),
-        "after_rl_mean": statistics.mean(r["stages"]["after_rl"]["success"] for r in runs),
-    }
-    console.print(f"RL gain over SFT: {summary['gain_mean']:+.1%} (std {summary['gain_std']:.1%}, "
-                  f"min {summary['gain_min']:+.1%}, max {summary['gain_max']:+.1%}) over {len(gains)} seeds")
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "min": min(values), "max": max(values)}
+
+    summary = {"rl_gain": spread(gains), "rl_minus_control": spread(leads),
+               "after_sft_mean": statistics.mean(success(r, "after_sft") for r in runs),
+               "after_rl_mean": statistics.mean(success(r, "after_rl") for r in runs),
+               "control_mean": statistics.mean(success(r, "control") for r in runs)}
+    for key, label in (("rl_gain", "RL gain over SFT"), ("rl_minus_control", "RL minus control")):
+        g = summary[key]
+        console.print(f"{label}: {g['mean']:+.1%} (std {g['std']:.1%}, min {g['min']:+.1%}, max {g['max']:+.1%}) over {len(runs)} seeds")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "seeds": args.seeds, "summary": summary, "runs": runs,

@@ -95,3 +95,13 @@ def test_partial_solutions_get_partial_credit(index, mistake):
     episode = run_episodes(demo_env(), ScriptedPolicy({task.id: turns}), tasks=[task])[0]
     total = score_episodes_sync([episode], demo_rubric())[0].total
     assert total is not None and 0.0 < total < 1.0, (mistake, total)
+
+
+def test_short_and_long_kinds_split_result_tasks_by_value_and_never_share_a_task():
+    from toolgym.trainers.demo_tasks import LONG_VALUE
+
+    short, long_train, long_heldout = demo_split("train", 100, "short"), demo_split("train", 100, "long"), demo_split("heldout", 100, "long")
+    assert all(float(t.gold_actions[0].arguments["value"]) < LONG_VALUE for t in short)
+    assert all(float(t.gold_actions[0].arguments["value"]) >= LONG_VALUE for t in long_train + long_heldout)
+    assert all(t.gold_actions[1].arguments["name"].startswith("result_") for t in short + long_train + long_heldout)
+    assert not {t.instruction for t in long_heldout} & {t.instruction for t in long_train + short}

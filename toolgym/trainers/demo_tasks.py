@@ -5,7 +5,7 @@ value." The gold solution is two calls and an answer: ``convert`` with numbers a
 from the request, ``store`` with the slot name from the request and the value from the tool
 result, then a sentence quoting that value. Nothing needs arithmetic.
 
-The tasks come in two kinds, split by the slot's word:
+The tasks come in kinds. Two are split by the slot's word:
 
 - ``"demonstrated"``: the slot word is ``result`` (``result_68``). ``toolgym demo`` trains and
   evaluates on these: SFT on their gold trajectories, then GRPO.
@@ -14,7 +14,13 @@ The tasks come in two kinds, split by the slot's word:
   demonstrated kind has never seen a gold trajectory of these. They measure whether a model
   stores under the name the user asked for (``docs/main_job.md`` reports the experiment).
 
-Why the demo itself keeps ``result``: with every slot word allowed, the shipped 1.2M base learns
+Two split the ``result`` tasks by the value to convert, which is what ``toolgym demo`` uses:
+``"short"`` (under 100: at most two digits before the point) is demonstrated by SFT, and
+``"long"`` (100 to 500) is learned by GRPO from the rubric alone. Copying a third leading digit
+is the skill no demonstration shows; the base, pretrained on other families with such values,
+makes it reachable by sampling (``docs/main_job.md``).
+
+Why the demo keeps ``result``: with every slot word allowed, the shipped 1.2M base learns
 to copy the slot's number after about 120 SFT steps but its *word* only after about 400; until
 then it guesses one of ten words, and greedy success stays near 1 in 10.
 
@@ -40,8 +46,10 @@ DEMO_SLOT = "result"
 """The slot word of the demonstrated tasks (slots are ``result_1`` .. ``result_99``)."""
 NEW_SLOTS = ("total", "leg", "answer", "dose", "trip", "batch", "load", "span", "sample")
 """Slot words of the new tasks: UnitConv's other nine, which no demonstration of this family uses."""
-Kind = Literal["demonstrated", "new"]
-KINDS: tuple[Kind, ...] = ("demonstrated", "new")
+LONG_VALUE = 100.0
+"""The "long" kind converts a value of at least this (three digits before the point); "short" a smaller one."""
+Kind = Literal["demonstrated", "new", "short", "long"]
+KINDS: tuple[Kind, ...] = ("demonstrated", "new", "short", "long")
 TRAIN_LIMIT = 2000
 """Most training tasks a demo may draw; held-out tasks are checked against this many."""
 Split = Literal["train", "heldout"]
@@ -90,7 +98,9 @@ def demo_split(split: Split, n: int, kind: Kind = "demonstrated") -> list[Task]:
     Args:
         split: "train" or "heldout" (disjoint seeds, no shared instruction).
         n: How many tasks.
-        kind: "demonstrated" (slot word ``result``) or "new" (one of ``NEW_SLOTS``).
+        kind: "demonstrated" (slot word ``result``), "new" (one of ``NEW_SLOTS``), or the
+            ``result`` tasks split by the value to convert: "short" (under ``LONG_VALUE``) and
+            "long" (``LONG_VALUE`` or more).
 
     Raises:
         ValueError: an unknown split or kind, or more than ``TRAIN_LIMIT`` training tasks (the
@@ -99,7 +109,8 @@ def demo_split(split: Split, n: int, kind: Kind = "demonstrated") -> list[Task]:
     if split not in SPLIT_SEEDS:
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     if kind not in KINDS:
-        raise ValueError(f"kind must be 'demonstrated' (slot word 'result') or 'new' (the other slot words), got {kind!r}")
+        raise ValueError(f"kind must be 'demonstrated' (slot word 'result'), 'new' (the other slot words), 'short' or 'long' "
+                         f"('result' tasks with a value under or at least {LONG_VALUE:g}), got {kind!r}")
     if split == "train" and n > TRAIN_LIMIT:
         raise ValueError(f"at most TRAIN_LIMIT={TRAIN_LIMIT} training tasks are kept apart from the held-out split, asked for {n}")
     from toolgym.policies.models.gold_episodes import compact_task
@@ -122,12 +133,18 @@ def _scan(split: Split, n: int, kind: Kind) -> list[Task]:
     seed = SPLIT_SEEDS[split]
     while len(found) < n:
         family, slot = task_head(seed)
-        if family == DEMO_FAMILY and slot_kind(slot) == kind:
+        if family == DEMO_FAMILY and slot_kind(slot) == ("new" if kind == "new" else "demonstrated"):
             task = generate_task(seed)
-            if task.instruction not in earlier:
+            if task.instruction not in earlier and _value_fits(task, kind):
                 found.append(task)
         seed += 1
     return found
+
+
+def _value_fits(task: Task, kind: Kind) -> bool:
+    if kind not in ("short", "long"):
+        return True
+    return (float(task.gold_actions[0].arguments["value"]) >= LONG_VALUE) == (kind == "long")
 
 
 @functools.lru_cache(maxsize=len(KINDS))
