@@ -62,6 +62,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+from env_step import extract  # a sibling script: benchmarks/ is on sys.path when run as python benchmarks/X.py
 from rich.console import Console
 from rich.table import Table
 
@@ -329,10 +330,7 @@ def run_against(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Commit ``args.against``'s own benchmark, same settings, in a subprocess; its results,
     their ``worlds`` label prefixed with the commit."""
     with tempfile.TemporaryDirectory(prefix="api_envs_base_") as tmp:
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{args.against}^{{commit}}"],
-                             check=True, capture_output=True, text=True).stdout.strip()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        rev = extract(args.against, Path(tmp))
         out = Path(tmp) / "before.json"
         cmd = [sys.executable, "benchmarks/api_envs.py", "--envs", str(args.envs), "--rounds", str(args.rounds),
                "--traced", str(args.traced), "--domains", args.domains, "--configs", args.configs, "--out", str(out)]

@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from env_step import extract  # a sibling script: benchmarks/ is on sys.path when run as python benchmarks/X.py
+
 ROOT = Path(__file__).resolve().parents[1]
 EPISODES, EPISODE_LEN = 10, 20
 CHILD = f"""
@@ -62,8 +64,7 @@ def main() -> None:
     rows: dict[str, dict[str, float]] = {"this tree": {f: per_step(ROOT, f) for f in formats}}
     for rev in args.against:
         with tempfile.TemporaryDirectory(prefix="env_step_rev_") as tmp:
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
-            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+            extract(rev, Path(tmp))
             rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], check=True, capture_output=True, text=True).stdout.strip()
             rows[rev] = {f: per_step(Path(tmp), f) for f in formats}
     print(f"{'tree':>12} " + " ".join(f"{f:>10}" for f in formats) + "   (bytecodes per step)")

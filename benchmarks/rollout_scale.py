@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from env_step import extract  # a sibling script: benchmarks/ is on sys.path when run as python benchmarks/X.py
 from rich.console import Console
 from rich.table import Table
 
@@ -224,10 +225,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_against(args: argparse.Namespace) -> dict[str, Any]:
     """Commit ``args.against``'s own benchmark, same settings, in a subprocess; its results."""
     with tempfile.TemporaryDirectory(prefix="rollout_scale_base_") as tmp:
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{args.against}^{{commit}}"],
-                             check=True, capture_output=True, text=True).stdout.strip()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        rev = extract(args.against, Path(tmp))
         out = Path(tmp) / "before.json"
         cmd = [sys.executable, "benchmarks/rollout_scale.py", "--envs", str(args.envs), "--actors", str(args.actors),
                "--rounds", str(args.rounds), "--episodes", str(args.episodes), "--out", str(out)]
