@@ -22,3 +22,16 @@ def ray_local():
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
+
+
+@pytest.fixture(scope="session")
+def vllm_tier(request):
+    """Skip unless the vLLM tier was asked for (``-m vllm``) and ``make vllm-venv`` has run."""
+    if "vllm" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("the vLLM tier runs only when asked for: make test-vllm (pytest -m vllm)")
+    from toolgym.policies.vllm_engine import VLLMNotInstalledError, vllm_python
+
+    try:
+        vllm_python()
+    except VLLMNotInstalledError as exc:
+        pytest.skip(str(exc))

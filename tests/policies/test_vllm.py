@@ -212,21 +212,10 @@ def test_a_server_whose_starter_is_killed_stops(tmp_path, killed):
 torch = pytest.importorskip("torch")
 
 
-def require_vllm_tier(request) -> None:
-    """Skip unless the tier was asked for (``-m vllm``) and ``make vllm-venv`` has run."""
-    if "vllm" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("the vLLM tier runs only when asked for: make test-vllm (pytest -m vllm)")
-    try:
-        vllm_python()
-    except VLLMNotInstalledError as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.mark.vllm
-def test_a_server_that_cannot_start_raises_its_root_cause_without_waiting_out_the_deadline(request, tmp_path):
+def test_a_server_that_cannot_start_raises_its_root_cause_without_waiting_out_the_deadline(vllm_tier, tmp_path):
     """A model folder without weights: vLLM's engine core dies while loading, and the server then takes tens of
     seconds to exit (or hangs); the start is refused as soon as the log says the engine died."""
-    require_vllm_tier(request)
     from toolgym.policies.models import cached_tiny_model
 
     source = cached_tiny_model("qwen3")
@@ -250,9 +239,8 @@ def _cmdline(path: Path) -> str:
 
 
 @pytest.fixture(scope="module", params=["qwen3", "kimi"])
-def engine(request):
+def engine(request, vllm_tier):
     """``(policy, model_dir)``: one vLLM server per tiny model, shared by the module's tests."""
-    require_vllm_tier(request)
     from toolgym.policies.models import cached_tiny_model
     from toolgym.policies.vllm_policy import VLLMPolicy
 

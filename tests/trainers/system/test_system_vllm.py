@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 
 from toolgym.trainers import metrics as m
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.usefixtures("vllm_tier")]
 
 LOGPROB_TOL = 1e-4
 ITERATIONS = 2
@@ -29,19 +29,6 @@ DIGITS = {
     "criteria": [{"id": "digits", "description": "share of digits in what the policy wrote", "weight": 1,
                   "source": {"type": "critic", "critic": "digits"}}],
 }
-
-
-@pytest.fixture(autouse=True)
-def vllm_venv(request):
-    """Skip unless asked for (``-m vllm``) and ``make vllm-venv`` has run."""
-    if "vllm" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("the vLLM tier runs only when asked for: make test-vllm (pytest -m vllm)")
-    from toolgym.policies.vllm_engine import VLLMNotInstalledError, vllm_python
-
-    try:
-        vllm_python()
-    except VLLMNotInstalledError as exc:
-        pytest.skip(str(exc))
 
 
 def digit_share(episode, criterion) -> float:
