@@ -121,7 +121,7 @@ def run_demo(cfg: DemoConfig | None = None, *, log: Callable[[str], None] = prin
     trainer = GRPOTrainer(_rl_config(cfg, len(heldout)), model, tokenizer, env=demo_env(), rubric=demo_rubric(),
                           tasks=lambda first, n: [rl_tasks[(first + k) % len(rl_tasks)] for k in range(n)], heldout=heldout)
     steps = 2 + cfg.rl_iterations + (1 if cfg.base_stage is None else 0)
-    with _progress(steps, log) as advance:
+    with _progress(steps) as advance:
         try:
             if cfg.base_stage is None:
                 _stage(result, "before_sft", trainer, shown, log)
@@ -134,6 +134,7 @@ def run_demo(cfg: DemoConfig | None = None, *, log: Callable[[str], None] = prin
             result.seconds["sft"], sft = _sft(model, rows, SFTConfig(**{**asdict(cfg.sft), "seed": cfg.seed}), tokenizer, log)
             result.sft = {"rows": len(rows), "steps": sft.steps, "trained_tokens": sft.trained_tokens, "final_loss": sft.final_loss}
             _stage(result, "after_sft", trainer, shown, log)
+            advance()
             after_sft = copy.deepcopy(model.state_dict())
             t0 = time.perf_counter()
             for _ in range(cfg.rl_iterations):
@@ -190,7 +191,7 @@ def _sft(model: Any, rows: list[Any], cfg: SFTConfig, tokenizer: Any, log: Calla
 
 
 @contextlib.contextmanager
-def _progress(total: int, log: Callable[[str], None]) -> Iterator[Callable[[], None]]:
+def _progress(total: int) -> Iterator[Callable[[], None]]:
     """A progress bar over the demo's stages and RL iterations (rich, to the terminal)."""
     from rich.progress import Progress
 
