@@ -10,8 +10,10 @@ An **engine** continues tokenized prompts (``generate_ids``, the same seam as
   subclasses it and overrides ``load_weights`` with vLLM's own weight-update call.
 
 ``InferenceWorker`` is the Ray actor around one engine: ``generate`` answers with the version
-that produced every result (a weight load waits for the running batch and the next batch uses
-the new weights), ``load_weights`` installs a version.
+that produced every result, ``load_weights`` hands it a new version. Weights that arrive while a
+batch decodes wait in a pending slot and are installed between batches (before the next one
+starts), so the learner's publish returns at once and never waits for a running batch; a batch
+never sees two versions.
 
 ``WorkerPolicy`` is the driver's side: an ``HFPolicy`` whose ``generate_ids`` seam sends the jobs
 to the workers, so prompts are rendered exactly as the in-process trainer renders them. A
@@ -193,7 +195,12 @@ class InferenceWorker:
             raise ConfigError(f"engine kind must be one of {sorted(ENGINES)}, got {spec.kind!r}")
         self.engine = ENGINES[spec.kind](spec)
         self.version = 0
-        self._lock = asyncio.Lock()
+        """The version the engine holds (installed)."""
+        self.deferred = 0
+        """Loads that arrived during a batch and were installed after it (publishes that did not wait)."""
+        self._pending: tuple[dict[str, Any], int] | None = None
+        self._failed: Exception | None = None
+        self._lock = asyncio.Lock()  # held by a batch or an install: the engine does one thing at a time
 
     async def ready(self) -> int:
         """The worker's process id, once the engine is built."""
@@ -201,16 +208,52 @@ class InferenceWorker:
 
     async def generate(self, jobs: Sequence[GenerationJob]) -> tuple[int, list[Generated | PolicyError]]:
         """``(version, results)``: the weights version that produced every result."""
-        async with self._lock:  # a weight load waits for this batch; the next one uses the new weights
-            return self.version, await self.engine.generate_ids(jobs)
+        async with self._lock:
+            await self._install_pending()  # weights that arrived during the previous batch
+            version, results = self.version, await self.engine.generate_ids(jobs)
+        if self._pending is not None:  # arrived during this batch: install now, while the caller reads the results
+            asyncio.ensure_future(self._install(background=True))
+        return version, results
 
     async def load_weights(self, state: dict[str, Any], version: int) -> float:
-        """Install ``state`` as ``version``; returns the seconds the load took."""
+        """Hand the worker ``state`` as ``version``; returns the seconds the caller waited.
+
+        With the engine idle the weights are installed before this returns. During a batch they
+        wait in the pending slot (a newer publish replaces an older one) and are installed before
+        the next batch: the caller does not wait for the running decode.
+        """
         t0 = time.perf_counter()
+        self._pending = (state, version)
+        if self._lock.locked():
+            self.deferred += 1
+            return time.perf_counter() - t0
+        await self._install()
+        return time.perf_counter() - t0
+
+    async def held_version(self) -> int:
+        """The installed version once pending weights are in (what the next batch will use)."""
+        await self._install()
+        return self.version
+
+    async def _install(self, *, background: bool = False) -> None:
         async with self._lock:
+            try:
+                await self._install_pending()
+            except Exception as exc:  # nobody awaits a background install: the next call reports it
+                if not background:
+                    raise
+                self._failed = exc
+
+    async def _install_pending(self) -> None:
+        """Load the pending weights, if any (the caller holds the lock); raise a failed background load."""
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise RuntimeError(f"loading weights between batches failed: {type(failed).__name__}: {failed}") from failed
+        while self._pending is not None:
+            state, version = self._pending
+            self._pending = None
             await self.engine.load_weights(state, version)
             self.version = version
-        return time.perf_counter() - t0
 
 
 class WorkerPolicy(HFPolicy):

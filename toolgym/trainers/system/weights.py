@@ -1,9 +1,11 @@
 """Versioned weight sync: the learner's new weights reach every inference worker.
 
 ``WeightSync.publish(state, version)`` puts the ``state_dict`` into Ray's object store once
-(or reuses the reference a learner put there) and has every live worker load it: the
+(or reuses the reference a learner put there) and hands it to every live worker: the
 object store is the broadcast, each worker reads the same copy. The call returns when every
-worker holds ``version``, and records how long that took (``system/weight_sync_s``), so the
+worker has the weights: installed if the worker was idle, else waiting in its pending slot to
+be installed before its next batch (``InferenceWorker.load_weights``), so a publish never
+waits for a running decode. It records how long it took (``system/weight_sync_s``), so the
 time can be read against the parameter count (``benchmarks/train_system.py``).
 
 A worker that dies is skipped (the generation side has already re-sent its jobs); the sync
@@ -33,7 +35,7 @@ class WeightSync:
     def __init__(self, workers: Sequence[Any], dead: set[int]):
         self.workers, self.dead = list(workers), dead
         self.version = 0
-        """The version every live worker holds."""
+        """The version every live worker has been given (each uses it from its next batch on)."""
         self.seconds: list[float] = []
         """Wall time of each publish."""
 
