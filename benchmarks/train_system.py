@@ -10,6 +10,12 @@ Part 1 runs the same GRPO recipe on the tiny Kimi-shaped MoE (UnitConv, 4 tasks 
   ``max_staleness`` 1 or 2;
 * **async s=1 + IS** (``--modes ...,async1_is``): with the truncated importance correction (one
   more forward over the batch per update, for π_prox).
+* **routing replay** (``--modes ...,sync_r3,async1_r3``): the inference worker generates in
+  bfloat16 (as a serving engine does) and records each sampled token's experts; the float32
+  learner replays them. Printed per mode: agreement of the used experts with the records (1.0
+  under replay), the training router's own agreement per MoE layer (the mismatch replay
+  removes), and the mean log-prob gap to the behaviour policy with and without replay (each
+  update measures both). Not part of the timing comparison: bf16 generation costs differ.
 
 Every Ray mode has the same placement (``ROLES``): the inference worker reserves 1 CPU and the
 learner 1 CPU, each computing with one torch thread (``system.*_threads`` default to the
@@ -68,6 +74,9 @@ MODES: dict[str, dict[str, Any]] = {
     "async1": {"system": {"mode": "async", "max_staleness": 1, **ROLES}},
     "async2": {"system": {"mode": "async", "max_staleness": 2, **ROLES}},
     "async1_is": {"system": {"mode": "async", "max_staleness": 1, **ROLES}, "importance": "truncated"},
+    "sync_r3": {"system": {"mode": "sync", "inference_dtype": "bfloat16", **ROLES}, "routing_replay": True},
+    "async1_r3": {"system": {"mode": "async", "max_staleness": 1, "inference_dtype": "bfloat16", **ROLES},
+                  "routing_replay": True},
 }
 DEFAULT_MODES = "inprocess,sync,async1,async2"
 
@@ -106,6 +115,7 @@ def run_mode(name: str, iterations: int, workers: int) -> dict[str, Any]:
     data = json.loads(json.dumps(RECIPE))
     data["run"].update(iterations=iterations, torch_threads=spec.get("threads", 1))
     data["algorithm"]["importance"] = spec.get("importance", "none")
+    data["algorithm"]["routing_replay"] = spec.get("routing_replay", False)
     data["system"] = {**spec["system"], "inference_workers": workers} if spec["system"] else {}
     cfg = TrainConfig.from_dict(data)
     torch.set_num_threads(cfg.run.torch_threads or 1)
@@ -168,6 +178,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "learner_idle_frac": 1.0 - update / wall if wall else 0.0,
         "staleness": hist or {"0": 1.0}, "trained_tokens_per_s": sum(r.get("train/tokens", 0.0) for r in rows) / wall,
         "weight_sync_s": mean("system/weight_sync_s"), "reward_mean": mean("train/reward_mean"),
+        "routing": {k.removeprefix("routing/"): statistics.mean(r[k] for r in rows if k in r)
+                    for k in sorted({k for r in rows for k in r if k.startswith("routing/")})},
         "cpu_s_per_iteration": dict(sorted(cpu.items(), key=lambda kv: -kv[1])),
         # Cores this run's processes actually got: about 1.0 means the roles took turns on one core's worth of
         # CPU (a loaded machine's fair share), and overlapping them (async) cannot shorten an iteration.
@@ -263,6 +275,16 @@ def main() -> None:
     for name, r in modes.items():
         cpu_table.add_row(name, *(f"{r['cpu_s_per_iteration'].get(role, 0.0):.2f}" for role in roles))
     console.print(cpu_table)
+    routing = {name: r["routing"] for name, r in modes.items() if r["routing"]}
+    if routing:  # modes with routing replay: bf16 generation vs the float32 training forward
+        layers = sorted({k for r in routing.values() for k in r if k.endswith("/router_agreement") and k.startswith("layer")})
+        routing_table = Table(title="routing replay (bf16 generation, fp32 training): agreement with the recorded experts")
+        for col in ("mode", "used experts", *(f"router {k.split('/')[0]}" for k in layers), "gap with replay", "gap without"):
+            routing_table.add_column(col)
+        for name, r in routing.items():
+            routing_table.add_row(name, f"{r.get('agreement', 0.0):.4f}", *(f"{r.get(k, 0.0):.4f}" for k in layers),
+                                  f"{r.get('logprob_gap_replay', 0.0):.2e}", f"{r.get('logprob_gap_free', 0.0):.2e}")
+        console.print(routing_table)
     sync_table = Table(title="weight sync: object store put + copy into 2 actors")
     for col in ("parameters", "MB", "seconds"):
         sync_table.add_column(col)

@@ -267,6 +267,9 @@ class SystemSection(_Section):
     ``learner_backend: local`` learner runs in the driver with ``run.torch_threads``."""
     inference_gpus: float = Field(default=0.0, ge=0.0)
     """GPUs per inference worker (0 on CPU machines)."""
+    inference_dtype: Literal["float32", "bfloat16"] | None = None
+    """engine "hf": dtype of each worker's model (None: ``model.dtype``), e.g. "bfloat16" generation for a
+    float32 learner, the train-inference mismatch that ``algorithm.routing_replay`` removes for MoE routers."""
     learner_gpus: float = Field(default=0.0, ge=0.0)
     """GPUs per learner (> 0 selects NCCL for the gradient all-reduce)."""
     resources: dict[str, dict[str, float]] = Field(default_factory=dict)
@@ -474,9 +477,10 @@ def _system_contradictions(cfg: TrainConfig) -> list[str]:
     if (s.engine == "openai" or (s.engine == "vllm" and s.engine_urls)) and len(s.engine_urls) != s.inference_workers:
         out.append(f"system.engine: {s.engine} needs one URL per inference worker in system.engine_urls "
                    f"({s.inference_workers} workers, {len(s.engine_urls)} URLs)")
-    if s.mode != "inprocess" and cfg.algorithm.routing_replay:
-        out.append("algorithm.routing_replay is not wired through the inference workers yet (they do not record routed "
-                   "experts): set algorithm.routing_replay: false, or system.mode: inprocess")
+    if s.mode != "inprocess" and cfg.algorithm.routing_replay and s.engine == "vllm":
+        out.append("algorithm.routing_replay needs each sampled token's routed experts, which a vLLM server does not "
+                   "report: set system.engine: hf (or openai with a toolgym serve that records routing), or "
+                   "algorithm.routing_replay: false")
     unknown = set(s.resources) - {"env", "inference", "learner"}
     if unknown:
         out.append(f"system.resources: unknown role(s) {sorted(unknown)}; roles are env, inference, learner")

@@ -80,7 +80,7 @@ def preflight(config: TrainConfig) -> None:
     for i, url in enumerate(s.engine_urls if s.engine == "openai" else []):
         from toolgym.trainers.system.inference import check_engine_url
 
-        check_engine_url(url, f"system.engine_urls[{i}]")
+        check_engine_url(url, f"system.engine_urls[{i}]", routing=config.algorithm.routing_replay)
     if s.engine == "vllm" and not s.engine_urls:  # the workers start servers: the vLLM venv must be there
         from toolgym.policies.vllm_engine import vllm_python
 

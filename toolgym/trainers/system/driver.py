@@ -80,6 +80,10 @@ class SystemTrainer:
         if config.critic.outcome is not None:
             raise ConfigError("critic.outcome (the closed-loop critic) runs in the in-process trainer only: "
                               "remove the critic section or set system.mode: inprocess")
+        if config.algorithm.routing_replay:  # a dense or unknown MoE model is refused before Ray starts
+            from toolgym.trainers.routing import check_replayable
+
+            check_replayable(model)
         preflight(config)  # cluster, placement and engine URLs: refused before any work
         import ray
 
@@ -93,8 +97,9 @@ class SystemTrainer:
         self._work = Path(tempfile.mkdtemp(prefix="toolgym-system-"))
         model.save_pretrained(self._work / "model")  # workers and learners start from these weights
         tokenizer.save_pretrained(self._work / "model")
-        spec = EngineSpec(kind=s.engine, model_dir=str(self._work / "model"), dtype=config.model.dtype,
-                          device=config.model.device, torch_threads=role_threads(s, "inference"))
+        spec = EngineSpec(kind=s.engine, model_dir=str(self._work / "model"), dtype=s.inference_dtype or config.model.dtype,
+                          device=config.model.device, torch_threads=role_threads(s, "inference"),
+                          record_routing=config.algorithm.routing_replay)
         actor: Any = ray.remote(InferenceWorker).options(**remote_options(s, "inference"))
         self.workers: list[Any] = [actor.remote(spec.model_copy(update={"url": s.engine_urls[i]} if s.engine_urls else {}))
                         for i in range(s.inference_workers)]

@@ -76,13 +76,18 @@ class EngineSpec(BaseModel):
     """openai: the server's base URL, e.g. ``http://127.0.0.1:8000/v1``."""
     timeout_s: float = Field(default=120.0, gt=0)
     """openai: deadline of one request."""
+    record_routing: bool = False
+    """Return each sampled token's routed experts per MoE layer (routing replay). hf: recorded by the
+    decoder; openai: read from the server's ``routed_experts`` (a ``toolgym serve`` whose policy records
+    routing); vllm: not available (the config refuses it)."""
 
 
 class HFEngine:
     """A transformers model in this process, decoded by ``HFPolicy.generate_ids``."""
 
     def __init__(self, spec: EngineSpec):
-        self.policy = HFPolicy.from_pretrained(spec.model_dir, device=spec.device, dtype=spec.dtype, max_batch_size=spec.max_batch_size)
+        self.policy = HFPolicy.from_pretrained(spec.model_dir, device=spec.device, dtype=spec.dtype, max_batch_size=spec.max_batch_size,
+                                               record_routing=spec.record_routing)
         self.policy.model.eval()
 
     async def generate_ids(self, jobs: Sequence[GenerationJob]) -> list[Generated | PolicyError]:
@@ -101,6 +106,7 @@ class OpenAIEngine:
 
     def __init__(self, spec: EngineSpec):
         self.url, self.timeout_s = spec.url.rstrip("/"), spec.timeout_s
+        self.record_routing = spec.record_routing
         self._dir = tempfile.mkdtemp(prefix="toolgym-weights-")
 
     async def generate_ids(self, jobs: Sequence[GenerationJob]) -> list[Generated | PolicyError]:
@@ -121,7 +127,7 @@ class OpenAIEngine:
             return PolicyError(kind="endpoint_error", message=f"{self.url}/completions: {type(exc).__name__}: {exc}"[:500])
         if response.status_code != 200:
             return PolicyError(kind="endpoint_error", message=f"{self.url}/completions answered {response.status_code}: {response.text[:300]}")
-        return read_completion(response.json(), self.url)
+        return read_completion(response.json(), self.url, routing=self.record_routing)
 
     async def load_weights(self, state: dict[str, Any], version: int) -> None:
         import httpx
@@ -145,8 +151,12 @@ def weights_url(url: str) -> str:
     return url.rstrip("/") + "/weights"
 
 
-def read_completion(data: Any, url: str) -> Generated | PolicyError:
-    """A ``Generated`` from a ``/v1/completions`` answer, or why it cannot be trained on."""
+def read_completion(data: Any, url: str, *, routing: bool = False) -> Generated | PolicyError:
+    """A ``Generated`` from a ``/v1/completions`` answer, or why it cannot be trained on.
+
+    With ``routing`` the answer must carry ``routed_experts`` (one record per token id), as a
+    ``toolgym serve`` whose policy records routing returns.
+    """
     from toolgym.policies.openai_schema import CompletionResponse
 
     try:
@@ -158,11 +168,15 @@ def read_completion(data: Any, url: str) -> Generated | PolicyError:
     if ids is None or len(ids) != len(logprobs):
         return PolicyError(kind="bad_response", message=f"{url} returned no token ids or log-probs (needs return_token_ids and logprobs)")
     finish = "length" if choice.finish_reason == "length" else "stop"
-    return Generated(token_ids=list(ids), logprobs=logprobs, text=choice.text, finish_reason=finish)
+    routed = getattr(choice, "routed_experts", None) if routing else None  # toolgym serve's extension field
+    if routing and (not isinstance(routed, list) or len(routed) != len(ids)):
+        return PolicyError(kind="bad_response", message=f"{url} returned no routed_experts for its {len(ids)} token ids "
+                           "(routing replay needs a server whose policy records routing)")
+    return Generated(token_ids=list(ids), logprobs=logprobs, text=choice.text, finish_reason=finish, routed_experts=routed)
 
 
-def check_engine_url(url: str, field: str, timeout_s: float = 5.0) -> None:
-    """Refuse, before any work, an engine URL that does not answer or returns no token ids."""
+def check_engine_url(url: str, field: str, timeout_s: float = 5.0, *, routing: bool = False) -> None:
+    """Refuse, before any work, an engine URL that does not answer or returns no token ids (or, for routing replay, no routes)."""
     import httpx
 
     fix = "start one with `toolgym serve MODEL_DIR --port 8000` and use http://127.0.0.1:8000/v1"
@@ -177,6 +191,10 @@ def check_engine_url(url: str, field: str, timeout_s: float = 5.0) -> None:
     result = read_completion(response.json(), url)
     if isinstance(result, PolicyError):
         raise ConfigError(f"{field} {url!r}: {result.message}; use toolgym serve or vLLM, which return both")
+    if routing and isinstance(read_completion(response.json(), url, routing=True), PolicyError):
+        raise ConfigError(f"algorithm.routing_replay: {field} {url!r} returns no routed_experts, so its tokens cannot be "
+                          "replayed; serve a policy that records routing (toolgym.policies.serve.serve(HFPolicy(..., "
+                          "record_routing=True))), use system.engine: hf, or set algorithm.routing_replay: false")
 
 
 ENGINES: dict[str, type[Any]] = {"hf": HFEngine, "openai": OpenAIEngine, "vllm": VLLMEngine}
@@ -293,7 +311,8 @@ class WorkerPolicy(HFPolicy):
                 continue
             self.versions.record(requests[i].episode_id, len(requests[i].messages), version)
             turns[i] = PolicyTurn(text=result.text, prompt_token_ids=job.prompt_ids, token_ids=result.token_ids,
-                                  logprobs=result.logprobs, finish_reason=result.finish_reason)
+                                  logprobs=result.logprobs, finish_reason=result.finish_reason,
+                                  routed_experts=result.routed_experts)
         return [t for t in turns if t is not None]
 
     async def generate_ids(self, jobs: Sequence[GenerationJob]) -> list[Generated | PolicyError]:
