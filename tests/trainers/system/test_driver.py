@@ -228,10 +228,13 @@ def test_two_data_parallel_learners_on_ray_train_equal_one_learner(ray_local, re
         assert bad == []
 
 
-def test_a_learner_rank_killed_mid_update_fails_the_iteration_and_resume_reproduces_it(ray_local, reference, tmp_path):
-    """The Ray Train learner's rank is SIGKILLed once it is computing iteration 1's update (its CPU time moved
-    after the command): the iteration fails with ``LearnerDied`` naming the learner role, the run stops with
-    iteration 0's checkpoint; resuming from it computes iteration 1 as the uninterrupted in-process trainer does."""
+@pytest.mark.parametrize("world", [1, 2])
+def test_a_learner_rank_killed_mid_update_fails_the_iteration_and_resume_reproduces_it(ray_local, reference, tmp_path, world):
+    """The last Ray Train rank (of 1, or of 2 DDP gloo ranks) is SIGKILLed once it is computing iteration 1's update
+    (its CPU time moved after the command): the iteration fails with ``LearnerDied`` naming the learner role and that
+    rank (with 2 ranks the survivor fails in the all-reduce; the dead rank is blamed), the run stops with iteration
+    0's checkpoint; resuming from it computes iteration 1 as the uninterrupted in-process trainer does (1e-6 with one
+    rank; 1e-5 with two, the tolerance of the 2-learner test: the summed half-gradients differ in summation order)."""
     import os
     import signal
     import threading
@@ -242,8 +245,9 @@ def test_a_learner_rank_killed_mid_update_fails_the_iteration_and_resume_reprodu
     from toolgym.trainers.run import train
     from toolgym.trainers.system.learner import LearnerDied
 
-    cfg = config({**ON_RAY, "learner_backend": "ray_train"}, run={**BASE["run"], "out_dir": str(tmp_path / "run")})
-    killed: list[float] = []
+    system = {**ON_RAY, "learner_backend": "ray_train", "learners": world, "learner_cpus": 0.5 / world}
+    cfg = config(system, run={**BASE["run"], "out_dir": str(tmp_path / "run")})
+    victim, killed = world - 1, []
 
     def kill_rank_mid_update(rank: psutil.Process, start: float, done: threading.Event) -> None:
         while not done.is_set():  # the rank's CPU time moving: it received the batch and is updating
@@ -260,7 +264,7 @@ def test_a_learner_rank_killed_mid_update_fails_the_iteration_and_resume_reprodu
         def update_with_a_kill(batch, lr_factor):
             done = threading.Event()
             if trainer.iteration_index == 1:
-                rank = psutil.Process(trainer.learner.pids[0])
+                rank = psutil.Process(trainer.learner.pids[victim])
                 start = sum(rank.cpu_times()[:2])
                 threading.Thread(target=kill_rank_mid_update, args=(rank, start, done), daemon=True).start()
             try:
@@ -270,11 +274,16 @@ def test_a_learner_rank_killed_mid_update_fails_the_iteration_and_resume_reprodu
 
         trainer.learner.update = update_with_a_kill
 
-    with pytest.raises(LearnerDied, match="learner group") as failure:
+    with pytest.raises(LearnerDied, match=f"learner rank {victim} died") as failure:
         train(cfg, on_start=on_start)
     assert killed, "the update ended before the rank was killed"
-    assert failure.value.role == "learner"
+    assert failure.value.role == "learner" and failure.value.rank == victim
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "iter-000001"
     resumed = train(cfg, resume=True)
     assert len(resumed.history) == 1
-    assert same_metrics(resumed.history[0], reference[1]) == []
+    if world == 1:
+        assert same_metrics(resumed.history[0], reference[1]) == []
+    else:
+        ref = reference[1]
+        bad = [k for k, v in ref.items() if not k.startswith(m.TIME_PREFIX) and abs(resumed.history[0][k] - v) > 1e-5 * max(1.0, abs(v))]
+        assert bad == []

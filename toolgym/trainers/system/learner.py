@@ -24,6 +24,7 @@ import os
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -200,7 +201,7 @@ def learner_loop(cfg: dict[str, Any]) -> None:
     config = TrainConfig.from_dict(cfg["config"])
     model = AutoModelForCausalLM.from_pretrained(cfg["model_dir"], dtype=getattr(torch, config.model.dtype))
     updater = Updater(config, model, AutoTokenizer.from_pretrained(cfg["model_dir"]), rank=rank, world=world)
-    ray.get(box.reply.remote(rank, ("ready", os.getpid())))
+    ray.get(box.reply.remote(rank, ("ready", (os.getpid(), ray.get_runtime_context().get_node_id()))))
     while True:
         kind, *args = ray.get(box.receive.remote(rank))
         args = [ray.get(a) if isinstance(a, ray.ObjectRef) else a for a in args]  # batches and states travel by reference
@@ -252,8 +253,11 @@ class RayTrainLearner:
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._fit, daemon=True, name="toolgym-learners")
         self.thread.start()
-        self.pids: list[int] = self._answers(timeout_s=ready_timeout_s)
-        """Process id of each rank (to watch or, in the fault tests, kill one)."""
+        ready = self._answers(timeout_s=ready_timeout_s)
+        self.pids: list[int] = [pid for pid, _ in ready]
+        """Process id of each rank (to name a dead rank or, in the fault tests, kill one)."""
+        self.nodes: list[str] = [node for _, node in ready]
+        """Ray node id of each rank: a rank's process can be checked from here when it shares the driver's node."""
 
     def _fit(self) -> None:
         try:
@@ -272,18 +276,36 @@ class RayTrainLearner:
             ready, _ = ray.wait([pending], timeout=1.0)
             if ready:
                 rank, (status, value) = ray.get(pending)
-                if status == "error":
-                    raise LearnerDied(f"learner rank {rank} failed: {value}; resume the run from its last checkpoint "
-                                      "(toolgym train CONFIG --resume)", rank=rank)
+                if status == "error":  # a rank whose peer died fails in the all-reduce: blame the dead one
+                    dead = self._dead_ranks(grace_s=2.0)
+                    culprit = dead[0] if dead else rank
+                    why = f"died (rank {rank} then failed: {value})" if dead else f"failed: {value}"
+                    raise LearnerDied(f"learner rank {culprit} {why}; resume the run from its last checkpoint "
+                                      "(toolgym train CONFIG --resume)", rank=culprit)
                 answers[rank] = value
                 if len(answers) < self.world:
                     pending = self.mailbox.collect.remote()
                 continue
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 cause = self.failure or "no answer before the deadline"
-                raise LearnerDied(f"the learner group ({self.world} rank(s)) stopped: {cause}; resume the run from its "
-                                  "last checkpoint (toolgym train CONFIG --resume)")
+                dead = self._dead_ranks()
+                who = f"learner rank {dead[0]} died and " if len(dead) == 1 else ""
+                raise LearnerDied(f"{who}the learner group ({self.world} rank(s)) stopped: {cause}; resume the run from its "
+                                  "last checkpoint (toolgym train CONFIG --resume)", rank=dead[0] if len(dead) == 1 else None)
         return [answers[r] for r in range(self.world)]
+
+    def _dead_ranks(self, grace_s: float = 0.0) -> list[int]:
+        """Ranks on this node whose process is gone (waiting up to ``grace_s`` for a dying one); [] before ``ready``."""
+        import ray
+
+        here = ray.get_runtime_context().get_node_id()
+        local = [r for r, node in enumerate(getattr(self, "nodes", [])) if node == here]
+        deadline = time.monotonic() + grace_s
+        while True:
+            dead = [r for r in local if not _alive(self.pids[r])]
+            if dead or time.monotonic() >= deadline:
+                return dead
+            time.sleep(0.05)
 
     def _command(self, *command: Any) -> list[Any]:
         import ray
@@ -316,3 +338,17 @@ class RayTrainLearner:
         import ray
 
         ray.kill(self.mailbox, no_restart=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a killed rank not yet reaped, a zombie, counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    try:  # Linux: the state letter follows the command name in parentheses
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
