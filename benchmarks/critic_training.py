@@ -75,14 +75,15 @@ RUBRIC = rubric_from_dict({"name": "heavy", "env_ids": ["toolgym/unitconv-v0"], 
     {"id": "digits", "description": "Share of digits written.", "weight": 1, "source": {"type": "critic", "critic": "digits"}}]})
 
 
-def config(seed: int, iterations: int, lr: float, tasks: int, mix: float, group_size: int) -> TrainConfig:
-    """The run: GRPO with the label-verdict critic trained on ``mix`` of each batch's rows."""
+def config(seed: int, args: argparse.Namespace) -> TrainConfig:
+    """The run: GRPO with the label-verdict critic trained on ``args.mix`` of each batch's rows."""
     return TrainConfig.from_dict({
-        "model": {"seed": seed}, "algorithm": {"group_size": group_size},
-        "rollout": {"tasks_per_iteration": tasks, "max_new_tokens": 8},
-        "optim": {"lr": lr, "minibatch_size": 16, "micro_batch_size": 8},
-        "run": {"iterations": iterations, "seed": seed, "tensorboard": False, "plots": False},
-        "critic": {"outcome": "heavy", "train_critic": True, "verdict": "label", "mix_fraction": mix}})
+        "model": {"seed": seed}, "algorithm": {"group_size": args.group_size},
+        "rollout": {"tasks_per_iteration": args.tasks, "max_new_tokens": 8},
+        "optim": {"lr": args.lr, "minibatch_size": 16, "micro_batch_size": 8},
+        "run": {"iterations": args.iterations, "seed": seed, "tensorboard": False, "plots": False},
+        "critic": {"outcome": "heavy", "train_critic": True, "verdict": "label", "mix_fraction": args.mix,
+                   "label_advantage": args.advantage, "loss_weight": args.loss_weight, "extra_updates": args.extra_updates}})
 
 
 def heldout_items(trainer: Any, first_task: int, tasks: int, seed: int) -> list[tuple]:
@@ -118,17 +119,23 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
     """One seed: held-out verdicts of the untrained critic, ``args.iterations`` of GRPO with critic rows, verdicts again."""
     from toolgym.trainers.run import build_trainer, load_policy
 
-    cfg = config(seed, args.iterations, args.lr, args.tasks, args.mix, args.group_size)
+    cfg = config(seed, args)
     model, tokenizer = load_policy(cfg)
     trainer = build_trainer(cfg, model, tokenizer, rubric=RUBRIC, critics=[FunctionCritic("digits", digit_share)])
     t0 = time.perf_counter()
     heldout = heldout_items(trainer, 10_000, args.heldout_tasks, seed + 1)  # far past the training task positions
     before = judge(trainer, heldout)
-    history = trainer.train(args.iterations, on_iteration=lambda h: print(
-        f"  seed {seed} iteration {int(h['iteration'])}: verified pairs {h.get('critic/verified_pairs', 0):.0f}, "
-        f"critic rows {h.get('critic/train_rows', 0):.0f}, train agreement {h.get('critic/train_agreement', float('nan')):.3f}",
-        file=sys.stderr, flush=True))
-    after = judge(trainer, heldout)
+    curve: list[dict[str, float]] = []
+
+    def on_iteration(h: dict[str, float]) -> None:  # the held-out figures after every iteration: is the gain robust?
+        curve.append(judge(trainer, heldout))
+        print(f"  seed {seed} iteration {int(h['iteration'])}: verified pairs {h.get('critic/verified_pairs', 0):.0f}, "
+              f"critic rows {h.get('critic/train_rows', 0):.0f}, train agreement {h.get('critic/train_agreement', float('nan')):.3f}, "
+              f"held-out prompt {curve[-1]['agreement']:.3f} pair {curve[-1]['pair']:.3f} auc {curve[-1]['auc']:.3f}",
+              file=sys.stderr, flush=True)
+
+    history = trainer.train(args.iterations, on_iteration=on_iteration)
+    after = curve[-1] if curve else before
     trainer.close()
     train_agree = [h["critic/train_agreement"] for h in history if "critic/train_agreement" in h]
     return {"seed": seed, "heldout_prompts": len(heldout), "before": before["agreement"], "after": after["agreement"],
@@ -137,7 +144,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
             "train_agreement_first": train_agree[0] if train_agree else float("nan"),
             "train_agreement_last": train_agree[-1] if train_agree else float("nan"),
             "verified_pairs_per_iteration": [h.get("critic/verified_pairs", 0.0) for h in history],
-            "critic_rows": sum(h.get("critic/train_rows", 0.0) for h in history), "seconds": time.perf_counter() - t0}
+            "critic_rows": sum(h.get("critic/train_rows", 0.0) for h in history), "seconds": time.perf_counter() - t0,
+            "heldout_pairs": len(heldout) // 2, "curve_agreement": [c["agreement"] for c in curve],
+            "curve_pair": [c["pair"] for c in curve], "curve_auc": [c["auc"] for c in curve]}
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -153,6 +162,9 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=3, help="tasks per iteration")
     parser.add_argument("--mix", type=float, default=0.85, help="critic.mix_fraction: share of each batch's rows that are critic rows")
     parser.add_argument("--heldout-tasks", type=int, default=12)
+    parser.add_argument("--advantage", choices=["constant", "miss"], default="constant", help="critic.label_advantage")
+    parser.add_argument("--loss-weight", type=float, default=1.0, help="critic.loss_weight")
+    parser.add_argument("--extra-updates", type=int, default=0, help="critic.extra_updates")
     parser.add_argument("--group-size", type=int, default=8, help="siblings per task: a group of 8 gives up to 16 verified pairs")
     parser.add_argument("--out", default="benchmarks/results/critic_training.json")
     parser.add_argument("--combine", nargs="+", metavar="JSON", help="no training: tabulate the runs of these result files "

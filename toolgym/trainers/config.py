@@ -292,8 +292,8 @@ class CriticSection(_Section):
     outcome: str | None = None
     """Id of the verifiable rubric criterion taken as truth (None: the critic loop is off)."""
     critic: Literal["given", "self_pairwise"] = "given"
-    """Who judges critic criteria: "given" (the critics passed to the trainer) or "self_pairwise" (a
-    ``PairwiseCritic`` run by the policy under training, registered under ``critic.name``)."""
+    """Who judges critic criteria: "given" (the critics passed to the trainer) or "self_pairwise" (the policy
+    under training, registered under ``critic.name``: a ``PairwiseCritic``, or with verdict "label" a ``LabelPairwiseCritic``)."""
     name: str = "self"
     """critic "self_pairwise": the critic name the rubric's critic criteria refer to."""
     threshold: float = Field(default=0.5, gt=0.0, le=1.0)
@@ -309,6 +309,17 @@ class CriticSection(_Section):
     verdict: Literal["json", "label"] = "json"
     """train_critic: how the trained critic answers. "json": a sampled ``PairwiseCritic`` JSON verdict (LLM judges);
     "label": one token, read from the log-probabilities of "A" and "B" after a fixed prefix (always parses; for small models)."""
+    label_advantage: Literal["constant", "miss"] = "constant"
+    """verdict "label": the advantages of a prompt's two label rows. "constant": +/- the group-relative
+    advantage of rewards (agree_reward, 0), the same for every prompt, so a label preference shared by
+    both A/B orders gets no gradient; "miss": the winner's label gets agree_reward * (1 - p(winner)) and
+    the other label the negative, so the update is the gradient of log p(winner) (a logistic loss) and
+    corrects that preference (``toolgym.trainers.critic_loop.label_advantages``)."""
+    loss_weight: float = Field(default=1.0, gt=0.0)
+    """train_critic: every critic row's advantage is multiplied by this (the critic's share of the loss)."""
+    extra_updates: int = Field(default=0, ge=0)
+    """verdict "label": critic-only updates after each joint update, each on the iteration's verified pairs
+    with verdicts (behaviour log-probs, advantages) read afresh from the updated model."""
     reweight: bool = False
     """Re-fit the weights of the rubric's critic criteria every iteration from the running calibration
     (non-negative least squares against the outcome over the last ``reweight_window`` scores); their total weight is kept."""
@@ -445,9 +456,9 @@ def _contradictions(cfg: TrainConfig) -> list[str]:
     if c.outcome is not None and cfg.system.mode != "inprocess":
         out.append(f"critic.outcome is read by the in-process GRPO trainer only: set system.mode: inprocess "
                    f"(got {cfg.system.mode!r}) or remove critic.outcome")
-    if c.verdict == "label" and c.critic == "self_pairwise":
-        out.append("critic.verdict: label is read from the trained model's logits by the critic loop, while critic.critic: "
-                   "self_pairwise scores criteria with JSON verdicts: set critic.critic: given or critic.verdict: json")
+    if (c.extra_updates or c.label_advantage != "constant") and c.verdict != "label":
+        out.append("critic.extra_updates / critic.label_advantage act on label verdicts: set critic.verdict: label, "
+                   "or leave them at their defaults (0, 'constant')")
     if c.train_critic and a.routing_replay:
         out.append("critic.train_critic samples carry no routing records: set algorithm.routing_replay: false or critic.train_critic: false")
     return out + _system_contradictions(cfg)

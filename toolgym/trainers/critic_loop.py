@@ -21,8 +21,19 @@ Every prompt's group is then the verdict's whole action space, its two labels, r
 samples would be (``agree_reward`` for the verified winner, 0 for the other): the same
 group-relative update, without sampling noise and without a format to learn first.
 
-``critic.critic: self_pairwise`` also registers a ``PairwiseCritic`` run by the policy itself, so
-the rubric's critic criteria are judged by the model being trained.
+Those constant advantages have a blind spot: a preference for one label that both orders share
+(the untrained tiny model prefers "A" by ~0.5 nats on every prompt) gets +a in one order and -a
+in the other, so it is never corrected, and no single-order verdict can beat chance until the
+learned content outweighs it. ``critic.label_advantage: miss`` scales each prompt's advantages by
+how much its verdict missed (``1 - p(winner)``): the update is then the gradient of
+log p(winner), a logistic loss through the same clipped surrogate, which removes the shared
+preference. ``critic.loss_weight`` scales every critic advantage (their share of the joint loss)
+and ``critic.extra_updates`` adds critic-only updates per iteration on verdicts read afresh.
+
+``critic.critic: self_pairwise`` also registers a critic run by the policy itself, so the rubric's
+critic criteria are judged by the model being trained: a ``PairwiseCritic`` (JSON verdicts), or
+with ``critic.verdict: label`` a ``LabelPairwiseCritic`` whose verdicts are this loop's label
+reads, so the critic that ``train_critic`` trains is the one that scores.
 """
 
 from __future__ import annotations
@@ -49,6 +60,7 @@ from toolgym.rubrics.critics.label import (
     label_tokens,
     swapped,
 )
+from toolgym.rubrics.critics.label_critic import LabelPairwiseCritic, LabelQuestion
 from toolgym.rubrics.critics.online import CriterionCheck, RunningCalibration, check_critics, reweighted, verified_pairs
 from toolgym.rubrics.critics.pairwise import PairwiseCritic, pairwise_prompt
 from toolgym.rubrics.critics.parse import JudgementParseError, PairItem, parse_pairwise
@@ -99,6 +111,23 @@ def judgement_row(turn: PolicyTurn, episode_id: str, group: str) -> TokenRow | N
                     behaviour_logprobs=[0.0] * n + list(logprobs), prompt_len=n, turn_spans=[(n, n + len(ids))],
                     turn_indices=[0], ends_episode=True, terminated=turn.finish_reason == "stop",
                     truncated=turn.finish_reason == "length", metadata={"critic": True})
+
+
+def label_advantages(p_winner: torch.Tensor, agree_reward: float, kind: str, scale_by_std: bool) -> torch.Tensor:
+    """``(N, 2)`` advantages of each prompt's (winner label, other label) rows from ``(N,)`` p(winner).
+
+    "constant": the group-relative advantages of rewards (agree_reward, 0), equal for every prompt.
+    "miss": ``agree_reward * (1 - p_winner)`` and its negative: the two rows' policy gradient is then
+    ``agree_reward`` times the gradient of ``log p(winner)`` among the two labels, large where the
+    verdict missed and vanishing where it is already sure and right.
+    """
+    if kind == "constant":
+        group = rl.group_advantages(torch.tensor([[agree_reward, 0.0]]), scale_by_std=scale_by_std)[0]  # (2,)
+        return group.expand(len(p_winner), 2).clone()
+    if kind == "miss":
+        miss = agree_reward * (1.0 - p_winner.float())  # (N,)
+        return torch.stack([miss, -miss], dim=1)  # (N, 2)
+    raise ValueError(f"critic.label_advantage must be 'constant' or 'miss', got {kind!r}")
 
 
 def label_row(prompt: Sequence[int], token: int, logp: float, episode_id: str, group: str) -> TokenRow:
@@ -155,7 +184,7 @@ def concat_batches(first: Batch | None, second: Batch | None, pad_id: int) -> Ba
     return Batch(**out)
 
 
-def _with_critic(critics: Any, critic: PairwiseCritic) -> dict[str, Any]:
+def _with_critic(critics: Any, critic: Any) -> dict[str, Any]:
     """The trainer's critics (None, a list or a mapping) with ``critic`` added under its name."""
     if critics is None:
         named: dict[str, Any] = {}
@@ -186,8 +215,6 @@ class CriticLoop:
         if c.outcome not in by_id:
             raise ConfigError(f"critic.outcome {c.outcome!r} is no criterion of rubric {rubric.name!r}; expected one of {sorted(by_id)}")
         self.outcome: Criterion = by_id[c.outcome]
-        if c.critic == "self_pairwise":
-            sampler.critics = _with_critic(sampler.critics, PairwiseCritic(sampler.policy, name=c.name, seed=config.run.seed))
         self.label_tokens: LabelTokens | None = None
         """critic.verdict "label": the verdict prefix and label token ids of the policy's tokenizer."""
         if c.verdict == "label":
@@ -195,9 +222,15 @@ class CriticLoop:
                 self.label_tokens = label_tokens(sampler.policy.tokenizer)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from exc
+        if c.critic == "self_pairwise":  # the policy judges the rubric's critic criteria: JSON samples or label verdicts
+            critic = (LabelPairwiseCritic(self.read_label_questions, name=c.name) if c.verdict == "label"
+                      else PairwiseCritic(sampler.policy, name=c.name, seed=config.run.seed))
+            sampler.critics = _with_critic(sampler.critics, critic)
         critic_ids = [cr.id for cr in rubric.criteria if cr.source.type == "critic"]
         self.calibration = RunningCalibration(c.outcome, critic_ids, c.reweight_window, c.threshold) if c.reweight else None
         """critic.reweight: the running calibration the critic criteria's weights are re-fitted from."""
+        self.trained_items: Sequence[tuple[Episode, Episode, str]] = []
+        """The (A, B, verified winner) pairs of the last ``step``'s critic rows (``extra_updates`` re-asks them)."""
 
     def step(self, iteration: int, episodes: Sequence[Episode], scores: Sequence[Score],
              batch: Batch | None) -> tuple[Batch | None, dict[str, float]]:
@@ -212,6 +245,7 @@ class CriticLoop:
         out[m.CRITIC_VERIFIED_PAIRS] = float(len(pairs))
         if self.calibration is not None:
             out.update(self.reweight(scores))
+        self.trained_items = []
         if not c.train_critic or not pairs:
             return batch, out
         rng.shuffle(pairs)
@@ -219,8 +253,22 @@ class CriticLoop:
         per_pair = 4 if c.verdict == "label" else k  # label: 2 orders x 2 labels; json: k sampled judgements
         chosen = pairs[: max(1, min(len(pairs), wanted // per_pair))]
         items = [(episodes[g[p.a]], episodes[g[p.b]], p.winner) for g, p in chosen]
+        self.trained_items = items
         critic_batch, stats = self.critic_batch(iteration, items)
         return concat_batches(batch, critic_batch, self.sampler.pad_id), {**out, **stats}
+
+    def extra_updates(self, iteration: int, update: Any) -> dict[str, float]:
+        """``critic.extra_updates`` critic-only updates (``update(batch)``: the trainer's) on the last step's pairs,
+        each on label verdicts read afresh; returns the last pass's critic metrics (``{}`` when there is nothing to do)."""
+        stats: dict[str, float] = {}
+        if self.label_tokens is None or not self.trained_items:
+            return stats
+        for _ in range(self.config.critic.extra_updates):
+            batch, stats = self.label_batch(iteration, self.trained_items)
+            if batch is None:
+                break
+            update(batch)
+        return stats
 
     def reweight(self, scores: Sequence[Score]) -> dict[str, float]:
         """Add ``scores`` to the running calibration and give the sampler's rubric the re-fitted critic weights."""
@@ -276,7 +324,7 @@ class CriticLoop:
             r = torch.tensor([[g[1] for g in group]])  # (1, K')
             if cfg.algorithm.filter_zero_variance and bool(rl.zero_variance_groups(r)[0]):
                 continue
-            adv = rl.group_advantages(r, scale_by_std=cfg.scale_by_std)[0]  # (K',)
+            adv = rl.group_advantages(r, scale_by_std=cfg.scale_by_std)[0] * cfg.critic.loss_weight  # (K',)
             for (row, reward), a in zip(group, adv.tolist(), strict=True):
                 rows.append(row)
                 advantages.append(a)
@@ -291,20 +339,28 @@ class CriticLoop:
         return make_batch(rows, self.sampler.pad_id, advantages=advantages, rewards=rewards, baselines=baselines), stats
 
     def label_verdicts(self, items: Sequence[tuple[Episode, Episode, Any]]) -> tuple[list[list[int]], list[LabelVerdict | None]]:
-        """The prompt ids (ending with the verdict prefix) and the label verdict of each (A, B, ...) item;
-        None where the prompt does not fit the model's context (counted by callers, never a verdict)."""
+        """The prompt ids (ending with the verdict prefix) and the label verdict of each (A, B, ...) item about the
+        outcome criterion; None where the prompt does not fit the model's context (counted by callers, never a verdict)."""
+        return self._read_labels([LabelQuestion(a, b, self.outcome, self.sampler.rubric) for a, b, *_ in items])
+
+    def read_label_questions(self, questions: Sequence[LabelQuestion]) -> list[LabelVerdict | None]:
+        """The current model's label verdicts (the reader of the ``self_pairwise`` label critic)."""
+        return self._read_labels(questions)[1]
+
+    def _read_labels(self, questions: Sequence[LabelQuestion]) -> tuple[list[list[int]], list[LabelVerdict | None]]:
         if self.label_tokens is None:
-            raise ValueError("label_verdicts needs critic.verdict: label")
+            raise ValueError("label verdicts need critic.verdict: label")
         policy = self.sampler.policy
         prompts = []
-        for a, b, *_ in items:
-            messages = label_prompt(self.sampler.rubric, self.outcome, a.task.instruction,
+        for q in questions:
+            a, b = q.a, q.b
+            messages = label_prompt(q.rubric, q.criterion, a.task.instruction,
                                     render_transcript(a, TRANSCRIPT_CHARS, include_opening=False),
                                     render_transcript(b, TRANSCRIPT_CHARS, include_opening=False))
             ids = policy.render(PolicyRequest(episode_id="critic", task_id=a.task.id, messages=messages, seed=0))
             prompts.append([*ids, *self.label_tokens.prefix])
         fits = [i for i, p in enumerate(prompts) if len(p) < policy.max_context]
-        verdicts: list[LabelVerdict | None] = [None] * len(items)
+        verdicts: list[LabelVerdict | None] = [None] * len(questions)
         if fits:
             lp = label_logprobs(self.sampler.model, [prompts[i] for i in fits], self.label_tokens, self.sampler.pad_id,
                                 self.config.optim.micro_batch_size)
@@ -323,17 +379,19 @@ class CriticLoop:
             asked += [(a, b, win), (b, a, swapped(win))]
         prompts, verdicts = self.label_verdicts(asked)
         # The group is the verdict's whole action space: the winner's label (reward agree_reward) and the other (0).
-        group_adv = rl.group_advantages(torch.tensor([[cfg.critic.agree_reward, 0.0]]), scale_by_std=cfg.scale_by_std)[0]  # (2,)
+        p_win = torch.tensor([v.p(w) if v is not None else 0.5 for v, (_, _, w) in zip(verdicts, asked, strict=True)])  # (N,)
+        adv = label_advantages(p_win, cfg.critic.agree_reward, cfg.critic.label_advantage, cfg.scale_by_std) * cfg.critic.loss_weight  # (N, 2)
         rows: list[TokenRow] = []
-        advantages, rewards = [], []
+        advantages, rewards, baselines = [], [], []
         for p, ((_, _, winner), ids, verdict) in enumerate(zip(asked, prompts, verdicts, strict=True)):
             if verdict is None:
                 continue  # the prompt does not fit: counted unscorable below
-            for label, reward, adv in zip((winner, swapped(winner)), (cfg.critic.agree_reward, 0.0), group_adv.tolist(), strict=True):
+            for label, reward, a in zip((winner, swapped(winner)), (cfg.critic.agree_reward, 0.0), adv[p].tolist(), strict=True):
                 token, logp = (tokens.a, verdict.logp_a) if label == "A" else (tokens.b, verdict.logp_b)
                 rows.append(label_row(ids, token, logp, f"critic/{iteration}/{p}/{label}", f"critic/{iteration}/{p}"))
-                advantages.append(adv)
+                advantages.append(a)
                 rewards.append(reward)
+                baselines.append(cfg.critic.agree_reward * (float(p_win[p]) if cfg.critic.label_advantage == "miss" else 0.5))
         judged = [(v, w) for v, (_, _, w) in zip(verdicts, asked, strict=True) if v is not None]
         stats = {m.CRITIC_TRAIN_SAMPLES: float(len(asked)), m.CRITIC_TRAIN_UNSCORABLE: float(len(asked) - len(judged)),
                  m.CRITIC_TRAIN_ROWS: float(len(rows))}
@@ -342,5 +400,4 @@ class CriticLoop:
             stats[m.CRITIC_TRAIN_AGREEMENT] = agreement
         if not rows:
             return None, stats
-        baselines = [cfg.critic.agree_reward / 2] * len(rows)
         return make_batch(rows, self.sampler.pad_id, advantages=advantages, rewards=rewards, baselines=baselines), stats

@@ -160,6 +160,8 @@ class GRPOTrainer:
         # 4. update, at this iteration's learning rate
         self.step.set_lr_factor(cfg.lr_factor_at(i))
         stats = self.update(batch) if batch is not None else {}
+        if self.critic_loop is not None and batch is not None:  # critic.extra_updates: critic-only updates after the joint one
+            critic.update(self.critic_loop.extra_updates(i, self.update))
         t3 = time.perf_counter()
         self.iteration_index += 1
         return {m.ITERATION: float(i), m.TEMPERATURE: temperature, m.LR: self.step.lr, **counts, **stats, **critic,

@@ -3,6 +3,7 @@
 from toolgym.rubrics.critics.base import Critic, CriticResult, FunctionCritic, Judgement
 from toolgym.rubrics.critics.budget import JudgeBudget, JudgementCache, cache_key
 from toolgym.rubrics.critics.judge import LLMJudge, judge_prompt
+from toolgym.rubrics.critics.label_critic import LabelPairwiseCritic, LabelQuestion
 from toolgym.rubrics.critics.pairwise import PairwiseCritic, pairwise_prompt
 from toolgym.rubrics.critics.parse import JudgementParseError, extract_json, parse_pairwise, parse_pointwise
 from toolgym.rubrics.critics.ranking import bradley_terry, win_matrix, win_rate
@@ -16,6 +17,8 @@ __all__ = [
     "Judgement",
     "JudgementCache",
     "JudgementParseError",
+    "LabelPairwiseCritic",
+    "LabelQuestion",
     "LLMJudge",
     "PairwiseCritic",
     "bradley_terry",

@@ -1,0 +1,79 @@
+"""LabelPairwiseCritic: every ordered pair of siblings, soft wins from label verdicts, failures unscorable."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toolgym.rubrics import rubric_from_dict
+from toolgym.rubrics.critics.label import LabelVerdict
+from toolgym.rubrics.critics.label_critic import LabelPairwiseCritic, LabelQuestion
+
+RUBRIC = rubric_from_dict({"name": "r", "criteria": [
+    {"id": "good", "description": "Better.", "weight": 1, "source": {"type": "critic", "critic": "self"}},
+    {"id": "short", "description": "Shorter.", "weight": 1, "source": {"type": "critic", "critic": "self"},
+     "scale": {"low": 0, "high": 10}}]})
+
+
+def episodes(xs):
+    """Stand-in episodes: the readers below only look at ``x``."""
+    return [SimpleNamespace(x=x) for x in xs]
+
+
+def judge(critic, xs):
+    return asyncio.run(critic.judge(episodes(xs), RUBRIC.criteria, RUBRIC))
+
+
+def verdict(p_a: float) -> LabelVerdict:
+    return LabelVerdict(logp_a=math.log(p_a), logp_b=math.log1p(-p_a))
+
+
+@settings(max_examples=30, deadline=None)
+@given(xs=st.lists(st.floats(-5, 5), min_size=2, max_size=6), p=st.floats(0.01, 0.99))
+def test_a_judge_that_only_names_a_position_scores_every_sibling_alike(xs, p):
+    asked: list[LabelQuestion] = []
+
+    def read(questions):
+        asked.extend(questions)
+        return [verdict(p) for _ in questions]
+
+    results = judge(LabelPairwiseCritic(read), xs)
+    n = len(xs)
+    assert len(asked) == 2 * n * (n - 1)  # both orders of every pair, for each of the two criteria
+    for r in results:
+        assert r.judgements["good"].raw == pytest.approx(0.5) and r.judgements["short"].raw == pytest.approx(5.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(xs=st.lists(st.floats(-5, 5), min_size=2, max_size=6, unique=True), bias=st.floats(-2, 2))
+def test_scores_follow_the_judges_preference_despite_a_position_bias(xs, bias):
+    def read(questions):  # prefers the larger x, plus a preference for "A" of ``bias`` nats
+        return [verdict(1 / (1 + math.exp(-(q.a.x - q.b.x) - bias))) for q in questions]
+
+    scores = [r.judgements["good"].raw for r in judge(LabelPairwiseCritic(read), xs)]
+    ranked = [s for _, s in sorted(zip(xs, scores, strict=True))]
+    assert ranked == sorted(ranked) and all(0.0 < s < 1.0 for s in scores)
+
+
+def test_failures_are_unscorable_never_zero():
+    def none(questions):
+        return [None] * len(questions)
+
+    def broken(questions):
+        raise RuntimeError("out of memory")
+
+    def short(questions):
+        return [verdict(0.5)]
+
+    for read, kind in [(none, "no_comparisons"), (broken, "judge_error"), (short, "judge_error")]:
+        for r in judge(LabelPairwiseCritic(read, name="self"), [1.0, 2.0, 3.0]):
+            assert all(j.raw is None and j.unscorable.kind == kind for j in r.judgements.values())
+    (alone,) = judge(LabelPairwiseCritic(none), [1.0])
+    assert alone.judgements["good"].unscorable.kind == "no_comparisons"
+    with pytest.raises(ValueError, match="method must be one of"):
+        LabelPairwiseCritic(none, method="elo")

@@ -1,0 +1,158 @@
+"""Label-verdict critic training: advantages that correct a shared label preference, critic weight and extra updates."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toolgym.rubrics import FunctionCritic, rubric_from_dict
+from toolgym.rubrics.checks.registry import register_check
+from toolgym.trainers.config import ConfigError, TrainConfig
+
+torch = pytest.importorskip("torch")
+
+from toolgym.trainers import metrics as m
+from toolgym.trainers.critic_loop import CriticLoop, label_advantages
+
+
+@settings(max_examples=50, deadline=None)
+@given(p=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=8), reward=st.floats(0.1, 10.0))
+def test_miss_advantages_are_the_verdicts_miss_and_constant_ones_do_not_depend_on_it(p, reward):
+    p_win = torch.tensor(p)
+    miss = label_advantages(p_win, reward, "miss", scale_by_std=True)  # (N, 2)
+    assert miss.shape == (len(p), 2) and torch.allclose(miss[:, 0], reward * (1 - p_win)) and torch.equal(miss[:, 1], -miss[:, 0])
+    const = label_advantages(p_win, reward, "constant", scale_by_std=True)
+    assert torch.equal(const, const[:1].expand_as(const)) and const[0, 0] > 0 > const[0, 1]
+    with pytest.raises(ValueError, match="critic.label_advantage must be 'constant' or 'miss'"):
+        label_advantages(p_win, reward, "sometimes", scale_by_std=True)
+
+
+def bias_gradient(bias: float, kind: str) -> float:
+    """d(loss)/d(bias) of one pair asked in both orders, for a judge with a preference for "A" of ``bias`` nats
+    and no other signal: the policy-gradient loss -sum(advantage * log p(label)) over the four label rows."""
+    b = torch.tensor(bias, requires_grad=True)
+    logp = torch.log_softmax(torch.stack([b, torch.tensor(0.0)]), dim=0)  # (2,) the same verdict in both orders
+    p_a = float(logp[0].detach().exp())
+    # order (x, y): winner "A", so p(winner) = p_a; order (y, x): winner "B", p(winner) = 1 - p_a
+    adv = label_advantages(torch.tensor([p_a, 1 - p_a]), 1.0, kind, scale_by_std=True)  # (2, 2)
+    loss = -(adv[0, 0] * logp[0] + adv[0, 1] * logp[1] + adv[1, 0] * logp[1] + adv[1, 1] * logp[0])
+    loss.backward()
+    assert b.grad is not None
+    return float(b.grad)
+
+
+@settings(max_examples=50, deadline=None)
+@given(bias=st.floats(-6.0, 6.0).filter(lambda x: abs(x) > 1e-3))
+def test_only_miss_advantages_correct_a_label_preference_both_orders_share(bias):
+    assert bias_gradient(bias, "constant") == pytest.approx(0.0, abs=1e-6)  # its blind spot: never corrected
+    grad = bias_gradient(bias, "miss")
+    assert grad * bias > 0  # a descent step moves the preference toward 0
+    assert grad == pytest.approx(math.tanh(bias / 2), rel=1e-4, abs=1e-7)  # exactly the logistic loss's gradient
+
+
+def test_critic_options_are_checked():
+    with pytest.raises(ConfigError, match="critic.extra_updates / critic.label_advantage act on label verdicts"):
+        TrainConfig.from_dict({"critic": {"outcome": "state", "extra_updates": 2}})
+    with pytest.raises(ConfigError, match="loss_weight"):
+        TrainConfig.from_dict({"critic": {"outcome": "state", "loss_weight": 0}})
+    with pytest.raises(ConfigError, match="extra_updates"):
+        TrainConfig.from_dict({"critic": {"outcome": "state", "verdict": "label", "extra_updates": -1}})
+
+
+# ---------------------------------------------------------------- on the tiny model
+
+
+@register_check(name="label_updates_digit_heavy", replace=True)
+def digit_heavy(task, episode) -> bool:
+    """At least half of what the episode wrote is digits."""
+    return digit_share(episode) >= 0.5
+
+
+def digit_share(episode, criterion=None) -> float:
+    text = "".join(t.text for t in episode.turns)
+    return sum(ch.isdigit() for ch in text) / max(1, len(text))
+
+
+RUBRIC = rubric_from_dict({"name": "heavy", "env_ids": ["toolgym/unitconv-v0"], "criteria": [
+    {"id": "heavy", "description": "At least half of what was written is digits.", "weight": 1,
+     "source": {"type": "check", "check": "label_updates_digit_heavy"}},
+    {"id": "digits", "description": "Share of digits written.", "weight": 1, "source": {"type": "critic", "critic": "digits"}}]})
+
+
+def config(**critic) -> TrainConfig:
+    return TrainConfig.from_dict({
+        "algorithm": {"group_size": 4}, "rollout": {"tasks_per_iteration": 2, "max_new_tokens": 8},
+        "optim": {"lr": 3e-3, "minibatch_size": 8, "micro_batch_size": 8},
+        "run": {"iterations": 1, "tensorboard": False, "plots": False},
+        "critic": {"outcome": "heavy", "train_critic": True, "verdict": "label", **critic}})
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    from toolgym.trainers.run import build_trainer, load_policy
+
+    cfg = config(label_advantage="miss", extra_updates=2, loss_weight=2.0)
+    model, tokenizer = load_policy(cfg)
+    t = build_trainer(cfg, model, tokenizer, rubric=RUBRIC, critics=[FunctionCritic("digits", digit_share)])
+    yield t
+    t.close()
+
+
+def test_loss_weight_scales_every_critic_advantage(trainer):
+    episodes = trainer.sampler.rollout(trainer.sampler.tasks(3), group_size=4, temperature=1.0, seed=5)
+    items = [(episodes[0], episodes[1], "A"), (episodes[2], episodes[3], "B")]
+    heavy, _ = CriticLoop(trainer.config, trainer.sampler).critic_batch(0, items)
+    light, _ = CriticLoop(config(label_advantage="miss", loss_weight=1.0), trainer.sampler).critic_batch(0, items)
+    assert torch.allclose(heavy.advantages, 2.0 * light.advantages) and torch.equal(heavy.old_logp, light.old_logp)
+    # miss advantages: the winner's row gets agree_reward * (1 - p(winner)), read from the row's own behaviour log-probs
+    ends = light.loss_mask.bool()  # one label token per row
+    logp = light.old_logp[ends].view(-1, 2)  # (prompts, [winner, other])
+    p_win = torch.sigmoid(logp[:, 0] - logp[:, 1])
+    assert torch.allclose(light.advantages.view(-1, 2)[:, 0], 1 - p_win, atol=1e-5)
+
+
+def test_extra_updates_train_on_verdicts_read_afresh(trainer):
+    params = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    seen = []
+
+    def update(batch):  # the trainer's update, recording what each critic-only pass trained on
+        seen.append(batch)
+        return trainer.update(batch)
+
+    try:
+        row = trainer.iteration()  # the joint update, then extra_updates=2 critic-only ones
+        assert row[m.CRITIC_VERIFIED_PAIRS] > 0 and row[m.CRITIC_TRAIN_ROWS] > 0 and math.isfinite(row[m.LOSS])
+        loop = trainer.critic_loop
+        assert loop.trained_items and loop.extra_updates(1, update) and len(seen) == 2
+    finally:
+        with torch.no_grad():
+            for n, p in trainer.model.named_parameters():
+                p.copy_(params[n])
+    first, second = seen
+    assert first.input_ids.shape == second.input_ids.shape and bool((first.loss_mask.sum(dim=1) == 1).all())
+    # the second pass re-read its behaviour log-probs after the first pass moved the model
+    assert not torch.allclose(first.old_logp[first.loss_mask.bool()], second.old_logp[second.loss_mask.bool()])
+
+
+def test_self_pairwise_label_critic_scores_with_the_loops_own_verdicts(trainer):
+    import asyncio
+    from types import SimpleNamespace
+
+    from toolgym.rubrics.critics.label_critic import LabelPairwiseCritic
+
+    sampler = SimpleNamespace(rubric=RUBRIC, critics=None, policy=trainer.sampler.policy, model=trainer.model,
+                              pad_id=trainer.sampler.pad_id)
+    loop = CriticLoop(config(critic="self_pairwise", name="self"), sampler)
+    critic = sampler.critics["self"]
+    assert isinstance(critic, LabelPairwiseCritic) and critic.read == loop.read_label_questions
+    group = trainer.sampler.rollout(trainer.sampler.tasks(4), group_size=3, temperature=1.0, seed=9)[:3]  # one task
+    (criterion,) = [c for c in RUBRIC.criteria if c.id == "heavy"]
+    results = asyncio.run(critic.judge(group, [criterion], RUBRIC))
+    _, verdicts = loop.label_verdicts([(a, b) for a in group for b in group if a is not b])
+    pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
+    for i, r in enumerate(results):  # win rate: soft wins over the 2 (n - 1) comparisons an episode played
+        wins = sum(v.p_a if a == i else 1 - v.p_a for (a, b), v in zip(pairs, verdicts, strict=True) if i in (a, b))
+        assert r.judgements["heavy"].raw == pytest.approx(wins / 4, abs=1e-6)
