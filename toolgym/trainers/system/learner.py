@@ -1,8 +1,11 @@
-"""Learners: the update half of a GRPO iteration, in the driver's process or on Ray Train workers.
+"""Learners: the update half of a GRPO or PPO iteration, in the driver's process or on Ray Train workers.
 
 Every learner rank runs the in-process trainer's own update (``grpo.update_policy`` with a
 ``GRPOTrainer``'s optimizer, loss settings and shuffling generator), so an update on Ray is
-the same computation as ``toolgym train`` in one process.
+the same computation as ``toolgym train`` in one process. For PPO the learner holds a
+``PPOTrainer``: its value model lives on the learner, which receives the iteration's scored
+rows (``Collected``), computes the values and GAE advantages itself, then updates policy and
+value together (one learner: PPO's loss has no data-parallel shard yet).
 
 Data parallelism: with ``W`` learners, rank ``r`` back-propagates micro-batches ``r, r+W, ...``
 of every minibatch, each loss already divided by the whole minibatch's token or sequence
@@ -33,7 +36,9 @@ from toolgym.errors import ToolgymError
 from toolgym.trainers import metrics as m
 from toolgym.trainers.batch import Batch
 from toolgym.trainers.config import TrainConfig
+from toolgym.trainers.experience import Collected
 from toolgym.trainers.grpo import GRPOTrainer, update_policy
+from toolgym.trainers.ppo import PPOTrainer
 from toolgym.trainers.step import OptimizerStep, SkipReason
 from toolgym.trainers.system.cluster import role_threads
 
@@ -79,23 +84,38 @@ class SummedStep(OptimizerStep):
 
 
 class Updater:
-    """One learner rank: a ``GRPOTrainer``'s optimizer and update, over its shard of each minibatch."""
+    """One learner rank: a ``GRPOTrainer``'s optimizer and update over its shard of each minibatch, or a ``PPOTrainer``'s."""
 
     def __init__(self, config: TrainConfig, model: Any, tokenizer: Any, *, rank: int = 0, world: int = 1):
         from toolgym.trainers.run import ptx_rows
 
         rows = ptx_rows(config, tokenizer) if config.ptx.weight > 0 and rank == 0 else None
-        self.trainer = GRPOTrainer(config, model, tokenizer, ptx_rows=rows)
+        self.ppo = config.algorithm.name == "ppo"
+        if self.ppo and world > 1:
+            raise ValueError(f"PPO runs on one learner, got {world} (SystemTrainer refuses system.learners > 1 for PPO)")
+        self.trainer: Any = (PPOTrainer if self.ppo else GRPOTrainer)(config, model, tokenizer, ptx_rows=rows)
         self.trainer.sampler.close()  # the learner never generates
         self.rank, self.world = rank, world
         if world > 1:
             o, old = config.optim, self.trainer.step
             self.trainer.step = SummedStep(old.optimizers, params=old.params, max_grad_norm=o.max_grad_norm, skip_grad_norm=o.skip_grad_norm)
 
-    def update(self, batch: Batch, lr_factor: float) -> dict[str, float]:
-        """``update_policy`` over this rank's share at this iteration's learning rate; metrics of the whole batch."""
+    def update(self, work: Batch | Collected, lr_factor: float) -> dict[str, float]:
+        """``update_policy`` over this rank's share at this iteration's learning rate; metrics of the whole batch.
+
+        GRPO gets the driver's ``Batch``; PPO the scored rows (``Collected``), whose GAE advantages
+        need this learner's value model (the row counts then come back with the metrics).
+        """
         t, o = self.trainer, self.trainer.config.optim
         t.step.set_lr_factor(lr_factor)
+        if self.ppo:
+            if not isinstance(work, Collected):
+                raise TypeError(f"a PPO learner updates from the scored rows (Collected), got {type(work).__name__}")
+            batch, counts = t.build_batch(work)  # values and GAE from the pre-update value model, as PPOTrainer does
+            return {m.LR: t.step.lr, **counts, **(t.update(batch) if batch is not None else {})}
+        if not isinstance(work, Batch):
+            raise TypeError(f"a GRPO learner updates from a Batch, got {type(work).__name__}")
+        batch = work
         stats = update_policy(
             t.model, t.step, batch, t.settings, minibatch_size=o.minibatch_size, micro_batch_size=o.micro_batch_size,
             epochs=o.epochs, generator=t.generator, ref_model=t.ref_model, ptx_batches=t.ptx_batches,
@@ -113,9 +133,12 @@ class Updater:
         return {m.LR: t.step.lr, **stats.metrics()}
 
     def state(self) -> dict[str, Any]:
-        """Model tensors, optimizer state and the shuffling generator (what a checkpoint needs)."""
+        """Model tensors, optimizer state and the shuffling generator (what a checkpoint needs); PPO's value model too."""
         t = self.trainer
-        return {"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(), "generator": t.generator.get_state()}
+        out = {"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(), "generator": t.generator.get_state()}
+        if self.ppo:
+            out.update(value=t.value.state_dict(), value_optimizer=t.value_optimizer.state_dict())
+        return out
 
     def load(self, state: dict[str, Any]) -> None:
         """Restore any of the parts ``state`` returns."""
@@ -126,6 +149,10 @@ class Updater:
             t.optimizer.load_state_dict(state["optimizer"])
         if "generator" in state:
             t.generator.set_state(state["generator"])
+        if self.ppo and "value" in state:
+            t.value.load_state_dict(state["value"])
+        if self.ppo and state.get("value_optimizer") is not None:
+            t.value_optimizer.load_state_dict(state["value_optimizer"])
 
 
 class LocalLearner:
@@ -134,9 +161,9 @@ class LocalLearner:
     def __init__(self, config: TrainConfig, model: Any, tokenizer: Any):
         self.updater = Updater(config, model, tokenizer)
 
-    def update(self, batch: Batch, lr_factor: float) -> tuple[dict[str, float], dict[str, Any]]:
+    def update(self, work: Batch | Collected, lr_factor: float) -> tuple[dict[str, float], dict[str, Any]]:
         """Metrics and the new weights."""
-        metrics = self.updater.update(batch, lr_factor)
+        metrics = self.updater.update(work, lr_factor)
         return metrics, {k: v.detach().clone() for k, v in self.updater.trainer.model.state_dict().items()}
 
     def state(self) -> dict[str, Any]:
@@ -313,11 +340,11 @@ class RayTrainLearner:
         ray.get(self.mailbox.send.remote(command))
         return self._answers()
 
-    def update(self, batch: Batch, lr_factor: float) -> tuple[dict[str, float], Any]:
+    def update(self, work: Batch | Collected, lr_factor: float) -> tuple[dict[str, float], Any]:
         """Metrics and an object-store reference to the new weights."""
         import ray
 
-        metrics, state_ref = self._command("update", ray.put(batch), lr_factor)[0]
+        metrics, state_ref = self._command("update", ray.put(work), lr_factor)[0]
         return metrics, state_ref
 
     def state(self) -> dict[str, Any]:

@@ -1,0 +1,56 @@
+"""PPO on the RL system: the value model on the Ray Train learner, GAE there, checkpoints carry it."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ray")
+torch = pytest.importorskip("torch")
+
+from tests.trainers.system.test_driver import BASE, same_metrics
+from toolgym.errors import ConfigError
+from toolgym.trainers import metrics as m
+from toolgym.trainers.config import TrainConfig
+
+PPO = {**BASE["algorithm"], "name": "ppo", "value_model": "head", "gamma": 0.9, "lam": 0.95}
+SYSTEM = {"mode": "sync", "pool": "ray", "env_actors": 2, "inference_workers": 2, "learner_backend": "ray_train",
+          "learner_cpus": 0.5}
+
+
+def config(system: dict, **run: object) -> TrainConfig:
+    # A 16-token budget: the untrained tiny model's long turns are penalized (reward -0.5), so values, returns and
+    # advantages are not all zero and the value head really learns.
+    return TrainConfig.from_dict({**BASE, "algorithm": PPO, "rollout": {**BASE["rollout"], "token_budget": 16},
+                                  "run": {**BASE["run"], **run}, "system": system})
+
+
+@pytest.mark.slow
+def test_ppo_on_ray_reproduces_the_inprocess_trainer_and_resumes_with_its_value_model(ray_local, tmp_path):
+    """Sync on Ray (2 env actors, 2 inference workers, a Ray Train learner holding the value head) computes
+    iteration 0 as the in-process ``PPOTrainer`` does (1e-6: same seeds, same GAE and update code). Its checkpoint
+    (value head and both optimizers fetched from the learner) resumed by a new run computes iteration 1 as the
+    uninterrupted in-process trainer does: a value model or value optimizer left behind would change the advantages."""
+    from toolgym.trainers.ppo import PPOTrainer
+    from toolgym.trainers.run import build_trainer, load_policy, train
+
+    cfg = config({})
+    model, tokenizer = load_policy(cfg)
+    reference = build_trainer(cfg, model, tokenizer)
+    assert isinstance(reference, PPOTrainer)
+    ref = [reference.iteration() for _ in range(2)]
+    reference.close()
+    assert ref[0][m.VALUE_LOSS] > 0 and ref[1][m.VALUE_LOSS] != ref[0][m.VALUE_LOSS]  # the value head learns
+
+    first = train(config(SYSTEM, iterations=1, out_dir=str(tmp_path / "run")))
+    assert same_metrics(first.history[0], ref[0]) == []
+    resumed = train(config(SYSTEM, out_dir=str(tmp_path / "run")), resume=True)
+    assert len(resumed.history) == 1
+    assert same_metrics(resumed.history[0], ref[1]) == []
+
+
+def test_ppo_with_several_learners_is_refused_before_any_work():
+    from toolgym.trainers.system.driver import SystemTrainer
+
+    cfg = config({**SYSTEM, "learners": 2, "learner_cpus": 0.25})
+    with pytest.raises(ConfigError, match=r"system\.learners: 2 with algorithm\.name: ppo.*set system\.learners: 1"):
+        SystemTrainer(cfg, model=None, tokenizer=None)
