@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/toolgym demo
+	$(VENV)/bin/toolgym demo $(DEMO_ARGS)
 
 demo-quick: install
 	$(VENV)/bin/toolgym demo --quick

@@ -230,6 +230,7 @@ def demo_command(
     seed: int = typer.Option(0, help="Seed of SFT order, RL tasks and sampling (held-out tasks stay fixed)."),
     out: Path | None = typer.Option(None, help="Also write the results (recipe or --quick table) as JSON to this file."),
     threads: int = typer.Option(2, min=1, help="Torch threads of the recipe (float sums, and so the run, differ by thread count)."),
+    plot: Path = typer.Option(Path("runs/demo/demo.png"), help="Where the recipe draws its PNG (training reward, success per stage)."),
 ) -> None:
     """The main job: SFT then GRPO of the shipped tiny MoE base on UnitConv tasks, held-out
     success printed before SFT, after SFT and after RL (toolgym.trainers.demo). With --quick:
@@ -238,7 +239,7 @@ def demo_command(
     if not quick:
         from toolgym.trainers.demo import main as recipe
 
-        recipe(seed=seed, out=out, console=console, threads=threads)
+        recipe(seed=seed, out=out, console=console, threads=threads, plot=plot)
         return
     console.rule("[bold]toolgym demo --quick")
     envs_command()

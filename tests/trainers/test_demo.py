@@ -22,3 +22,13 @@ def test_recipe_runs_every_stage_from_the_shipped_base(tmp_path):
     assert result.seconds["control"] > 0
     saved = json.loads(save_result(result, tmp_path / "demo.json").read_text())
     assert saved["stages"] == result.stages
+
+
+def test_the_plot_draws_every_stage_and_the_reward_curve(tmp_path):
+    from toolgym.trainers.demo import DemoResult, plot_result
+
+    result = DemoResult(config={}, stages={name: {"success": 0.1 * i, "score": 0.2, "shown_success": 0.5}
+                                           for i, name in enumerate(("before_sft", "after_sft", "after_rl", "control"))},
+                        rl_history=[{"train/reward_mean": 0.1}, {"train/reward_mean": 0.4}])
+    png = plot_result(result, tmp_path / "sub" / "demo.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000

@@ -56,6 +56,10 @@ class DemoConfig:
     group_size: int = 8
     rl_lr: float = 1e-4
     rl_minibatch: int = 16
+    rl_warmup_iterations: int = 5
+    """GRPO's learning rate ramps up over this many iterations. Adam's first steps move every weight by
+    about the full rate whatever its gradient; without the ramp they knocked seed 2 off the skill
+    (13.0% -> 6.5% after RL, against 62.0% with it)."""
     temperature: float = 1.0
     max_new_tokens: int = 48
     threads: int = 2
@@ -87,7 +91,7 @@ def _rl_config(cfg: DemoConfig, heldout_n: int) -> Any:
     return TrainConfig.from_dict({
         "env": {"id": DEMO_ENV, "heldout_tasks": heldout_n, "success_threshold": 1.0},
         "algorithm": {"name": "grpo", "loss": "grpo", "group_size": cfg.group_size},
-        "optim": {"kind": "adamw", "lr": cfg.rl_lr, "minibatch_size": cfg.rl_minibatch, "micro_batch_size": cfg.rl_minibatch},
+        "optim": {"kind": "adamw", "lr": cfg.rl_lr, "lr_warmup_iterations": cfg.rl_warmup_iterations, "minibatch_size": cfg.rl_minibatch, "micro_batch_size": cfg.rl_minibatch},
         "rollout": {"tasks_per_iteration": cfg.rl_tasks_per_iteration, "max_new_tokens": cfg.max_new_tokens,
                     "temperature": cfg.temperature},
         "run": {"iterations": cfg.rl_iterations, "seed": cfg.seed, "tensorboard": False, "plots": False},
@@ -219,7 +223,39 @@ def save_result(result: DemoResult, path: str | Path) -> Path:
     return out
 
 
-def main(*, seed: int = 0, out: str | Path | None = None, console: Any = None, threads: int = 2) -> DemoResult:
+STAGE_LABELS = {"before_sft": "base", "after_sft": "after SFT", "after_rl": "after RL", "control": "control (more SFT)"}
+
+
+def plot_result(result: DemoResult, path: str | Path) -> Path:
+    """Draw the demo as a PNG: GRPO's training reward per iteration, and held-out success per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, (curve, bars) = plt.subplots(1, 2, figsize=(11, 3.8))
+    rewards = [row.get(m.REWARD_MEAN, float("nan")) for row in result.rl_history]
+    curve.plot(range(len(rewards)), rewards, marker="o", markersize=3)
+    curve.set(title="GRPO on long tasks: mean training reward", xlabel="iteration", ylabel="rubric reward", ylim=(0, 1))
+    stages = [s for s in STAGE_LABELS if s in result.stages]
+    xs = range(len(stages))
+    long = [result.stages[s]["success"] for s in stages]
+    short = [result.stages[s].get("shown_success", float("nan")) for s in stages]
+    bars.bar([x - 0.2 for x in xs], long, width=0.4, label="long tasks (never demonstrated)")
+    bars.bar([x + 0.2 for x in xs], short, width=0.4, label="short tasks (demonstrated)")
+    bars.set_xticks(list(xs), [STAGE_LABELS[s] for s in stages])
+    bars.set(title="held-out success (greedy)", ylabel="success rate", ylim=(0, 1))
+    bars.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def main(*, seed: int = 0, out: str | Path | None = None, console: Any = None, threads: int = 2,
+         plot: str | Path | None = "runs/demo/demo.png") -> DemoResult:
     """``toolgym demo``: run the recipe with its defaults and print the three held-out rates."""
     from rich.console import Console
     from rich.table import Table
@@ -240,6 +276,8 @@ def main(*, seed: int = 0, out: str | Path | None = None, console: Any = None, t
     seconds = result.seconds
     console.print(f"total {seconds['total'] / 60:.1f} min (SFT {seconds.get('sft', 0):.0f}s, RL {seconds.get('rl', 0):.0f}s, "
                   f"control {seconds.get('control', 0):.0f}s)")
+    if plot is not None:
+        console.print(f"wrote {plot_result(result, plot)} (training reward and held-out success per stage)")
     if out is not None:
         console.print(f"wrote {save_result(result, out)}")
     return result
