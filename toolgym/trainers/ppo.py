@@ -100,6 +100,8 @@ class PPOTrainer:
         self.value_optimizer = torch.optim.AdamW(list(self.value.parameters()), lr=o.lr, weight_decay=0.0)
         self.step = OptimizerStep([self.optimizer, self.value_optimizer], max_grad_norm=o.max_grad_norm,
                                   skip_grad_norm=o.skip_grad_norm)
+        self.shard = (0, 1)
+        """(rank, world) of a data-parallel learner (``toolgym.trainers.system``): it back-propagates every world-th micro-batch."""
 
     def iteration(self) -> dict[str, float]:
         """One PPO iteration: rollouts, scores, GAE advantages, update. Returns its metrics."""
@@ -159,6 +161,10 @@ class PPOTrainer:
 
     def update(self, batch: Batch) -> dict[str, float]:
         """``epochs`` shuffled passes of minibatch steps over the iteration's rows; returns the update metrics."""
+        return self.update_stats(batch).metrics()
+
+    def update_stats(self, batch: Batch) -> UpdateStats:
+        """``update`` returning the summed terms (a data-parallel learner adds up its ranks' shares before ``metrics()``)."""
         o, s, step = self.config.optim, self.settings, self.step
         step.reset_counts()
         self.model.train()
@@ -169,7 +175,8 @@ class PPOTrainer:
             for start in range(0, len(batch), o.minibatch_size):
                 minibatch = batch.select(order[start : start + o.minibatch_size])
                 step.zero_grad()
-                sums, reason = accumulate(self.model, self.value, minibatch, s, o.micro_batch_size, ref_model=self.ref_model)
+                sums, reason = accumulate(self.model, self.value, minibatch, s, o.micro_batch_size, ref_model=self.ref_model,
+                                          shard=self.shard)
                 if reason is None and s.ptx_weight > 0 and self.ptx_batches:
                     sums[m.PTX_LOSS] = ptx_backward(self.model, self.ptx_batches[ptx_i % len(self.ptx_batches)], s.ptx_weight)
                     ptx_i += 1
@@ -179,7 +186,7 @@ class PPOTrainer:
                 elif step.step() is None:
                     report = getattr(self.optimizer, "last_qk_report", None)  # MuonClip's QK-Clip
                     stats.qk = report.metrics() if report is not None else {}
-        return stats.metrics()
+        return stats
 
     def evaluate(self, tasks: Sequence[Task] | None = None) -> dict[str, float]:
         """Greedy held-out success and mean score (``{}`` when there are no held-out tasks)."""
@@ -213,14 +220,15 @@ class PPOTrainer:
 
 
 def accumulate(model: Any, value: ValueModel, minibatch: Batch, s: PPOSettings, micro_batch_size: int, *,
-               ref_model: Any = None) -> tuple[dict[str, float], SkipReason | None]:
+               ref_model: Any = None, shard: tuple[int, int] = (0, 1)) -> tuple[dict[str, float], SkipReason | None]:
     """Back-propagate the minibatch's PPO loss in micro-batches; returns (summed stats, skip reason or None).
 
     As in GRPO's ``accumulate``, every term is divided by the whole minibatch's counts, so the
     micro-batch losses sum to the minibatch's loss; a non-finite loss stops before its backward.
     """
     totals: Counter[str] = Counter()
-    for micro, share in micro_batches(minibatch, micro_batch_size):
+    rank, world = shard  # a data-parallel rank runs micro-batches rank, rank + world, ... (the ranks' gradients are summed)
+    for micro, share in micro_batches(minibatch, micro_batch_size)[rank::world]:
         if micro.returns is None or micro.old_values is None:
             raise ValueError("a PPO batch needs returns and old_values (PPOTrainer.build_batch fills them)")
         outputs = training_forward(model, micro.input_ids, micro.attention_mask, hidden=True)

@@ -8,7 +8,6 @@ pytest.importorskip("ray")
 torch = pytest.importorskip("torch")
 
 from tests.trainers.system.test_driver import BASE, same_metrics
-from toolgym.errors import ConfigError
 from toolgym.trainers import metrics as m
 from toolgym.trainers.config import TrainConfig
 
@@ -48,9 +47,26 @@ def test_ppo_on_ray_reproduces_the_inprocess_trainer_and_resumes_with_its_value_
     assert same_metrics(resumed.history[0], ref[1]) == []
 
 
-def test_ppo_with_several_learners_is_refused_before_any_work():
+@pytest.mark.slow
+def test_two_data_parallel_ppo_learners_equal_one_learner(ray_local):
+    """2 Ray Train gloo ranks, each holding the policy and the value head: both compute the same GAE batch, each
+    back-propagates half of every minibatch, and one all-reduce sums policy and value gradients. Tolerance 1e-5 (as
+    the GRPO 2-learner test): two half-gradients differ from one whole only in float summation order."""
+    from toolgym.trainers.run import build_trainer, load_policy
     from toolgym.trainers.system.driver import SystemTrainer
 
-    cfg = config({**SYSTEM, "learners": 2, "learner_cpus": 0.25})
-    with pytest.raises(ConfigError, match=r"system\.learners: 2 with algorithm\.name: ppo.*set system\.learners: 1"):
-        SystemTrainer(cfg, model=None, tokenizer=None)
+    cfg = config({})
+    model, tokenizer = load_policy(cfg)
+    reference = build_trainer(cfg, model, tokenizer)
+    ref = [reference.iteration() for _ in range(2)]
+    reference.close()
+    cfg = config({**SYSTEM, "inference_workers": 1, "learners": 2, "learner_cpus": 0.25})
+    model, tokenizer = load_policy(cfg)
+    trainer = SystemTrainer(cfg, model, tokenizer)
+    try:
+        rows = [trainer.iteration() for _ in range(2)]
+    finally:
+        trainer.close()
+    for row, want in zip(rows, ref, strict=True):
+        bad = [k for k, v in want.items() if not k.startswith(m.TIME_PREFIX) and abs(row[k] - v) > 1e-5 * max(1.0, abs(v))]
+        assert bad == []

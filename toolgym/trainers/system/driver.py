@@ -10,7 +10,7 @@ The driver places the roles and runs the iteration the in-process ``GRPOTrainer`
 2. **scores** and **advantages** (driver): the same rubric, ``collect`` and ``build_batch``;
    rows carry per-token versions, tokens staler than ``max_staleness`` are masked (PPO: the
    GAE advantages are computed on the learner, where the value model lives);
-3. **update** (learners): ``update_policy`` on 1..N data-parallel ranks (PPO: one learner);
+3. **update** (learners): ``update_policy`` on 1..N data-parallel ranks (PPO: the same ranks, each with the value model);
 4. **weight sync**: the new weights, version ``i + 1``, reach every inference worker.
 
 Sync mode (``max_staleness: 0``) starts the rollouts of iteration ``i`` after version ``i`` is
@@ -76,9 +76,6 @@ class SystemTrainer:
 
     def __init__(self, config: TrainConfig, model: Any, tokenizer: Any, *, env: EnvSource | None = None, rubric: Any = None,
                  critics: Any = None, tasks: TaskSource | None = None, heldout: Sequence[Task] | None = None, ptx_rows: Any = None):
-        if config.algorithm.name == "ppo" and config.system.learners > 1:
-            raise ConfigError(f"system.learners: {config.system.learners} with algorithm.name: ppo: PPO on the system runs one "
-                              "learner (its value loss has no data-parallel shard yet); set system.learners: 1 or use grpo")
         if config.critic.outcome is not None:
             raise ConfigError("critic.outcome (the closed-loop critic) runs in the in-process trainer only: "
                               "remove the critic section or set system.mode: inprocess")

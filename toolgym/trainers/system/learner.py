@@ -2,10 +2,10 @@
 
 Every learner rank runs the in-process trainer's own update (``grpo.update_policy`` with a
 ``GRPOTrainer``'s optimizer, loss settings and shuffling generator), so an update on Ray is
-the same computation as ``toolgym train`` in one process. For PPO the learner holds a
-``PPOTrainer``: its value model lives on the learner, which receives the iteration's scored
-rows (``Collected``), computes the values and GAE advantages itself, then updates policy and
-value together (one learner: PPO's loss has no data-parallel shard yet).
+the same computation as ``toolgym train`` in one process. For PPO each rank holds a
+``PPOTrainer``: the value model lives on the learners, which receive the iteration's scored
+rows (``Collected``), compute the values and GAE advantages themselves (every rank the same:
+their weights are equal), then update policy and value together.
 
 Data parallelism: with ``W`` learners, rank ``r`` back-propagates micro-batches ``r, r+W, ...``
 of every minibatch, each loss already divided by the whole minibatch's token or sequence
@@ -39,7 +39,7 @@ from toolgym.trainers.config import TrainConfig
 from toolgym.trainers.experience import Collected
 from toolgym.trainers.grpo import GRPOTrainer, update_policy
 from toolgym.trainers.ppo import PPOTrainer
-from toolgym.trainers.step import OptimizerStep, SkipReason
+from toolgym.trainers.step import OptimizerStep, SkipReason, UpdateStats
 from toolgym.trainers.system.cluster import role_threads
 
 
@@ -91,12 +91,10 @@ class Updater:
 
         rows = ptx_rows(config, tokenizer) if config.ptx.weight > 0 and rank == 0 else None
         self.ppo = config.algorithm.name == "ppo"
-        if self.ppo and world > 1:
-            raise ValueError(f"PPO runs on one learner, got {world} (SystemTrainer refuses system.learners > 1 for PPO)")
         self.trainer: Any = (PPOTrainer if self.ppo else GRPOTrainer)(config, model, tokenizer, ptx_rows=rows)
         self.trainer.sampler.close()  # the learner never generates
-        self.rank, self.world = rank, world
-        if world > 1:
+        self.trainer.shard = self.rank, self.world = rank, world
+        if world > 1:  # the policy's and (PPO) the value model's gradients, summed over the ranks
             o, old = config.optim, self.trainer.step
             self.trainer.step = SummedStep(old.optimizers, params=old.params, max_grad_norm=o.max_grad_norm, skip_grad_norm=o.skip_grad_norm)
 
@@ -112,16 +110,19 @@ class Updater:
             if not isinstance(work, Collected):
                 raise TypeError(f"a PPO learner updates from the scored rows (Collected), got {type(work).__name__}")
             batch, counts = t.build_batch(work)  # values and GAE from the pre-update value model, as PPOTrainer does
-            return {m.LR: t.step.lr, **counts, **(t.update(batch) if batch is not None else {})}
+            return {m.LR: t.step.lr, **counts, **(self._whole(t.update_stats(batch)) if batch is not None else {})}
         if not isinstance(work, Batch):
             raise TypeError(f"a GRPO learner updates from a Batch, got {type(work).__name__}")
-        batch = work
         stats = update_policy(
-            t.model, t.step, batch, t.settings, minibatch_size=o.minibatch_size, micro_batch_size=o.micro_batch_size,
+            t.model, t.step, work, t.settings, minibatch_size=o.minibatch_size, micro_batch_size=o.micro_batch_size,
             epochs=o.epochs, generator=t.generator, ref_model=t.ref_model, ptx_batches=t.ptx_batches,
             after_step=t._qk_report, shard=(self.rank, self.world),
         )
-        if self.world > 1:  # each rank holds its share of every summed term
+        return {m.LR: t.step.lr, **self._whole(stats)}
+
+    def _whole(self, stats: UpdateStats) -> dict[str, float]:
+        """The metrics of the whole batch: each rank holds its share of every summed term, so add them up."""
+        if self.world > 1:
             import torch.distributed as dist
 
             parts: list[Any] = [None] * self.world
@@ -130,7 +131,7 @@ class Updater:
             for part in parts:
                 total.update(part)  # update() keeps negative and zero sums (Counter's + would drop them)
             stats.sums = total
-        return {m.LR: t.step.lr, **stats.metrics()}
+        return stats.metrics()
 
     def state(self) -> dict[str, Any]:
         """Model tensors, optimizer state and the shuffling generator (what a checkpoint needs); PPO's value model too."""
