@@ -123,6 +123,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
     model, tokenizer = load_policy(cfg)
     trainer = build_trainer(cfg, model, tokenizer, rubric=RUBRIC, critics=[FunctionCritic("digits", digit_share)])
     t0 = time.perf_counter()
+    initial = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     heldout = heldout_items(trainer, 10_000, args.heldout_tasks, seed + 1)  # far past the training task positions
     before = judge(trainer, heldout)
     curve: list[dict[str, float]] = []
@@ -136,6 +137,13 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
 
     history = trainer.train(args.iterations, on_iteration=on_iteration)
     after = curve[-1] if curve else before
+    # Pairs of the trained policy (what an on-policy critic judges next) on other held-out tasks, by both critics.
+    late = heldout_items(trainer, 20_000, args.heldout_tasks, seed + 2)
+    late_after = judge(trainer, late)
+    trained = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    trainer.model.load_state_dict(initial)
+    late_before = judge(trainer, late)
+    trainer.model.load_state_dict(trained)
     trainer.close()
     train_agree = [h["critic/train_agreement"] for h in history if "critic/train_agreement" in h]
     return {"seed": seed, "heldout_prompts": len(heldout), "before": before["agreement"], "after": after["agreement"],
@@ -146,7 +154,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
             "verified_pairs_per_iteration": [h.get("critic/verified_pairs", 0.0) for h in history],
             "critic_rows": sum(h.get("critic/train_rows", 0.0) for h in history), "seconds": time.perf_counter() - t0,
             "heldout_pairs": len(heldout) // 2, "curve_agreement": [c["agreement"] for c in curve],
-            "curve_pair": [c["pair"] for c in curve], "curve_auc": [c["auc"] for c in curve]}
+            "curve_pair": [c["pair"] for c in curve], "curve_auc": [c["auc"] for c in curve],
+            "late_pairs": len(late) // 2, **{f"late_{k}_{when}": v for when, fig in (("before", late_before), ("after", late_after))
+                                              for k, v in fig.items()}}
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -183,8 +193,12 @@ def main() -> None:
             print(json.dumps(runs[-1]), flush=True)
     summary: dict[str, Any] = {"args": vars(args), "runs": runs}
     print(f"{'figure':<24}{'before':>8}{'after':>8}{'gain mean':>11}{'std':>7}{'min':>8}")
-    for name, b, a in [("agreement (per prompt)", "before", "after"), ("agreement (pair)", "pair_before", "pair_after"),
-                       ("p(winner)", "p_winner_before", "p_winner_after"), ("AUC", "auc_before", "auc_after")]:
+    figures = [("agreement (per prompt)", "before", "after"), ("agreement (pair)", "pair_before", "pair_after"),
+               ("p(winner)", "p_winner_before", "p_winner_after"), ("AUC", "auc_before", "auc_after")]
+    if all("late_agreement_after" in r for r in runs):  # held-out pairs of the trained policy
+        figures += [(f"late {n}", f"late_{k}_before", f"late_{k}_after") for n, k in
+                    [("per prompt", "agreement"), ("pair", "pair"), ("p(winner)", "p_winner"), ("AUC", "auc")]]
+    for name, b, a in figures:
         gain = spread([r[a] - r[b] for r in runs])
         summary[f"gain_{a}"] = gain
         print(f"{name:<24}{statistics.mean(r[b] for r in runs):>8.3f}{statistics.mean(r[a] for r in runs):>8.3f}"
