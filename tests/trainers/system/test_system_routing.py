@@ -90,3 +90,18 @@ def test_an_openai_engine_must_return_routes_for_replay():
     local, = asyncio.run(recording.generate_ids([job]))
     assert not isinstance(remote, Exception) and not isinstance(local, Exception)
     assert remote.token_ids == local.token_ids and remote.routed_experts == local.routed_experts is not None
+
+
+def test_a_model_whose_router_cannot_be_replayed_is_refused_before_ray_starts():
+    """A dense model with routing replay on: SystemTrainer fails at once naming the field, before any role starts."""
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    from toolgym.policies.routing import RoutingError
+    from toolgym.trainers.system.driver import SystemTrainer
+
+    dense = AutoModelForCausalLM.from_config(Qwen3Config(vocab_size=300, hidden_size=32, intermediate_size=64,
+                                                         num_hidden_layers=1, num_attention_heads=2,
+                                                         num_key_value_heads=1, head_dim=16))
+    cfg = TrainConfig.from_dict({**BASE, "model": {"tiny": "qwen3"}, "system": {"mode": "sync"}})
+    with pytest.raises(RoutingError, match=r"algorithm\.routing_replay.*turn algorithm\.routing_replay off"):
+        SystemTrainer(cfg, dense, tokenizer=None)
