@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads per seed (1 is faster on a crowded machine)")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, each in its own process")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=None if os.isatty(1) else 150)  # a piped log keeps every column
     # The base's greedy held-out result is the same for every seed: measure it once.
     base_stage = evaluate_base(DemoConfig(threads=args.threads), log=console.print)
     if args.jobs > 1:

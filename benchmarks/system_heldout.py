@@ -1,10 +1,10 @@
 """Sync vs async RL system on the demo recipe: held-out success after RL from the demo's SFT model, per seed.
 
 The demo (``toolgym demo``, ``toolgym.trainers.demo``) warms the shipped base up with SFT and
-then runs GRPO in one process. Here the same SFT model (made once, with the demo's SFT settings,
-seed 0) is trained by ``SystemTrainer`` instead, with the demo's RL config, tasks ("new" kind), rubric
-and held-out tasks ("new" kind), once synchronously and once asynchronously (``max_staleness: 1``)
-per seed.
+then runs GRPO in one process. Here the same SFT model (made once, with the demo's SFT settings on
+its "short" tasks, seed 0) is trained by ``SystemTrainer`` instead, with the demo's RL config, RL
+tasks and held-out tasks ("long": values the demonstrations never show) and rubric, once
+synchronously and once asynchronously (``max_staleness: 1``) per seed.
 The question (issue 17): is the held-out gain over SFT of async within the spread of sync?
 
 Placement: one HF inference worker (1 CPU, 1 torch thread), one Ray Train learner (1 CPU, 1
@@ -36,11 +36,13 @@ from rich.table import Table
 OUT = Path(__file__).parent / "results" / "system_heldout.json"
 PLACEMENT = {"pool": "local", "inference_workers": 1, "inference_cpus": 1.0, "learners": 1, "learner_cpus": 1.0,
              "learner_backend": "ray_train"}
+SFT_KIND, RL_KIND = "short", "long"
+"""The demo's kinds: SFT demonstrates short values, RL and the held-out test take long ones."""
 MODES = {"sync": {"mode": "sync"}, "async1": {"mode": "async", "max_staleness": 1}}
 
 
 def demo_tasks(split: str, n: int, kind: str) -> list[Any]:
-    """The demo's tasks of ``split``; of ``kind`` ("demonstrated" for SFT, "new" for RL and held-out) when the
+    """The demo's tasks of ``split``; of ``kind`` (``SFT_KIND`` for SFT, ``RL_KIND`` for RL and held-out) when the
     demo's task module has kinds, else its one kind (RL then takes training tasks after SFT's, as the demo does)."""
     import inspect
 
@@ -72,7 +74,7 @@ def make_sft_model(cfg: Any, out: Path, log: Any) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     model, tokenizer = load_base(cfg.base)
     env, fmt = demo_env()(), get_format("kimi_k2")
-    tasks = demo_tasks("train", cfg.sft_tasks, "demonstrated")
+    tasks = demo_tasks("train", cfg.sft_tasks, SFT_KIND)
     rows = [conversation_row(tokenizer, c.messages, c.tools) for c in (replay_gold(env, t, fmt) for t in tasks)]
     t0 = time.perf_counter()
     done = train_rows(model, rows, SFTConfig(**{**asdict(cfg.sft), "seed": cfg.seed}), pad_id=tokenizer.pad_token_id,
@@ -91,7 +93,8 @@ def rl_config(demo: Any, mode: str) -> Any:
     return TrainConfig.from_dict({
         "env": {"id": DEMO_ENV, "heldout_tasks": 0, "success_threshold": 1.0},
         "algorithm": {"name": "grpo", "loss": "grpo", "group_size": demo.group_size},
-        "optim": {"kind": "adamw", "lr": demo.rl_lr, "minibatch_size": demo.rl_minibatch, "micro_batch_size": demo.rl_minibatch},
+        "optim": {"kind": "adamw", "lr": demo.rl_lr, "lr_warmup_iterations": getattr(demo, "rl_warmup_iterations", 0),
+                  "minibatch_size": demo.rl_minibatch, "micro_batch_size": demo.rl_minibatch},
         "rollout": {"tasks_per_iteration": demo.rl_tasks_per_iteration, "max_new_tokens": demo.max_new_tokens,
                     "temperature": demo.temperature},
         "run": {"iterations": demo.rl_iterations, "seed": demo.seed, "tensorboard": False, "plots": False, "torch_threads": 1},
@@ -108,9 +111,9 @@ def rl_run(mode: str, seed: int, sft_dir: Path, demo: Any, iterations: int, held
     from toolgym.trainers.system.driver import SystemTrainer
 
     demo = replace(demo, seed=seed, rl_iterations=iterations)
-    heldout = demo_tasks("heldout", heldout_n, "new")  # with kinds: the kind no demonstration showed
+    heldout = demo_tasks("heldout", heldout_n, RL_KIND)  # with kinds: the kind no demonstration showed
     n_rl = iterations * demo.rl_tasks_per_iteration
-    rl_tasks = demo_tasks("train", n_rl, "new") if has_kinds() else demo_tasks("train", demo.sft_tasks + n_rl, "")[demo.sft_tasks :]
+    rl_tasks = demo_tasks("train", n_rl, RL_KIND) if has_kinds() else demo_tasks("train", demo.sft_tasks + n_rl, "")[demo.sft_tasks :]
     cfg = rl_config(demo, mode)
     model, tokenizer = load_model_and_tokenizer(str(sft_dir))
     trainer = SystemTrainer(cfg, model, tokenizer, env=demo_env(), rubric=demo_rubric(),
