@@ -110,9 +110,23 @@ def judge(trainer: Any, items: list[tuple]) -> dict[str, float]:
         w = winners[i]
         odds = math.log(first.p(w) / (1 - first.p(w))) + math.log(second.p(swapped(w)) / (1 - second.p(swapped(w))))
         pair_hits.append(1.0 if odds > 0 else 0.5 if odds == 0 else 0.0)
-    return {"agreement": label_agreement(verdicts, winners) or 0.0, "pair": statistics.mean(pair_hits),
-            "p_winner": statistics.mean(v.p(w) for v, w in zip(verdicts, winners, strict=True)),
-            "auc": roc_auc([w == "A" for w in winners], [v.p_a for v in verdicts]) or 0.5}
+    out = {"agreement": label_agreement(verdicts, winners) or 0.0, "pair": statistics.mean(pair_hits),
+           "p_winner": statistics.mean(v.p(w) for v, w in zip(verdicts, winners, strict=True)),
+           "auc": roc_auc([w == "A" for w in winners], [v.p_a for v in verdicts]) or 0.5}
+    return {**out, **null_debiased(trainer, items, verdicts)}
+
+
+def null_debiased(trainer: Any, items: list[tuple], verdicts: list[Any]) -> dict[str, float]:
+    """Single-order verdicts with the judge's own label preference taken out: each response is also shown
+    against itself (a pair with nothing to prefer, so any preference there is for a label or a position),
+    and ``d(a, b) - (d(a, a) + d(b, b)) / 2`` is read, with ``d`` = log p(A) - log p(B). One extra forward per
+    response; the other order of the pair is never used."""
+    episodes = {id(e): e for it in items for e in it[:2]}
+    _, nulls = trainer.critic_loop.label_verdicts([(e, e) for e in episodes.values()])
+    null_d = {k: v.logp_a - v.logp_b for k, v in zip(episodes, nulls, strict=True)}
+    odds = [v.logp_a - v.logp_b - (null_d[id(a)] + null_d[id(b)]) / 2 for v, (a, b, _) in zip(verdicts, items, strict=True)]
+    hits = [1.0 if (o > 0) == (w == "A") and o != 0 else 0.5 if o == 0 else 0.0 for o, (_, _, w) in zip(odds, items, strict=True)]
+    return {"debiased": statistics.mean(hits), "debiased_auc": roc_auc([it[2] == "A" for it in items], odds) or 0.5}
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
@@ -132,7 +146,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
         curve.append(judge(trainer, heldout))
         print(f"  seed {seed} iteration {int(h['iteration'])}: verified pairs {h.get('critic/verified_pairs', 0):.0f}, "
               f"critic rows {h.get('critic/train_rows', 0):.0f}, train agreement {h.get('critic/train_agreement', float('nan')):.3f}, "
-              f"held-out prompt {curve[-1]['agreement']:.3f} pair {curve[-1]['pair']:.3f} auc {curve[-1]['auc']:.3f}",
+              f"held-out prompt {curve[-1]['agreement']:.3f} pair {curve[-1]['pair']:.3f} auc {curve[-1]['auc']:.3f} "
+              f"debiased {curve[-1]['debiased']:.3f}",
               file=sys.stderr, flush=True)
 
     history = trainer.train(args.iterations, on_iteration=on_iteration)
@@ -148,6 +163,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
     train_agree = [h["critic/train_agreement"] for h in history if "critic/train_agreement" in h]
     return {"seed": seed, "heldout_prompts": len(heldout), "before": before["agreement"], "after": after["agreement"],
             "pair_before": before["pair"], "pair_after": after["pair"], "p_winner_before": before["p_winner"],
+            "debiased_before": before["debiased"], "debiased_after": after["debiased"],
+            "debiased_auc_before": before["debiased_auc"], "debiased_auc_after": after["debiased_auc"],
+            "curve_debiased": [c["debiased"] for c in curve],
             "p_winner_after": after["p_winner"], "auc_before": before["auc"], "auc_after": after["auc"],
             "train_agreement_first": train_agree[0] if train_agree else float("nan"),
             "train_agreement_last": train_agree[-1] if train_agree else float("nan"),
@@ -180,8 +198,10 @@ def main() -> None:
     parser.add_argument("--combine", nargs="+", metavar="JSON", help="no training: tabulate the runs of these result files "
                         "(seeds run as separate processes, e.g. in parallel)")
     args = parser.parse_args()
-    if args.combine:
-        runs = [r for f in args.combine for r in json.loads(Path(f).read_text())["runs"]]
+    if args.combine:  # the runs' own settings (from the first file), not this command's defaults
+        parts = [json.loads(Path(f).read_text()) for f in args.combine]
+        runs = [r for part in parts for r in part["runs"]]
+        vars(args).update({k: v for k, v in parts[0]["args"].items() if k not in ("seeds", "out", "combine")})
         args.seeds = [r["seed"] for r in runs]
     else:
         import torch
@@ -192,16 +212,20 @@ def main() -> None:
             runs.append(run_seed(seed, args))
             print(json.dumps(runs[-1]), flush=True)
     summary: dict[str, Any] = {"args": vars(args), "runs": runs}
-    print(f"{'figure':<24}{'before':>8}{'after':>8}{'gain mean':>11}{'std':>7}{'min':>8}")
+    print(f"{'figure':<28}{'before':>8}{'after':>8}{'gain mean':>11}{'std':>7}{'min':>8}")
     figures = [("agreement (per prompt)", "before", "after"), ("agreement (pair)", "pair_before", "pair_after"),
                ("p(winner)", "p_winner_before", "p_winner_after"), ("AUC", "auc_before", "auc_after")]
+    if all("debiased_after" in r for r in runs):  # single order, the judge's preference on a null pair taken out
+        figures += [("per prompt, null-debiased", "debiased_before", "debiased_after"),
+                    ("AUC, null-debiased", "debiased_auc_before", "debiased_auc_after")]
     if all("late_agreement_after" in r for r in runs):  # held-out pairs of the trained policy
         figures += [(f"late {n}", f"late_{k}_before", f"late_{k}_after") for n, k in
-                    [("per prompt", "agreement"), ("pair", "pair"), ("p(winner)", "p_winner"), ("AUC", "auc")]]
+                    [("per prompt", "agreement"), ("pair", "pair"), ("p(winner)", "p_winner"), ("AUC", "auc"),
+                     ("debiased", "debiased"), ("debiased AUC", "debiased_auc")] if f"late_{k}_after" in runs[0]]
     for name, b, a in figures:
         gain = spread([r[a] - r[b] for r in runs])
         summary[f"gain_{a}"] = gain
-        print(f"{name:<24}{statistics.mean(r[b] for r in runs):>8.3f}{statistics.mean(r[a] for r in runs):>8.3f}"
+        print(f"{name:<28}{statistics.mean(r[b] for r in runs):>8.3f}{statistics.mean(r[a] for r in runs):>8.3f}"
               f"{gain['mean']:>+11.3f}{gain['std']:>7.3f}{gain['min']:>+8.3f}")
     print(f"{len(runs)} seeds, {args.iterations} iterations, {sum(r['seconds'] for r in runs):.0f} s (sum over seeds)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
