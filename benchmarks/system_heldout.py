@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=None, help="held-out tasks (default: the demo's)")
     parser.add_argument("--tasks-per-iteration", type=int, default=None, help="RL tasks per iteration (default: the demo's)")
     parser.add_argument("--sft-tasks", type=int, default=None, help="SFT tasks (default: the demo's; fewer for a smoke run)")
+    parser.add_argument("--sft-threads", type=int, default=1,
+                        help="torch threads of the SFT stage (its float sums, so the SFT model, depend on it; 1 as demo_seeds runs)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--sft-dir", type=Path, default=None,
                         help="keep the SFT model here and reuse it if it is already there (same --sft-tasks)")
@@ -178,7 +180,7 @@ def main() -> None:
     from toolgym.trainers.demo import DemoConfig
 
     torch.set_num_threads(1)
-    demo = DemoConfig()
+    demo = DemoConfig(threads=args.sft_threads)
     if args.sft_tasks:
         demo = replace(demo, sft_tasks=args.sft_tasks)
     if args.tasks_per_iteration:
