@@ -36,6 +36,16 @@ position bias, which both-order training never moves (its gradient cancels), so 
 prompt still names the same position; AUC 0.494 -> 0.516. The JSON verdict (commit ec600d3)
 had measured 0.0 -> 0.0 (nothing parsed). Not yet robust to run length: seed 0 with
 ``--iterations 10`` ends at pair agreement 0.541 (0.703 after 5).
+
+With ``--advantage miss --loss-weight 10 --extra-updates 2`` (10 iterations, ``--tasks 2``,
+``--heldout-tasks 16``: 37-49 held-out pairs; ``benchmarks/results/critic_training_miss.json``),
+single-order verdicts leave 0.5 and the held-out curve (``curve_agreement``, after every
+iteration) rises for a while (seed 0: 0.663 at iteration 8) but falls back: per prompt
+0.500 -> 0.480 (gain -0.020, std 0.037, min -0.071), AUC -0.032 (std 0.070); on pairs of the
+trained policy (``late_*``) per prompt +0.024 (std 0.034) and null-debiased AUC +0.094 (std
+0.044, min +0.055). ``debiased*``: each response also judged against itself, the verdict read
+as d(a, b) - (d(a, a) + d(b, b)) / 2 with d = log p(A) - log p(B) (one order, the judge's own
+label preference taken out).
 """
 
 from __future__ import annotations
