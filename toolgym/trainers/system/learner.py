@@ -300,12 +300,13 @@ class RayTrainLearner:
         answers: dict[int, Any] = {}
         deadline = time.monotonic() + timeout_s
         pending = self.mailbox.collect.remote()
+        died: list[int] = []  # ranks in the order they were first seen dead: Ray Train then stops the survivors too
         while len(answers) < self.world:
-            ready, _ = ray.wait([pending], timeout=1.0)
+            ready, _ = ray.wait([pending], timeout=0.25)
             if ready:
                 rank, (status, value) = ray.get(pending)
                 if status == "error":  # a rank whose peer died fails in the all-reduce: blame the dead one
-                    dead = self._dead_ranks(grace_s=2.0)
+                    dead = died or self._dead_ranks(grace_s=2.0)
                     culprit = dead[0] if dead else rank
                     why = f"died (rank {rank} then failed: {value})" if dead else f"failed: {value}"
                     raise LearnerDied(f"learner rank {culprit} {why}; resume the run from its last checkpoint "
@@ -314,12 +315,13 @@ class RayTrainLearner:
                 if len(answers) < self.world:
                     pending = self.mailbox.collect.remote()
                 continue
+            died += [r for r in self._dead_ranks() if r not in died]
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 cause = self.failure or "no answer before the deadline"
-                dead = self._dead_ranks()
-                who = f"learner rank {dead[0]} died and " if len(dead) == 1 else ""
+                culprit = died[0] if len(died) == 1 else _failed_rank(str(cause))
+                who = f"learner rank {culprit} died and " if culprit is not None else ""
                 raise LearnerDied(f"{who}the learner group ({self.world} rank(s)) stopped: {cause}; resume the run from its "
-                                  "last checkpoint (toolgym train CONFIG --resume)", rank=dead[0] if len(dead) == 1 else None)
+                                  "last checkpoint (toolgym train CONFIG --resume)", rank=culprit)
         return [answers[r] for r in range(self.world)]
 
     def _dead_ranks(self, grace_s: float = 0.0) -> list[int]:
@@ -366,6 +368,21 @@ class RayTrainLearner:
         import ray
 
         ray.kill(self.mailbox, no_restart=True)
+
+
+def _failed_rank(message: str) -> int | None:
+    """The one rank Ray Train's failure message names ("[Rank 1 Error Snippet]"), or None when it names none or several.
+
+    The fallback when the ranks' processes cannot tell (on another node, or all gone by the time
+    the driver looked: Ray Train stops the survivors after the first failure).
+
+    >>> _failed_rank("Training failed due to worker errors:\\n[Rank 1 Error Snippet]:\\nA worker health check failed.")
+    1
+    """
+    import re
+
+    ranks = {int(r) for r in re.findall(r"\[Rank (\d+) Error", message)}
+    return ranks.pop() if len(ranks) == 1 else None
 
 
 def _alive(pid: int) -> bool:
