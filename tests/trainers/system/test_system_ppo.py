@@ -23,23 +23,31 @@ def config(system: dict, **run: object) -> TrainConfig:
                                   "run": {**BASE["run"], **run}, "system": system})
 
 
+@pytest.fixture(scope="module")
+def reference() -> list[dict[str, float]]:
+    """The in-process ``PPOTrainer``'s metrics for the same seeds, 2 iterations."""
+    from toolgym.trainers.ppo import PPOTrainer
+    from toolgym.trainers.run import build_trainer, load_policy
+
+    cfg = config({})
+    model, tokenizer = load_policy(cfg)
+    trainer = build_trainer(cfg, model, tokenizer)
+    assert isinstance(trainer, PPOTrainer)
+    rows = [trainer.iteration() for _ in range(2)]
+    trainer.close()
+    assert rows[0][m.VALUE_LOSS] > 0 and rows[1][m.VALUE_LOSS] != rows[0][m.VALUE_LOSS]  # the value head learns
+    return rows
+
+
 @pytest.mark.slow
-def test_ppo_on_ray_reproduces_the_inprocess_trainer_and_resumes_with_its_value_model(ray_local, tmp_path):
+def test_ppo_on_ray_reproduces_the_inprocess_trainer_and_resumes_with_its_value_model(ray_local, reference, tmp_path):
     """Sync on Ray (2 env actors, 2 inference workers, a Ray Train learner holding the value head) computes
     iteration 0 as the in-process ``PPOTrainer`` does (1e-6: same seeds, same GAE and update code). Its checkpoint
     (value head and both optimizers fetched from the learner) resumed by a new run computes iteration 1 as the
     uninterrupted in-process trainer does: a value model or value optimizer left behind would change the advantages."""
-    from toolgym.trainers.ppo import PPOTrainer
-    from toolgym.trainers.run import build_trainer, load_policy, train
+    from toolgym.trainers.run import train
 
-    cfg = config({})
-    model, tokenizer = load_policy(cfg)
-    reference = build_trainer(cfg, model, tokenizer)
-    assert isinstance(reference, PPOTrainer)
-    ref = [reference.iteration() for _ in range(2)]
-    reference.close()
-    assert ref[0][m.VALUE_LOSS] > 0 and ref[1][m.VALUE_LOSS] != ref[0][m.VALUE_LOSS]  # the value head learns
-
+    ref = reference
     first = train(config(SYSTEM, iterations=1, out_dir=str(tmp_path / "run")))
     assert same_metrics(first.history[0], ref[0]) == []
     resumed = train(config(SYSTEM, out_dir=str(tmp_path / "run")), resume=True)
@@ -48,18 +56,13 @@ def test_ppo_on_ray_reproduces_the_inprocess_trainer_and_resumes_with_its_value_
 
 
 @pytest.mark.slow
-def test_two_data_parallel_ppo_learners_equal_one_learner(ray_local):
+def test_two_data_parallel_ppo_learners_equal_one_learner(ray_local, reference):
     """2 Ray Train gloo ranks, each holding the policy and the value head: both compute the same GAE batch, each
     back-propagates half of every minibatch, and one all-reduce sums policy and value gradients. Tolerance 1e-5 (as
     the GRPO 2-learner test): two half-gradients differ from one whole only in float summation order."""
-    from toolgym.trainers.run import build_trainer, load_policy
+    from toolgym.trainers.run import load_policy
     from toolgym.trainers.system.driver import SystemTrainer
 
-    cfg = config({})
-    model, tokenizer = load_policy(cfg)
-    reference = build_trainer(cfg, model, tokenizer)
-    ref = [reference.iteration() for _ in range(2)]
-    reference.close()
     cfg = config({**SYSTEM, "inference_workers": 1, "learners": 2, "learner_cpus": 0.25})
     model, tokenizer = load_policy(cfg)
     trainer = SystemTrainer(cfg, model, tokenizer)
@@ -67,6 +70,6 @@ def test_two_data_parallel_ppo_learners_equal_one_learner(ray_local):
         rows = [trainer.iteration() for _ in range(2)]
     finally:
         trainer.close()
-    for row, want in zip(rows, ref, strict=True):
+    for row, want in zip(rows, reference, strict=True):
         bad = [k for k, v in want.items() if not k.startswith(m.TIME_PREFIX) and abs(row[k] - v) > 1e-5 * max(1.0, abs(v))]
         assert bad == []
