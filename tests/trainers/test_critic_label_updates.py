@@ -65,8 +65,9 @@ def test_critic_options_are_checked():
 # ---------------------------------------------------------------- on the tiny model
 
 
+# Registered at import, so at collection: its function carries the registered name, as every check must (test_checks).
 @register_check(name="label_updates_digit_heavy", replace=True)
-def digit_heavy(task, episode) -> bool:
+def label_updates_digit_heavy(task, episode) -> bool:
     """At least half of what the episode wrote is digits."""
     return digit_share(episode) >= 0.5
 
