@@ -227,15 +227,25 @@ def test_repeated_session_resets_are_cheap_and_safe(sb):
     assert sb.sync.run("echo ${Z:-unset}; jobs | wc -l").stdout.split() == ["unset", "0"]
 
 
-def test_a_sandbox_that_cannot_start_says_why_and_leaves_nothing(monkeypatch):
+@pytest.mark.parametrize("launcher_gone_first", [False, True])
+def test_a_sandbox_that_cannot_start_says_why_and_leaves_nothing(monkeypatch, launcher_gone_first):
     import os
 
     from toolgym.envs.shell import SandboxError
     from toolgym.envs.shell.bwrap_backend import BwrapSandbox
     from toolgym.envs.shell.cgroups import live_dirs
+    from toolgym.envs.shell.session import BashSession
 
     real = BwrapSandbox.argv
     monkeypatch.setattr(BwrapSandbox, "argv", lambda self, fds: [real(self, fds)[0], "--bogus-flag", *real(self, fds)[1:]])
+    if launcher_gone_first:  # the race CI met: the launcher exits between the keeper's pipe and the shell's
+        write = BashSession._write
+
+        async def late_write(self, data):
+            self.proc.wait(timeout=5)
+            await write(self, data)
+
+        monkeypatch.setattr(BashSession, "_write", late_write)
     def ours() -> set:  # other processes on this host make and remove their own
         return {d for d in live_dirs() if d.name.startswith(f"{os.getpid()}-")}
 

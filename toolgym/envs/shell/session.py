@@ -23,6 +23,7 @@ for the nonces, so endless output costs no memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import secrets
@@ -178,7 +179,7 @@ class BashSession:
         try:
             os.write(self._go_fd, f"{sync}\n".encode())
         except OSError as exc:
-            raise SandboxError(f"the sandbox keeper is gone ({exc.strerror}){self._last_words()}") from exc
+            raise SandboxError(f"the sandbox keeper is gone ({exc.strerror}){self._last_words(wait_s=2.0)}") from exc
         await self._write(f"\n{sync}\n".encode())
         self._shell_alive, self._pending_init = True, True
 
@@ -228,8 +229,15 @@ class BashSession:
             truncated=dropped > 0, duration_s=round(time.monotonic() - start, 6), note=note,
         )
 
-    def _last_words(self) -> str:
-        """What a dead launcher wrote to stderr (e.g. bwrap's own error), for the error message."""
+    def _last_words(self, wait_s: float = 0.0) -> str:
+        """What a dead launcher wrote to stderr (e.g. bwrap's own error), for the error message.
+
+        ``wait_s`` first lets a launcher that is dying finish: a closed pipe can be seen before
+        its error message is written.
+        """
+        if wait_s and self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=wait_s)
         try:
             said = os.read(self.proc.stderr.fileno(), 4096).decode(errors="replace").strip()  # type: ignore[union-attr]  # the process is started with PIPE streams
         except (OSError, ValueError, AttributeError):
@@ -335,7 +343,7 @@ class BashSession:
                 finally:
                     loop.remove_writer(fd)
             except BrokenPipeError as exc:
-                raise SandboxError("the sandbox shell closed its input (the sandbox died)") from exc
+                raise SandboxError(f"the sandbox shell closed its input (the sandbox died){self._last_words(wait_s=2.0)}") from exc
 
     # ------------------------------------------------------------------ processes
 
