@@ -22,7 +22,7 @@ demo-quick: install
 
 # Lint and types first (seconds), then the suite; the shell tests need bwrap and dockerd (sandbox-deps).
 test: install sandbox-deps lint typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 bench: install
 	$(PY) benchmarks/env_step.py
