@@ -93,7 +93,8 @@ def config(seed: int, args: argparse.Namespace) -> TrainConfig:
         "optim": {"lr": args.lr, "minibatch_size": 16, "micro_batch_size": 8},
         "run": {"iterations": args.iterations, "seed": seed, "tensorboard": False, "plots": False},
         "critic": {"outcome": "heavy", "train_critic": True, "verdict": "label", "mix_fraction": args.mix,
-                   "label_advantage": args.advantage, "loss_weight": args.loss_weight, "extra_updates": args.extra_updates}})
+                   "label_advantage": args.advantage, "loss_weight": args.loss_weight, "extra_updates": args.extra_updates,
+                   "replay_pairs": args.replay_pairs, "replay_size": args.replay_size}})
 
 
 def heldout_items(trainer: Any, first_task: int, tasks: int, seed: int) -> list[tuple]:
@@ -203,6 +204,8 @@ def main() -> None:
     parser.add_argument("--advantage", choices=["constant", "miss"], default="constant", help="critic.label_advantage")
     parser.add_argument("--loss-weight", type=float, default=1.0, help="critic.loss_weight")
     parser.add_argument("--extra-updates", type=int, default=0, help="critic.extra_updates")
+    parser.add_argument("--replay-pairs", type=int, default=0, help="critic.replay_pairs: past verified pairs added per iteration")
+    parser.add_argument("--replay-size", type=int, default=512, help="critic.replay_size: past verified pairs kept")
     parser.add_argument("--group-size", type=int, default=8, help="siblings per task: a group of 8 gives up to 16 verified pairs")
     parser.add_argument("--out", default="benchmarks/results/critic_training.json")
     parser.add_argument("--combine", nargs="+", metavar="JSON", help="no training: tabulate the runs of these result files "

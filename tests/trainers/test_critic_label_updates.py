@@ -157,3 +157,41 @@ def test_self_pairwise_label_critic_scores_with_the_loops_own_verdicts(trainer):
     for i, r in enumerate(results):  # win rate: soft wins over the 2 (n - 1) comparisons an episode played
         wins = sum(v.p_a if a == i else 1 - v.p_a for (a, b), v in zip(pairs, verdicts, strict=True) if i in (a, b))
         assert r.judgements["heavy"].raw == pytest.approx(wins / 4, abs=1e-6)
+
+
+def test_replay_adds_past_verified_pairs_asked_of_the_current_model(trainer):
+    def alternating(scores):  # outcomes 1, 0, 1, 0 in each group of 4: 4 verified pairs per group
+        return [s.model_copy(update={"criteria": [c.model_copy(update={"value": float(i % 2 == 0)}) if c.id == "heavy" else c
+                                                  for c in s.criteria]}) for i, s in enumerate(scores)]
+
+    loop = CriticLoop(config(label_advantage="miss", replay_pairs=3, replay_size=5), trainer.sampler)
+    batches = []
+    for it, seed in enumerate((11, 12)):
+        episodes = trainer.sampler.rollout(trainer.sampler.tasks(2), group_size=4, temperature=1.0, seed=seed)
+        _, stats = loop.step(it, episodes, alternating(trainer.sampler.score(episodes)), None)
+        batches.append((episodes, list(loop.trained_items), stats))
+    (first_eps, first_items, _), (second_eps, second_items, stats) = batches
+    assert stats[m.CRITIC_VERIFIED_PAIRS] == 8 and first_items and all(it[0] in first_eps for it in first_items)
+    assert len(loop.replay) == 5  # the oldest pairs are dropped past replay_size
+    fresh = [it for it in second_items if it[0] in second_eps]
+    replayed = [it for it in second_items if it[0] in first_eps]
+    assert replayed and len(replayed) <= 3 and len(fresh) + len(replayed) == len(second_items)
+    assert stats[m.CRITIC_TRAIN_SAMPLES] == 2 * len(second_items)  # each pair asked in both orders
+
+
+def test_resume_keeps_the_critics_replay_pairs(tmp_path):
+    from toolgym.trainers.run import train
+
+    def cfg(out, iterations):
+        c = config(label_advantage="miss", replay_pairs=4)
+        return c.model_copy(update={"run": c.run.model_copy(update={"iterations": iterations, "out_dir": str(out), "checkpoint_every": 1})})
+
+    kwargs = {"rubric": RUBRIC, "critics": [FunctionCritic("digits", digit_share)]}
+    straight = train(cfg(tmp_path / "a", 3), **kwargs).history
+    train(cfg(tmp_path / "b", 2), **kwargs)  # "killed" after two iterations
+    resumed = train(cfg(tmp_path / "b", 3), resume=True, **kwargs).history
+
+    def steady(row):
+        return {k: v for k, v in row.items() if not k.startswith(m.TIME_PREFIX)}
+
+    assert steady(resumed[0]) == steady(straight[2])

@@ -320,6 +320,12 @@ class CriticSection(_Section):
     extra_updates: int = Field(default=0, ge=0)
     """verdict "label": critic-only updates after each joint update, each on the iteration's verified pairs
     with verdicts (behaviour log-probs, advantages) read afresh from the updated model."""
+    replay_pairs: int = Field(default=0, ge=0)
+    """train_critic: verified pairs of past iterations added to each iteration's critic rows, drawn at random
+    from the last ``replay_size`` kept. Their verdicts are asked of the current model like fresh ones, so the
+    rows stay on-policy; the critic then fits a growing set instead of memorising each iteration's few pairs."""
+    replay_size: int = Field(default=512, ge=1)
+    """replay_pairs: how many past verified pairs are kept (oldest dropped first)."""
     reweight: bool = False
     """Re-fit the weights of the rubric's critic criteria every iteration from the running calibration
     (non-negative least squares against the outcome over the last ``reweight_window`` scores); their total weight is kept."""

@@ -29,6 +29,9 @@ how much its verdict missed (``1 - p(winner)``): the update is then the gradient
 log p(winner), a logistic loss through the same clipped surrogate, which removes the shared
 preference. ``critic.loss_weight`` scales every critic advantage (their share of the joint loss)
 and ``critic.extra_updates`` adds critic-only updates per iteration on verdicts read afresh.
+``critic.replay_pairs`` adds verified pairs of past iterations to each iteration's critic rows (asked
+of the current model like fresh ones), so the critic fits a growing set of pairs rather than
+memorising each iteration's few.
 
 ``critic.critic: self_pairwise`` also registers a critic run by the policy itself, so the rubric's
 critic criteria are judged by the model being trained: a ``PairwiseCritic`` (JSON verdicts), or
@@ -39,6 +42,7 @@ reads, so the critic that ``train_critic`` trains is the one that scores.
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
@@ -231,6 +235,8 @@ class CriticLoop:
         """critic.reweight: the running calibration the critic criteria's weights are re-fitted from."""
         self.trained_items: Sequence[tuple[Episode, Episode, str]] = []
         """The (A, B, verified winner) pairs of the last ``step``'s critic rows (``extra_updates`` re-asks them)."""
+        self.replay: collections.deque[tuple[Episode, Episode, str]] = collections.deque(maxlen=c.replay_size)
+        """critic.replay_pairs: verified pairs of past iterations, newest last."""
 
     def step(self, iteration: int, episodes: Sequence[Episode], scores: Sequence[Score],
              batch: Batch | None) -> tuple[Batch | None, dict[str, float]]:
@@ -252,10 +258,24 @@ class CriticLoop:
         wanted = round(c.mix_fraction / (1 - c.mix_fraction) * len(episodes))  # critic rows for the fraction
         per_pair = 4 if c.verdict == "label" else k  # label: 2 orders x 2 labels; json: k sampled judgements
         chosen = pairs[: max(1, min(len(pairs), wanted // per_pair))]
-        items = [(episodes[g[p.a]], episodes[g[p.b]], p.winner) for g, p in chosen]
+        fresh = [(episodes[g[p.a]], episodes[g[p.b]], p.winner) for g, p in pairs]
+        items = fresh[: len(chosen)]
+        if c.replay_pairs and self.replay:  # past pairs, asked of the current model like the fresh ones
+            items += rng.sample(list(self.replay), min(c.replay_pairs, len(self.replay)))
+        self.replay.extend(fresh)
         self.trained_items = items
         critic_batch, stats = self.critic_batch(iteration, items)
         return concat_batches(batch, critic_batch, self.sampler.pad_id), {**out, **stats}
+
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs to go on as if never stopped: the replay pairs, the running calibration
+        and the rubric's re-fitted weights (pickled with the checkpoint)."""
+        return {"replay": list(self.replay), "calibration": self.calibration, "rubric": self.sampler.rubric}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.replay.clear()
+        self.replay.extend(state["replay"])
+        self.calibration, self.sampler.rubric = state["calibration"], state["rubric"]
 
     def extra_updates(self, iteration: int, update: Any) -> dict[str, float]:
         """``critic.extra_updates`` critic-only updates (``update(batch)``: the trainer's) on the last step's pairs,

@@ -196,11 +196,14 @@ class GRPOTrainer:
 
     def extra_state(self) -> dict[str, Any]:
         """Trainer state beyond model and optimizer, for checkpoints."""
-        return {"iteration": self.iteration_index, "generator": self.generator.get_state()}
+        critic = self.critic_loop.state() if self.critic_loop is not None else None
+        return {"iteration": self.iteration_index, "generator": self.generator.get_state(), "critic": critic}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.iteration_index = int(state["iteration"])
         self.generator.set_state(state["generator"])
+        if self.critic_loop is not None and state.get("critic") is not None:
+            self.critic_loop.load_state(state["critic"])
 
     def optimizers(self) -> dict[str, Any]:
         """Optimizers by name (checkpoints save each)."""
