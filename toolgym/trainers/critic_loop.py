@@ -259,7 +259,7 @@ class CriticLoop:
         per_pair = 4 if c.verdict == "label" else k  # label: 2 orders x 2 labels; json: k sampled judgements
         chosen = pairs[: max(1, min(len(pairs), wanted // per_pair))]
         fresh = [(episodes[g[p.a]], episodes[g[p.b]], p.winner) for g, p in pairs]
-        items = fresh[: len(chosen)]
+        items: list[tuple[Episode, Episode, str]] = list(fresh[: len(chosen)])
         if c.replay_pairs and self.replay:  # past pairs, asked of the current model like the fresh ones
             items += rng.sample(list(self.replay), min(c.replay_pairs, len(self.replay)))
         self.replay.extend(fresh)
