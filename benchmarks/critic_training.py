@@ -79,10 +79,23 @@ def bench_digit_heavy(task: Any, episode: Any) -> bool:
     return digit_share(episode) >= 0.5
 
 
-RUBRIC = rubric_from_dict({"name": "heavy", "env_ids": ["toolgym/unitconv-v0"], "criteria": [
-    {"id": "heavy", "description": "At least half of what the response wrote is digits.", "weight": 1,
-     "source": {"type": "check", "check": "bench_digit_heavy"}},
-    {"id": "digits", "description": "Share of digits written.", "weight": 1, "source": {"type": "critic", "critic": "digits"}}]})
+@register_check(name="bench_digit_clear", replace=True)
+def bench_digit_clear(task: Any, episode: Any) -> bool | None:
+    """Mostly digits (at least 65% of what the episode wrote) or mostly not (at most 35%); in between no
+    verdict (None: the criterion does not apply, so the episode is in no verified pair)."""
+    share = digit_share(episode)
+    return True if share >= 0.65 else False if share <= 0.35 else None
+
+
+CHECKS = {"heavy": "bench_digit_heavy", "clear": "bench_digit_clear"}
+
+
+def rubric(outcome: str = "heavy") -> Any:
+    """The verifiable criterion "heavy" (scored by ``CHECKS[outcome]``) and a function critic of the digit share."""
+    return rubric_from_dict({"name": "heavy", "env_ids": ["toolgym/unitconv-v0"], "criteria": [
+        {"id": "heavy", "description": "At least half of what the response wrote is digits.", "weight": 1,
+         "source": {"type": "check", "check": CHECKS[outcome]}},
+        {"id": "digits", "description": "Share of digits written.", "weight": 1, "source": {"type": "critic", "critic": "digits"}}]})
 
 
 def config(seed: int, args: argparse.Namespace) -> TrainConfig:
@@ -146,7 +159,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
 
     cfg = config(seed, args)
     model, tokenizer = load_policy(cfg)
-    trainer = build_trainer(cfg, model, tokenizer, rubric=RUBRIC, critics=[FunctionCritic("digits", digit_share)])
+    trainer = build_trainer(cfg, model, tokenizer, rubric=rubric(args.outcome), critics=[FunctionCritic("digits", digit_share)])
     t0 = time.perf_counter()
     initial = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     heldout = heldout_items(trainer, 10_000, args.heldout_tasks, seed + 1)  # far past the training task positions
@@ -204,6 +217,8 @@ def main() -> None:
     parser.add_argument("--advantage", choices=["constant", "miss"], default="constant", help="critic.label_advantage")
     parser.add_argument("--loss-weight", type=float, default=1.0, help="critic.loss_weight")
     parser.add_argument("--extra-updates", type=int, default=0, help="critic.extra_updates")
+    parser.add_argument("--outcome", choices=sorted(CHECKS), default="heavy", help="heavy: digits >= 50%%; clear: >= 65%% "
+                        "against <= 35%% (episodes in between are in no verified pair)")
     parser.add_argument("--replay-pairs", type=int, default=0, help="critic.replay_pairs: past verified pairs added per iteration")
     parser.add_argument("--replay-size", type=int, default=512, help="critic.replay_size: past verified pairs kept")
     parser.add_argument("--group-size", type=int, default=8, help="siblings per task: a group of 8 gives up to 16 verified pairs")
