@@ -209,6 +209,7 @@ def test_async_records_every_tokens_version_and_bounds_staleness(ray_local):
     assert m.IS_LOGPROB_GAP in rows[1] and rows[1][m.IS_LOGPROB_GAP] > 0  # stale tokens: the learner's policy moved
 
 
+@pytest.mark.timeout(1500)  # Ray Train ranks start slowly on a loaded 2-core host (443 s measured there); a hang still fails
 def test_two_data_parallel_learners_on_ray_train_equal_one_learner(ray_local, reference):
     """Ray Train ``TorchTrainer`` with 2 gloo ranks, each back-propagating half of every minibatch; one all-reduce
     sums the gradients. Tolerance 1e-5: the sum of two half-gradients differs from one whole only in float
@@ -229,6 +230,7 @@ def test_two_data_parallel_learners_on_ray_train_equal_one_learner(ray_local, re
 
 
 @pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.timeout(1500)  # as above (566 s measured with two ranks on a loaded host)
 def test_a_learner_rank_killed_mid_update_fails_the_iteration_and_resume_reproduces_it(ray_local, reference, tmp_path, world):
     """The last Ray Train rank (of 1, or of 2 DDP gloo ranks) is SIGKILLed once it is computing iteration 1's update
     (its CPU time moved after the command): the iteration fails with ``LearnerDied`` naming the learner role and that
