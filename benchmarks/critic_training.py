@@ -46,6 +46,14 @@ trained policy (``late_*``) per prompt +0.024 (std 0.034) and null-debiased AUC 
 0.044, min +0.055). ``debiased*``: each response also judged against itself, the verdict read
 as d(a, b) - (d(a, a) + d(b, b)) / 2 with d = log p(A) - log p(B) (one order, the judge's own
 label preference taken out).
+
+With ``--replay-pairs 44`` (``critic.replay_pairs``; ``--tasks 3 --heldout-tasks 32``, otherwise the
+flags above; 6 seeds; ``benchmarks/results/critic_training_replay.json``): per prompt +0.006 (std
+0.045), per pair +0.041 (std 0.094, min -0.096), on the trained policy's pairs per pair +0.090
+(std 0.107, min -0.039). Seeds 0-2 had gained on the trained policy's pairs on every seed (per
+pair +0.111 to +0.116); seeds 3-5, run to check that, did not (-0.039 on seeds 3 and 4, whose
+training verdicts named one label every iteration). ``--outcome clear`` gave 0-8 verified pairs
+per iteration, too few to train on.
 """
 
 from __future__ import annotations
