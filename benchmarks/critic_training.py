@@ -109,7 +109,7 @@ def rubric(outcome: str = "heavy") -> Any:
 def config(seed: int, args: argparse.Namespace) -> TrainConfig:
     """The run: GRPO with the label-verdict critic trained on ``args.mix`` of each batch's rows."""
     return TrainConfig.from_dict({
-        "model": {"seed": seed}, "algorithm": {"group_size": args.group_size},
+        "model": {"seed": seed}, "algorithm": {"group_size": args.group_size, "clip_high": args.clip_high},
         "rollout": {"tasks_per_iteration": args.tasks, "max_new_tokens": 8},
         "optim": {"lr": args.lr, "minibatch_size": 16, "micro_batch_size": 8},
         "run": {"iterations": args.iterations, "seed": seed, "tensorboard": False, "plots": False},
@@ -227,6 +227,8 @@ def main() -> None:
     parser.add_argument("--extra-updates", type=int, default=0, help="critic.extra_updates")
     parser.add_argument("--outcome", choices=sorted(CHECKS), default="heavy", help="heavy: digits >= 50%%; clear: >= 65%% "
                         "against <= 35%% (episodes in between are in no verified pair)")
+    parser.add_argument("--clip-high", type=float, default=0.2, help="algorithm.clip_high: how far one update may raise "
+                        "a token's probability ratio (a critic naming one label everywhere needs the other raised)")
     parser.add_argument("--replay-pairs", type=int, default=0, help="critic.replay_pairs: past verified pairs added per iteration")
     parser.add_argument("--replay-size", type=int, default=512, help="critic.replay_size: past verified pairs kept")
     parser.add_argument("--group-size", type=int, default=8, help="siblings per task: a group of 8 gives up to 16 verified pairs")
