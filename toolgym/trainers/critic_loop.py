@@ -257,9 +257,8 @@ class CriticLoop:
         rng.shuffle(pairs)
         wanted = round(c.mix_fraction / (1 - c.mix_fraction) * len(episodes))  # critic rows for the fraction
         per_pair = 4 if c.verdict == "label" else k  # label: 2 orders x 2 labels; json: k sampled judgements
-        chosen = pairs[: max(1, min(len(pairs), wanted // per_pair))]
-        fresh = [(episodes[g[p.a]], episodes[g[p.b]], p.winner) for g, p in pairs]
-        items: list[tuple[Episode, Episode, str]] = list(fresh[: len(chosen)])
+        fresh: list[tuple[Episode, Episode, str]] = [(episodes[g[p.a]], episodes[g[p.b]], p.winner) for g, p in pairs]
+        items = fresh[: max(1, wanted // per_pair)]  # every verified pair joins the replay; these are asked now
         if c.replay_pairs and self.replay:  # past pairs, asked of the current model like the fresh ones
             items += rng.sample(list(self.replay), min(c.replay_pairs, len(self.replay)))
         self.replay.extend(fresh)
