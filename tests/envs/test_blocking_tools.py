@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -202,6 +204,51 @@ def test_interrupts_never_leak_across_threads(work):
     for t in threads:
         t.join()
     assert leaks == []
+
+
+STRESS = """
+import random, sys, threading
+from toolgym.envs import deadline
+sys.setswitchinterval(1e-6)  # switch threads after nearly every bytecode: interrupts land anywhere
+wd, leaks, results = deadline.Watchdog(), [], []
+
+def spin(n):
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+def caller(seed):
+    draw = random.Random(seed)
+    try:
+        for _ in range(2000):
+            n = draw.randint(0, 300)
+            try:
+                results.append(wd.run(spin, {"n": n}, draw.choice([0.0, 1e-5, 1e-4])) == sum(range(n)))
+            except TimeoutError:
+                results.append(True)
+    except BaseException as exc:
+        leaks.append(repr(exc))
+
+threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(60)
+print(sum(t.is_alive() for t in threads), leaks[:3], len(results), all(results))
+"""
+
+
+def test_an_interrupt_landing_anywhere_in_run_neither_leaks_nor_wedges_the_watchdog(tmp_path):
+    # Deadlines of 0-100 µs and a thread switch after nearly every bytecode: interrupts land in the
+    # watchdog's own code between publishing an entry and starting the tool. One that landed in
+    # threading.Event.set left the Condition's lock held and hung every later call (CI, 2026-12); one
+    # that landed before the try escaped as a bare DeadlineExceeded. A subprocess, so a hang fails.
+    script = tmp_path / "stress.py"
+    script.write_text(STRESS)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0", "[]", "8000", "True"], done.stdout
 
 
 def test_the_watchdog_sleeps_between_deadlines_and_wakes_for_an_earlier_one():

@@ -39,6 +39,7 @@ import concurrent.futures
 import ctypes
 import math
 import os
+import queue
 import threading
 import time
 import warnings
@@ -112,7 +113,8 @@ class Watchdog:
     def __init__(self) -> None:
         self._entries: dict[int, list[Any]] = {}
         """id(entry) -> [thread id, deadline, sent]; ``sent`` turns True once the interrupt is out."""
-        self._wake = threading.Event()
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
+        """Tokens that wake the thread: ``put`` is a single C call, safe where an interrupt may land."""
         self._next_wake = math.inf
         """When the thread will look next (-inf while it is looking: nobody needs to wake it)."""
         self._thread: threading.Thread | None = None
@@ -125,14 +127,19 @@ class Watchdog:
             TimeoutError: the deadline passed (the tool was interrupted, or finished too late).
             Overran: (a ``TimeoutError``) it finished more than ``LATE_S`` late: blocked in C.
         """
+        if self._thread is None:
+            self._start()  # before this call's entry exists: no interrupt can land in the thread start-up
         entry = [_thread_id(), _now() + timeout_s, False]
         key = id(entry)
         entries = self._entries
-        entries[key] = entry
-        if entry[1] < self._next_wake:  # read after publishing the entry: _loop does the two the other way round
-            self._signal()
         try:
             try:
+                # The interrupt may land from the moment the entry is published, so everything from
+                # here on is inside the handlers, and the wake-up is one C call (SimpleQueue.put): an
+                # exception raised inside threading's Python-level locks could leave one held.
+                entries[key] = entry
+                if entry[1] < self._next_wake:  # read after publishing the entry: _loop does the two the other way round
+                    self._wake.put(None)
                 return fn(**kwargs)
             finally:
                 if entries.pop(key, None) is None:  # the watchdog claimed it: an interrupt is on its way
@@ -144,18 +151,19 @@ class Watchdog:
                 raise Overran(f"deadline of {timeout_s:g}s passed; the call held its thread {late:.2f}s longer") from None
             raise TimeoutError(f"deadline of {timeout_s:g}s passed") from None
 
-    def _signal(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            with self._starting:
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(target=self._loop, name="toolgym-deadlines", daemon=True)
-                    self._thread.start()
-        self._wake.set()
+    def _start(self) -> None:
+        with self._starting:
+            if self._thread is None:
+                thread = threading.Thread(target=self._loop, name="toolgym-deadlines", daemon=True)
+                thread.start()
+                self._thread = thread
 
     def _loop(self) -> None:
         empty = 0
+        wake = self._wake
         while True:
-            self._wake.clear()
+            while not wake.empty():  # wake-ups that came while we were looking: this look covers them
+                wake.get_nowait()
             self._next_wake = -math.inf
             earliest = self._fire_expired()
             # Between short calls the dict is mostly empty: look again in a while rather than be
@@ -168,7 +176,10 @@ class Watchdog:
             # waking us (it read -inf): look once more before sleeping.
             if self._fire_expired() < earliest:
                 continue
-            self._wake.wait(None if earliest == math.inf else max(0.0, earliest - _now()))
+            try:
+                wake.get(timeout=None if earliest == math.inf else max(0.0, earliest - _now()))
+            except queue.Empty:
+                pass
 
     def _fire_expired(self) -> float:
         """Interrupt every call past its deadline; the earliest deadline still pending (inf: none)."""
