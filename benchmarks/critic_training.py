@@ -111,7 +111,7 @@ def config(seed: int, args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict({
         "model": {"seed": seed}, "algorithm": {"group_size": args.group_size, "clip_high": args.clip_high},
         "rollout": {"tasks_per_iteration": args.tasks, "max_new_tokens": 8},
-        "optim": {"lr": args.lr, "minibatch_size": 16, "micro_batch_size": 8},
+        "optim": {"lr": args.lr, "minibatch_size": args.minibatch_size, "micro_batch_size": 8},
         "run": {"iterations": args.iterations, "seed": seed, "tensorboard": False, "plots": False},
         "critic": {"outcome": "heavy", "train_critic": True, "verdict": "label", "mix_fraction": args.mix,
                    "label_advantage": args.advantage, "loss_weight": args.loss_weight, "extra_updates": args.extra_updates,
@@ -229,6 +229,8 @@ def main() -> None:
                         "against <= 35%% (episodes in between are in no verified pair)")
     parser.add_argument("--clip-high", type=float, default=0.2, help="algorithm.clip_high: how far one update may raise "
                         "a token's probability ratio (a critic naming one label everywhere needs the other raised)")
+    parser.add_argument("--minibatch-size", type=int, default=16, help="optim.minibatch_size: rows per optimizer step (a "
+                        "size above the batch makes each update one step on every row, whose ratios are then all 1)")
     parser.add_argument("--replay-pairs", type=int, default=0, help="critic.replay_pairs: past verified pairs added per iteration")
     parser.add_argument("--replay-size", type=int, default=512, help="critic.replay_size: past verified pairs kept")
     parser.add_argument("--group-size", type=int, default=8, help="siblings per task: a group of 8 gives up to 16 verified pairs")

@@ -29,7 +29,11 @@ when every thread is stuck past a deadline, new calls are refused with ``PoolSat
 ``EnvError``: infrastructure, never a timeout charged to the model.
 
 ``DeadlineExceeded`` derives from ``BaseException`` so a tool's own ``except Exception``
-cannot swallow it.
+cannot swallow it. It can land between any two bytecodes of the tool, including inside
+``threading``'s Python-level primitives (``Event``, ``Condition``, ``queue.Queue``), where it can
+leave a lock held: a tool should not share such objects with code outside the call. The
+watchdog's own hand-off uses dict operations and ``SimpleQueue.put``, single C calls, for that
+reason.
 """
 
 from __future__ import annotations
