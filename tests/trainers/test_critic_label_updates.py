@@ -179,6 +179,25 @@ def test_replay_adds_past_verified_pairs_asked_of_the_current_model(trainer):
     assert stats[m.CRITIC_TRAIN_SAMPLES] == 2 * len(second_items)  # each pair asked in both orders
 
 
+def test_an_iteration_without_verified_pairs_still_trains_on_replayed_ones(trainer):
+    # Once every sibling agrees on the outcome (a converged policy) the iteration has no fresh pair;
+    # the critic goes on training on the kept ones instead of stopping.
+    def outcomes(scores, value):
+        return [s.model_copy(update={"criteria": [c.model_copy(update={"value": value(i)}) if c.id == "heavy" else c
+                                                  for c in s.criteria]}) for i, s in enumerate(scores)]
+
+    loop = CriticLoop(config(label_advantage="miss", replay_pairs=3), trainer.sampler)
+    episodes = trainer.sampler.rollout(trainer.sampler.tasks(2), group_size=4, temperature=1.0, seed=11)
+    loop.step(0, episodes, outcomes(trainer.sampler.score(episodes), lambda i: float(i % 2 == 0)), None)
+    kept = list(loop.replay)
+    later = trainer.sampler.rollout(trainer.sampler.tasks(2), group_size=4, temperature=1.0, seed=12)
+    batch, stats = loop.step(1, later, outcomes(trainer.sampler.score(later), lambda i: 1.0), None)
+    assert stats[m.CRITIC_VERIFIED_PAIRS] == 0 and batch is not None and len(loop.trained_items) == 3
+    assert all(it in kept for it in loop.trained_items) and stats[m.CRITIC_TRAIN_ROWS] == 12  # 3 pairs x 2 orders x 2 labels
+    without = CriticLoop(config(label_advantage="miss"), trainer.sampler)  # no replay: nothing to train on
+    assert without.step(1, later, outcomes(trainer.sampler.score(later), lambda i: 1.0), None)[0] is None
+
+
 def test_resume_keeps_the_critics_replay_pairs(tmp_path):
     from toolgym.trainers.run import train
 

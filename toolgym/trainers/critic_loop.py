@@ -252,14 +252,16 @@ class CriticLoop:
         if self.calibration is not None:
             out.update(self.reweight(scores))
         self.trained_items = []
-        if not c.train_critic or not pairs:
-            return batch, out
+        if not c.train_critic or not (pairs or (c.replay_pairs and self.replay)):
+            return batch, out  # nothing verified to train on (a policy whose siblings all agree, with no replay)
         rng.shuffle(pairs)
         wanted = round(c.mix_fraction / (1 - c.mix_fraction) * len(episodes))  # critic rows for the fraction
         per_pair = 4 if c.verdict == "label" else k  # label: 2 orders x 2 labels; json: k sampled judgements
         fresh: list[tuple[Episode, Episode, str]] = [(episodes[g[p.a]], episodes[g[p.b]], p.winner) for g, p in pairs]
         items = fresh[: max(1, wanted // per_pair)]  # every verified pair joins the replay; these are asked now
-        if c.replay_pairs and self.replay:  # past pairs, asked of the current model like the fresh ones
+        # Past pairs, asked of the current model like the fresh ones; also when this iteration has none (its
+        # siblings all agree on the outcome), so the critic keeps training once the policy has converged.
+        if c.replay_pairs and self.replay:
             items += rng.sample(list(self.replay), min(c.replay_pairs, len(self.replay)))
         self.replay.extend(fresh)
         self.trained_items = items
