@@ -54,6 +54,12 @@ flags above; 6 seeds; ``benchmarks/results/critic_training_replay.json``): per p
 pair +0.111 to +0.116); seeds 3-5, run to check that, did not (-0.039 on seeds 3 and 4, whose
 training verdicts named one label every iteration). ``--outcome clear`` gave 0-8 verified pairs
 per iteration, too few to train on.
+
+With ``--minibatch-size 1024`` (one optimizer step per update on every row; seeds 6-8, 15 iterations,
+the replay flags above; ``benchmarks/results/critic_training_fullbatch.json``): AUC +0.057 (std 0.040,
+min +0.015), per pair +0.034 (std 0.026, min +0.000), per prompt +0.028 (min -0.006). Run longer
+(``critic_training_fullbatch_30.json``, per-iteration curves) one seed learned to judge (per prompt
+0.66 at iteration 27-28) and two fell back once the policy converged.
 """
 
 from __future__ import annotations
