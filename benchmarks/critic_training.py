@@ -120,7 +120,7 @@ def config(seed: int, args: argparse.Namespace) -> TrainConfig:
         "optim": {"lr": args.lr, "minibatch_size": args.minibatch_size, "micro_batch_size": 8},
         "run": {"iterations": args.iterations, "seed": seed, "tensorboard": False, "plots": False},
         "critic": {"outcome": "heavy", "train_critic": True, "verdict": "label", "mix_fraction": args.mix,
-                   "label_advantage": args.advantage, "loss_weight": args.loss_weight, "extra_updates": args.extra_updates,
+                   "label_advantage": args.advantage, "label_prompt": args.label_prompt, "loss_weight": args.loss_weight, "extra_updates": args.extra_updates,
                    "replay_pairs": args.replay_pairs, "replay_size": args.replay_size}})
 
 
@@ -145,13 +145,15 @@ def judge(trainer: Any, items: list[tuple]) -> dict[str, float]:
     if any(v is None for v in verdicts):
         raise RuntimeError("a held-out critic prompt does not fit the model's context")
     winners = [it[2] for it in items]
-    pair_hits = []
+    pair_hits, pair_odds = [], []
     for i in range(0, len(items), 2):  # log-odds of the first order's winner, summed over both orders
         first, second = verdicts[i], verdicts[i + 1]
         w = winners[i]
         odds = math.log(first.p(w) / (1 - first.p(w))) + math.log(second.p(swapped(w)) / (1 - second.p(swapped(w))))
         pair_hits.append(1.0 if odds > 0 else 0.5 if odds == 0 else 0.0)
+        pair_odds.append(odds if w == "A" else -odds)  # the both-order log-odds that the first order's "A" won
     out = {"agreement": label_agreement(verdicts, winners) or 0.0, "pair": statistics.mean(pair_hits),
+           "pair_auc": roc_auc([w == "A" for w in winners[0::2]], pair_odds) or 0.5,
            "p_winner": statistics.mean(v.p(w) for v, w in zip(verdicts, winners, strict=True)),
            "auc": roc_auc([w == "A" for w in winners], [v.p_a for v in verdicts]) or 0.5}
     return {**out, **null_debiased(trainer, items, verdicts)}
@@ -187,7 +189,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
         curve.append(judge(trainer, heldout))
         print(f"  seed {seed} iteration {int(h['iteration'])}: verified pairs {h.get('critic/verified_pairs', 0):.0f}, "
               f"critic rows {h.get('critic/train_rows', 0):.0f}, train agreement {h.get('critic/train_agreement', float('nan')):.3f}, "
-              f"held-out prompt {curve[-1]['agreement']:.3f} pair {curve[-1]['pair']:.3f} auc {curve[-1]['auc']:.3f} "
+              f"held-out prompt {curve[-1]['agreement']:.3f} pair {curve[-1]['pair']:.3f} pair auc {curve[-1]['pair_auc']:.3f} "
+              f"auc {curve[-1]['auc']:.3f} "
               f"debiased {curve[-1]['debiased']:.3f}",
               file=sys.stderr, flush=True)
 
@@ -203,7 +206,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
     trainer.close()
     train_agree = [h["critic/train_agreement"] for h in history if "critic/train_agreement" in h]
     return {"seed": seed, "heldout_prompts": len(heldout), "before": before["agreement"], "after": after["agreement"],
-            "pair_before": before["pair"], "pair_after": after["pair"], "p_winner_before": before["p_winner"],
+            "pair_before": before["pair"], "pair_after": after["pair"],
+            "pair_auc_before": before["pair_auc"], "pair_auc_after": after["pair_auc"], "curve_pair_auc": [c["pair_auc"] for c in curve], "p_winner_before": before["p_winner"],
             "debiased_before": before["debiased"], "debiased_after": after["debiased"],
             "debiased_auc_before": before["debiased_auc"], "debiased_auc_after": after["debiased_auc"],
             "curve_debiased": [c["debiased"] for c in curve],
@@ -231,7 +235,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=3, help="tasks per iteration")
     parser.add_argument("--mix", type=float, default=0.85, help="critic.mix_fraction: share of each batch's rows that are critic rows")
     parser.add_argument("--heldout-tasks", type=int, default=12)
-    parser.add_argument("--advantage", choices=["constant", "miss"], default="constant", help="critic.label_advantage")
+    parser.add_argument("--advantage", choices=["constant", "miss", "pair"], default="constant", help="critic.label_advantage")
+    parser.add_argument("--label-prompt", choices=["full", "compact"], default="full", help="critic.label_prompt")
     parser.add_argument("--loss-weight", type=float, default=1.0, help="critic.loss_weight")
     parser.add_argument("--extra-updates", type=int, default=0, help="critic.extra_updates")
     parser.add_argument("--outcome", choices=sorted(CHECKS), default="heavy", help="heavy: digits >= 50%%; clear: >= 65%% "
@@ -264,12 +269,14 @@ def main() -> None:
     print(f"{'figure':<28}{'before':>8}{'after':>8}{'gain mean':>11}{'std':>7}{'min':>8}")
     figures = [("agreement (per prompt)", "before", "after"), ("agreement (pair)", "pair_before", "pair_after"),
                ("p(winner)", "p_winner_before", "p_winner_after"), ("AUC", "auc_before", "auc_after")]
+    if all("pair_auc_after" in r for r in runs):  # AUC of the both-order log-odds, one per pair
+        figures.insert(2, ("AUC (pair)", "pair_auc_before", "pair_auc_after"))
     if all("debiased_after" in r for r in runs):  # single order, the judge's preference on a null pair taken out
         figures += [("per prompt, null-debiased", "debiased_before", "debiased_after"),
                     ("AUC, null-debiased", "debiased_auc_before", "debiased_auc_after")]
     if all("late_agreement_after" in r for r in runs):  # held-out pairs of the trained policy
         figures += [(f"late {n}", f"late_{k}_before", f"late_{k}_after") for n, k in
-                    [("per prompt", "agreement"), ("pair", "pair"), ("p(winner)", "p_winner"), ("AUC", "auc"),
+                    [("per prompt", "agreement"), ("pair", "pair"), ("pair AUC", "pair_auc"), ("p(winner)", "p_winner"), ("AUC", "auc"),
                      ("debiased", "debiased"), ("debiased AUC", "debiased_auc")] if f"late_{k}_after" in runs[0]]
     for name, b, a in figures:
         gain = spread([r[a] - r[b] for r in runs])

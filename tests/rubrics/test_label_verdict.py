@@ -74,6 +74,15 @@ def test_label_tokens_and_a_tokenizer_that_splits_a_label():
         label_tokens(Tokenizer(split=("B",)))
 
 
+def test_the_compact_label_prompt_is_one_message_with_the_criterion_and_both_responses():
+    rubric = rubric_from_dict({"name": "r", "criteria": [
+        {"id": "ok", "description": "the answer is right", "source": {"type": "check", "check": "final_state_matches_gold"}}]})
+    (user,) = label_prompt(rubric, rubric.criteria[0], "convert 3 km", "first answer", "second answer", compact=True)
+    text = user.content
+    assert user.role == "user" and "the answer is right" in text and "convert 3 km" not in text
+    assert text.index("A: first answer") < text.index("B: second answer") and text.endswith("A or B?")
+
+
 def test_label_prompt_shows_both_responses_and_asks_for_a_letter():
     rubric = rubric_from_dict({"name": "r", "criteria": [
         {"id": "ok", "description": "the answer is right", "source": {"type": "check", "check": "final_state_matches_gold"}}]})

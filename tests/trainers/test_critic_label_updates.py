@@ -26,7 +26,7 @@ def test_miss_advantages_are_the_verdicts_miss_and_constant_ones_do_not_depend_o
     assert miss.shape == (len(p), 2) and torch.allclose(miss[:, 0], reward * (1 - p_win)) and torch.equal(miss[:, 1], -miss[:, 0])
     const = label_advantages(p_win, reward, "constant", scale_by_std=True)
     assert torch.equal(const, const[:1].expand_as(const)) and const[0, 0] > 0 > const[0, 1]
-    with pytest.raises(ValueError, match="critic.label_advantage must be 'constant' or 'miss'"):
+    with pytest.raises(ValueError, match="critic.label_advantage must be 'constant', 'miss' or 'pair'"):
         label_advantages(p_win, reward, "sometimes", scale_by_std=True)
 
 
@@ -53,9 +53,46 @@ def test_only_miss_advantages_correct_a_label_preference_both_orders_share(bias)
     assert grad == pytest.approx(math.tanh(bias / 2), rel=1e-4, abs=1e-7)  # exactly the logistic loss's gradient
 
 
+logits = st.floats(-8.0, 8.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(orders=st.lists(st.tuples(logits, logits, logits, logits), min_size=1, max_size=6), reward=st.floats(0.1, 10.0),
+       winners=st.lists(st.sampled_from("AB"), min_size=6, max_size=6))
+def test_pair_advantages_are_the_gradient_of_the_both_order_logistic_loss(orders, reward, winners):
+    """Each pair: the label logits of its first order (x, y) and second order (y, x). The four label rows' policy-gradient
+    loss, with "pair" advantages read from the detached verdicts, has the gradient of -reward * log sigmoid(o), o the
+    both-order log-odds of the verified winner; and a label preference shared by both orders cancels out of it."""
+    z = torch.tensor(orders, dtype=torch.float64, requires_grad=True)  # (P, 4): A, B logits of order 1, then of order 2
+    lp1, lp2 = torch.log_softmax(z[:, :2], dim=1), torch.log_softmax(z[:, 2:], dim=1)  # (P, 2) each
+    win = torch.tensor([w == "A" for w in winners[: len(orders)]])  # (P,) winner of the first order
+    w1, l1 = torch.where(win, lp1[:, 0], lp1[:, 1]), torch.where(win, lp1[:, 1], lp1[:, 0])  # order 1: winner's label, other
+    w2, l2 = torch.where(win, lp2[:, 1], lp2[:, 0]), torch.where(win, lp2[:, 0], lp2[:, 1])  # order 2: the labels swap
+    p_win = torch.stack([w1.exp(), w2.exp()], dim=1).detach().reshape(-1)  # (2P,) both orders adjacent
+    adv = label_advantages(p_win, reward, "pair", scale_by_std=True).view(-1, 2, 2).double()  # (P, order, [winner, other])
+    assert torch.equal(adv[:, 0], adv[:, 1]) and torch.equal(adv[..., 1], -adv[..., 0])
+    pg = -(adv[:, 0, 0] * w1 + adv[:, 0, 1] * l1 + adv[:, 1, 0] * w2 + adv[:, 1, 1] * l2).sum()
+    (pg_grad,) = torch.autograd.grad(pg, z, retain_graph=True)
+    odds = (w1 - l1) + (w2 - l2)  # (P,)
+    (logistic_grad,) = torch.autograd.grad(-(reward * torch.nn.functional.logsigmoid(odds)).sum(), z)
+    assert torch.allclose(pg_grad, logistic_grad, atol=1e-4)
+    with pytest.raises(ValueError, match="two orders adjacent"):
+        label_advantages(p_win[:-1], reward, "pair", scale_by_std=True)
+
+
+@settings(max_examples=50, deadline=None)
+@given(bias=st.floats(-6.0, 6.0))
+def test_pair_advantages_give_a_shared_label_preference_no_gradient(bias):
+    assert bias_gradient(bias, "pair") == pytest.approx(0.0, abs=1e-6)
+
+
 def test_critic_options_are_checked():
-    with pytest.raises(ConfigError, match="critic.extra_updates / critic.label_advantage act on label verdicts"):
+    with pytest.raises(ConfigError, match="critic.extra_updates / critic.label_advantage / critic.label_prompt act on label verdicts"):
         TrainConfig.from_dict({"critic": {"outcome": "state", "extra_updates": 2}})
+    with pytest.raises(ConfigError, match="critic.label_prompt act on label verdicts: set critic.verdict: label"):
+        TrainConfig.from_dict({"critic": {"outcome": "state", "label_prompt": "compact"}})
+    with pytest.raises(ConfigError, match="label_prompt"):
+        TrainConfig.from_dict({"critic": {"outcome": "state", "verdict": "label", "label_prompt": "short"}})
     with pytest.raises(ConfigError, match="loss_weight"):
         TrainConfig.from_dict({"critic": {"outcome": "state", "loss_weight": 0}})
     with pytest.raises(ConfigError, match="extra_updates"):
@@ -113,6 +150,25 @@ def test_loss_weight_scales_every_critic_advantage(trainer):
     logp = light.old_logp[ends].view(-1, 2)  # (prompts, [winner, other])
     p_win = torch.sigmoid(logp[:, 0] - logp[:, 1])
     assert torch.allclose(light.advantages.view(-1, 2)[:, 0], 1 - p_win, atol=1e-5)
+
+
+def test_the_compact_prompt_is_a_fraction_of_the_full_one_and_carries_both_responses(trainer):
+    episodes = trainer.sampler.rollout(trainer.sampler.tasks(2), group_size=2, temperature=1.0, seed=3)
+    items = [(episodes[0], episodes[1], "A"), (episodes[2], episodes[3], "B")]
+    full, _ = CriticLoop(trainer.config, trainer.sampler).label_verdicts(items)
+    compact_loop = CriticLoop(config(label_advantage="pair", label_prompt="compact"), trainer.sampler)
+    compact, verdicts = compact_loop.label_verdicts(items)
+    assert all(v is not None for v in verdicts)
+    tokenizer = trainer.sampler.policy.tokenizer
+    for (a, b, _), short, long in zip(items, compact, full, strict=True):
+        assert 2 * len(short) < len(long)
+        text = tokenizer.decode(short)
+        assert text.endswith("Winner: ") and a.turns[0].text.strip()[:8] in text and b.turns[0].text.strip()[:8] in text
+        assert RUBRIC.criteria[0].description in text and a.task.instruction not in text
+    batch, stats = compact_loop.critic_batch(0, items)
+    assert batch is not None and stats[m.CRITIC_TRAIN_ROWS] == 8  # 2 pairs x 2 orders x 2 labels
+    adv = batch.advantages.view(-1, 2, 2)  # (pair, order, [winner, other])
+    assert torch.equal(adv[:, 0], adv[:, 1])  # one both-order verdict per pair
 
 
 def test_extra_updates_train_on_verdicts_read_afresh(trainer):

@@ -309,12 +309,19 @@ class CriticSection(_Section):
     verdict: Literal["json", "label"] = "json"
     """train_critic: how the trained critic answers. "json": a sampled ``PairwiseCritic`` JSON verdict (LLM judges);
     "label": one token, read from the log-probabilities of "A" and "B" after a fixed prefix (always parses; for small models)."""
-    label_advantage: Literal["constant", "miss"] = "constant"
+    label_prompt: Literal["full", "compact"] = "full"
+    """verdict "label": what the critic reads. "full": system prompt, rubric, criterion, task and both
+    responses (~300 tokens for a short UnitConv pair); "compact": the criterion and the two responses only
+    (~100 tokens with the chat template): a third of the forward cost per verdict, for critics whose
+    criterion needs neither the task nor the rubric's name (``toolgym.rubrics.critics.label``)."""
+    label_advantage: Literal["constant", "miss", "pair"] = "constant"
     """verdict "label": the advantages of a prompt's two label rows. "constant": +/- the group-relative
     advantage of rewards (agree_reward, 0), the same for every prompt, so a label preference shared by
     both A/B orders gets no gradient; "miss": the winner's label gets agree_reward * (1 - p(winner)) and
     the other label the negative, so the update is the gradient of log p(winner) (a logistic loss) and
-    corrects that preference (``toolgym.trainers.critic_loop.label_advantages``)."""
+    corrects that preference; "pair": both orders of a pair get agree_reward * (1 - p) and its negative, with
+    p the pair's both-order verdict, so the update is a logistic loss on that verdict: a label or position
+    preference cancels out of it and gets no gradient (``toolgym.trainers.critic_loop.label_advantages``)."""
     loss_weight: float = Field(default=1.0, gt=0.0)
     """train_critic: every critic row's advantage is multiplied by this (the critic's share of the loss)."""
     extra_updates: int = Field(default=0, ge=0)
@@ -462,9 +469,9 @@ def _contradictions(cfg: TrainConfig) -> list[str]:
     if c.outcome is not None and cfg.system.mode != "inprocess":
         out.append(f"critic.outcome is read by the in-process GRPO trainer only: set system.mode: inprocess "
                    f"(got {cfg.system.mode!r}) or remove critic.outcome")
-    if (c.extra_updates or c.label_advantage != "constant") and c.verdict != "label":
-        out.append("critic.extra_updates / critic.label_advantage act on label verdicts: set critic.verdict: label, "
-                   "or leave them at their defaults (0, 'constant')")
+    if (c.extra_updates or c.label_advantage != "constant" or c.label_prompt != "full") and c.verdict != "label":
+        out.append("critic.extra_updates / critic.label_advantage / critic.label_prompt act on label verdicts: set "
+                   "critic.verdict: label, or leave them at their defaults (0, 'constant', 'full')")
     if c.train_critic and a.routing_replay:
         out.append("critic.train_critic samples carry no routing records: set algorithm.routing_replay: false or critic.train_critic: false")
     return out + _system_contradictions(cfg)

@@ -39,8 +39,16 @@ LABEL_SYSTEM = (
 )
 
 
-def label_prompt(rubric: Rubric, criterion: Criterion, task: str, a: str, b: str) -> list[Message]:
-    """Messages asking which of two transcripts better meets ``criterion`` (answered by one label token)."""
+def label_prompt(rubric: Rubric, criterion: Criterion, task: str, a: str, b: str, *, compact: bool = False) -> list[Message]:
+    """Messages asking which of two transcripts better meets ``criterion`` (answered by one label token).
+
+    ``compact``: one user message with the criterion and the two responses, no system prompt, rubric
+    or task: about a third of the full prompt's tokens for two short responses (~100 against ~335
+    with the tiny model's template), so a third of the cost per verdict. Only for criteria that can
+    be judged from the responses alone.
+    """
+    if compact:
+        return [UserMessage(content=f"Criterion: {criterion.description}\n\nA: {a}\n\nB: {b}\n\nA or B?")]
     body = "\n\n".join([*pairwise_sections(rubric, [criterion], task, a, b), "Which response is better? Answer A or B."])
     return [SystemMessage(content=LABEL_SYSTEM), UserMessage(content=body)]
 
