@@ -57,14 +57,16 @@ RUBRIC = rubric_from_dict({"name": "judged", "env_ids": ["toolgym/unitconv-v0"],
 
 def config(seed: int, trained: bool, args: argparse.Namespace) -> TrainConfig:
     """GRPO rewarded by the self-critic; ``trained``: the critic also learns from verified pairs."""
-    critic: dict[str, Any] = {"outcome": "heavy", "critic": "self_pairwise", "name": "self", "verdict": "label"}
+    # Both arms read the critic alike (the prompt; with "pair", each pair's both-order verdict); only one trains it.
+    critic: dict[str, Any] = {"outcome": "heavy", "critic": "self_pairwise", "name": "self", "verdict": "label",
+                              "label_prompt": args.label_prompt, "label_advantage": args.advantage}
     if trained:
-        critic |= {"train_critic": True, "mix_fraction": args.mix, "label_advantage": "miss", "loss_weight": args.loss_weight,
+        critic |= {"train_critic": True, "mix_fraction": args.mix, "loss_weight": args.loss_weight,
                    "extra_updates": args.extra_updates, "replay_pairs": args.replay_pairs}
     return TrainConfig.from_dict({
         "model": {"seed": seed}, "algorithm": {"group_size": args.group_size},
         "rollout": {"tasks_per_iteration": args.tasks, "max_new_tokens": 8},
-        "optim": {"lr": args.lr, "minibatch_size": 16, "micro_batch_size": 8},
+        "optim": {"lr": args.lr, "minibatch_size": args.minibatch_size, "micro_batch_size": 8},
         "run": {"iterations": args.iterations, "seed": seed, "tensorboard": False, "plots": False}, "critic": critic})
 
 
@@ -108,6 +110,10 @@ def main() -> None:
     parser.add_argument("--mix", type=float, default=0.85, help="critic.mix_fraction (trained arm)")
     parser.add_argument("--loss-weight", type=float, default=10.0, help="critic.loss_weight (trained arm)")
     parser.add_argument("--extra-updates", type=int, default=2, help="critic.extra_updates (trained arm)")
+    parser.add_argument("--advantage", choices=["miss", "pair"], default="miss", help="critic.label_advantage (trained arm; "
+                        "with 'pair' both arms also read each pair's both-order verdict)")
+    parser.add_argument("--label-prompt", choices=["full", "compact"], default="full", help="critic.label_prompt (both arms)")
+    parser.add_argument("--minibatch-size", type=int, default=16, help="optim.minibatch_size")
     parser.add_argument("--replay-pairs", type=int, default=44, help="critic.replay_pairs (trained arm)")
     parser.add_argument("--heldout-tasks", type=int, default=64, help="held-out tasks, 4 sampled episodes each")
     parser.add_argument("--out", default="benchmarks/results/critic_policy.json")

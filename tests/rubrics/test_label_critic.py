@@ -62,6 +62,23 @@ def test_scores_follow_the_judges_preference_despite_a_position_bias(xs, bias):
     assert all(later >= earlier - 1e-9 for earlier, later in pairwise(ranked)) and all(0.0 < s < 1.0 for s in scores)
 
 
+@settings(max_examples=50, deadline=None)
+@given(xs=st.lists(st.floats(-3, 3), min_size=2, max_size=6), bias=st.floats(-8, 8), missing=st.integers(0, 40))
+def test_pair_verdicts_are_the_both_order_verdict_and_a_label_preference_cancels_out(xs, bias, missing):
+    def reader(b):
+        def read(questions):  # content: the larger x; plus a preference for "A" of ``b`` nats; one question unanswerable
+            return [None if i == missing else verdict(1 / (1 + math.exp(-(q.a.x - q.b.x) - b))) for i, q in enumerate(questions)]
+        return read
+
+    biased = [r.judgements["good"].raw for r in judge(LabelPairwiseCritic(reader(bias), pair_verdict=True), xs)]
+    fair = [r.judgements["good"].raw for r in judge(LabelPairwiseCritic(reader(0.0), pair_verdict=True), xs)]
+    if missing >= len(xs) * (len(xs) - 1):  # every question answered: the preference cancels exactly
+        assert biased == pytest.approx(fair, abs=1e-9)
+        n = len(xs)  # each pair's verdict is sigmoid(2 (x_i - x_j)): both orders' log-odds summed
+        expected = [sum(1 / (1 + math.exp(-2 * (x - y))) for j, y in enumerate(xs) if j != i) / (n - 1) for i, x in enumerate(xs)]
+        assert fair == pytest.approx(expected, abs=1e-9)
+
+
 def test_failures_are_unscorable_never_zero():
     def none(questions):
         return [None] * len(questions)

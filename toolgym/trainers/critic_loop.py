@@ -244,7 +244,8 @@ class CriticLoop:
             except ValueError as exc:
                 raise ConfigError(str(exc)) from exc
         if c.critic == "self_pairwise":  # the policy judges the rubric's critic criteria: JSON samples or label verdicts
-            critic = (LabelPairwiseCritic(self.read_label_questions, name=c.name) if c.verdict == "label"
+            critic = (LabelPairwiseCritic(self.read_label_questions, name=c.name, pair_verdict=c.label_advantage == "pair")
+                      if c.verdict == "label"
                       else PairwiseCritic(sampler.policy, name=c.name, seed=config.run.seed))
             sampler.critics = _with_critic(sampler.critics, critic)
         critic_ids = [cr.id for cr in rubric.criteria if cr.source.type == "critic"]

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,14 +53,18 @@ class LabelPairwiseCritic:
         read: The judge: label verdicts of questions, in order.
         name: Critic name rubric criteria refer to.
         method: "win_rate" (an episode's mean probability of winning) or "bradley_terry" (on soft wins).
+        pair_verdict: Read each pair's two orders as one verdict, ``sigmoid`` of their log-odds summed
+            (the verdict ``critic.label_advantage: pair`` trains), instead of one soft win per order. A
+            preference for a label or position then cancels exactly instead of squashing every
+            probability toward one side.
     """
 
     group_wise = True
 
-    def __init__(self, read: LabelReader, *, name: str = "label", method: RankMethod = "win_rate"):
+    def __init__(self, read: LabelReader, *, name: str = "label", method: RankMethod = "win_rate", pair_verdict: bool = False):
         if method not in RANKERS:
             raise ValueError(f"method must be one of {sorted(RANKERS)}, got {method!r}")
-        self.read, self.name, self.method = read, name, method
+        self.read, self.name, self.method, self.pair_verdict = read, name, method, pair_verdict
 
     async def judge(self, episodes: Sequence[Episode], criteria: Sequence[Criterion], rubric: Rubric) -> list[CriticResult]:
         """Score every episode of one group from its label verdicts against each sibling, in both orders."""
@@ -91,11 +96,16 @@ class LabelPairwiseCritic:
               verdicts: Sequence[LabelVerdict | None]) -> list[Judgement]:
         wins = np.zeros((n, n))  # (N, N) soft wins: wins[i, j] = summed probability that i beat j
         played = np.zeros(n)  # (N,)
-        for (a, b), v in zip(pairs, verdicts, strict=True):
+        asked = dict(zip(pairs, verdicts, strict=True))
+        for (a, b), v in asked.items():
             if v is None:
                 continue
-            wins[a, b] += v.p_a
-            wins[b, a] += 1.0 - v.p_a
+            p_a = v.p_a
+            other = asked.get((b, a)) if self.pair_verdict else None
+            if other is not None:  # both orders, one verdict (it stands for both questions: a soft win each)
+                p_a = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, _logit(v.p_a) - _logit(other.p_a)))))
+            wins[a, b] += p_a
+            wins[b, a] += 1.0 - p_a
             played[a] += 1
             played[b] += 1
         out = []
@@ -107,3 +117,9 @@ class LabelPairwiseCritic:
             raw = c.scale.low + s * (c.scale.high - c.scale.low)
             out.append(Judgement(raw=raw, rationale=f"{wins[i].sum():.2f} soft wins in {int(played[i])} comparisons ({self.method})"))
         return out
+
+
+def _logit(p: float) -> float:
+    """log(p / (1 - p)), finite for p in [0, 1] (clamped to 1e-12 from either end)."""
+    p = min(max(p, 1e-12), 1.0 - 1e-12)
+    return math.log(p / (1.0 - p))
