@@ -27,6 +27,14 @@ before and after training. Figures per seed:
     nice python benchmarks/critic_training.py --seeds 0 1 2      # or one process per seed, then:
     python benchmarks/critic_training.py --combine s0.json s1.json s2.json
 
+Measured, the both-order objective (``--advantage pair --label-prompt compact``, the other flags of the
+``--minibatch-size 1024`` run below, 12 iterations; seeds 9-11 pre-registered, one process each, ~17 min;
+``benchmarks/results/critic_training_pair.json``): per pair 0.441 -> 0.633, gain +0.191 (std 0.037, min
++0.146); the pair verdict's AUC 0.406 -> 0.700 (+0.294, min +0.264); single-order AUC +0.143 (min +0.099);
+per prompt +0.070 (min +0.000: this objective leaves the label preference alone). ``pair_auc``: AUC of
+the both-order log-odds, one per pair.
+
+Earlier objectives, each order trained on its own.
 Measured (3 seeds as 3 parallel niced processes, 5 iterations of 3 tasks x 8 siblings, lr 3e-3,
 mix 0.85; 2-core machine at load ~15, ~26 min wall each; ``benchmarks/results/critic_training.json``):
 pair agreement (both orders summed) 0.388 -> 0.679, gain +0.291 (std 0.025, min +0.265) on
