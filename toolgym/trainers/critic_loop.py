@@ -144,9 +144,9 @@ def label_advantages(p_winner: torch.Tensor, agree_reward: float, kind: str, sca
     if kind == "pair":
         if len(p_winner) % 2:
             raise ValueError(f"critic.label_advantage 'pair' needs each pair's two orders adjacent, got {len(p_winner)} verdicts")
-        p = p_winner.float().clamp(1e-6, 1 - 1e-6).view(-1, 2)  # (P, 2): both orders of each pair
+        p = p_winner.double().clamp(1e-12, 1 - 1e-12).view(-1, 2)  # (P, 2): both orders of each pair
         odds = torch.log(p / (1 - p)).sum(dim=1)  # (P,): the pair's verdict, both orders summed
-        miss = (agree_reward * (1.0 - torch.sigmoid(odds))).repeat_interleave(2)  # (N,)
+        miss = (agree_reward * (1.0 - torch.sigmoid(odds))).float().repeat_interleave(2)  # (N,)
         return torch.stack([miss, -miss], dim=1)  # (N, 2)
     raise ValueError(f"critic.label_advantage must be 'constant', 'miss' or 'pair', got {kind!r}")
 
@@ -419,7 +419,8 @@ class CriticLoop:
             asked += [(a, b, win), (b, a, swapped(win))]
         prompts, verdicts = self.label_verdicts(asked)
         # The group is the verdict's whole action space: the winner's label (reward agree_reward) and the other (0).
-        p_win = torch.tensor([v.p(w) if v is not None else 0.5 for v, (_, _, w) in zip(verdicts, asked, strict=True)])  # (N,)
+        p_win = torch.tensor([v.p(w) if v is not None else 0.5 for v, (_, _, w) in zip(verdicts, asked, strict=True)],
+                             dtype=torch.float64)  # (N,): float64, so a sure verdict's 1 - p keeps its digits
         adv = label_advantages(p_win, cfg.critic.agree_reward, cfg.critic.label_advantage, cfg.scale_by_std) * cfg.critic.loss_weight  # (N, 2)
         rows: list[TokenRow] = []
         advantages, rewards, baselines = [], [], []
