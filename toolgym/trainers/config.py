@@ -311,10 +311,10 @@ class CriticSection(_Section):
     "label": one token, read from the log-probabilities of "A" and "B" after a fixed prefix (always parses; for small models)."""
     label_prompt: Literal["full", "compact"] = "full"
     """verdict "label": what the critic reads. "full": system prompt, rubric, criterion, task and both
-    responses (~300 tokens for a short UnitConv pair); "compact": the criterion and the two responses only
-    (~100 tokens with the chat template instead of ~335): a third of the cost per verdict, and on the
-    tiny MoE the difference between learning the judgement and memorising the training pairs
-    (``benchmarks/critic_objective.py``). For criteria that need neither the task nor the rubric's name."""
+    responses (~335 tokens for two short UnitConv responses); "compact": the criterion and the two
+    responses only (~100): a third of the cost per verdict, and on the tiny MoE the difference between
+    learning the judgement and memorising the training pairs (``benchmarks/critic_objective.py``).
+    For criteria that need neither the task nor the rubric's name."""
     label_advantage: Literal["constant", "miss", "pair"] = "constant"
     """verdict "label": the advantages of a prompt's two label rows. "constant": +/- the group-relative
     advantage of rewards (agree_reward, 0), the same for every prompt, so a label preference shared by

@@ -420,6 +420,7 @@ class CriticLoop:
             asked += [(a, b, win), (b, a, swapped(win))]
         prompts, verdicts = self.label_verdicts(asked)
         # The group is the verdict's whole action space: the winner's label (reward agree_reward) and the other (0).
+        # An order that does not fit counts as p = 0.5 (log-odds 0), so under "pair" its sibling order trains alone.
         p_win = torch.tensor([v.p(w) if v is not None else 0.5 for v, (_, _, w) in zip(verdicts, asked, strict=True)],
                              dtype=torch.float64)  # (N,): float64, so a sure verdict's 1 - p keeps its digits
         adv = label_advantages(p_win, cfg.critic.agree_reward, cfg.critic.label_advantage, cfg.scale_by_std) * cfg.critic.loss_weight  # (N, 2)
