@@ -31,8 +31,10 @@ Measured, the both-order objective (``--advantage pair --label-prompt compact``,
 ``--minibatch-size 1024`` run below, 12 iterations; seeds 9-11 pre-registered, one process each, ~17 min;
 ``benchmarks/results/critic_training_pair.json``): per pair 0.441 -> 0.633, gain +0.191 (std 0.037, min
 +0.146); the pair verdict's AUC 0.406 -> 0.700 (+0.294, min +0.264); single-order AUC +0.143 (min +0.099);
-per prompt +0.070 (min +0.000: this objective leaves the label preference alone). ``pair_auc``: AUC of
-the both-order log-odds, one per pair.
+per prompt +0.070 (min +0.000: this objective leaves the label preference alone). Seeds 13 and 14 added
+(also pre-registered; ``critic_training_pair5.json``): per pair +0.151 (std 0.081, min +0.000: seed 13
+ended where it started, 0.587), pair AUC +0.210 (min +0.040). ``pair_auc``: AUC of the both-order
+log-odds, one per pair.
 
 Earlier objectives, each order trained on its own.
 Measured (3 seeds as 3 parallel niced processes, 5 iterations of 3 tasks x 8 siblings, lr 3e-3,
