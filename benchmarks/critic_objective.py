@@ -48,21 +48,11 @@ def loop_args(prompt: str) -> argparse.Namespace:
 
 
 def log_odds(trainer: Any, prompts: list[list[int]]) -> Any:
-    """``(N,)`` log p("A") - log p("B") after each prompt, with gradient (the trainer's forward, right-padded)."""
-    import torch
+    """``(N,)`` log p("A") - log p("B") after each prompt, with gradient (the critic loop's own forward)."""
+    from toolgym.trainers.critic_loop import label_forward
 
-    from toolgym.trainers.moe import training_forward
-
-    tokens, pad = trainer.critic_loop.label_tokens, trainer.sampler.pad_id
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)  # (N, W)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)  # (N, W)
-    for i, p in enumerate(prompts):
-        ids[i, : len(p)] = torch.tensor(p)
-        mask[i, : len(p)] = 1
-    last = training_forward(trainer.model, ids, mask).logits[torch.arange(len(prompts)), mask.sum(1) - 1].float()  # (N, V)
-    lp = torch.log_softmax(last, dim=-1)
-    return lp[:, tokens.a] - lp[:, tokens.b]
+    lp = label_forward(trainer.model, prompts, trainer.critic_loop.label_tokens, trainer.sampler.pad_id)  # (N, 2)
+    return lp[:, 0] - lp[:, 1]
 
 
 def figures(trainer: Any, prompts: list[list[int]], first_won: Any) -> dict[str, float]:

@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -156,12 +155,11 @@ def judge(trainer: Any, items: list[tuple]) -> dict[str, float]:
         raise RuntimeError("a held-out critic prompt does not fit the model's context")
     winners = [it[2] for it in items]
     pair_hits, pair_odds = [], []
-    for i in range(0, len(items), 2):  # log-odds of the first order's winner, summed over both orders
-        first, second = verdicts[i], verdicts[i + 1]
-        w = winners[i]
-        odds = math.log(first.p(w) / (1 - first.p(w))) + math.log(second.p(swapped(w)) / (1 - second.p(swapped(w))))
+    for i in range(0, len(items), 2):  # the first order's "A" is the second order's "B"
+        a_odds = verdicts[i].log_odds - verdicts[i + 1].log_odds  # both-order log-odds that the first order's "A" won
+        odds = a_odds if winners[i] == "A" else -a_odds  # ... that the verified winner won
         pair_hits.append(1.0 if odds > 0 else 0.5 if odds == 0 else 0.0)
-        pair_odds.append(odds if w == "A" else -odds)  # the both-order log-odds that the first order's "A" won
+        pair_odds.append(a_odds)
     out = {"agreement": label_agreement(verdicts, winners) or 0.0, "pair": statistics.mean(pair_hits),
            "pair_auc": roc_auc([w == "A" for w in winners[0::2]], pair_odds) or 0.5,
            "p_winner": statistics.mean(v.p(w) for v, w in zip(verdicts, winners, strict=True)),
@@ -176,8 +174,8 @@ def null_debiased(trainer: Any, items: list[tuple], verdicts: list[Any]) -> dict
     response; the other order of the pair is never used."""
     episodes = {id(e): e for it in items for e in it[:2]}
     _, nulls = trainer.critic_loop.label_verdicts([(e, e) for e in episodes.values()])
-    null_d = {k: v.logp_a - v.logp_b for k, v in zip(episodes, nulls, strict=True)}
-    odds = [v.logp_a - v.logp_b - (null_d[id(a)] + null_d[id(b)]) / 2 for v, (a, b, _) in zip(verdicts, items, strict=True)]
+    null_d = {k: v.log_odds for k, v in zip(episodes, nulls, strict=True)}
+    odds = [v.log_odds - (null_d[id(a)] + null_d[id(b)]) / 2 for v, (a, b, _) in zip(verdicts, items, strict=True)]
     hits = [1.0 if (o > 0) == (w == "A") and o != 0 else 0.5 if o == 0 else 0.0 for o, (_, _, w) in zip(odds, items, strict=True)]
     return {"debiased": statistics.mean(hits), "debiased_auc": roc_auc([it[2] == "A" for it in items], odds) or 0.5}
 
@@ -216,8 +214,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
     trainer.close()
     train_agree = [h["critic/train_agreement"] for h in history if "critic/train_agreement" in h]
     return {"seed": seed, "heldout_prompts": len(heldout), "before": before["agreement"], "after": after["agreement"],
-            "pair_before": before["pair"], "pair_after": after["pair"],
-            "pair_auc_before": before["pair_auc"], "pair_auc_after": after["pair_auc"], "curve_pair_auc": [c["pair_auc"] for c in curve], "p_winner_before": before["p_winner"],
+            "pair_before": before["pair"], "pair_after": after["pair"], "pair_auc_before": before["pair_auc"],
+            "pair_auc_after": after["pair_auc"], "curve_pair_auc": [c["pair_auc"] for c in curve], "p_winner_before": before["p_winner"],
             "debiased_before": before["debiased"], "debiased_after": after["debiased"],
             "debiased_auc_before": before["debiased_auc"], "debiased_auc_after": after["debiased_auc"],
             "curve_debiased": [c["debiased"] for c in curve],

@@ -160,28 +160,33 @@ def label_row(prompt: Sequence[int], token: int, logp: float, episode_id: str, g
                     ends_episode=True, terminated=True, truncated=False, metadata={"critic": True})
 
 
+def label_forward(model: Any, prompts: Sequence[Sequence[int]], tokens: LabelTokens, pad_id: int) -> torch.Tensor:
+    """``(N, 2)`` log-probabilities of "A" and "B" as the next token after each prompt, in one right-padded
+    forward of the trainer's (``training_forward``), with gradient when autograd is on."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # (N, W)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)  # (N, W)
+    for i, p in enumerate(prompts):
+        ids[i, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+        mask[i, : len(p)] = 1
+    logits = training_forward(model, ids, mask).logits  # (N, W, V)
+    last = logits[torch.arange(len(prompts)), mask.sum(dim=1) - 1].float()  # (N, V): predicts the label
+    return torch.log_softmax(last, dim=-1)[:, [tokens.a, tokens.b]]  # (N, 2)
+
+
 def label_logprobs(model: Any, prompts: Sequence[Sequence[int]], tokens: LabelTokens, pad_id: int,
                    micro_batch_size: int = 16) -> torch.Tensor:
-    """``(N, 2)`` log-probabilities of "A" and "B" as the next token after each prompt (no gradient).
+    """``(N, 2)`` log-probabilities of "A" and "B" as the next token after each prompt (eval mode, no gradient).
 
-    The forward is the trainer's (``training_forward``, right-padded), so these are exactly the
-    behaviour log-probs the update's ratio compares against.
+    The forward is the trainer's (``label_forward``), so these are exactly the behaviour log-probs
+    the update's ratio compares against.
     """
     out = torch.zeros(len(prompts), 2)
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for start in range(0, len(prompts), micro_batch_size):
-            chunk = prompts[start : start + micro_batch_size]
-            width = max(len(p) for p in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)  # (b, W)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)  # (b, W)
-            for i, p in enumerate(chunk):
-                ids[i, : len(p)] = torch.tensor(list(p), dtype=torch.long)
-                mask[i, : len(p)] = 1
-            logits = training_forward(model, ids, mask).logits  # (b, W, V)
-            last = logits[torch.arange(len(chunk)), mask.sum(dim=1) - 1].float()  # (b, V): predicts the label
-            out[start : start + len(chunk)] = torch.log_softmax(last, dim=-1)[:, [tokens.a, tokens.b]]  # (b, 2)
+            out[start : start + micro_batch_size] = label_forward(model, prompts[start : start + micro_batch_size], tokens, pad_id)
     model.train(was_training)
     return out
 

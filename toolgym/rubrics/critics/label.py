@@ -93,6 +93,11 @@ class LabelVerdict:
     logp_b: float
 
     @property
+    def log_odds(self) -> float:
+        """log p(A) - log p(B): the verdict's log-odds for "A" (exact, however sure the verdict is)."""
+        return self.logp_a - self.logp_b
+
+    @property
     def p_a(self) -> float:
         """Probability of "A" among the two labels (the other tokens of the vocabulary renormalised away)."""
         return 1.0 / (1.0 + math.exp(max(-700.0, min(700.0, self.logp_b - self.logp_a))))

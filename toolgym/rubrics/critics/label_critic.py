@@ -103,7 +103,7 @@ class LabelPairwiseCritic:
             p_a = v.p_a
             other = asked.get((b, a)) if self.pair_verdict else None
             if other is not None:  # both orders, one verdict (it stands for both questions: a soft win each)
-                p_a = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, _logit(v.p_a) - _logit(other.p_a)))))
+                p_a = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, v.log_odds - other.log_odds))))
             wins[a, b] += p_a
             wins[b, a] += 1.0 - p_a
             played[a] += 1
@@ -118,8 +118,3 @@ class LabelPairwiseCritic:
             out.append(Judgement(raw=raw, rationale=f"{wins[i].sum():.2f} soft wins in {int(played[i])} comparisons ({self.method})"))
         return out
 
-
-def _logit(p: float) -> float:
-    """log(p / (1 - p)), finite for p in [0, 1] (clamped to 1e-12 from either end)."""
-    p = min(max(p, 1e-12), 1.0 - 1e-12)
-    return math.log(p / (1.0 - p))
